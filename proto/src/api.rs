@@ -1,0 +1,452 @@
+//! HTTP request and response bodies. Every request body checks itself with `validate` before
+//! anything acts on it; unknown fields are refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{self, Invalid, invalid};
+use crate::model::{ChannelKind, User};
+use crate::permissions::{OverwriteKind, Permissions};
+use crate::signed::{self, DeviceCertificate};
+use crate::Id;
+
+#[cfg(feature = "openapi")]
+use utoipa::{IntoParams, ToSchema};
+
+/// Implemented by every request body: shape checks that need no database.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Invalid>;
+}
+
+fn key(field: &'static str, text: &str) -> Result<(), Invalid> {
+    signed::parse_public_key(text, field).map(|_| ()).map_err(|e| invalid(field, e.to_string()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    pub device_key: String,
+}
+
+impl Validate for ChallengeRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        key("device_key", &self.device_key)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ChallengeResponse {
+    pub challenge: String,
+    /// The relay's public origin; the client checks it is the origin it connected to.
+    pub audience: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub device_key: String,
+    pub challenge: String,
+    /// Device key's signature over `concord-auth-v1\n` + audience + `\n` + challenge.
+    pub signature: String,
+    /// Needed when this device is not yet known to the relay.
+    pub certificate: Option<DeviceCertificate>,
+    /// Needed on the first login of an unknown account key.
+    pub username: Option<String>,
+}
+
+impl Validate for LoginRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        key("device_key", &self.device_key)?;
+        if self.challenge.is_empty() || self.challenge.len() > 128 {
+            return Err(invalid("challenge", "1 to 128 characters"));
+        }
+        signed::parse_signature(&self.signature).map_err(|e| invalid("signature", e.to_string()))?;
+        if let Some(cert) = &self.certificate {
+            cert.verify().map_err(|e| invalid("certificate", e.to_string()))?;
+            if cert.device_key != self.device_key {
+                return Err(invalid("certificate", "certifies another device key"));
+            }
+        }
+        if let Some(name) = &self.username {
+            limits::username(name)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub session_id: Id,
+    pub user: User,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+impl Validate for RefreshRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.refresh_token.is_empty() || self.refresh_token.len() > 128 {
+            return Err(invalid("refresh_token", "1 to 128 characters"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddDeviceRequest {
+    pub certificate: DeviceCertificate,
+}
+
+impl Validate for AddDeviceRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.certificate.verify().map_err(|e| invalid("certificate", e.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateGuild {
+    pub name: String,
+}
+
+impl Validate for CreateGuild {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::name("name", &self.name)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateGuild {
+    pub name: Option<String>,
+}
+
+impl Validate for UpdateGuild {
+    fn validate(&self) -> Result<(), Invalid> {
+        match &self.name {
+            Some(name) => limits::name("name", name),
+            None => Err(invalid("name", "nothing to update")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    pub name: String,
+    pub kind: ChannelKind,
+    #[serde(default)]
+    pub private: bool,
+    pub topic: Option<String>,
+}
+
+impl Validate for CreateChannel {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::name("name", &self.name)?;
+        if self.kind == ChannelKind::Dm {
+            return Err(invalid("kind", "text or voice; direct messages use /users/@me/dms"));
+        }
+        if let Some(topic) = &self.topic {
+            limits::topic(topic)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannel {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub position: Option<i64>,
+}
+
+impl Validate for UpdateChannel {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.name.is_none() && self.topic.is_none() && self.position.is_none() {
+            return Err(invalid("name", "nothing to update"));
+        }
+        if let Some(name) = &self.name {
+            limits::name("name", name)?;
+        }
+        if let Some(topic) = &self.topic {
+            limits::topic(topic)?;
+        }
+        if let Some(position) = self.position
+            && !(0..=10_000).contains(&position)
+        {
+            return Err(invalid("position", "between 0 and 10000"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutOverwrite {
+    pub kind: OverwriteKind,
+    #[serde(default)]
+    pub allow: Permissions,
+    #[serde(default)]
+    pub deny: Permissions,
+}
+
+impl Validate for PutOverwrite {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !self.allow.is_known() || !self.deny.is_known() {
+            return Err(invalid("allow", "unknown permission bits"));
+        }
+        if self.allow.0 & self.deny.0 != 0 {
+            return Err(invalid("deny", "a permission cannot be both allowed and denied"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateRole {
+    pub name: String,
+    #[serde(default)]
+    pub permissions: Permissions,
+}
+
+impl Validate for CreateRole {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::name("name", &self.name)?;
+        if !self.permissions.is_known() {
+            return Err(invalid("permissions", "unknown permission bits"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRole {
+    pub name: Option<String>,
+    pub permissions: Option<Permissions>,
+    pub position: Option<i64>,
+}
+
+impl Validate for UpdateRole {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.name.is_none() && self.permissions.is_none() && self.position.is_none() {
+            return Err(invalid("name", "nothing to update"));
+        }
+        if let Some(name) = &self.name {
+            limits::name("name", name)?;
+        }
+        if let Some(p) = self.permissions
+            && !p.is_known()
+        {
+            return Err(invalid("permissions", "unknown permission bits"));
+        }
+        if let Some(position) = self.position
+            && !(1..=10_000).contains(&position)
+        {
+            return Err(invalid("position", "between 1 and 10000 (0 is @everyone)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvite {
+    /// 1..=10000; absent means unlimited.
+    pub max_uses: Option<i64>,
+    /// 60..=2592000 (30 days); absent means no expiry.
+    pub expires_in_secs: Option<i64>,
+}
+
+impl Validate for CreateInvite {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Some(n) = self.max_uses
+            && !(1..=10_000).contains(&n)
+        {
+            return Err(invalid("max_uses", "between 1 and 10000"));
+        }
+        if let Some(s) = self.expires_in_secs
+            && !(60..=2_592_000).contains(&s)
+        {
+            return Err(invalid("expires_in_secs", "between 60 and 2592000"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateBan {
+    pub reason: Option<String>,
+}
+
+impl Validate for CreateBan {
+    fn validate(&self) -> Result<(), Invalid> {
+        match &self.reason {
+            Some(r) if r.chars().count() > 512 => Err(invalid("reason", "at most 512 characters")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateDm {
+    pub recipient: Id,
+}
+
+impl Validate for CreateDm {
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub content: String,
+    /// Client idempotency key: the same (author, nonce) returns the first message.
+    pub nonce: String,
+    pub reply_to: Option<Id>,
+}
+
+impl Validate for SendMessage {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::content(&self.content)?;
+        limits::nonce(&self.nonce)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EditMessage {
+    pub content: String,
+}
+
+impl Validate for EditMessage {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::content(&self.content)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// The last message the user has read in this channel.
+    pub message_id: Id,
+}
+
+impl Validate for AckRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+/// `?before=&after=&around=&limit=`: at most one of before/after/around.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub before: Option<Id>,
+    pub after: Option<Id>,
+    pub around: Option<Id>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+}
+
+impl Validate for HistoryQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        let anchors = [self.before, self.after, self.around].iter().filter(|a| a.is_some()).count();
+        if anchors > 1 {
+            return Err(invalid("before", "use at most one of before, after and around"));
+        }
+        limits::page_limit(self.limit).map(|_| ())
+    }
+}
+
+/// `?after_seq=&limit=`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Return events with seq greater than this (default 0: from the start).
+    pub after_seq: Option<i64>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+}
+
+impl Validate for EventsQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.after_seq.is_some_and(|s| s < 0) {
+            return Err(invalid("after_seq", "must be 0 or more"));
+        }
+        limits::page_limit(self.limit).map(|_| ())
+    }
+}
+
+/// `?q=&channel=&author=&before=&after=&limit=`; before/after are message ids.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    pub q: String,
+    pub channel: Option<Id>,
+    pub author: Option<Id>,
+    pub before: Option<Id>,
+    pub after: Option<Id>,
+    /// 1..=100, default 25.
+    pub limit: Option<u32>,
+}
+
+impl Validate for SearchQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::search_terms(&self.q)?;
+        limits::page_limit(self.limit).map(|_| ())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SearchResults {
+    pub hits: Vec<crate::model::SearchHit>,
+    pub terms: Vec<String>,
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `validation_failed`, `missing_access`.
+    pub code: String,
+    pub message: String,
+}

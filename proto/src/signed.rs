@@ -1,0 +1,187 @@
+//! Signed byte formats. Each kind of signature starts with its own prefix line, so a signature
+//! made for one purpose can never be replayed as another. Keys and signatures travel as
+//! base64url without padding. Test vectors for each format are at the bottom of this file and
+//! in docs/protocols/signed-formats.md.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::b64;
+use crate::limits;
+
+pub const DEVICE_CERT_PREFIX: &str = "concord-device-v1\n";
+pub const AUTH_PREFIX: &str = "concord-auth-v1\n";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("{0} is not a base64url (no padding) ed25519 public key")]
+    BadKey(&'static str),
+    #[error("signature is not 64 bytes of base64url without padding")]
+    BadSignatureEncoding,
+    #[error("signature does not verify")]
+    Invalid,
+    #[error("{0}")]
+    BadField(&'static str),
+}
+
+/// Parses a base64url ed25519 public key (32 bytes, a valid curve point).
+pub fn parse_public_key(text: &str, what: &'static str) -> Result<VerifyingKey, SignatureError> {
+    let bytes = b64::decode_array::<32>(text).ok_or(SignatureError::BadKey(what))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| SignatureError::BadKey(what))
+}
+
+pub fn parse_signature(text: &str) -> Result<Signature, SignatureError> {
+    let bytes = b64::decode_array::<64>(text).ok_or(SignatureError::BadSignatureEncoding)?;
+    Ok(Signature::from_bytes(&bytes))
+}
+
+pub fn public_key_string(key: &VerifyingKey) -> String {
+    b64::encode(key.as_bytes())
+}
+
+fn verify(key: &VerifyingKey, message: &[u8], signature: &str) -> Result<(), SignatureError> {
+    let signature = parse_signature(signature)?;
+    // verify_strict refuses small-order keys and non-canonical signatures.
+    key.verify_strict(message, &signature).map_err(|_| SignatureError::Invalid)
+}
+
+/// The account key's statement that a device key belongs to the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeviceCertificate {
+    /// Account public key, base64url without padding.
+    pub account_key: String,
+    /// Device public key, base64url without padding.
+    pub device_key: String,
+    /// Human label ("laptop", "Firefox on desk"), at most 100 characters, no newline.
+    pub label: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Account key's ed25519 signature over [`DeviceCertificate::signing_bytes`].
+    pub signature: String,
+}
+
+impl DeviceCertificate {
+    /// `concord-device-v1\n` + account_key + `\n` + device_key + `\n` + label + `\n` + created_at
+    pub fn signing_bytes(account_key: &str, device_key: &str, label: &str, created_at: i64) -> Vec<u8> {
+        format!("{DEVICE_CERT_PREFIX}{account_key}\n{device_key}\n{label}\n{created_at}").into_bytes()
+    }
+
+    pub fn sign(account: &SigningKey, device_key: &VerifyingKey, label: &str, created_at: i64) -> Self {
+        let account_key = public_key_string(&account.verifying_key());
+        let device_key = public_key_string(device_key);
+        let bytes = Self::signing_bytes(&account_key, &device_key, label, created_at);
+        let signature = b64::encode(account.sign(&bytes).to_bytes());
+        DeviceCertificate { account_key, device_key, label: label.to_owned(), created_at, signature }
+    }
+
+    /// Checks the shape of every field and the account key's signature.
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        let account = parse_public_key(&self.account_key, "account_key")?;
+        parse_public_key(&self.device_key, "device_key")?;
+        if self.account_key == self.device_key {
+            return Err(SignatureError::BadField("device_key must differ from account_key"));
+        }
+        if self.label.contains('\n') || self.label.chars().count() > limits::MAX_NAME_CHARS {
+            return Err(SignatureError::BadField("label is at most 100 characters without newlines"));
+        }
+        if !(0..=limits::MAX_UNIX_SECONDS).contains(&self.created_at) {
+            return Err(SignatureError::BadField("created_at is unix seconds"));
+        }
+        let bytes = Self::signing_bytes(&self.account_key, &self.device_key, &self.label, self.created_at);
+        verify(&account, &bytes, &self.signature)
+    }
+}
+
+/// `concord-auth-v1\n` + audience + `\n` + challenge: what a device key signs to log in.
+/// The audience is the relay's public origin, so the signature cannot be replayed elsewhere.
+pub fn auth_signing_bytes(audience: &str, challenge: &str) -> Vec<u8> {
+    format!("{AUTH_PREFIX}{audience}\n{challenge}").into_bytes()
+}
+
+pub fn sign_auth(device: &SigningKey, audience: &str, challenge: &str) -> String {
+    b64::encode(device.sign(&auth_signing_bytes(audience, challenge)).to_bytes())
+}
+
+pub fn verify_auth(device_key: &str, audience: &str, challenge: &str, signature: &str) -> Result<(), SignatureError> {
+    let key = parse_public_key(device_key, "device_key")?;
+    verify(&key, &auth_signing_bytes(audience, challenge), signature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> SigningKey {
+        SigningKey::from_bytes(&[1u8; 32])
+    }
+    fn device() -> SigningKey {
+        SigningKey::from_bytes(&[2u8; 32])
+    }
+
+    /// Fixed keys give fixed bytes and signatures (ed25519 is deterministic; cross-checked with
+    /// `openssl pkeyutl -sign -rawin`). Other
+    /// implementations (the web client, third-party clients) check themselves against these.
+    #[test]
+    fn device_certificate_vector() {
+        let cert = DeviceCertificate::sign(&account(), &device().verifying_key(), "laptop", 1_700_000_000);
+        assert_eq!(cert.account_key, "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w");
+        assert_eq!(cert.device_key, "gTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q");
+        let bytes = DeviceCertificate::signing_bytes(&cert.account_key, &cert.device_key, &cert.label, cert.created_at);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "concord-device-v1\niojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w\ngTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q\nlaptop\n1700000000"
+        );
+        assert_eq!(cert.signature, DEVICE_CERT_SIGNATURE);
+        cert.verify().unwrap();
+    }
+
+    const DEVICE_CERT_SIGNATURE: &str = "05UFPzFUNs8qNUacz_6UJhF0mn4K4mSuzEWVAp0O0B785WnlAcuwflJpdbdle9Ol0Swhbgs86gO2qRpDQShKBA";
+    const AUTH_SIGNATURE: &str = "i8W4G2qbSLecFiEpPmDFsqqiIMAVlMSQmY9PdA5rzH1O4RcFq1r4mz89MzC9lvX6RTW_5GF3sPW-sROVgVvNAA";
+
+    #[test]
+    fn auth_vector() {
+        let sig = sign_auth(&device(), "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew");
+        assert_eq!(
+            auth_signing_bytes("https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew"),
+            b"concord-auth-v1\nhttps://chat.example.org\nq2x8JfQm5mN0bGl3kPz7Ew".to_vec()
+        );
+        assert_eq!(sig, AUTH_SIGNATURE);
+        let device_key = public_key_string(&device().verifying_key());
+        verify_auth(&device_key, "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew", &sig).unwrap();
+        // another audience, another challenge, another key: all refused
+        assert_eq!(verify_auth(&device_key, "https://evil.example", "q2x8JfQm5mN0bGl3kPz7Ew", &sig), Err(SignatureError::Invalid));
+        assert_eq!(verify_auth(&device_key, "https://chat.example.org", "other", &sig), Err(SignatureError::Invalid));
+        let account_key = public_key_string(&account().verifying_key());
+        assert_eq!(verify_auth(&account_key, "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew", &sig), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn prefixes_separate_kinds() {
+        // A device certificate signature never verifies as a login and vice versa.
+        let cert = DeviceCertificate::sign(&account(), &device().verifying_key(), "x", 1);
+        let account_key = public_key_string(&account().verifying_key());
+        assert!(verify_auth(&account_key, "x", "1", &cert.signature).is_err());
+    }
+
+    #[test]
+    fn tampered_certificates_fail() {
+        let cert = DeviceCertificate::sign(&account(), &device().verifying_key(), "laptop", 1_700_000_000);
+        let mut c = cert.clone();
+        c.label = "phone".into();
+        assert_eq!(c.verify(), Err(SignatureError::Invalid));
+        let mut c = cert.clone();
+        c.created_at += 1;
+        assert_eq!(c.verify(), Err(SignatureError::Invalid));
+        let mut c = cert.clone();
+        c.device_key = public_key_string(&SigningKey::from_bytes(&[3u8; 32]).verifying_key());
+        assert_eq!(c.verify(), Err(SignatureError::Invalid));
+        let mut c = cert.clone();
+        c.signature.pop();
+        assert_eq!(c.verify(), Err(SignatureError::BadSignatureEncoding));
+        let mut c = cert;
+        c.account_key = "not-a-key".into();
+        assert_eq!(c.verify(), Err(SignatureError::BadKey("account_key")));
+    }
+}
