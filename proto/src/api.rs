@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Id;
 use crate::limits::{self, Invalid, invalid};
 use crate::model::{ChannelKind, User};
 use crate::permissions::{OverwriteKind, Permissions};
 use crate::signed::{self, DeviceCertificate};
-use crate::Id;
 
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};
@@ -18,7 +18,9 @@ pub trait Validate {
 }
 
 fn key(field: &'static str, text: &str) -> Result<(), Invalid> {
-    signed::parse_public_key(text, field).map(|_| ()).map_err(|e| invalid(field, e.to_string()))
+    signed::parse_public_key(text, field)
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,9 +66,11 @@ impl Validate for LoginRequest {
         if self.challenge.is_empty() || self.challenge.len() > 128 {
             return Err(invalid("challenge", "1 to 128 characters"));
         }
-        signed::parse_signature(&self.signature).map_err(|e| invalid("signature", e.to_string()))?;
+        signed::parse_signature(&self.signature)
+            .map_err(|e| invalid("signature", e.to_string()))?;
         if let Some(cert) = &self.certificate {
-            cert.verify().map_err(|e| invalid("certificate", e.to_string()))?;
+            cert.verify()
+                .map_err(|e| invalid("certificate", e.to_string()))?;
             if cert.device_key != self.device_key {
                 return Err(invalid("certificate", "certifies another device key"));
             }
@@ -114,7 +118,9 @@ pub struct AddDeviceRequest {
 
 impl Validate for AddDeviceRequest {
     fn validate(&self) -> Result<(), Invalid> {
-        self.certificate.verify().map_err(|e| invalid("certificate", e.to_string()))
+        self.certificate
+            .verify()
+            .map_err(|e| invalid("certificate", e.to_string()))
     }
 }
 
@@ -162,7 +168,10 @@ impl Validate for CreateChannel {
     fn validate(&self) -> Result<(), Invalid> {
         limits::name("name", &self.name)?;
         if self.kind == ChannelKind::Dm {
-            return Err(invalid("kind", "text or voice; direct messages use /users/@me/dms"));
+            return Err(invalid(
+                "kind",
+                "text or voice; direct messages use /users/@me/dms",
+            ));
         }
         if let Some(topic) = &self.topic {
             limits::topic(topic)?;
@@ -217,7 +226,10 @@ impl Validate for PutOverwrite {
             return Err(invalid("allow", "unknown permission bits"));
         }
         if self.allow.0 & self.deny.0 != 0 {
-            return Err(invalid("deny", "a permission cannot be both allowed and denied"));
+            return Err(invalid(
+                "deny",
+                "a permission cannot be both allowed and denied",
+            ));
         }
         Ok(())
     }
@@ -386,9 +398,15 @@ pub struct HistoryQuery {
 
 impl Validate for HistoryQuery {
     fn validate(&self) -> Result<(), Invalid> {
-        let anchors = [self.before, self.after, self.around].iter().filter(|a| a.is_some()).count();
+        let anchors = [self.before, self.after, self.around]
+            .iter()
+            .filter(|a| a.is_some())
+            .count();
         if anchors > 1 {
-            return Err(invalid("before", "use at most one of before, after and around"));
+            return Err(invalid(
+                "before",
+                "use at most one of before, after and around",
+            ));
         }
         limits::page_limit(self.limit).map(|_| ())
     }

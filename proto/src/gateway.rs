@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, Guild, Role, User};
 use crate::Id;
+use crate::model::{Channel, Guild, Role, User};
 
 /// Largest text frame a client may send. Client frames are small; anything larger is abuse.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 4 * 1024;
@@ -96,8 +96,14 @@ struct RawFrame {
     d: serde_json::Value,
 }
 
-fn data<T: for<'de> Deserialize<'de>>(op: &'static str, d: serde_json::Value) -> Result<T, FrameError> {
-    serde_json::from_value(d).map_err(|e| FrameError::BadData { op, reason: e.to_string() })
+fn data<T: for<'de> Deserialize<'de>>(
+    op: &'static str,
+    d: serde_json::Value,
+) -> Result<T, FrameError> {
+    serde_json::from_value(d).map_err(|e| FrameError::BadData {
+        op,
+        reason: e.to_string(),
+    })
 }
 
 impl ClientFrame {
@@ -107,7 +113,8 @@ impl ClientFrame {
         if bytes.len() > MAX_CLIENT_FRAME_BYTES {
             return Err(FrameError::TooLarge);
         }
-        let raw: RawFrame = serde_json::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let raw: RawFrame =
+            serde_json::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))?;
         Ok(match raw.op.as_str() {
             "identify" => ClientFrame::Identify(data("identify", raw.d)?),
             "resume" => ClientFrame::Resume(data("resume", raw.d)?),
@@ -211,15 +218,32 @@ mod tests {
 
     #[test]
     fn parse_ops() {
-        assert_eq!(ClientFrame::parse(br#"{"op":"heartbeat"}"#), Ok(ClientFrame::Heartbeat));
+        assert_eq!(
+            ClientFrame::parse(br#"{"op":"heartbeat"}"#),
+            Ok(ClientFrame::Heartbeat)
+        );
         assert_eq!(
             ClientFrame::parse(br#"{"op":"identify","d":{"token":"abc"}}"#),
-            Ok(ClientFrame::Identify(Identify { token: "abc".into() }))
+            Ok(ClientFrame::Identify(Identify {
+                token: "abc".into()
+            }))
         );
-        assert!(matches!(ClientFrame::parse(br#"{"op":"nope"}"#), Err(FrameError::UnknownOp(_))));
-        assert!(matches!(ClientFrame::parse(br#"{"op":"identify"}"#), Err(FrameError::BadData { .. })));
-        assert!(matches!(ClientFrame::parse(br#"[1]"#), Err(FrameError::Malformed(_))));
-        assert_eq!(ClientFrame::parse(&vec![b' '; MAX_CLIENT_FRAME_BYTES + 1]), Err(FrameError::TooLarge));
+        assert!(matches!(
+            ClientFrame::parse(br#"{"op":"nope"}"#),
+            Err(FrameError::UnknownOp(_))
+        ));
+        assert!(matches!(
+            ClientFrame::parse(br#"{"op":"identify"}"#),
+            Err(FrameError::BadData { .. })
+        ));
+        assert!(matches!(
+            ClientFrame::parse(br#"[1]"#),
+            Err(FrameError::Malformed(_))
+        ));
+        assert_eq!(
+            ClientFrame::parse(&vec![b' '; MAX_CLIENT_FRAME_BYTES + 1]),
+            Err(FrameError::TooLarge)
+        );
         assert!(matches!(
             ClientFrame::parse(br#"{"op":"typing","d":{"channel_id":"1","x":1}}"#),
             Err(FrameError::BadData { .. })

@@ -85,7 +85,11 @@ impl<'de> Deserialize<'de> for Id {
                 }
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
-                if v > 0 { Ok(Id(v)) } else { Err(E::custom(InvalidId)) }
+                if v > 0 {
+                    Ok(Id(v))
+                } else {
+                    Err(E::custom(InvalidId))
+                }
             }
         }
         d.deserialize_any(Visitor)
@@ -120,7 +124,11 @@ pub struct IdGenerator {
 impl IdGenerator {
     pub fn new(worker_id: u16) -> IdGenerator {
         assert!(worker_id <= MAX_WORKER_ID, "worker id out of range");
-        IdGenerator { worker: i64::from(worker_id), last_ms: 0, sequence: 0 }
+        IdGenerator {
+            worker: i64::from(worker_id),
+            last_ms: 0,
+            sequence: 0,
+        }
     }
 
     pub fn worker_id(&self) -> u16 {

@@ -29,11 +29,22 @@ pub struct Invalid {
 }
 
 pub fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
-    Invalid { field, reason: reason.into() }
+    Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
+/// Search highlights mark matches with these two Unicode noncharacters (reserved for internal
+/// use), so user text may not contain them.
+pub const HIGHLIGHT_START: char = '\u{FDD0}';
+pub const HIGHLIGHT_END: char = '\u{FDD1}';
+
 fn has_control(text: &str, allow_newlines: bool) -> bool {
-    text.chars().any(|c| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
+    text.chars().any(|c| {
+        (c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
+            || ('\u{FDD0}'..='\u{FDEF}').contains(&c)
+    })
 }
 
 /// Message content: 1..=4,000 characters (Unicode scalar values), not only whitespace, and no
@@ -43,10 +54,16 @@ pub fn content(text: &str) -> Result<(), Invalid> {
         return Err(invalid("content", "must not be empty"));
     }
     if text.chars().count() > MAX_CONTENT_CHARS {
-        return Err(invalid("content", format!("at most {MAX_CONTENT_CHARS} characters")));
+        return Err(invalid(
+            "content",
+            format!("at most {MAX_CONTENT_CHARS} characters"),
+        ));
     }
     if has_control(text, true) {
-        return Err(invalid("content", "control characters other than newline and tab are not allowed"));
+        return Err(invalid(
+            "content",
+            "control characters (other than newline and tab) and noncharacters are not allowed",
+        ));
     }
     Ok(())
 }
@@ -60,17 +77,26 @@ pub fn name(field: &'static str, text: &str) -> Result<(), Invalid> {
         return Err(invalid(field, "must not start or end with whitespace"));
     }
     if text.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid(field, format!("at most {MAX_NAME_CHARS} characters")));
+        return Err(invalid(
+            field,
+            format!("at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if has_control(text, false) {
-        return Err(invalid(field, "must be a single line without control characters"));
+        return Err(invalid(
+            field,
+            "must be a single line without control characters",
+        ));
     }
     Ok(())
 }
 
 pub fn topic(text: &str) -> Result<(), Invalid> {
     if text.chars().count() > MAX_TOPIC_CHARS {
-        return Err(invalid("topic", format!("at most {MAX_TOPIC_CHARS} characters")));
+        return Err(invalid(
+            "topic",
+            format!("at most {MAX_TOPIC_CHARS} characters"),
+        ));
     }
     if has_control(text, true) {
         return Err(invalid("topic", "control characters are not allowed"));
@@ -80,16 +106,24 @@ pub fn topic(text: &str) -> Result<(), Invalid> {
 
 /// Usernames: 2..=32 of `a-z 0-9 _ .`, lowercase so that they are unique without folding.
 pub fn username(text: &str) -> Result<(), Invalid> {
-    let ok_chars = text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    let ok_chars = text
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
     if !(USERNAME_MIN..=USERNAME_MAX).contains(&text.len()) || !ok_chars {
-        return Err(invalid("username", "2 to 32 characters of a-z, 0-9, '_' and '.'"));
+        return Err(invalid(
+            "username",
+            "2 to 32 characters of a-z, 0-9, '_' and '.'",
+        ));
     }
     Ok(())
 }
 
 /// Client idempotency keys: 1..=64 printable ASCII characters.
 pub fn nonce(text: &str) -> Result<(), Invalid> {
-    if text.is_empty() || text.len() > MAX_NONCE_CHARS || !text.bytes().all(|b| b.is_ascii_graphic()) {
+    if text.is_empty()
+        || text.len() > MAX_NONCE_CHARS
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(invalid("nonce", "1 to 64 printable ASCII characters"));
     }
     Ok(())
@@ -100,9 +134,14 @@ pub fn nonce(text: &str) -> Result<(), Invalid> {
 pub fn emoji(text: &str) -> Result<(), Invalid> {
     if text.is_empty()
         || text.len() > MAX_EMOJI_BYTES
-        || text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        || text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
     {
-        return Err(invalid("emoji", "1 to 64 bytes, no whitespace, control characters or '/'"));
+        return Err(invalid(
+            "emoji",
+            "1 to 64 bytes, no whitespace, control characters or '/'",
+        ));
     }
     Ok(())
 }
@@ -120,10 +159,16 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, Invalid> {
 /// storage backends tokenise, so that they find the same messages.
 pub fn search_terms(query: &str) -> Result<Vec<String>, Invalid> {
     if query.chars().count() > MAX_SEARCH_QUERY_CHARS {
-        return Err(invalid("q", format!("at most {MAX_SEARCH_QUERY_CHARS} characters")));
+        return Err(invalid(
+            "q",
+            format!("at most {MAX_SEARCH_QUERY_CHARS} characters"),
+        ));
     }
     let mut terms: Vec<String> = Vec::new();
-    for word in query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         let word = word.to_lowercase();
         if !terms.contains(&word) {
             terms.push(word);
@@ -148,6 +193,7 @@ mod tests {
         assert!(content("line\nline\ttab").is_ok());
         assert!(content("  ").is_err());
         assert!(content("bell\u{7}").is_err());
+        assert!(content("mark\u{FDD0}").is_err());
         assert!(content(&"é".repeat(4_000)).is_ok());
         assert!(content(&"é".repeat(4_001)).is_err());
     }
@@ -173,7 +219,10 @@ mod tests {
         assert_eq!(page_limit(None), Ok(50));
         assert!(page_limit(Some(0)).is_err());
         assert!(page_limit(Some(101)).is_err());
-        assert_eq!(search_terms("Hello, hello WORLD!").unwrap(), vec!["hello", "world"]);
+        assert_eq!(
+            search_terms("Hello, hello WORLD!").unwrap(),
+            vec!["hello", "world"]
+        );
         assert!(search_terms("!!!").is_err());
     }
 }

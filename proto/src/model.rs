@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::permissions::{Overwrite, Permissions};
 use crate::Id;
+use crate::permissions::{Overwrite, Permissions};
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -151,6 +151,9 @@ pub struct Message {
     pub reply_to: Option<Id>,
     pub mentions: Vec<Id>,
     pub reactions: Vec<ReactionCount>,
+    /// Only in the event log: a message deleted later, its content removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// The kinds of events that take a channel seq.
@@ -176,9 +179,15 @@ impl EventKind {
         }
     }
     pub fn parse(s: &str) -> Option<EventKind> {
-        [Self::MessageCreate, Self::MessageUpdate, Self::MessageDelete, Self::ReactionAdd, Self::ReactionRemove]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::MessageCreate,
+            Self::MessageUpdate,
+            Self::MessageDelete,
+            Self::ReactionAdd,
+            Self::ReactionRemove,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -43,8 +43,12 @@ impl Permissions {
 
     /// What the two participants of a direct-message channel may do.
     pub const DM: Permissions = Permissions(
-        Self::VIEW_CHANNEL.0 | Self::SEND_MESSAGES.0 | Self::ADD_REACTIONS.0 | Self::READ_HISTORY.0
-            | Self::CONNECT.0 | Self::SPEAK.0,
+        Self::VIEW_CHANNEL.0
+            | Self::SEND_MESSAGES.0
+            | Self::ADD_REACTIONS.0
+            | Self::READ_HISTORY.0
+            | Self::CONNECT.0
+            | Self::SPEAK.0,
     );
 
     pub const NAMES: [(&'static str, Permissions); 14] = [
@@ -132,12 +136,20 @@ impl OverwriteKind {
 
 /// Guild-level permissions: the owner and administrators hold everything; otherwise the union
 /// of @everyone and the member's roles.
-pub fn base_permissions(is_owner: bool, everyone: Permissions, member_roles: impl IntoIterator<Item = Permissions>) -> Permissions {
+pub fn base_permissions(
+    is_owner: bool,
+    everyone: Permissions,
+    member_roles: impl IntoIterator<Item = Permissions>,
+) -> Permissions {
     if is_owner {
         return Permissions::ALL;
     }
     let perms = member_roles.into_iter().fold(everyone, |acc, p| acc | p);
-    if perms.contains(Permissions::ADMINISTRATOR) { Permissions::ALL } else { perms }
+    if perms.contains(Permissions::ADMINISTRATOR) {
+        Permissions::ALL
+    } else {
+        perms
+    }
 }
 
 /// Channel permissions: @everyone overwrite, then the union of the member's role overwrites
@@ -153,20 +165,33 @@ pub fn channel_permissions(
         return Permissions::ALL;
     }
     let mut perms = base;
-    if let Some(o) = overwrites.iter().find(|o| o.kind == OverwriteKind::Role && o.target_id == guild_id) {
+    if let Some(o) = overwrites
+        .iter()
+        .find(|o| o.kind == OverwriteKind::Role && o.target_id == guild_id)
+    {
         perms = (perms & !o.deny) | o.allow;
     }
     let (mut allow, mut deny) = (Permissions::NONE, Permissions::NONE);
-    for o in overwrites.iter().filter(|o| o.kind == OverwriteKind::Role && member_role_ids.contains(&o.target_id)) {
+    for o in overwrites
+        .iter()
+        .filter(|o| o.kind == OverwriteKind::Role && member_role_ids.contains(&o.target_id))
+    {
         allow = allow | o.allow;
         deny = deny | o.deny;
     }
     perms = (perms & !deny) | allow;
-    if let Some(o) = overwrites.iter().find(|o| o.kind == OverwriteKind::Member && o.target_id == member_id) {
+    if let Some(o) = overwrites
+        .iter()
+        .find(|o| o.kind == OverwriteKind::Member && o.target_id == member_id)
+    {
         perms = (perms & !o.deny) | o.allow;
     }
     // Without view, nothing else in the channel applies.
-    if !perms.contains(Permissions::VIEW_CHANNEL) { Permissions::NONE } else { perms }
+    if !perms.contains(Permissions::VIEW_CHANNEL) {
+        Permissions::NONE
+    } else {
+        perms
+    }
 }
 
 #[cfg(test)]
@@ -178,13 +203,24 @@ mod tests {
     const ME: Id = Id(3);
 
     fn deny_everyone_view() -> Overwrite {
-        Overwrite { target_id: GUILD, kind: OverwriteKind::Role, allow: Permissions::NONE, deny: Permissions::VIEW_CHANNEL }
+        Overwrite {
+            target_id: GUILD,
+            kind: OverwriteKind::Role,
+            allow: Permissions::NONE,
+            deny: Permissions::VIEW_CHANNEL,
+        }
     }
 
     #[test]
     fn owner_and_admin_hold_everything() {
-        assert_eq!(base_permissions(true, Permissions::NONE, []), Permissions::ALL);
-        assert_eq!(base_permissions(false, Permissions::NONE, [Permissions::ADMINISTRATOR]), Permissions::ALL);
+        assert_eq!(
+            base_permissions(true, Permissions::NONE, []),
+            Permissions::ALL
+        );
+        assert_eq!(
+            base_permissions(false, Permissions::NONE, [Permissions::ADMINISTRATOR]),
+            Permissions::ALL
+        );
         let base = base_permissions(false, Permissions::DEFAULT_EVERYONE, []);
         assert!(!base.contains(Permissions::MANAGE_MESSAGES));
     }
@@ -193,20 +229,42 @@ mod tests {
     fn private_channel_needs_an_allow() {
         let base = Permissions::DEFAULT_EVERYONE;
         let private = [deny_everyone_view()];
-        assert_eq!(channel_permissions(base, GUILD, ME, &[], &private), Permissions::NONE);
+        assert_eq!(
+            channel_permissions(base, GUILD, ME, &[], &private),
+            Permissions::NONE
+        );
         let with_role = [
             deny_everyone_view(),
-            Overwrite { target_id: MOD_ROLE, kind: OverwriteKind::Role, allow: Permissions::VIEW_CHANNEL, deny: Permissions::NONE },
+            Overwrite {
+                target_id: MOD_ROLE,
+                kind: OverwriteKind::Role,
+                allow: Permissions::VIEW_CHANNEL,
+                deny: Permissions::NONE,
+            },
         ];
-        assert!(channel_permissions(base, GUILD, ME, &[MOD_ROLE], &with_role).contains(Permissions::VIEW_CHANNEL));
-        assert_eq!(channel_permissions(base, GUILD, ME, &[], &with_role), Permissions::NONE);
+        assert!(
+            channel_permissions(base, GUILD, ME, &[MOD_ROLE], &with_role)
+                .contains(Permissions::VIEW_CHANNEL)
+        );
+        assert_eq!(
+            channel_permissions(base, GUILD, ME, &[], &with_role),
+            Permissions::NONE
+        );
         let member_deny = [
             with_role[1],
-            Overwrite { target_id: ME, kind: OverwriteKind::Member, allow: Permissions::NONE, deny: Permissions::SEND_MESSAGES },
+            Overwrite {
+                target_id: ME,
+                kind: OverwriteKind::Member,
+                allow: Permissions::NONE,
+                deny: Permissions::SEND_MESSAGES,
+            },
         ];
         let p = channel_permissions(base, GUILD, ME, &[MOD_ROLE], &member_deny);
         assert!(p.contains(Permissions::VIEW_CHANNEL) && !p.contains(Permissions::SEND_MESSAGES));
-        assert_eq!(channel_permissions(Permissions::ALL, GUILD, ME, &[], &private), Permissions::ALL);
+        assert_eq!(
+            channel_permissions(Permissions::ALL, GUILD, ME, &[], &private),
+            Permissions::ALL
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub struct WindowLimiter {
 
 impl WindowLimiter {
     pub fn new(max_keys: usize) -> WindowLimiter {
-        WindowLimiter { windows: HashMap::new(), max_keys }
+        WindowLimiter {
+            windows: HashMap::new(),
+            max_keys,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -58,27 +61,48 @@ impl WindowLimiter {
         if !self.windows.contains_key(key) && self.windows.len() >= self.max_keys {
             self.purge(now_ms);
             if self.windows.len() >= self.max_keys {
-                return Decision { allowed: false, limit: rule.limit, remaining: 0, reset_after_ms: rule.window_ms };
+                return Decision {
+                    allowed: false,
+                    limit: rule.limit,
+                    remaining: 0,
+                    reset_after_ms: rule.window_ms,
+                };
             }
         }
-        let window = self
-            .windows
-            .entry(key.to_owned())
-            .or_insert(Window { start_ms: now_ms, window_ms: rule.window_ms, count: 0 });
+        let window = self.windows.entry(key.to_owned()).or_insert(Window {
+            start_ms: now_ms,
+            window_ms: rule.window_ms,
+            count: 0,
+        });
         if now_ms >= window.start_ms + window.window_ms || window.window_ms != rule.window_ms {
-            *window = Window { start_ms: now_ms, window_ms: rule.window_ms, count: 0 };
+            *window = Window {
+                start_ms: now_ms,
+                window_ms: rule.window_ms,
+                count: 0,
+            };
         }
         let reset_after_ms = window.start_ms + window.window_ms - now_ms;
         if window.count >= rule.limit {
-            return Decision { allowed: false, limit: rule.limit, remaining: 0, reset_after_ms };
+            return Decision {
+                allowed: false,
+                limit: rule.limit,
+                remaining: 0,
+                reset_after_ms,
+            };
         }
         window.count += 1;
-        Decision { allowed: true, limit: rule.limit, remaining: rule.limit - window.count, reset_after_ms }
+        Decision {
+            allowed: true,
+            limit: rule.limit,
+            remaining: rule.limit - window.count,
+            reset_after_ms,
+        }
     }
 
     /// Drops windows that have ended; call it periodically.
     pub fn purge(&mut self, now_ms: u64) {
-        self.windows.retain(|_, w| now_ms < w.start_ms + w.window_ms);
+        self.windows
+            .retain(|_, w| now_ms < w.start_ms + w.window_ms);
     }
 }
 
@@ -86,13 +110,19 @@ impl WindowLimiter {
 mod tests {
     use super::*;
 
-    const RULE: Rule = Rule { limit: 3, window_ms: 10_000 };
+    const RULE: Rule = Rule {
+        limit: 3,
+        window_ms: 10_000,
+    };
 
     #[test]
     fn counts_and_resets() {
         let mut l = WindowLimiter::new(10);
         let d: Vec<_> = (0..4).map(|i| l.check("a", RULE, 1_000 + i)).collect();
-        assert_eq!(d.iter().map(|d| d.allowed).collect::<Vec<_>>(), [true, true, true, false]);
+        assert_eq!(
+            d.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
         assert_eq!(d[0].remaining, 2);
         assert_eq!(d[3].remaining, 0);
         assert_eq!(d[3].reset_after_ms, 9_997);

@@ -42,7 +42,8 @@ pub fn public_key_string(key: &VerifyingKey) -> String {
 fn verify(key: &VerifyingKey, message: &[u8], signature: &str) -> Result<(), SignatureError> {
     let signature = parse_signature(signature)?;
     // verify_strict refuses small-order keys and non-canonical signatures.
-    key.verify_strict(message, &signature).map_err(|_| SignatureError::Invalid)
+    key.verify_strict(message, &signature)
+        .map_err(|_| SignatureError::Invalid)
 }
 
 /// The account key's statement that a device key belongs to the account.
@@ -64,16 +65,33 @@ pub struct DeviceCertificate {
 
 impl DeviceCertificate {
     /// `concord-device-v1\n` + account_key + `\n` + device_key + `\n` + label + `\n` + created_at
-    pub fn signing_bytes(account_key: &str, device_key: &str, label: &str, created_at: i64) -> Vec<u8> {
-        format!("{DEVICE_CERT_PREFIX}{account_key}\n{device_key}\n{label}\n{created_at}").into_bytes()
+    pub fn signing_bytes(
+        account_key: &str,
+        device_key: &str,
+        label: &str,
+        created_at: i64,
+    ) -> Vec<u8> {
+        format!("{DEVICE_CERT_PREFIX}{account_key}\n{device_key}\n{label}\n{created_at}")
+            .into_bytes()
     }
 
-    pub fn sign(account: &SigningKey, device_key: &VerifyingKey, label: &str, created_at: i64) -> Self {
+    pub fn sign(
+        account: &SigningKey,
+        device_key: &VerifyingKey,
+        label: &str,
+        created_at: i64,
+    ) -> Self {
         let account_key = public_key_string(&account.verifying_key());
         let device_key = public_key_string(device_key);
         let bytes = Self::signing_bytes(&account_key, &device_key, label, created_at);
         let signature = b64::encode(account.sign(&bytes).to_bytes());
-        DeviceCertificate { account_key, device_key, label: label.to_owned(), created_at, signature }
+        DeviceCertificate {
+            account_key,
+            device_key,
+            label: label.to_owned(),
+            created_at,
+            signature,
+        }
     }
 
     /// Checks the shape of every field and the account key's signature.
@@ -81,15 +99,24 @@ impl DeviceCertificate {
         let account = parse_public_key(&self.account_key, "account_key")?;
         parse_public_key(&self.device_key, "device_key")?;
         if self.account_key == self.device_key {
-            return Err(SignatureError::BadField("device_key must differ from account_key"));
+            return Err(SignatureError::BadField(
+                "device_key must differ from account_key",
+            ));
         }
         if self.label.contains('\n') || self.label.chars().count() > limits::MAX_NAME_CHARS {
-            return Err(SignatureError::BadField("label is at most 100 characters without newlines"));
+            return Err(SignatureError::BadField(
+                "label is at most 100 characters without newlines",
+            ));
         }
         if !(0..=limits::MAX_UNIX_SECONDS).contains(&self.created_at) {
             return Err(SignatureError::BadField("created_at is unix seconds"));
         }
-        let bytes = Self::signing_bytes(&self.account_key, &self.device_key, &self.label, self.created_at);
+        let bytes = Self::signing_bytes(
+            &self.account_key,
+            &self.device_key,
+            &self.label,
+            self.created_at,
+        );
         verify(&account, &bytes, &self.signature)
     }
 }
@@ -101,10 +128,19 @@ pub fn auth_signing_bytes(audience: &str, challenge: &str) -> Vec<u8> {
 }
 
 pub fn sign_auth(device: &SigningKey, audience: &str, challenge: &str) -> String {
-    b64::encode(device.sign(&auth_signing_bytes(audience, challenge)).to_bytes())
+    b64::encode(
+        device
+            .sign(&auth_signing_bytes(audience, challenge))
+            .to_bytes(),
+    )
 }
 
-pub fn verify_auth(device_key: &str, audience: &str, challenge: &str, signature: &str) -> Result<(), SignatureError> {
+pub fn verify_auth(
+    device_key: &str,
+    audience: &str,
+    challenge: &str,
+    signature: &str,
+) -> Result<(), SignatureError> {
     let key = parse_public_key(device_key, "device_key")?;
     verify(&key, &auth_signing_bytes(audience, challenge), signature)
 }
@@ -125,10 +161,26 @@ mod tests {
     /// implementations (the web client, third-party clients) check themselves against these.
     #[test]
     fn device_certificate_vector() {
-        let cert = DeviceCertificate::sign(&account(), &device().verifying_key(), "laptop", 1_700_000_000);
-        assert_eq!(cert.account_key, "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w");
-        assert_eq!(cert.device_key, "gTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q");
-        let bytes = DeviceCertificate::signing_bytes(&cert.account_key, &cert.device_key, &cert.label, cert.created_at);
+        let cert = DeviceCertificate::sign(
+            &account(),
+            &device().verifying_key(),
+            "laptop",
+            1_700_000_000,
+        );
+        assert_eq!(
+            cert.account_key,
+            "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w"
+        );
+        assert_eq!(
+            cert.device_key,
+            "gTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q"
+        );
+        let bytes = DeviceCertificate::signing_bytes(
+            &cert.account_key,
+            &cert.device_key,
+            &cert.label,
+            cert.created_at,
+        );
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             "concord-device-v1\niojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w\ngTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q\nlaptop\n1700000000"
@@ -137,24 +189,55 @@ mod tests {
         cert.verify().unwrap();
     }
 
-    const DEVICE_CERT_SIGNATURE: &str = "05UFPzFUNs8qNUacz_6UJhF0mn4K4mSuzEWVAp0O0B785WnlAcuwflJpdbdle9Ol0Swhbgs86gO2qRpDQShKBA";
-    const AUTH_SIGNATURE: &str = "i8W4G2qbSLecFiEpPmDFsqqiIMAVlMSQmY9PdA5rzH1O4RcFq1r4mz89MzC9lvX6RTW_5GF3sPW-sROVgVvNAA";
+    const DEVICE_CERT_SIGNATURE: &str =
+        "05UFPzFUNs8qNUacz_6UJhF0mn4K4mSuzEWVAp0O0B785WnlAcuwflJpdbdle9Ol0Swhbgs86gO2qRpDQShKBA";
+    const AUTH_SIGNATURE: &str =
+        "i8W4G2qbSLecFiEpPmDFsqqiIMAVlMSQmY9PdA5rzH1O4RcFq1r4mz89MzC9lvX6RTW_5GF3sPW-sROVgVvNAA";
 
     #[test]
     fn auth_vector() {
-        let sig = sign_auth(&device(), "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew");
+        let sig = sign_auth(
+            &device(),
+            "https://chat.example.org",
+            "q2x8JfQm5mN0bGl3kPz7Ew",
+        );
         assert_eq!(
             auth_signing_bytes("https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew"),
             b"concord-auth-v1\nhttps://chat.example.org\nq2x8JfQm5mN0bGl3kPz7Ew".to_vec()
         );
         assert_eq!(sig, AUTH_SIGNATURE);
         let device_key = public_key_string(&device().verifying_key());
-        verify_auth(&device_key, "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew", &sig).unwrap();
+        verify_auth(
+            &device_key,
+            "https://chat.example.org",
+            "q2x8JfQm5mN0bGl3kPz7Ew",
+            &sig,
+        )
+        .unwrap();
         // another audience, another challenge, another key: all refused
-        assert_eq!(verify_auth(&device_key, "https://evil.example", "q2x8JfQm5mN0bGl3kPz7Ew", &sig), Err(SignatureError::Invalid));
-        assert_eq!(verify_auth(&device_key, "https://chat.example.org", "other", &sig), Err(SignatureError::Invalid));
+        assert_eq!(
+            verify_auth(
+                &device_key,
+                "https://evil.example",
+                "q2x8JfQm5mN0bGl3kPz7Ew",
+                &sig
+            ),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            verify_auth(&device_key, "https://chat.example.org", "other", &sig),
+            Err(SignatureError::Invalid)
+        );
         let account_key = public_key_string(&account().verifying_key());
-        assert_eq!(verify_auth(&account_key, "https://chat.example.org", "q2x8JfQm5mN0bGl3kPz7Ew", &sig), Err(SignatureError::Invalid));
+        assert_eq!(
+            verify_auth(
+                &account_key,
+                "https://chat.example.org",
+                "q2x8JfQm5mN0bGl3kPz7Ew",
+                &sig
+            ),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]
@@ -167,7 +250,12 @@ mod tests {
 
     #[test]
     fn tampered_certificates_fail() {
-        let cert = DeviceCertificate::sign(&account(), &device().verifying_key(), "laptop", 1_700_000_000);
+        let cert = DeviceCertificate::sign(
+            &account(),
+            &device().verifying_key(),
+            "laptop",
+            1_700_000_000,
+        );
         let mut c = cert.clone();
         c.label = "phone".into();
         assert_eq!(c.verify(), Err(SignatureError::Invalid));

@@ -1,1 +1,77 @@
-fn main(){}
+//! `concord-relay`: parse flags, load config, init tracing, run, shut down on a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use concord_relay::cli::{Cli, Command};
+use concord_relay::store::sql::SqlStore;
+use concord_relay::{RelayConfig, Server};
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(filter: Option<&str>) {
+    let filter = filter.map(EnvFilter::new).unwrap_or_else(|| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+async fn serve(config: RelayConfig) -> anyhow::Result<()> {
+    let server = Server::spawn(config).await?;
+    // The one line a self-hoster needs; stdout so scripts can read it.
+    println!("concord-relay listening on {}", server.url());
+    wait_for_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log.as_deref());
+    let config = match cli.relay_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("concord-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            if config.database_url.is_none() {
+                let _ = std::fs::create_dir_all(&config.data_dir);
+            }
+            SqlStore::connect(&config.database_url(), &config.database.pool())
+                .await
+                .map(|_| println!("migrations applied"))
+                .map_err(Into::into)
+        }
+        Command::CheckConfig => toml::to_string(&config)
+            .map(|t| print!("{t}"))
+            .map_err(Into::into),
+        Command::Openapi => {
+            println!("{}", concord_relay::api::openapi_json());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concord-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The one place API errors become HTTP responses: JSON `{"code","message"}` with the status
+//! that fits.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use concord_proto::api::ErrorBody;
+use concord_proto::limits::Invalid;
+use concord_proto::ratelimit::Decision;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: no credentials, or credentials that do not verify.
+    #[error("{1}")]
+    Unauthorized(&'static str, &'static str),
+    /// 403: authenticated, but not allowed (`missing_access`, `missing_permissions`, …).
+    #[error("{1}")]
+    Forbidden(&'static str, &'static str),
+    /// 404 `unknown_<what>`.
+    #[error("unknown {0}")]
+    NotFound(&'static str),
+    /// 400 `validation_failed`.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// 400 with a specific code (`bad_json`, `invalid_id`, …).
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    /// 409.
+    #[error("{1}")]
+    Conflict(&'static str, &'static str),
+    /// 410: the thing existed but cannot be used any more (expired invites …).
+    #[error("{1}")]
+    Gone(&'static str, &'static str),
+    /// 413.
+    #[error("request body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 429.
+    #[error("rate limited")]
+    RateLimited(Decision),
+    /// 503 while shutting down or when a dependency is down.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// 500; the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn missing_access() -> ApiError {
+        ApiError::Forbidden("missing_access", "you cannot see this resource")
+    }
+
+    pub fn missing_permissions() -> ApiError {
+        ApiError::Forbidden(
+            "missing_permissions",
+            "you lack the permission for this action",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(..) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) | ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::Gone(..) => StatusCode::GONE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> String {
+        match self {
+            ApiError::Unauthorized(code, _)
+            | ApiError::Forbidden(code, _)
+            | ApiError::BadRequest(code, _)
+            | ApiError::Conflict(code, _)
+            | ApiError::Gone(code, _) => (*code).to_owned(),
+            ApiError::NotFound(what) => format!("unknown_{what}"),
+            ApiError::Invalid(_) => "validation_failed".into(),
+            ApiError::PayloadTooLarge(_) => "payload_too_large".into(),
+            ApiError::UnsupportedMediaType => "unsupported_media_type".into(),
+            ApiError::RateLimited(_) => "rate_limited".into(),
+            ApiError::Unavailable(_) => "unavailable".into(),
+            ApiError::Internal(_) => "internal".into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(code) => ApiError::Conflict(code, "conflicts with existing data"),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = self.status();
+        let body = ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::RateLimited(decision) = &self {
+            crate::ratelimit::set_headers(response.headers_mut(), decision);
+            let retry = HeaderValue::from(decision.reset_secs());
+            response.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        response
+    }
+}

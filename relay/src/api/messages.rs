@@ -1,0 +1,139 @@
+//! Messages: history, send, read one, edit, delete, reactions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use concord_proto::api::{EditMessage, ErrorBody, HistoryQuery, SendMessage};
+use concord_proto::limits;
+use concord_proto::model::{ChannelKind, Message};
+use concord_proto::{Id, Permissions};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{PathParams, Valid, ValidQuery};
+use crate::app::App;
+use crate::auth::Caller;
+use crate::messaging;
+use crate::store::HistoryAnchor;
+
+#[utoipa::path(get, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), HistoryQuery),
+    responses((status = 200, body = Vec<Message>, description = "oldest first"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    ValidQuery(q): ValidQuery<HistoryQuery>,
+) -> ApiResult<Json<Vec<Message>>> {
+    let access = app
+        .perms
+        .require_channel(channel_id, caller.user_id, Permissions::READ_HISTORY)
+        .await?;
+    if access.channel.kind == ChannelKind::Voice {
+        return Ok(Json(Vec::new()));
+    }
+    let anchor = match (q.before, q.after, q.around) {
+        (Some(b), _, _) => HistoryAnchor::Before(b),
+        (_, Some(a), _) => HistoryAnchor::After(a),
+        (_, _, Some(x)) => HistoryAnchor::Around(x),
+        _ => HistoryAnchor::Latest,
+    };
+    Ok(Json(
+        app.store
+            .history(channel_id, anchor, limits::page_limit(q.limit)?)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)), request_body = SendMessage,
+    responses((status = 201, body = Message, description = "created"), (status = 200, body = Message, description = "the message first sent with this nonce"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn send(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    Valid(body): Valid<SendMessage>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    let (message, created) = messaging::send(&app, &caller, channel_id, body).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(message),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/channels/{channel_id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), ("message_id" = Id, Path)),
+    responses((status = 200, body = Message), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_message(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((channel_id, message_id)): PathParams<(Id, Id)>,
+) -> ApiResult<Json<Message>> {
+    app.perms
+        .require_channel(channel_id, caller.user_id, Permissions::READ_HISTORY)
+        .await?;
+    Ok(Json(
+        app.store
+            .message(channel_id, message_id)
+            .await?
+            .ok_or(ApiError::NotFound("message"))?,
+    ))
+}
+
+#[utoipa::path(patch, path = "/api/v1/channels/{channel_id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), ("message_id" = Id, Path)), request_body = EditMessage,
+    responses((status = 200, body = Message), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn edit(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((channel_id, message_id)): PathParams<(Id, Id)>,
+    Valid(body): Valid<EditMessage>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(
+        messaging::edit(&app, &caller, channel_id, message_id, body.content).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/channels/{channel_id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), ("message_id" = Id, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((channel_id, message_id)): PathParams<(Id, Id)>,
+) -> ApiResult<StatusCode> {
+    messaging::delete(&app, &caller, channel_id, message_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), ("message_id" = Id, Path), ("emoji" = String, Path, description = "URL-encoded emoji")),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn add_reaction(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((channel_id, message_id, emoji)): PathParams<(Id, Id, String)>,
+) -> ApiResult<StatusCode> {
+    limits::emoji(&emoji)?;
+    messaging::react(&app, &caller, channel_id, message_id, &emoji, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", tag = "messages", security(("bearer" = [])),
+    params(("channel_id" = Id, Path), ("message_id" = Id, Path), ("emoji" = String, Path)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_reaction(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((channel_id, message_id, emoji)): PathParams<(Id, Id, String)>,
+) -> ApiResult<StatusCode> {
+    limits::emoji(&emoji)?;
+    messaging::react(&app, &caller, channel_id, message_id, &emoji, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

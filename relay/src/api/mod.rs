@@ -1,0 +1,210 @@
+//! The HTTP API: every route is registered through utoipa-axum's `OpenApiRouter`, so the
+//! OpenAPI document and the route table come from the same list (the authorization matrix
+//! test reads it).
+
+pub mod auth;
+pub mod channels;
+pub mod error;
+pub mod extract;
+pub mod guilds;
+pub mod invites;
+pub mod members;
+pub mod messages;
+pub mod ops;
+pub mod users;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware;
+use axum::response::IntoResponse;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::App;
+use error::ApiError;
+
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(crate::gateway::upgrade))
+        .routes(routes!(auth::challenge))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(users::me))
+        .routes(routes!(users::get_user))
+        .routes(routes!(users::devices, users::add_device))
+        .routes(routes!(users::revoke_device))
+        .routes(routes!(users::guilds))
+        .routes(routes!(users::leave_guild))
+        .routes(routes!(users::dms, users::open_dm))
+        .routes(routes!(users::read_states))
+        .routes(routes!(guilds::create_guild))
+        .routes(routes!(
+            guilds::get_guild,
+            guilds::update_guild,
+            guilds::delete_guild
+        ))
+        .routes(routes!(guilds::list_channels, guilds::create_channel))
+        .routes(routes!(guilds::list_roles, guilds::create_role))
+        .routes(routes!(guilds::update_role, guilds::delete_role))
+        .routes(routes!(guilds::list_invites, guilds::create_invite))
+        .routes(routes!(guilds::revoke_invite))
+        .routes(routes!(guilds::search))
+        .routes(routes!(members::list_members))
+        .routes(routes!(members::get_member, members::kick))
+        .routes(routes!(members::add_role, members::remove_role))
+        .routes(routes!(members::list_bans))
+        .routes(routes!(members::ban, members::unban))
+        .routes(routes!(invites::preview))
+        .routes(routes!(invites::accept))
+        .routes(routes!(
+            channels::get_channel,
+            channels::update_channel,
+            channels::delete_channel
+        ))
+        .routes(routes!(channels::put_overwrite, channels::delete_overwrite))
+        .routes(routes!(channels::typing))
+        .routes(routes!(channels::ack))
+        .routes(routes!(channels::events))
+        .routes(routes!(messages::history, messages::send))
+        .routes(routes!(
+            messages::get_message,
+            messages::edit,
+            messages::delete
+        ))
+        .routes(routes!(messages::add_reaction, messages::remove_reaction))
+}
+
+/// The OpenAPI 3 document for every route.
+pub fn openapi() -> OpenApi {
+    let mut api = routes().into_openapi();
+    api.info.title = "Concord relay API".into();
+    api.info.version = env!("CARGO_PKG_VERSION").into();
+    api.info.description = Some(
+        "Concord relay HTTP API. Ids are 64-bit decimal strings, timestamps unix milliseconds, \
+         errors JSON {\"code\",\"message\"}. The gateway protocol is in docs/protocols/gateway.md."
+            .into(),
+    );
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .build(),
+        ),
+    );
+    api
+}
+
+pub fn openapi_json() -> String {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    })
+    .clone()
+}
+
+/// `default-src 'self'; connect-src 'self' <public origins as ws/wss>; frame-ancestors 'none'`
+pub fn content_security_policy(audiences: &[String]) -> String {
+    let sockets: Vec<String> = audiences
+        .iter()
+        .map(|a| {
+            a.replacen("https://", "wss://", 1)
+                .replacen("http://", "ws://", 1)
+        })
+        .collect();
+    format!(
+        "default-src 'self'; connect-src 'self' {}; frame-ancestors 'none'",
+        sockets.join(" ")
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::NotFound("route")
+}
+
+/// The full HTTP service of one relay instance.
+pub fn router(app: Arc<App>) -> Router {
+    let (router, _) = routes().split_for_parts();
+    let csp = HeaderValue::from_str(&content_security_policy(&app.audiences))
+        .expect("CSP is a valid header value");
+    let cors = if app.config.cors_origins.is_empty() {
+        CorsLayer::new()
+    } else {
+        let origins: Vec<HeaderValue> = app
+            .config
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderName::from_static("x-ratelimit-reset"),
+                header::RETRY_AFTER,
+            ])
+    };
+    router
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::ratelimit::enforce,
+        ))
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            csp,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(cors)
+        .layer(CompressionLayer::new())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("", |p| p.as_str());
+                tracing::info_span!("http", method = %req.method(), route)
+            }),
+        )
+        .with_state(app)
+}

@@ -1,0 +1,65 @@
+//! Operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::App;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub database: &'static str,
+    pub draining: bool,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Answers from the background checks' cached results, so probes never hit the database.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Readiness>) {
+    let ready = app.is_ready();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        database: if app.db_ok() { "ok" } else { "down" },
+        draining: app.is_draining(),
+    };
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops", responses((status = 200, description = "This OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi_json(),
+    )
+        .into_response()
+}

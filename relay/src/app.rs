@@ -1,0 +1,120 @@
+//! Shared state of one relay instance and the small operations every part uses (time, ids,
+//! session revocation, per-channel ordering).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use concord_proto::{Id, IdGenerator};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::revocation::RevocationSet;
+use crate::auth::tokens::TokenService;
+use crate::config::RelayConfig;
+use crate::hub::{CloseReason, Hub};
+use crate::perms::PermCache;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+/// Channel writes and their fan-out run under one of these locks (by channel id), so
+/// events of a channel leave this instance in seq order.
+const CHANNEL_LOCK_STRIPES: usize = 1024;
+
+pub struct App {
+    pub config: RelayConfig,
+    /// Normalised public origins; the login audience is one of them.
+    pub audiences: Vec<String>,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenService,
+    pub revoked: RevocationSet,
+    pub perms: PermCache,
+    pub hub: Hub,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub worker_id: u16,
+    /// Unique per process; holds the worker-id lease.
+    pub instance: String,
+    ids: Mutex<IdGenerator>,
+    channel_locks: Vec<tokio::sync::Mutex<()>>,
+    db_ok: AtomicBool,
+    draining: AtomicBool,
+    pub shutdown: CancellationToken,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct AppParts {
+    pub config: RelayConfig,
+    pub audiences: Vec<String>,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenService,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub worker_id: u16,
+    pub instance: String,
+}
+
+impl App {
+    pub fn new(parts: AppParts) -> App {
+        App {
+            perms: PermCache::new(parts.store.clone()),
+            config: parts.config,
+            audiences: parts.audiences,
+            store: parts.store,
+            tokens: parts.tokens,
+            revoked: RevocationSet::default(),
+            hub: Hub::new(),
+            limiter: parts.limiter,
+            worker_id: parts.worker_id,
+            instance: parts.instance,
+            ids: Mutex::new(IdGenerator::new(parts.worker_id)),
+            channel_locks: (0..CHANNEL_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            db_ok: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub fn next_id(&self) -> Id {
+        self.ids.lock().expect("id lock").next(now_ms())
+    }
+
+    pub async fn lock_channel(&self, channel_id: Id) -> tokio::sync::MutexGuard<'_, ()> {
+        self.channel_locks[(channel_id.0 as u64 % CHANNEL_LOCK_STRIPES as u64) as usize]
+            .lock()
+            .await
+    }
+
+    /// Refuses the sessions' access tokens at once and closes their gateway sockets.
+    pub fn revoke_sessions(&self, session_ids: &[Id]) {
+        let forget_after = now_ms() + (self.tokens.access_ttl_secs() + 60) * 1000;
+        for sid in session_ids {
+            self.revoked.insert(*sid, forget_after);
+            self.hub.close_auth_session(*sid, CloseReason::Revoked);
+        }
+    }
+
+    pub fn set_db_ok(&self, ok: bool) {
+        self.db_ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn db_ok(&self) -> bool {
+        self.db_ok.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.db_ok() && !self.is_draining()
+    }
+}

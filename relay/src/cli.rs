@@ -1,0 +1,200 @@
+//! The command line: flags and `CONCORD_*` environment variables layered over the TOML file
+//! (file < environment < flags), and the subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::config::{RelayConfig, TlsConfig};
+
+/// Concord relay: persistence, ordering, delivery and the HTTP/WebSocket API for a Concord
+/// community. With no arguments it serves on http://127.0.0.1:8080 with an embedded SQLite
+/// database in ./data.
+#[derive(Debug, Parser)]
+#[command(name = "concord-relay", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (see config/relay.example.toml); flags and environment
+    /// variables override its values.
+    #[arg(long, short = 'c', env = "CONCORD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on for HTTP(S) and WebSocket [default: 127.0.0.1:8080].
+    #[arg(long, env = "CONCORD_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory for the embedded database and local state [default: ./data].
+    #[arg(long, env = "CONCORD_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database: sqlite://PATH or postgres://USER@HOST/DB [default: SQLite in the data dir].
+    #[arg(long, env = "CONCORD_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Public origin clients use (scheme://host[:port]); repeat for several. The first is the
+    /// default login audience [default: the listen address].
+    #[arg(
+        long = "public-url",
+        env = "CONCORD_PUBLIC_URL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub public_url: Vec<String>,
+
+    /// Proxy address or CIDR whose X-Forwarded-For is trusted for per-IP limits; repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CONCORD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Origin allowed to call the API from a browser (CORS); repeatable.
+    #[arg(
+        long = "cors-origin",
+        env = "CONCORD_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// PEM certificate chain: serve HTTPS/WSS (needs --tls-key).
+    #[arg(long, env = "CONCORD_TLS_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CONCORD_TLS_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds to finish in-flight requests on SIGTERM/SIGINT [default: 10].
+    #[arg(long, env = "CONCORD_SHUTDOWN_GRACE_SECS", global = true)]
+    pub shutdown_grace_secs: Option<u64>,
+
+    /// Log filter, e.g. info or concord_relay=debug,info [default: info].
+    #[arg(long, env = "CONCORD_LOG", global = true)]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the API and gateway (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (file + environment + flags) as TOML and exit.
+    CheckConfig,
+    /// Print the OpenAPI document and exit.
+    Openapi,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, toml::de::Error),
+    #[error(transparent)]
+    Invalid(#[from] crate::config::ConfigError),
+}
+
+impl Cli {
+    /// File < environment < flags (clap has already put flags over environment).
+    pub fn relay_config(&self) -> Result<RelayConfig, CliError> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Read(path.display().to_string(), e))?;
+                toml::from_str(&text).map_err(|e| CliError::Parse(path.display().to_string(), e))?
+            }
+            None => RelayConfig::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = v.clone();
+        }
+        if let Some(v) = &self.database_url {
+            config.database_url = Some(v.clone());
+        }
+        if !self.public_url.is_empty() {
+            config.public_url = self.public_url.clone();
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.trusted_proxies = self.trusted_proxies.clone();
+        }
+        if !self.cors_origins.is_empty() {
+            config.cors_origins = self.cors_origins.clone();
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(v) = self.shutdown_grace_secs {
+            config.shutdown_grace_secs = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\nshutdown_grace_secs = 3\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "concord-relay",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9001",
+        ])
+        .unwrap();
+        let config = cli.relay_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
+        assert_eq!(config.shutdown_grace_secs, 3);
+        let cli = Cli::try_parse_from([
+            "concord-relay",
+            "--public-url",
+            "https://a.example,https://b.example",
+            "migrate",
+        ])
+        .unwrap();
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(cli.relay_config().unwrap().public_url.len(), 2);
+        assert!(Cli::try_parse_from(["concord-relay", "--tls-cert", "x.pem"]).is_err());
+    }
+
+    #[test]
+    fn bad_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("relay.toml");
+        std::fs::write(&file, "listen = 5\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["concord-relay", "--config", file.to_str().unwrap()]).unwrap();
+        assert!(matches!(cli.relay_config(), Err(CliError::Parse(..))));
+    }
+}

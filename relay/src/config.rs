@@ -1,0 +1,327 @@
+//! Library configuration: plain data, deserialisable from the TOML file. The binary layers
+//! file < environment < flags on top of it (see `cli.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::store::sql::PoolConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// HTTP(S) listen address.
+    pub listen: SocketAddr,
+    /// Where the embedded SQLite database and generated secrets live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Public origins (`scheme://host[:port]`) clients use; the first is the default login
+    /// audience. Empty means the listen address.
+    pub public_url: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Origins allowed by CORS (browser clients served from elsewhere). Empty: same origin only.
+    pub cors_origins: Vec<String>,
+    pub tls: Option<TlsConfig>,
+    /// Seconds to drain in-flight requests on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub rate_limits: RateLimits,
+    pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Login, challenge and refresh, per client IP.
+    pub auth: Limit,
+    /// Sending messages, per account.
+    pub message_send: Limit,
+    /// Every other API route, per account (per IP when anonymous).
+    pub general: Limit,
+    /// Frames a gateway client may send, per connection.
+    pub gateway: Limit,
+    /// Most rate-limit keys kept in memory at once.
+    pub max_tracked_keys: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> RateLimits {
+        RateLimits {
+            auth: Limit {
+                requests: 30,
+                window_secs: 60,
+            },
+            message_send: Limit {
+                requests: 20,
+                window_secs: 10,
+            },
+            general: Limit {
+                requests: 600,
+                window_secs: 60,
+            },
+            gateway: Limit {
+                requests: 120,
+                window_secs: 60,
+            },
+            max_tracked_keys: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub heartbeat_interval_ms: u64,
+    /// How long a disconnected session stays resumable.
+    pub resume_window_secs: u64,
+    /// Events kept per session for resume.
+    pub resume_buffer: usize,
+    /// Events queued for one connection before it counts as too slow (close 4008).
+    pub max_pending_events: usize,
+    /// Most concurrent gateway connections.
+    pub max_connections: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            heartbeat_interval_ms: 41_250,
+            resume_window_secs: 60,
+            resume_buffer: 512,
+            max_pending_events: 512,
+            max_connections: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub access_token_ttl_secs: u64,
+    /// A refresh token used again within this window returns the same successor (≤ 10 s).
+    pub refresh_grace_secs: u64,
+    pub challenge_ttl_secs: u64,
+    /// Whether unknown account keys may register on first login.
+    pub open_registration: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            access_token_ttl_secs: 900,
+            refresh_grace_secs: 10,
+            challenge_ttl_secs: 120,
+            open_registration: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub max_write_connections: u32,
+    pub max_read_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> DatabaseConfig {
+        DatabaseConfig {
+            max_write_connections: 16,
+            max_read_connections: 16,
+            acquire_timeout_secs: 10,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            max_write_connections: self.max_write_connections,
+            max_read_connections: self.max_read_connections,
+            acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            public_url: Vec::new(),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
+            tls: None,
+            shutdown_grace_secs: 10,
+            max_body_bytes: concord_proto::limits::MAX_BODY_BYTES,
+            rate_limits: RateLimits::default(),
+            gateway: GatewayConfig::default(),
+            auth: AuthConfig::default(),
+            database: DatabaseConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("public_url {0:?}: {1}")]
+    PublicUrl(String, &'static str),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl RelayConfig {
+    /// The SQLite URL in the data dir unless a database URL is set.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("relay.db").display()
+            ),
+        }
+    }
+
+    /// Checks what serde cannot: ranges and URL shapes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for url in &self.public_url {
+            normalize_origin(url).map_err(|e| ConfigError::PublicUrl(url.clone(), e))?;
+        }
+        let limits = &self.rate_limits;
+        for (name, l) in [
+            ("auth", limits.auth),
+            ("message_send", limits.message_send),
+            ("general", limits.general),
+            ("gateway", limits.gateway),
+        ] {
+            if l.requests == 0 || l.window_secs == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "rate_limits.{name}: requests and window_secs must be positive"
+                )));
+            }
+        }
+        if !(1..=10).contains(&self.auth.refresh_grace_secs) {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_grace_secs must be between 1 and 10".into(),
+            ));
+        }
+        if !(60..=86_400).contains(&self.auth.access_token_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "auth.access_token_ttl_secs must be between 60 and 86400".into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.gateway.heartbeat_interval_ms < 1_000
+            || self.gateway.resume_buffer == 0
+            || self.gateway.max_pending_events == 0
+        {
+            return Err(ConfigError::Invalid(
+                "gateway: heartbeat_interval_ms >= 1000, resume_buffer and max_pending_events > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]`: lowercase scheme and host, default ports dropped, no path, no
+/// trailing slash.
+pub fn normalize_origin(url: &str) -> Result<String, &'static str> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("needs a scheme (http:// or https://)")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return Err("scheme must be http or https"),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be scheme://host[:port] without path, query or user");
+    }
+    let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+        let (ip, after) = inner.split_once(']').ok_or("unclosed '[' in IPv6 host")?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("junk after IPv6 host")?),
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let host = host.to_ascii_lowercase();
+    match port {
+        Some(p) if p.parse::<u16>().is_err() => Err("port must be a number"),
+        Some(p) if p == default_port => Ok(format!("{scheme}://{host}")),
+        Some(p) => Ok(format!("{scheme}://{host}:{p}")),
+        None => Ok(format!("{scheme}://{host}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_normalised() {
+        assert_eq!(
+            normalize_origin("https://Chat.Example.org:443/").unwrap(),
+            "https://chat.example.org"
+        );
+        assert_eq!(
+            normalize_origin("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_origin("http://[::1]:8080").unwrap(),
+            "http://[::1]:8080"
+        );
+        assert_eq!(normalize_origin("http://host:80").unwrap(), "http://host");
+        assert!(normalize_origin("chat.example.org").is_err());
+        assert!(normalize_origin("ftp://x").is_err());
+        assert!(normalize_origin("https://x/path").is_err());
+        assert!(normalize_origin("https://x:port").is_err());
+    }
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let config = RelayConfig::default();
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(toml::from_str::<RelayConfig>(&text).unwrap(), config);
+        assert!(toml::from_str::<RelayConfig>("unknown_key = 1").is_err());
+    }
+}

@@ -1,0 +1,325 @@
+//! Fan-out: which gateway sessions are online, in which guilds, and who receives each event.
+//! Authorization is checked per recipient before anything is queued.
+
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use concord_proto::gateway::PresenceStatus;
+use concord_proto::model::Channel;
+use concord_proto::{Id, Permissions};
+use serde::Serialize;
+
+pub use session::{CloseReason, Queued, Resume, Session};
+
+use crate::perms::{PermCache, everyone_can_view};
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Arc<Session>>,
+    by_user: HashMap<Id, Vec<Arc<Session>>>,
+    /// Guilds of each user with at least one session (attached or resumable).
+    user_guilds: HashMap<Id, HashSet<Id>>,
+    /// Users with a session, per guild.
+    guild_users: HashMap<Id, HashSet<Id>>,
+    presence: HashMap<Id, PresenceStatus>,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+}
+
+fn serialise<T: Serialize>(d: &T) -> Arc<str> {
+    Arc::from(serde_json::to_string(d).expect("gateway payloads serialise"))
+}
+
+#[derive(Serialize)]
+struct PresenceUpdate {
+    user_id: Id,
+    status: PresenceStatus,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub {
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("hub lock")
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().sessions.get(id).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Adds a new session with the user's guilds. Returns true when the user just came online.
+    pub fn register(&self, session: Arc<Session>, guilds: impl IntoIterator<Item = Id>) -> bool {
+        let mut st = self.lock();
+        let user = session.user_id;
+        st.sessions.insert(session.id.clone(), session.clone());
+        let list = st.by_user.entry(user).or_default();
+        list.push(session);
+        let first = list.len() == 1;
+        let guilds: HashSet<Id> = guilds.into_iter().collect();
+        for g in &guilds {
+            st.guild_users.entry(*g).or_default().insert(user);
+        }
+        st.user_guilds.entry(user).or_default().extend(guilds);
+        if first {
+            st.presence.insert(user, PresenceStatus::Online);
+        }
+        first
+    }
+
+    /// Removes a session for good. Returns true when the user has no session left.
+    pub fn unregister(&self, session_id: &str) -> Option<Id> {
+        let mut st = self.lock();
+        let session = st.sessions.remove(session_id)?;
+        let user = session.user_id;
+        let remaining = {
+            let list = st.by_user.entry(user).or_default();
+            list.retain(|s| s.id != session_id);
+            list.len()
+        };
+        if remaining > 0 {
+            return None;
+        }
+        st.by_user.remove(&user);
+        st.presence.remove(&user);
+        for g in st.user_guilds.remove(&user).unwrap_or_default() {
+            if let Some(users) = st.guild_users.get_mut(&g) {
+                users.remove(&user);
+                if users.is_empty() {
+                    st.guild_users.remove(&g);
+                }
+            }
+        }
+        Some(user)
+    }
+
+    /// True when any of the user's sessions has a live socket.
+    pub fn is_connected(&self, user: Id) -> bool {
+        self.lock()
+            .by_user
+            .get(&user)
+            .is_some_and(|l| l.iter().any(|s| s.is_attached()))
+    }
+
+    pub fn presence(&self, user: Id) -> PresenceStatus {
+        self.lock()
+            .presence
+            .get(&user)
+            .copied()
+            .unwrap_or(PresenceStatus::Offline)
+    }
+
+    /// The user's sessions start receiving the guild's events.
+    pub fn join_guild(&self, user: Id, guild: Id) {
+        let mut st = self.lock();
+        if st.by_user.contains_key(&user) {
+            st.user_guilds.entry(user).or_default().insert(guild);
+            st.guild_users.entry(guild).or_default().insert(user);
+        }
+    }
+
+    pub fn leave_guild(&self, user: Id, guild: Id) {
+        let mut st = self.lock();
+        if let Some(g) = st.user_guilds.get_mut(&user) {
+            g.remove(&guild);
+        }
+        if let Some(u) = st.guild_users.get_mut(&guild) {
+            u.remove(&user);
+        }
+    }
+
+    pub fn forget_guild(&self, guild: Id) {
+        let mut st = self.lock();
+        if let Some(users) = st.guild_users.remove(&guild) {
+            for u in users {
+                if let Some(g) = st.user_guilds.get_mut(&u) {
+                    g.remove(&guild);
+                }
+            }
+        }
+    }
+
+    fn push_to_users(
+        &self,
+        users: impl IntoIterator<Item = Id>,
+        t: &'static str,
+        d: &Arc<str>,
+        except_session: Option<&str>,
+    ) -> usize {
+        let st = self.lock();
+        let mut delivered = 0;
+        for user in users {
+            for s in st.by_user.get(&user).into_iter().flatten() {
+                if Some(s.id.as_str()) != except_session {
+                    s.push(t, d.clone());
+                    delivered += 1;
+                }
+            }
+        }
+        drop(st);
+        crate::metrics::gateway_events(t, delivered);
+        delivered
+    }
+
+    /// Sends to every listed user's sessions.
+    pub fn to_users<T: Serialize>(
+        &self,
+        users: impl IntoIterator<Item = Id>,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        self.push_to_users(users, t, &serialise(d), None)
+    }
+
+    /// Members of the guild with a session here.
+    pub fn guild_online(&self, guild: Id) -> Vec<Id> {
+        self.lock()
+            .guild_users
+            .get(&guild)
+            .map(|u| u.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends to every online member of a guild (guild-wide events: roles, members, guild).
+    pub fn to_guild<T: Serialize>(&self, guild: Id, t: &'static str, d: &T) -> usize {
+        self.to_users(self.guild_online(guild), t, d)
+    }
+
+    /// Sends to online users who may view the channel (DM: its two participants).
+    pub async fn to_channel_viewers<T: Serialize>(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        let users = match self
+            .channel_viewers(perms, channel, Permissions::VIEW_CHANNEL)
+            .await
+        {
+            Ok(users) => users,
+            Err(e) => {
+                tracing::error!(error = %e, channel = %channel.id, "fan-out could not check permissions; event not pushed");
+                return 0;
+            }
+        };
+        self.to_users(users, t, d)
+    }
+
+    /// Online users holding `needed` in the channel.
+    pub async fn channel_viewers(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+        needed: Permissions,
+    ) -> crate::store::StoreResult<Vec<Id>> {
+        let Some(guild_id) = channel.guild_id else {
+            let st = self.lock();
+            return Ok(channel
+                .recipients
+                .iter()
+                .map(|u| u.id)
+                .filter(|u| st.by_user.contains_key(u))
+                .collect());
+        };
+        let candidates = self.guild_online(guild_id);
+        let Some(snapshot) = perms.snapshot(guild_id).await? else {
+            return Ok(Vec::new());
+        };
+        let current = snapshot.channels.iter().find(|c| c.id == channel.id);
+        if needed == Permissions::VIEW_CHANNEL
+            && current.is_some_and(|c| everyone_can_view(&snapshot, c))
+        {
+            return Ok(candidates);
+        }
+        let mut allowed = Vec::with_capacity(candidates.len());
+        for user in candidates {
+            if let Some(access) = perms.channel_permissions(channel.id, user).await?
+                && access.perms.contains(Permissions::VIEW_CHANNEL | needed)
+            {
+                allowed.push(user);
+            }
+        }
+        Ok(allowed)
+    }
+
+    /// Users who share a guild with `user` and are online (for presence).
+    fn co_members(&self, user: Id) -> HashSet<Id> {
+        let st = self.lock();
+        let mut out = HashSet::new();
+        for g in st.user_guilds.get(&user).into_iter().flatten() {
+            out.extend(st.guild_users.get(g).into_iter().flatten().copied());
+        }
+        out.remove(&user);
+        out
+    }
+
+    /// Records and announces a presence change to everyone sharing a guild.
+    pub fn announce_presence(&self, user: Id, status: PresenceStatus) {
+        if status == PresenceStatus::Offline {
+            self.lock().presence.remove(&user);
+        } else if self.lock().by_user.contains_key(&user) {
+            self.lock().presence.insert(user, status);
+        }
+        let recipients = self.co_members(user);
+        self.to_users(
+            recipients,
+            "presence_update",
+            &PresenceUpdate {
+                user_id: user,
+                status,
+            },
+        );
+    }
+
+    /// Closes every gateway socket of an auth session (logout, revocation).
+    pub fn close_auth_session(&self, auth_session: Id, reason: CloseReason) {
+        let st = self.lock();
+        for s in st
+            .sessions
+            .values()
+            .filter(|s| s.auth_session == auth_session)
+        {
+            s.close(reason);
+        }
+    }
+
+    pub fn close_all(&self, reason: CloseReason) {
+        for s in self.lock().sessions.values() {
+            s.close(reason);
+        }
+    }
+
+    /// Drops sessions whose resume window has passed; returns users who went offline.
+    pub fn sweep(&self, window: Duration) -> Vec<Id> {
+        let expired: Vec<String> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.is_expired(window))
+            .map(|s| s.id.clone())
+            .collect();
+        expired
+            .iter()
+            .filter_map(|id| self.unregister(id))
+            .collect()
+    }
+}

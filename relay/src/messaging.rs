@@ -1,0 +1,243 @@
+//! Writes that produce channel events: send, edit, delete, reactions, typing. HTTP, the
+//! gateway and (later) libp2p all go through here, so authorization, ordering and fan-out
+//! are the same on every path.
+
+use concord_proto::api::SendMessage;
+use concord_proto::limits::MAX_MENTIONS;
+use concord_proto::model::{ChannelEvent, ChannelKind, Message};
+use concord_proto::{Id, Permissions};
+use serde::Serialize;
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::app::{App, now_ms};
+use crate::auth::Caller;
+use crate::perms::ChannelAccess;
+use crate::store::NewMessage;
+
+/// `<@123>` mentions in the content, deduplicated, at most 50.
+pub fn parse_mentions(content: &str) -> Vec<Id> {
+    let mut out = Vec::new();
+    let mut rest = content;
+    while let Some(start) = rest.find("<@") {
+        rest = &rest[start + 2..];
+        let Some(end) = rest.find('>') else { break };
+        if let Ok(id) = rest[..end].parse::<Id>()
+            && !out.contains(&id)
+        {
+            out.push(id);
+            if out.len() == MAX_MENTIONS {
+                break;
+            }
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+async fn text_channel(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    needed: Permissions,
+) -> ApiResult<ChannelAccess> {
+    let access = app
+        .perms
+        .require_channel(channel_id, caller.user_id, needed)
+        .await?;
+    if access.channel.kind == ChannelKind::Voice {
+        return Err(ApiError::BadRequest(
+            "not_a_text_channel",
+            "voice channels have no messages".into(),
+        ));
+    }
+    Ok(access)
+}
+
+/// Pushes a stored channel event to everyone who may view the channel.
+async fn fan_out(app: &App, access: &ChannelAccess, event: &ChannelEvent) {
+    metrics::counter!("concord_channel_events_total", "kind" => event.kind.as_str()).increment(1);
+    app.hub
+        .to_channel_viewers(
+            &app.perms,
+            &access.channel,
+            event.kind.as_str(),
+            &event.data,
+        )
+        .await;
+}
+
+/// Stores a message (or returns the first one with the same nonce) and fans it out.
+/// Returns the message and whether it was created now.
+pub async fn send(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    body: SendMessage,
+) -> ApiResult<(Message, bool)> {
+    let access = text_channel(app, caller, channel_id, Permissions::SEND_MESSAGES).await?;
+    if let Some(reply) = body.reply_to
+        && app.store.message(channel_id, reply).await?.is_none()
+    {
+        return Err(ApiError::BadRequest(
+            "unknown_reply",
+            "reply_to is not a message of this channel".into(),
+        ));
+    }
+    let new = NewMessage {
+        id: app.next_id(),
+        channel_id,
+        author: caller.user_id,
+        device: caller.device_key.clone(),
+        nonce: body.nonce,
+        mentions: parse_mentions(&body.content),
+        content: body.content,
+        reply_to: body.reply_to,
+        created_at: now_ms(),
+    };
+    let _order = app.lock_channel(channel_id).await;
+    let inserted = app.store.insert_message(&new).await?;
+    if inserted.created {
+        metrics::counter!("concord_messages_persisted_total").increment(1);
+        metrics::counter!("concord_channel_events_total", "kind" => "message_create").increment(1);
+        app.hub
+            .to_channel_viewers(
+                &app.perms,
+                &access.channel,
+                "message_create",
+                &inserted.message,
+            )
+            .await;
+    }
+    Ok((inserted.message, inserted.created))
+}
+
+pub async fn edit(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    message_id: Id,
+    content: String,
+) -> ApiResult<Message> {
+    let access = text_channel(app, caller, channel_id, Permissions::VIEW_CHANNEL).await?;
+    let existing = app
+        .store
+        .message(channel_id, message_id)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    if existing.author != caller.user_id {
+        return Err(ApiError::Forbidden(
+            "not_author",
+            "only the author can edit a message",
+        ));
+    }
+    let _order = app.lock_channel(channel_id).await;
+    let event = app
+        .store
+        .edit_message(
+            channel_id,
+            message_id,
+            &content,
+            &parse_mentions(&content),
+            now_ms(),
+        )
+        .await?;
+    fan_out(app, &access, &event).await;
+    serde_json::from_value(event.data).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) -> ApiResult<()> {
+    let access = text_channel(app, caller, channel_id, Permissions::VIEW_CHANNEL).await?;
+    let existing = app
+        .store
+        .message(channel_id, message_id)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    if existing.author != caller.user_id && !access.perms.contains(Permissions::MANAGE_MESSAGES) {
+        return Err(ApiError::missing_permissions());
+    }
+    let _order = app.lock_channel(channel_id).await;
+    let event = app
+        .store
+        .delete_message(channel_id, message_id, now_ms())
+        .await?;
+    fan_out(app, &access, &event).await;
+    Ok(())
+}
+
+pub async fn react(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    message_id: Id,
+    emoji: &str,
+    add: bool,
+) -> ApiResult<()> {
+    let needed = if add {
+        Permissions::ADD_REACTIONS | Permissions::READ_HISTORY
+    } else {
+        Permissions::VIEW_CHANNEL
+    };
+    let access = text_channel(app, caller, channel_id, needed).await?;
+    let _order = app.lock_channel(channel_id).await;
+    let event = if add {
+        app.store
+            .add_reaction(channel_id, message_id, caller.user_id, emoji, now_ms())
+            .await
+    } else {
+        app.store
+            .remove_reaction(channel_id, message_id, caller.user_id, emoji, now_ms())
+            .await
+    }
+    .map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound("message"),
+        other => other.into(),
+    })?;
+    if let Some(event) = event {
+        fan_out(app, &access, &event).await;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TypingStart {
+    channel_id: Id,
+    guild_id: Option<Id>,
+    user_id: Id,
+    timestamp: i64,
+}
+
+/// Tells the channel's other viewers that the caller is typing (no seq: not stored).
+pub async fn typing(app: &App, caller: &Caller, channel_id: Id) -> ApiResult<()> {
+    let access: ChannelAccess =
+        text_channel(app, caller, channel_id, Permissions::SEND_MESSAGES).await?;
+    let d = TypingStart {
+        channel_id,
+        guild_id: access.channel.guild_id,
+        user_id: caller.user_id,
+        timestamp: now_ms(),
+    };
+    let viewers = app
+        .hub
+        .channel_viewers(&app.perms, &access.channel, Permissions::VIEW_CHANNEL)
+        .await?;
+    app.hub.to_users(
+        viewers.into_iter().filter(|u| *u != caller.user_id),
+        "typing_start",
+        &d,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_parsed() {
+        assert_eq!(
+            parse_mentions("hi <@12> and <@34>, <@12> again <@x> <@5"),
+            vec![Id(12), Id(34)]
+        );
+        assert!(parse_mentions("no mentions").is_empty());
+    }
+}

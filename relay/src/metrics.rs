@@ -1,0 +1,129 @@
+//! Prometheus metrics. Every name starts with `concord_`; `METRICS` lists them all, and
+//! `relay/tests/metrics.rs` drives a session and checks that each one moved.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const METRICS: &[(&str, &str)] = &[
+    (
+        "concord_http_requests_total",
+        "HTTP requests by route template, method and status",
+    ),
+    (
+        "concord_http_request_duration_seconds",
+        "HTTP request latency by route template and method",
+    ),
+    (
+        "concord_http_requests_in_flight",
+        "HTTP requests being served",
+    ),
+    (
+        "concord_gateway_connections",
+        "Open gateway WebSocket connections",
+    ),
+    (
+        "concord_gateway_sessions",
+        "Gateway sessions, including resumable ones",
+    ),
+    (
+        "concord_gateway_events_total",
+        "Events queued to gateway sessions, by type",
+    ),
+    (
+        "concord_gateway_closes_total",
+        "Gateway connections closed, by close code",
+    ),
+    ("concord_messages_persisted_total", "Messages stored"),
+    (
+        "concord_channel_events_total",
+        "Channel events (create, edit, delete, reactions) stored, by kind",
+    ),
+    (
+        "concord_db_query_duration_seconds",
+        "Store operation latency by operation",
+    ),
+    (
+        "concord_db_pool_connections",
+        "Database pool connections by pool and state",
+    ),
+    (
+        "concord_rate_limited_total",
+        "Requests refused by a rate limit, by class",
+    ),
+    (
+        "concord_auth_failures_total",
+        "Refused credentials, by reason",
+    ),
+    (
+        "concord_logins_total",
+        "Successful logins, by kind (login, register)",
+    ),
+    ("concord_ready", "1 when the relay reports ready"),
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once (several relays in one test process share it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a test harness) may already be installed; ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            for (name, help) in METRICS {
+                metrics::describe_counter!(*name, *help);
+            }
+            handle
+        })
+        .clone()
+}
+
+pub fn render() -> String {
+    install().render()
+}
+
+pub fn auth_failure(reason: &'static str) {
+    metrics::counter!("concord_auth_failures_total", "reason" => reason).increment(1);
+}
+
+pub fn rate_limited(class: &'static str) {
+    metrics::counter!("concord_rate_limited_total", "class" => class).increment(1);
+}
+
+pub fn gateway_events(t: &'static str, delivered: usize) {
+    metrics::counter!("concord_gateway_events_total", "type" => t).increment(delivered as u64);
+}
+
+/// Per-request counters and latency, labelled by route template (never the raw path, so ids
+/// do not explode the label space).
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let in_flight = metrics::gauge!("concord_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let response = next.run(req).await;
+    in_flight.decrement(1.0);
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("concord_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("concord_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,167 @@
+//! `Server::spawn(config)`: open the store, bind, start background work, serve. `shutdown()`
+//! drains in order: readiness off, gateways closed with 4010, in-flight requests finished,
+//! lease released, store closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, AppParts, now_ms};
+use crate::auth::tokens::{TokenService, random_token};
+use crate::config::{ConfigError, RelayConfig, normalize_origin};
+use crate::hub::CloseReason;
+use crate::listener::{self, TlsError};
+use crate::ratelimit::MemoryLimiter;
+use crate::store::sql::SqlStore;
+use crate::store::{Store, StoreError};
+
+const WORKER_LEASE_MS: i64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+pub struct Server {
+    app: Arc<App>,
+    http_addr: SocketAddr,
+    stop_accepting: CancellationToken,
+    http_task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// `http[s]://host:port` for a bound address; unspecified addresses become loopback.
+fn default_origin(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    };
+    normalize_origin(&format!("{scheme}://{host}")).expect("a socket address is a valid origin")
+}
+
+impl Server {
+    pub async fn spawn(config: RelayConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        crate::metrics::install();
+        let tls = match &config.tls {
+            Some(t) => Some(listener::tls_acceptor(&t.cert, &t.key)?),
+            None => None,
+        };
+        if config.database_url.as_deref().is_none_or(str::is_empty) {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| ServerError::DataDir(config.data_dir.display().to_string(), e))?;
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(SqlStore::connect(&config.database_url(), &config.database.pool()).await?);
+        let instance = random_token(12);
+        let worker_id = store
+            .lease_worker_id(&instance, now_ms(), WORKER_LEASE_MS)
+            .await?;
+        let tokens =
+            TokenService::load(store.as_ref(), config.auth.access_token_ttl_secs, now_ms()).await?;
+
+        let tcp = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ServerError::Bind(config.listen, e))?;
+        let http_addr = tcp
+            .local_addr()
+            .map_err(|e| ServerError::Bind(config.listen, e))?;
+        let audiences = if config.public_url.is_empty() {
+            vec![default_origin(http_addr, tls.is_some())]
+        } else {
+            config
+                .public_url
+                .iter()
+                .map(|u| normalize_origin(u).expect("validated"))
+                .collect()
+        };
+        let limiter = Arc::new(MemoryLimiter::new(config.rate_limits.max_tracked_keys));
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let app = Arc::new(App::new(AppParts {
+            config,
+            audiences,
+            store: store.clone(),
+            tokens,
+            limiter: limiter.clone(),
+            worker_id,
+            instance,
+        }));
+        let ttl_ms = app.tokens.access_ttl_secs() * 1000;
+        for sid in store.revoked_sessions_since(now_ms() - ttl_ms).await? {
+            app.revoked.insert(sid, now_ms() + ttl_ms + 60_000);
+        }
+
+        let stop_accepting = CancellationToken::new();
+        let router = crate::api::router(app.clone());
+        let http_task = tokio::spawn(listener::serve(
+            tcp,
+            tls,
+            router,
+            stop_accepting.clone(),
+            grace,
+        ));
+        let background = crate::background::spawn_all(app.clone(), limiter);
+        tracing::info!(url = %app.audiences[0], %http_addr, worker_id, backend = store.backend().as_str(), "relay listening");
+        Ok(Server {
+            app,
+            http_addr,
+            stop_accepting,
+            http_task,
+            background,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The public URL (the first configured, or the listen address).
+    pub fn url(&self) -> &str {
+        &self.app.audiences[0]
+    }
+
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    pub async fn shutdown(self) {
+        let app = self.app;
+        app.start_draining();
+        app.hub.close_all(CloseReason::GoingAway);
+        app.shutdown.cancel();
+        self.stop_accepting.cancel();
+        let _ = self.http_task.await;
+        // Gateway sockets were told to close; give them a moment to send their 4010.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while crate::gateway::open_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+        if let Err(e) = app
+            .store
+            .release_worker_id(app.worker_id, &app.instance)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the worker id lease");
+        }
+        app.store.close().await;
+        tracing::info!("relay stopped");
+    }
+}

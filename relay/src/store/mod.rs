@@ -1,0 +1,252 @@
+//! Persistence. The relay talks to storage only through these traits; `sql` implements them
+//! for SQLite and PostgreSQL, and `relay/tests/store_conformance.rs` runs one suite against
+//! both.
+
+mod records;
+pub mod sql;
+
+use async_trait::async_trait;
+use concord_proto::Id;
+use concord_proto::model::{
+    Ban, Channel, ChannelEvent, Guild, Invite, Member, Message, ReadState, Role, SearchHit,
+};
+use concord_proto::permissions::Overwrite;
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule refused the write; the string says which (e.g. `username_taken`).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    pub write_size: u32,
+    pub write_idle: u32,
+    pub read_size: u32,
+    pub read_idle: u32,
+}
+
+/// Everything the relay persists.
+pub trait Store: ServerStore + AccountStore + GuildStore + MessageStore {}
+impl<T: ServerStore + AccountStore + GuildStore + MessageStore> Store for T {}
+
+#[async_trait]
+pub trait ServerStore: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    fn pool_stats(&self) -> PoolStats;
+    async fn ping(&self) -> StoreResult<()>;
+    async fn close(&self);
+
+    /// Takes the lowest worker id whose lease is free or expired.
+    async fn lease_worker_id(&self, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<u16>;
+    /// Extends a lease; false when another holder took it meanwhile.
+    async fn renew_worker_id(
+        &self,
+        worker_id: u16,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> StoreResult<bool>;
+    async fn release_worker_id(&self, worker_id: u16, holder: &str) -> StoreResult<()>;
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    /// Returns the stored secret `name`, storing `generated` first if there is none.
+    async fn secret_or_insert(&self, name: &str, generated: &str) -> StoreResult<String>;
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates an account with its first device. `Conflict("username_taken")` or
+    /// `Conflict("account_exists")`.
+    async fn create_account(
+        &self,
+        account: &AccountRecord,
+        device: &DeviceRecord,
+    ) -> StoreResult<()>;
+    async fn account(&self, id: Id) -> StoreResult<Option<AccountRecord>>;
+    async fn account_by_key(&self, account_key: &str) -> StoreResult<Option<AccountRecord>>;
+    async fn accounts(&self, ids: &[Id]) -> StoreResult<Vec<AccountRecord>>;
+    async fn device(&self, device_key: &str) -> StoreResult<Option<DeviceRecord>>;
+    /// `Conflict("device_exists")` when the key is already registered (to any account).
+    async fn add_device(&self, device: &DeviceRecord) -> StoreResult<()>;
+    async fn devices(&self, account_id: Id) -> StoreResult<Vec<DeviceRecord>>;
+    /// Revokes the device and every session it holds; returns the revoked session ids.
+    async fn revoke_device(
+        &self,
+        account_id: Id,
+        device_key: &str,
+        now: i64,
+    ) -> StoreResult<Vec<Id>>;
+
+    async fn put_challenge(&self, challenge: &ChallengeRecord) -> StoreResult<()>;
+    /// Removes and returns the challenge if it exists and has not expired (one use).
+    async fn take_challenge(
+        &self,
+        challenge: &str,
+        now: i64,
+    ) -> StoreResult<Option<ChallengeRecord>>;
+    async fn purge_challenges(&self, now: i64) -> StoreResult<u64>;
+
+    async fn create_session(&self, session: &SessionRecord, refresh_hash: &str) -> StoreResult<()>;
+    async fn session(&self, id: Id) -> StoreResult<Option<SessionRecord>>;
+    async fn session_by_refresh(&self, refresh_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    /// Refresh-token rotation with a grace window; see [`RefreshOutcome`].
+    async fn rotate_refresh(
+        &self,
+        hash: &str,
+        successor_hash: &str,
+        now: i64,
+        grace_ms: i64,
+    ) -> StoreResult<RefreshOutcome>;
+    /// True when the session was live and is now revoked.
+    async fn revoke_session(&self, id: Id, now: i64) -> StoreResult<bool>;
+    async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<Id>>;
+}
+
+#[async_trait]
+pub trait GuildStore: Send + Sync + 'static {
+    /// Creates the guild, its @everyone role, the owner's membership and its first channels.
+    async fn create_guild(
+        &self,
+        guild: &Guild,
+        everyone: &Role,
+        channels: &[Channel],
+    ) -> StoreResult<()>;
+    async fn guild(&self, id: Id) -> StoreResult<Option<Guild>>;
+    async fn rename_guild(&self, id: Id, name: &str) -> StoreResult<Guild>;
+    async fn delete_guild(&self, id: Id) -> StoreResult<()>;
+    async fn guilds_of(&self, user_id: Id) -> StoreResult<Vec<Guild>>;
+    /// Guild, roles and channels with overwrites: what permission checks need.
+    async fn guild_snapshot(&self, id: Id) -> StoreResult<Option<GuildSnapshot>>;
+
+    async fn create_channel(&self, channel: &Channel) -> StoreResult<()>;
+    async fn channel(&self, id: Id) -> StoreResult<Option<Channel>>;
+    async fn update_channel(&self, id: Id, update: &ChannelUpdate) -> StoreResult<Channel>;
+    async fn delete_channel(&self, id: Id) -> StoreResult<()>;
+    async fn put_overwrite(&self, channel_id: Id, overwrite: &Overwrite) -> StoreResult<()>;
+    async fn delete_overwrite(&self, channel_id: Id, target_id: Id) -> StoreResult<bool>;
+
+    async fn create_role(&self, role: &Role) -> StoreResult<()>;
+    async fn update_role(&self, role: &Role) -> StoreResult<()>;
+    async fn delete_role(&self, guild_id: Id, role_id: Id) -> StoreResult<bool>;
+
+    async fn member(&self, guild_id: Id, user_id: Id) -> StoreResult<Option<Member>>;
+    async fn members(
+        &self,
+        guild_id: Id,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<Member>>;
+    async fn member_count(&self, guild_id: Id) -> StoreResult<i64>;
+    async fn add_member_role(&self, guild_id: Id, user_id: Id, role_id: Id) -> StoreResult<bool>;
+    async fn remove_member_role(&self, guild_id: Id, user_id: Id, role_id: Id)
+    -> StoreResult<bool>;
+    async fn remove_member(&self, guild_id: Id, user_id: Id) -> StoreResult<bool>;
+    /// Bans and removes the member in one transaction.
+    async fn ban(
+        &self,
+        guild_id: Id,
+        user_id: Id,
+        reason: Option<&str>,
+        by: Id,
+        now: i64,
+    ) -> StoreResult<()>;
+    async fn unban(&self, guild_id: Id, user_id: Id) -> StoreResult<bool>;
+    async fn is_banned(&self, guild_id: Id, user_id: Id) -> StoreResult<bool>;
+    async fn bans(&self, guild_id: Id) -> StoreResult<Vec<Ban>>;
+
+    async fn create_invite(&self, invite: &Invite) -> StoreResult<()>;
+    async fn invite(&self, code: &str) -> StoreResult<Option<Invite>>;
+    async fn invites(&self, guild_id: Id) -> StoreResult<Vec<Invite>>;
+    async fn revoke_invite(&self, guild_id: Id, code: &str, now: i64) -> StoreResult<bool>;
+    /// Checks and uses an invite atomically (bans, expiry, uses, revocation).
+    async fn accept_invite(
+        &self,
+        code: &str,
+        user_id: Id,
+        now: i64,
+    ) -> StoreResult<Result<AcceptedInvite, InviteRefusal>>;
+
+    /// Returns the existing DM channel between two accounts or creates `new_channel`.
+    async fn open_dm(&self, new_channel: &Channel, a: Id, b: Id) -> StoreResult<Channel>;
+    async fn dm_channels(&self, user_id: Id) -> StoreResult<Vec<Channel>>;
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Persists a message and its create event with the next seq, unless (author, nonce)
+    /// already exists: then returns the first message and `created == false`.
+    async fn insert_message(&self, message: &NewMessage) -> StoreResult<InsertedMessage>;
+    async fn edit_message(
+        &self,
+        channel_id: Id,
+        id: Id,
+        content: &str,
+        mentions: &[Id],
+        now: i64,
+    ) -> StoreResult<ChannelEvent>;
+    /// Soft-deletes: content is cleared, earlier events of the message are redacted.
+    async fn delete_message(&self, channel_id: Id, id: Id, now: i64) -> StoreResult<ChannelEvent>;
+    /// `None` when the reaction was already there (no event).
+    async fn add_reaction(
+        &self,
+        channel_id: Id,
+        message_id: Id,
+        user_id: Id,
+        emoji: &str,
+        now: i64,
+    ) -> StoreResult<Option<ChannelEvent>>;
+    async fn remove_reaction(
+        &self,
+        channel_id: Id,
+        message_id: Id,
+        user_id: Id,
+        emoji: &str,
+        now: i64,
+    ) -> StoreResult<Option<ChannelEvent>>;
+    async fn message(&self, channel_id: Id, id: Id) -> StoreResult<Option<Message>>;
+    async fn history(
+        &self,
+        channel_id: Id,
+        anchor: HistoryAnchor,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    async fn events(
+        &self,
+        channel_id: Id,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<ChannelEvent>>;
+    async fn ack(&self, user_id: Id, channel_id: Id, message_id: Id) -> StoreResult<()>;
+    async fn read_states(&self, user_id: Id, channel_ids: &[Id]) -> StoreResult<Vec<ReadState>>;
+    async fn search(&self, query: &SearchParams) -> StoreResult<Vec<SearchHit>>;
+}

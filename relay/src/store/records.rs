@@ -1,0 +1,132 @@
+//! Plain rows and parameters that cross the store boundary.
+
+use concord_proto::Id;
+use concord_proto::model::{Channel, Guild, Message, Role};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: Id,
+    pub username: String,
+    pub account_key: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_key: String,
+    pub account_id: Id,
+    pub label: String,
+    /// The certificate JSON as presented.
+    pub certificate: String,
+    pub certified_at: i64,
+    pub added_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeRecord {
+    pub challenge: String,
+    pub device_key: String,
+    pub audience: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub secret: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Id,
+    pub account_id: Id,
+    pub device_key: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// First use: the successor is stored.
+    Rotated(SessionRecord),
+    /// Used again within the grace window: the caller returns the same successor.
+    Grace(SessionRecord),
+    /// Used again after the grace window: the whole session (family) is now revoked.
+    Reused(SessionRecord),
+    /// Unknown token, or its session is revoked.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuildSnapshot {
+    pub guild: Guild,
+    pub roles: Vec<Role>,
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelUpdate {
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub position: Option<i64>,
+    pub private: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedInvite {
+    pub guild: Guild,
+    /// False when the user was already a member (the invite was not used).
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteRefusal {
+    Unknown,
+    Expired,
+    UsedUp,
+    Revoked,
+    Banned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: Id,
+    pub channel_id: Id,
+    pub author: Id,
+    pub device: String,
+    pub nonce: String,
+    pub content: String,
+    pub reply_to: Option<Id>,
+    pub mentions: Vec<Id>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsertedMessage {
+    pub message: Message,
+    /// False when (author, nonce) already existed and the first message was returned.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryAnchor {
+    Latest,
+    Before(Id),
+    After(Id),
+    Around(Id),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Only these channels are searched: the ones the caller may view.
+    pub channel_ids: Vec<Id>,
+    /// Lowercase word terms (see `concord_proto::limits::search_terms`); the last one also
+    /// matches as a prefix.
+    pub terms: Vec<String>,
+    pub author: Option<Id>,
+    pub before: Option<Id>,
+    pub after: Option<Id>,
+    pub limit: u32,
+}

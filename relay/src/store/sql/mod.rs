@@ -1,0 +1,177 @@
+//! SQLite and PostgreSQL through sqlx's `Any` driver: one body of SQL (`$n` placeholders work
+//! on both), with the few dialect differences (full-text search) switched on [`Backend`].
+//!
+//! SQLite gets a single-connection write pool (one writer, no SQLITE_BUSY on upgrades) and a
+//! read-only pool beside it (WAL lets readers run during writes). PostgreSQL gets a write pool
+//! and a read pool that later points at replicas.
+
+mod accounts;
+mod guilds;
+mod messages;
+mod rows;
+mod search;
+mod server;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Executor};
+
+use super::{Backend, StoreError, StoreResult};
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// PostgreSQL write pool size (SQLite always has one writer).
+    pub max_write_connections: u32,
+    /// Read pool size (both backends).
+    pub max_read_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig {
+            max_write_connections: 16,
+            max_read_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct SqlStore {
+    backend: Backend,
+    write: AnyPool,
+    read: AnyPool,
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../../migrations/relay/sqlite/0001_init.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../../../migrations/relay/postgres/0001_init.sql"),
+)];
+
+fn migrator(backend: Backend) -> Migrator {
+    let list = match backend {
+        Backend::Sqlite => SQLITE_MIGRATIONS,
+        Backend::Postgres => POSTGRES_MIGRATIONS,
+    };
+    Migrator::with_migrations(
+        list.iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    (*name).into(),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY;";
+
+impl SqlStore {
+    /// Connects, creating the SQLite file if needed, and applies pending migrations.
+    pub async fn connect(url: &str, config: &PoolConfig) -> StoreResult<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL scheme in {url:?} (sqlite: or postgres:)"
+            )));
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let (write, read) = match backend {
+            Backend::Sqlite => {
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(config.acquire_timeout)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
+                    })
+                    .connect_with(options.clone())
+                    .await?;
+                // Migrate before the readers open, so they see the schema.
+                migrator(backend).run(&write).await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(config.max_read_connections)
+                    .acquire_timeout(config.acquire_timeout)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                            conn.execute("PRAGMA query_only = ON;").await.map(|_| ())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?;
+                (write, read)
+            }
+            Backend::Postgres => {
+                let write = AnyPoolOptions::new()
+                    .max_connections(config.max_write_connections)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect_with(options.clone())
+                    .await?;
+                migrator(backend).run(&write).await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(config.max_read_connections)
+                    .acquire_timeout(config.acquire_timeout)
+                    .connect_with(options)
+                    .await?;
+                (write, read)
+            }
+        };
+        Ok(SqlStore {
+            backend,
+            write,
+            read,
+        })
+    }
+}
+
+/// Records how long one store operation took, by operation name.
+pub(crate) struct QueryTimer {
+    op: &'static str,
+    start: Instant,
+}
+
+impl QueryTimer {
+    pub(crate) fn new(op: &'static str) -> QueryTimer {
+        QueryTimer {
+            op,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        metrics::histogram!("concord_db_query_duration_seconds", "op" => self.op)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// `$start, $start+1, …` for `n` values.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}

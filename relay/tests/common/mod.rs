@@ -1,0 +1,3 @@
+//! Helpers shared by the relay's integration tests.
+
+pub mod db;
