@@ -146,7 +146,8 @@ pub struct Message {
     pub content: String,
     pub created_at: i64,
     pub edited_at: Option<i64>,
-    /// Seq of the event that created the message.
+    /// Seq of the event that created the message; in a `message_update` event, the seq of
+    /// that update.
     pub seq: i64,
     pub reply_to: Option<Id>,
     pub mentions: Vec<Id>,

@@ -83,7 +83,7 @@ CREATE TABLE channels (
     name       TEXT    NOT NULL,
     topic      TEXT,
     position   BIGINT NOT NULL DEFAULT 0,
-    private    BOOLEAN NOT NULL DEFAULT FALSE,
+    private    BIGINT  NOT NULL DEFAULT 0,
     last_seq   BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );

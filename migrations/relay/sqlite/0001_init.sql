@@ -1,4 +1,5 @@
--- Concord relay schema, SQLite. Times are unix milliseconds unless named *_secs.
+-- Concord relay schema, SQLite. Times are unix milliseconds unless named *_secs. Flags are
+-- integers 0/1 (sqlx's Any driver cannot read SQLite BOOLEAN columns).
 -- Keep in step with ../postgres/0001_init.sql: the conformance suite runs against both.
 
 CREATE TABLE accounts (
@@ -83,7 +84,7 @@ CREATE TABLE channels (
     name       TEXT    NOT NULL,
     topic      TEXT,
     position   INTEGER NOT NULL DEFAULT 0,
-    private    BOOLEAN NOT NULL DEFAULT FALSE,
+    private    INTEGER NOT NULL DEFAULT 0,
     last_seq   INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
 );

@@ -42,6 +42,15 @@ pub async fn sqlite_store() -> (Arc<dyn Store>, TempDir) {
 
 /// A migrated store in a schema of its own, so tests never see each other's rows.
 pub async fn postgres_store() -> Arc<dyn Store> {
+    let url = fresh_postgres_url().await;
+    let store = SqlStore::connect(&url, &pool_config())
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    Arc::new(store)
+}
+
+/// The test database URL pointed at a new, empty schema (for stores and relay servers).
+pub async fn fresh_postgres_url() -> String {
     let base = postgres_url();
     let schema = fresh_schema_name();
     let mut conn = PgConnection::connect(&base)
@@ -55,11 +64,7 @@ pub async fn postgres_store() -> Arc<dyn Store> {
         .await
         .unwrap_or_else(|e| panic!("create schema {schema}: {e}"));
     conn.close().await.ok();
-    let url = with_param(&base, &format!("options[search_path]={schema}"));
-    let store = SqlStore::connect(&url, &pool_config())
-        .await
-        .unwrap_or_else(|e| panic!("open {url}: {e}"));
-    Arc::new(store)
+    with_param(&base, &format!("options[search_path]={schema}"))
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,3 +1,4 @@
 //! Helpers shared by the relay's integration tests.
 
+pub mod client;
 pub mod db;

@@ -31,7 +31,7 @@ async fn insert_channel(conn: &mut AnyConnection, c: &Channel, now: i64) -> Stor
     .bind(&c.name)
     .bind(&c.topic)
     .bind(c.position)
-    .bind(c.private)
+    .bind(i64::from(c.private))
     .bind(now)
     .execute(&mut *conn)
     .await?;
@@ -352,7 +352,7 @@ impl GuildStore for SqlStore {
         .bind(&u.name)
         .bind(&u.topic)
         .bind(u.position)
-        .bind(u.private)
+        .bind(u.private.map(i64::from))
         .bind(channel_id.0)
         .execute(&self.write)
         .await?

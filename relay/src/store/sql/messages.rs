@@ -338,8 +338,12 @@ impl MessageStore for SqlStore {
         .bind(message_id.0)
         .execute(&mut *tx)
         .await?;
-        let message = live_message(&mut tx, channel_id, message_id).await?;
         let seq = next_seq(&mut tx, channel_id).await?;
+        // In an update event, the message's seq is the update's own seq.
+        let message = Message {
+            seq,
+            ..live_message(&mut tx, channel_id, message_id).await?
+        };
         let event = append_event(
             &mut tx,
             channel_id,
