@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use concord_proto::gateway::PresenceStatus;
 use tokio::task::JoinHandle;
 
 use crate::app::{App, now_ms};
@@ -54,9 +53,7 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
         }),
         every(&app, Duration::from_secs(5), |app| async move {
             let window = Duration::from_secs(app.config.gateway.resume_window_secs);
-            for user in app.hub.sweep(window) {
-                app.hub.announce_presence(user, PresenceStatus::Offline);
-            }
+            app.hub.sweep(window);
             metrics::gauge!("concord_gateway_sessions").set(app.hub.session_count() as f64);
         }),
         every(&app, Duration::from_secs(30), move |app| {

@@ -11,7 +11,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn refresh(relay: &TestRelay, token: &str) -> (u16, Value) {
-    let r = send(&relay.http, Method::POST, format!("{}/api/v1/auth/refresh", relay.url), None, Some(json!({ "refresh_token": token }))).await;
+    let r = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/refresh", relay.url),
+        None,
+        Some(json!({ "refresh_token": token })),
+    )
+    .await;
     (r.status, r.body)
 }
 
@@ -24,11 +31,27 @@ async fn registration_and_login() {
 
     // Unknown device without a certificate, then without a username: clear errors.
     let (status, body) = login(&relay.http, &relay.url, &device, None, None).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("certificate_required")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("certificate_required"))
+    );
     let (status, body) = login(&relay.http, &relay.url, &device, Some(&cert), None).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("username_required")));
-    let (status, body) = login(&relay.http, &relay.url, &device, Some(&cert), Some("Bad Name")).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("validation_failed")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("username_required"))
+    );
+    let (status, body) = login(
+        &relay.http,
+        &relay.url,
+        &device,
+        Some(&cert),
+        Some("Bad Name"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("validation_failed"))
+    );
 
     let (status, first) = login(&relay.http, &relay.url, &device, Some(&cert), Some("dora")).await;
     assert_eq!(status, 200, "{first}");
@@ -42,11 +65,28 @@ async fn registration_and_login() {
     let other = random_key();
     let other_device = random_key();
     let other_cert = DeviceCertificate::sign(&other, &other_device.verifying_key(), "x", 1);
-    let (status, body) = login(&relay.http, &relay.url, &other_device, Some(&other_cert), Some("dora")).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("username_taken")));
+    let (status, body) = login(
+        &relay.http,
+        &relay.url,
+        &other_device,
+        Some(&other_cert),
+        Some("dora"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("username_taken"))
+    );
 
     // A certificate for another device key is refused.
-    let (status, _) = login(&relay.http, &relay.url, &other_device, Some(&cert), Some("zed")).await;
+    let (status, _) = login(
+        &relay.http,
+        &relay.url,
+        &other_device,
+        Some(&cert),
+        Some("zed"),
+    )
+    .await;
     assert_eq!(status, 400);
 }
 
@@ -55,32 +95,77 @@ async fn challenges_are_single_use_and_bound_to_audience_and_key() {
     let relay = TestRelay::start(Backend::Sqlite).await;
     let user = relay.register("eve").await;
     let device_key = signed::public_key_string(&user.device.verifying_key());
-    let challenge = send(&relay.http, Method::POST, format!("{}/api/v1/auth/challenge", relay.url), None, Some(json!({ "device_key": device_key }))).await.ok(200);
+    let challenge = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/challenge", relay.url),
+        None,
+        Some(json!({ "device_key": device_key })),
+    )
+    .await
+    .ok(200);
     let c = challenge["challenge"].as_str().unwrap();
     let audience = challenge["audience"].as_str().unwrap();
     assert_eq!(audience, relay.url);
     let post_login = |signature: String| {
         let body = json!({ "device_key": device_key, "challenge": c, "signature": signature });
-        send(&relay.http, Method::POST, format!("{}/api/v1/auth/login", relay.url), None, Some(body))
+        send(
+            &relay.http,
+            Method::POST,
+            format!("{}/api/v1/auth/login", relay.url),
+            None,
+            Some(body),
+        )
     };
     // Signed for another relay: refused, and the challenge is spent.
     let r = post_login(signed::sign_auth(&user.device, "https://evil.example", c)).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (401, Some("bad_signature")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("bad_signature"))
+    );
     let r = post_login(signed::sign_auth(&user.device, audience, c)).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (401, Some("invalid_challenge")));
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("invalid_challenge"))
+    );
 
     // A challenge issued to one key cannot be used by another.
     let stranger = random_key();
     let stranger_key = signed::public_key_string(&stranger.verifying_key());
-    let challenge = send(&relay.http, Method::POST, format!("{}/api/v1/auth/challenge", relay.url), None, Some(json!({ "device_key": stranger_key }))).await.ok(200);
+    let challenge = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/challenge", relay.url),
+        None,
+        Some(json!({ "device_key": stranger_key })),
+    )
+    .await
+    .ok(200);
     let c2 = challenge["challenge"].as_str().unwrap();
     let body = json!({ "device_key": device_key, "challenge": c2, "signature": signed::sign_auth(&user.device, audience, c2) });
-    let r = send(&relay.http, Method::POST, format!("{}/api/v1/auth/login", relay.url), None, Some(body)).await;
+    let r = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/login", relay.url),
+        None,
+        Some(body),
+    )
+    .await;
     assert_eq!(r.status, 401);
 
     // Malformed keys never reach the store.
-    let r = send(&relay.http, Method::POST, format!("{}/api/v1/auth/challenge", relay.url), None, Some(json!({ "device_key": "abc" }))).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (400, Some("validation_failed")));
+    let r = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/challenge", relay.url),
+        None,
+        Some(json!({ "device_key": "abc" })),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (400, Some("validation_failed"))
+    );
 }
 
 #[tokio::test]
@@ -103,17 +188,37 @@ async fn refresh_rotates_with_grace_and_reuse_revokes_the_family() {
     assert_eq!(b["refresh_token"], a["refresh_token"]);
     assert_eq!(b["session_id"], a["session_id"]);
     // The new access token works.
-    let me = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), a["access_token"].as_str(), None).await;
+    let me = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        a["access_token"].as_str(),
+        None,
+    )
+    .await;
     assert_eq!(me.status, 200);
 
     // After the grace window, reuse of the old token kills the whole session.
     tokio::time::sleep(Duration::from_millis(1_300)).await;
     let (status, body) = refresh(&relay, &user.refresh).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("refresh_reused")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("refresh_reused"))
+    );
     let (status, _) = refresh(&relay, &successor).await;
     assert_eq!(status, 401, "the successor belongs to the revoked family");
-    let me = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), a["access_token"].as_str(), None).await;
-    assert_eq!((me.status, me.body["code"].as_str()), (401, Some("session_revoked")));
+    let me = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        a["access_token"].as_str(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (me.status, me.body["code"].as_str()),
+        (401, Some("session_revoked"))
+    );
     assert_eq!(gw.closed().await, Some(close::SESSION_REVOKED));
 }
 
@@ -122,7 +227,14 @@ async fn logout_refuses_the_session_at_once_and_closes_its_sockets() {
     let relay = TestRelay::start(Backend::Sqlite).await;
     let user = relay.register("gus").await;
     let mut gw = user.gateway().await;
-    let r = send(&relay.http, Method::POST, format!("{}/api/v1/auth/logout", relay.url), None, Some(json!({ "refresh_token": user.refresh }))).await;
+    let r = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/logout", relay.url),
+        None,
+        Some(json!({ "refresh_token": user.refresh })),
+    )
+    .await;
     assert_eq!(r.status, 204);
     assert_eq!(user.get("/api/v1/users/@me").await.status, 401);
     assert_eq!(gw.closed().await, Some(close::SESSION_REVOKED));
@@ -130,9 +242,19 @@ async fn logout_refuses_the_session_at_once_and_closes_its_sockets() {
     assert_eq!(refresh(&relay, &user.refresh).await.0, 401);
     let mut ws = Gateway::connect(&relay.url).await;
     use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text(json!({ "op": "identify", "d": { "token": user.access } }).to_string())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        json!({ "op": "identify", "d": { "token": user.access } }).to_string(),
+    ))
+    .await
+    .unwrap();
     let got = common::client::read(&mut ws, Duration::from_secs(5)).await;
-    assert!(matches!(got, common::client::Got::Closed(Some(close::SESSION_REVOKED))), "{got:?}");
+    assert!(
+        matches!(
+            got,
+            common::client::Got::Closed(Some(close::SESSION_REVOKED))
+        ),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -140,10 +262,23 @@ async fn devices_are_linked_listed_and_revoked() {
     let relay = TestRelay::start(Backend::Postgres).await;
     let user = relay.register("hana").await;
     let phone = random_key();
-    let cert = DeviceCertificate::sign(&user.account, &phone.verifying_key(), "phone", 1_700_000_100);
-    let added = user.post("/api/v1/users/@me/devices", json!({ "certificate": cert })).await.ok(201);
+    let cert = DeviceCertificate::sign(
+        &user.account,
+        &phone.verifying_key(),
+        "phone",
+        1_700_000_100,
+    );
+    let added = user
+        .post("/api/v1/users/@me/devices", json!({ "certificate": cert }))
+        .await
+        .ok(201);
     assert_eq!(added["label"], "phone");
-    assert_eq!(user.post("/api/v1/users/@me/devices", json!({ "certificate": cert })).await.status, 409);
+    assert_eq!(
+        user.post("/api/v1/users/@me/devices", json!({ "certificate": cert }))
+            .await
+            .status,
+        409
+    );
     let devices = user.get("/api/v1/users/@me/devices").await.ok(200);
     assert_eq!(devices.as_array().unwrap().len(), 2);
 
@@ -155,22 +290,60 @@ async fn devices_are_linked_listed_and_revoked() {
 
     // A certificate signed by another account key is refused.
     let foreign = DeviceCertificate::sign(&random_key(), &random_key().verifying_key(), "x", 1);
-    let r = user.post("/api/v1/users/@me/devices", json!({ "certificate": foreign })).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (403, Some("foreign_certificate")));
+    let r = user
+        .post(
+            "/api/v1/users/@me/devices",
+            json!({ "certificate": foreign }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (403, Some("foreign_certificate"))
+    );
     // A tampered certificate is a validation error.
     let mut tampered = serde_json::to_value(&cert).unwrap();
     tampered["label"] = json!("tablet");
-    assert_eq!(user.post("/api/v1/users/@me/devices", json!({ "certificate": tampered })).await.status, 400);
+    assert_eq!(
+        user.post(
+            "/api/v1/users/@me/devices",
+            json!({ "certificate": tampered })
+        )
+        .await
+        .status,
+        400
+    );
 
     // Revoking the phone refuses its sessions and its future logins.
     let phone_key = signed::public_key_string(&phone.verifying_key());
-    user.delete(&format!("/api/v1/users/@me/devices/{phone_key}")).await.ok(204);
-    let r = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), Some(&phone_token), None).await;
+    user.delete(&format!("/api/v1/users/@me/devices/{phone_key}"))
+        .await
+        .ok(204);
+    let r = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        Some(&phone_token),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 401);
     let (status, body) = login(&relay.http, &relay.url, &phone, None, None).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("device_revoked")));
-    assert_eq!(user.delete(&format!("/api/v1/users/@me/devices/{phone_key}")).await.status, 404);
-    assert_eq!(user.delete("/api/v1/users/@me/devices/not-a-key").await.status, 400);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("device_revoked"))
+    );
+    assert_eq!(
+        user.delete(&format!("/api/v1/users/@me/devices/{phone_key}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        user.delete("/api/v1/users/@me/devices/not-a-key")
+            .await
+            .status,
+        400
+    );
     // The first device is untouched.
     assert_eq!(user.get("/api/v1/users/@me").await.status, 200);
 }
@@ -179,17 +352,52 @@ async fn devices_are_linked_listed_and_revoked() {
 async fn expired_and_forged_tokens_are_refused() {
     let relay = TestRelay::start(Backend::Sqlite).await;
     let user = relay.register("ivy").await;
-    let caller = concord_relay::auth::Caller { user_id: user.id, session_id: user.session_id, device_key: String::new() };
-    let expired = relay.server().app().tokens.issue_access_with_expiry(&caller, 1_000, 2_000);
-    let r = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), Some(&expired), None).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (401, Some("token_expired")));
+    let caller = concord_relay::auth::Caller {
+        user_id: user.id,
+        session_id: user.session_id,
+        device_key: String::new(),
+    };
+    let expired = relay
+        .server()
+        .app()
+        .tokens
+        .issue_access_with_expiry(&caller, 1_000, 2_000);
+    let r = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        Some(&expired),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("token_expired"))
+    );
     // Flip one character in the middle of the signature (the last one carries padding bits).
     let mut forged: Vec<char> = user.access.chars().collect();
     let i = forged.len() - 10;
     forged[i] = if forged[i] == 'A' { 'B' } else { 'A' };
     let forged: String = forged.into_iter().collect();
-    let r = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), Some(&forged), None).await;
-    assert_eq!((r.status, r.body["code"].as_str()), (401, Some("invalid_token")));
-    let r = send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), Some("garbage"), None).await;
+    let r = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        Some(&forged),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let r = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/api/v1/users/@me", relay.url),
+        Some("garbage"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 401);
 }

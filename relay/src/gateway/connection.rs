@@ -321,9 +321,8 @@ fn finish(app: &App, session: &Arc<Session>, end: &End) {
         || matches!(end, End::Close(code, _) if *code == close::GOING_AWAY && !app.shutdown.is_cancelled());
     if resumable {
         session.detach();
-    } else if let Some(user) = app.hub.unregister(&session.id) {
-        app.hub
-            .announce_presence(user, gateway::PresenceStatus::Offline);
+    } else {
+        app.hub.unregister(&session.id);
     }
     metrics::gauge!("concord_gateway_sessions").set(app.hub.session_count() as f64);
 }

@@ -85,18 +85,27 @@ impl Hub {
         first
     }
 
-    /// Removes a session for good. Returns true when the user has no session left.
-    pub fn unregister(&self, session_id: &str) -> Option<Id> {
-        let mut st = self.lock();
-        let session = st.sessions.remove(session_id)?;
-        let user = session.user_id;
-        let remaining = {
+    /// Removes a session for good. When it was the user's last, the user goes offline and
+    /// everyone sharing a guild is told. Returns true in that case.
+    pub fn unregister(&self, session_id: &str) -> bool {
+        let user = {
+            let mut st = self.lock();
+            let Some(session) = st.sessions.remove(session_id) else {
+                return false;
+            };
+            let user = session.user_id;
             let list = st.by_user.entry(user).or_default();
             list.retain(|s| s.id != session_id);
-            list.len()
+            if !list.is_empty() {
+                return false;
+            }
+            user
         };
-        if remaining > 0 {
-            return None;
+        // Recipients are computed while the user's guilds are still indexed.
+        let recipients = self.co_members(user);
+        let mut st = self.lock();
+        if st.by_user.get(&user).is_some_and(|l| !l.is_empty()) {
+            return false; // a new session arrived meanwhile
         }
         st.by_user.remove(&user);
         st.presence.remove(&user);
@@ -108,7 +117,16 @@ impl Hub {
                 }
             }
         }
-        Some(user)
+        drop(st);
+        self.to_users(
+            recipients,
+            "presence_update",
+            &PresenceUpdate {
+                user_id: user,
+                status: PresenceStatus::Offline,
+            },
+        );
+        true
     }
 
     /// True when any of the user's sessions has a live socket.
@@ -308,8 +326,8 @@ impl Hub {
         }
     }
 
-    /// Drops sessions whose resume window has passed; returns users who went offline.
-    pub fn sweep(&self, window: Duration) -> Vec<Id> {
+    /// Drops sessions whose resume window has passed; returns how many.
+    pub fn sweep(&self, window: Duration) -> usize {
         let expired: Vec<String> = self
             .lock()
             .sessions
@@ -317,9 +335,9 @@ impl Hub {
             .filter(|s| s.is_expired(window))
             .map(|s| s.id.clone())
             .collect();
-        expired
-            .iter()
-            .filter_map(|id| self.unregister(id))
-            .collect()
+        for id in &expired {
+            self.unregister(id);
+        }
+        expired.len()
     }
 }
