@@ -793,9 +793,9 @@ async fn every_route_against_every_caller() {
                     got.status,
                     got.code
                 ));
-                let _ = write!(line, " {:>9}", format!("{want}→{}!", got.status));
+                let _ = write!(line, " {:>10}", format!("{want}→{}!", got.status));
             } else {
-                let _ = write!(line, " {:>9}", got.status);
+                let _ = write!(line, " {:>10}", got.status);
             }
         }
         if bad {
@@ -804,6 +804,17 @@ async fn every_route_against_every_caller() {
         }
     }
 
+    // CONCORD_MATRIX_VERBOSE=1 prints every cell with its error code.
+    if std::env::var_os("CONCORD_MATRIX_VERBOSE").is_some() {
+        for ((method, template, _), outcomes) in &results {
+            let cells: Vec<String> = CALLERS
+                .iter()
+                .zip(outcomes)
+                .map(|(who, got)| format!("{}={} {}", who.name(), got.status, got.code))
+                .collect();
+            eprintln!("{method:<6} {template}\n       {}", cells.join(", "));
+        }
+    }
     eprintln!(
         "authorization matrix: {} spec routes, {} rows, {} fixtures, {:?}",
         spec.len(),
@@ -816,7 +827,7 @@ async fn every_route_against_every_caller() {
     if !mismatches.is_empty() {
         let mut header = format!("{:<6} {:<72}", "", "route");
         for who in CALLERS {
-            let _ = write!(header, " {:>9}", who.name());
+            let _ = write!(header, " {:>10}", who.name());
         }
         problems.push(format!(
             "{} mismatched calls (cells: expected→got!):\n{header}\n{table}\n{}",
