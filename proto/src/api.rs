@@ -432,6 +432,22 @@ impl Validate for EventsQuery {
     }
 }
 
+/// `?after=&limit=`: members by ascending user id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct MembersQuery {
+    pub after: Option<Id>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+}
+
+impl Validate for MembersQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        limits::page_limit(self.limit).map(|_| ())
+    }
+}
+
 /// `?q=&channel=&author=&before=&after=&limit=`; before/after are message ids.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(IntoParams))]

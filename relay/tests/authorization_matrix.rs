@@ -672,7 +672,12 @@ struct Outcome {
 fn outcome(resp: &Resp) -> Outcome {
     Outcome {
         status: resp.status,
-        code: resp.body["code"].as_str().unwrap_or("").to_owned(),
+        // Error bodies only (an invite's `code` is not an error code).
+        code: if resp.status >= 400 {
+            resp.body["code"].as_str().unwrap_or("").to_owned()
+        } else {
+            String::new()
+        },
     }
 }
 

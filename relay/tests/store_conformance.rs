@@ -1963,7 +1963,8 @@ async fn check_message_events(store: &dyn Store) {
         (ev.seq, ev.kind, ev.message_id, ev.channel_id, ev.created_at),
         (3, EventKind::MessageUpdate, m1.id, ch.id, t)
     );
-    assert_eq!(ev.data, to_json(&edited));
+    // In an update event the message carries the update's own seq; stored, it keeps its first.
+    assert_eq!(ev.data, to_json(&Message { seq: 3, ..edited.clone() }));
     assert_eq!(store.message(ch.id, m1.id).await.unwrap(), Some(edited));
 
     let reaction = |seq, user_id, emoji: &str| {
@@ -2114,6 +2115,7 @@ async fn check_message_events(store: &dyn Store) {
         assert_eq!(event.data["mentions"], json!([]), "seq {}", event.seq);
         assert_eq!(event.data["deleted"], json!(true), "seq {}", event.seq);
         assert_eq!(event.data["id"], json!(m1.id.to_string()));
+        assert_eq!(event.data["seq"], json!(event.seq), "redaction keeps each event's own seq");
     }
     assert_eq!(
         events[1].data,
@@ -2299,11 +2301,20 @@ async fn check_unread_cap(store: &dyn Store) {
     assert_eq!((state[0].unread_count, state[0].mention_count), (1_000, 1_000), "counts stop at 1,000");
 }
 
+/// Opens several write connections up front: against a cold pool, racing requests would
+/// mostly queue behind connection setup and never overlap.
+async fn warm_up(store: &dyn Store, guild_id: Id) {
+    for r in join_all((0..8).map(|_| store.guild(guild_id))).await {
+        r.unwrap();
+    }
+}
+
 /// Concurrent writers to one channel still get a gapless seq.
 async fn check_concurrent_sequencing(store: &dyn Store) {
     let mut fx = Fx::new(store);
     let alice = fx.account("alice").await;
-    let (_, ch) = fx.guild(alice.id).await;
+    let (guild, ch) = fx.guild(alice.id).await;
+    warm_up(store, guild.id).await;
 
     let burst: Vec<NewMessage> = (0..16).map(|i| fx.new_message(ch.id, alice.id, &format!("burst {i}"))).collect();
     let seqs: BTreeSet<i64> =
@@ -2346,6 +2357,7 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
         users.push(fx.account(&format!("user{i}")).await);
     }
     let (guild, _) = fx.guild(owner.id).await;
+    warm_up(store, guild.id).await;
 
     let holders: Vec<String> = (0..8).map(|i| format!("holder-{i}")).collect();
     let leased: BTreeSet<u16> =

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use concord_proto::api::{CreateBan, ErrorBody, Validate};
-use concord_proto::limits::{self, Invalid};
+use concord_proto::api::{CreateBan, ErrorBody, MembersQuery};
+use concord_proto::limits;
 use concord_proto::model::{Ban, Member, User};
 use concord_proto::{Id, Permissions};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
@@ -49,21 +49,6 @@ fn after_removal(app: &App, guild_id: Id, user_id: Id, member: Option<Member>) {
                 user: member.user,
             },
         );
-    }
-}
-
-/// `?after=&limit=`: members by ascending user id.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct MembersQuery {
-    pub after: Option<Id>,
-    /// 1..=100, default 50.
-    pub limit: Option<u32>,
-}
-
-impl Validate for MembersQuery {
-    fn validate(&self) -> Result<(), Invalid> {
-        limits::page_limit(self.limit).map(|_| ())
     }
 }
 
