@@ -277,9 +277,12 @@ impl Validate for UpdateRole {
             return Err(invalid("permissions", "unknown permission bits"));
         }
         if let Some(position) = self.position
-            && !(1..=10_000).contains(&position)
+            && !(1..=1_000_000).contains(&position)
         {
-            return Err(invalid("position", "between 1 and 10000 (0 is @everyone)"));
+            return Err(invalid(
+                "position",
+                "between 1 and 1000000 (0 is @everyone)",
+            ));
         }
         Ok(())
     }

@@ -53,10 +53,44 @@ fn all_bodies(bytes: &[u8]) {
 /// JSON values shaped like the API's: objects with the fields it knows, wrong types mixed in.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let keys = prop::sample::select(vec![
-        "op", "d", "token", "session_id", "seq", "channel_id", "status", "content", "nonce", "reply_to", "name", "kind",
-        "private", "topic", "position", "allow", "deny", "permissions", "max_uses", "expires_in_secs", "reason",
-        "recipient", "message_id", "device_key", "challenge", "signature", "certificate", "username", "account_key",
-        "label", "created_at", "refresh_token", "q", "limit", "before", "after", "around", "after_seq",
+        "op",
+        "d",
+        "token",
+        "session_id",
+        "seq",
+        "channel_id",
+        "status",
+        "content",
+        "nonce",
+        "reply_to",
+        "name",
+        "kind",
+        "private",
+        "topic",
+        "position",
+        "allow",
+        "deny",
+        "permissions",
+        "max_uses",
+        "expires_in_secs",
+        "reason",
+        "recipient",
+        "message_id",
+        "device_key",
+        "challenge",
+        "signature",
+        "certificate",
+        "username",
+        "account_key",
+        "label",
+        "created_at",
+        "refresh_token",
+        "q",
+        "limit",
+        "before",
+        "after",
+        "around",
+        "after_seq",
     ]);
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
@@ -65,8 +99,20 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
         any::<f64>().prop_map(|f| serde_json::json!(f)),
         ".{0,40}".prop_map(serde_json::Value::from),
         "[0-9]{1,20}".prop_map(serde_json::Value::from),
-        prop::sample::select(vec!["identify", "resume", "heartbeat", "typing", "presence", "text", "voice", "dm", "role", "member", "online"])
-            .prop_map(serde_json::Value::from),
+        prop::sample::select(vec![
+            "identify",
+            "resume",
+            "heartbeat",
+            "typing",
+            "presence",
+            "text",
+            "voice",
+            "dm",
+            "role",
+            "member",
+            "online"
+        ])
+        .prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(4, 64, 8, move |inner| {
         prop_oneof![

@@ -232,6 +232,52 @@ impl PermCache {
         Ok((snapshot, perms))
     }
 
+    /// The position of the member's highest role (0: only @everyone); the owner outranks all.
+    pub async fn rank(&self, snapshot: &GuildSnapshot, user_id: Id) -> StoreResult<i64> {
+        if snapshot.guild.owner_id == user_id {
+            return Ok(i64::MAX);
+        }
+        let roles = self
+            .member_roles(snapshot.guild.id, user_id)
+            .await?
+            .unwrap_or_default();
+        Ok(snapshot
+            .roles
+            .iter()
+            .filter(|r| roles.contains(&r.id))
+            .map(|r| r.position)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Role hierarchy: the actor's highest role must be above `position`.
+    pub async fn require_above(
+        &self,
+        snapshot: &GuildSnapshot,
+        actor: Id,
+        position: i64,
+    ) -> ApiResult<()> {
+        if self.rank(snapshot, actor).await? > position {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "role_hierarchy",
+                "your highest role must be above the target's",
+            ))
+        }
+    }
+
+    /// Role hierarchy for moderating a member (kick, ban).
+    pub async fn require_outrank(
+        &self,
+        snapshot: &GuildSnapshot,
+        actor: Id,
+        target: Id,
+    ) -> ApiResult<()> {
+        let target_rank = self.rank(snapshot, target).await?;
+        self.require_above(snapshot, actor, target_rank).await
+    }
+
     /// Channels of a guild the user may view.
     pub async fn visible_channels(
         &self,

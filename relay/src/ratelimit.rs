@@ -138,7 +138,7 @@ pub fn class_for(method: &axum::http::Method, route: &str) -> Option<Class> {
 
 /// Middleware: checks the route class's limit before the handler runs and adds the headers
 /// to every response of a limited route.
-pub async fn enforce(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn enforce(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -157,14 +157,23 @@ pub async fn enforce(State(app): State<Arc<App>>, req: Request, next: Next) -> R
                 limits.general
             };
             // Key by account when the token verifies; the handler still rejects bad tokens.
-            let account = req
+            // Key by account when the token verifies; the verified caller is handed on to
+            // the handler, which still rejects missing or bad tokens itself.
+            let token = req
                 .headers()
                 .get(axum::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
-                .and_then(|t| app.tokens.verify_access(t).ok());
+                .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_owned()));
+            let account = match token {
+                Some(t) => app.authenticate(&t).await.ok(),
+                None => None,
+            };
             match account {
-                Some(caller) => (limit, format!("user:{}", caller.user_id)),
+                Some(caller) => {
+                    let key = format!("user:{}", caller.user_id);
+                    req.extensions_mut().insert(caller);
+                    (limit, key)
+                }
                 None => (limit, format!("ip:{ip}")),
             }
         }

@@ -111,12 +111,14 @@ fn commented_out_options_parse_too() {
 fn every_option_is_documented() {
     // Options without a default (None) are not serialised; give them values so that their
     // keys are walked too.
-    let mut all = RelayConfig::default();
-    all.tls = Some(TlsConfig {
-        cert: PathBuf::from("cert.pem"),
-        key: PathBuf::from("key.pem"),
-    });
-    all.database_url = Some("postgres://localhost/concord".into());
+    let all = RelayConfig {
+        tls: Some(TlsConfig {
+            cert: PathBuf::from("cert.pem"),
+            key: PathBuf::from("key.pem"),
+        }),
+        database_url: Some("postgres://localhost/concord".into()),
+        ..RelayConfig::default()
+    };
     let mut expected = BTreeSet::new();
     for config in [RelayConfig::default(), all] {
         let text = toml::to_string(&config).expect("the config serialises");

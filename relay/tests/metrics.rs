@@ -14,7 +14,10 @@ use serde_json::json;
 /// `name` → summed value of its samples (`_count` for histograms).
 fn parse(text: &str) -> HashMap<String, f64> {
     let mut out: HashMap<String, f64> = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').unwrap();
         let name = series.split('{').next().unwrap();
         let name = name.strip_suffix("_count").unwrap_or(name);
@@ -40,15 +43,46 @@ async fn every_registered_metric_moves() {
     let mut gw = bob.gateway().await;
     let msg = ana.say(channel, "counted").await;
     gw.event("message_create").await;
-    ana.patch(&format!("/api/v1/channels/{channel}/messages/{}", msg["id"].as_str().unwrap()), json!({ "content": "edited" })).await.ok(200);
+    ana.patch(
+        &format!(
+            "/api/v1/channels/{channel}/messages/{}",
+            msg["id"].as_str().unwrap()
+        ),
+        json!({ "content": "edited" }),
+    )
+    .await
+    .ok(200);
     for i in 0..6 {
-        ana.post(&format!("/api/v1/channels/{channel}/messages"), json!({ "content": "x", "nonce": format!("m{i}") })).await;
+        ana.post(
+            &format!("/api/v1/channels/{channel}/messages"),
+            json!({ "content": "x", "nonce": format!("m{i}") }),
+        )
+        .await;
     }
-    assert_eq!(send(&relay.http, Method::GET, format!("{}/api/v1/users/@me", relay.url), Some("bad"), None).await.status, 401);
+    assert_eq!(
+        send(
+            &relay.http,
+            Method::GET,
+            format!("{}/api/v1/users/@me", relay.url),
+            Some("bad"),
+            None
+        )
+        .await
+        .status,
+        401
+    );
     gw.ws.close(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let text = send(&relay.http, Method::GET, format!("{}/metrics", relay.url), None, None).await.body;
+    let text = send(
+        &relay.http,
+        Method::GET,
+        format!("{}/metrics", relay.url),
+        None,
+        None,
+    )
+    .await
+    .body;
     let text = text.as_str().expect("metrics are text");
     let samples = parse(text);
     let mut missing = Vec::new();
@@ -60,15 +94,28 @@ async fn every_registered_metric_moves() {
             Some(_) => {}
         }
     }
-    assert!(missing.is_empty(), "metrics that did not move: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "metrics that did not move: {missing:#?}"
+    );
     // Labels are route templates, never raw paths with ids.
     assert!(text.contains(r#"route="/api/v1/channels/{channel_id}/messages""#));
     assert!(!text.contains(&format!("/api/v1/channels/{channel}/")));
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(line.starts_with("concord_"), "unprefixed metric: {line}");
     }
 }
 
 fn is_gauge(name: &str) -> bool {
-    matches!(name, "concord_http_requests_in_flight" | "concord_gateway_connections" | "concord_gateway_sessions" | "concord_db_pool_connections" | "concord_ready")
+    matches!(
+        name,
+        "concord_http_requests_in_flight"
+            | "concord_gateway_connections"
+            | "concord_gateway_sessions"
+            | "concord_db_pool_connections"
+            | "concord_ready"
+    )
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::client::{Backend, TestRelay, database_url};
 use concord_proto::Id;
 use concord_proto::gateway::close;
-use concord_relay::store::sql::{PoolConfig, SqlStore};
 use concord_relay::store::MessageStore;
+use concord_relay::store::sql::{PoolConfig, SqlStore};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -22,7 +22,14 @@ async fn sigterm_under_load(backend: Backend) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_concord-relay"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
-        .args(["--database-url", &db, "--shutdown-grace-secs", "10", "--log", "warn"])
+        .args([
+            "--database-url",
+            &db,
+            "--shutdown-grace-secs",
+            "10",
+            "--log",
+            "warn",
+        ])
         // Senders in this test must not be rate limited.
         .env("CONCORD_CONFIG", write_config(&dir))
         .stdout(Stdio::piped())
@@ -31,13 +38,22 @@ async fn sigterm_under_load(backend: Backend) {
         .expect("binary starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().expect("prints its URL");
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("prints its URL");
         if let Some(url) = line.strip_prefix("concord-relay listening on ") {
             break url.to_owned();
         }
     };
 
-    let relay = TestRelay { server: None, url: url.clone(), http: reqwest::Client::new(), dir: tempfile::tempdir().unwrap() };
+    let relay = TestRelay {
+        server: None,
+        url: url.clone(),
+        http: reqwest::Client::new(),
+        dir: tempfile::tempdir().unwrap(),
+    };
     let user = Arc::new(relay.register("load").await);
     let (_, channel) = user.create_guild("load").await;
     let mut gw = user.gateway().await;
@@ -65,23 +81,40 @@ async fn sigterm_under_load(backend: Backend) {
     let before = acked.lock().unwrap().len();
     assert!(before > 0, "the load produced acknowledged messages");
     let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 
     assert_eq!(gw.closed().await, Some(close::GOING_AWAY));
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits within the grace period").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
     for s in senders {
         s.await.unwrap();
     }
 
-    let store = SqlStore::connect(&db, &PoolConfig::default()).await.unwrap();
+    let store = SqlStore::connect(&db, &PoolConfig::default())
+        .await
+        .unwrap();
     let acked = acked.lock().unwrap().clone();
     for id in &acked {
-        assert!(store.message(channel, *id).await.unwrap().is_some(), "acknowledged message {id} is missing");
+        assert!(
+            store.message(channel, *id).await.unwrap().is_some(),
+            "acknowledged message {id} is missing"
+        );
     }
     let events = store.events(channel, 0, 100).await.unwrap();
     assert_eq!(events.first().map(|e| e.seq), Some(1));
-    eprintln!("{} messages acknowledged ({before} before SIGTERM), all persisted", acked.len());
+    eprintln!(
+        "{} messages acknowledged ({before} before SIGTERM), all persisted",
+        acked.len()
+    );
 }
 
 fn write_config(dir: &tempfile::TempDir) -> std::path::PathBuf {

@@ -14,12 +14,12 @@ use concord_proto::model::{
 };
 use concord_proto::permissions::{Overwrite, OverwriteKind};
 use concord_proto::{Id, IdGenerator, Permissions};
-use futures_util::future::join_all;
 use concord_relay::store::{
     AcceptedInvite, AccountRecord, Backend, ChallengeRecord, ChannelUpdate, DeviceRecord,
     GuildSnapshot, HistoryAnchor, InviteRefusal, NewMessage, RefreshOutcome, SearchParams,
     SessionRecord, SigningKeyRecord, Store, StoreError,
 };
+use futures_util::future::join_all;
 use serde_json::json;
 
 /// One `#[tokio::test]` per check and backend.
@@ -945,9 +945,19 @@ async fn check_guild_create_and_snapshot(store: &dyn Store) {
     assert_eq!(store.guild_snapshot(unknown).await.unwrap(), None);
 
     // create_guild is atomic: a clashing channel id leaves no guild, role or member behind.
-    let half = Guild { id: fx.id(), name: "half".to_owned(), owner_id: guest.id, created_at: fx.clock };
+    let half = Guild {
+        id: fx.id(),
+        name: "half".to_owned(),
+        owner_id: guest.id,
+        created_at: fx.clock,
+    };
     let clash = text_channel(general.id, half.id, "clash", 0);
-    assert!(store.create_guild(&half, &everyone_role(half.id), &[clash]).await.is_err());
+    assert!(
+        store
+            .create_guild(&half, &everyone_role(half.id), &[clash])
+            .await
+            .is_err()
+    );
     assert_eq!(store.guild(half.id).await.unwrap(), None);
     assert_eq!(store.guilds_of(guest.id).await.unwrap(), vec![]);
     assert_eq!(store.member_count(half.id).await.unwrap(), 0);
@@ -1125,13 +1135,33 @@ async fn check_channels(store: &dyn Store) {
     // Deleting a channel takes its messages, events, overwrites and read states along.
     let message = fx.post(news.id, owner.id, "soon gone").await;
     store.ack(owner.id, news.id, message.id).await.unwrap();
-    store.put_overwrite(news.id, &overwrite(guild.id, OverwriteKind::Role, Permissions::NONE, Permissions::NONE)).await.unwrap();
+    store
+        .put_overwrite(
+            news.id,
+            &overwrite(
+                guild.id,
+                OverwriteKind::Role,
+                Permissions::NONE,
+                Permissions::NONE,
+            ),
+        )
+        .await
+        .unwrap();
     store.delete_channel(news.id).await.unwrap();
     assert_eq!(store.channel(news.id).await.unwrap(), None);
     assert_eq!(store.message(news.id, message.id).await.unwrap(), None);
     assert_eq!(store.events(news.id, 0, 10).await.unwrap(), vec![]);
-    assert_eq!(store.read_states(owner.id, &[news.id]).await.unwrap(), vec![]);
-    assert!(store.search(&search_params(&[news.id], &["soon"])).await.unwrap().is_empty());
+    assert_eq!(
+        store.read_states(owner.id, &[news.id]).await.unwrap(),
+        vec![]
+    );
+    assert!(
+        store
+            .search(&search_params(&[news.id], &["soon"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_not_found(store.delete_channel(news.id).await, "second delete");
     assert_eq!(
         store
@@ -1964,7 +1994,13 @@ async fn check_message_events(store: &dyn Store) {
         (3, EventKind::MessageUpdate, m1.id, ch.id, t)
     );
     // In an update event the message carries the update's own seq; stored, it keeps its first.
-    assert_eq!(ev.data, to_json(&Message { seq: 3, ..edited.clone() }));
+    assert_eq!(
+        ev.data,
+        to_json(&Message {
+            seq: 3,
+            ..edited.clone()
+        })
+    );
     assert_eq!(store.message(ch.id, m1.id).await.unwrap(), Some(edited));
 
     let reaction = |seq, user_id, emoji: &str| {
@@ -2115,7 +2151,11 @@ async fn check_message_events(store: &dyn Store) {
         assert_eq!(event.data["mentions"], json!([]), "seq {}", event.seq);
         assert_eq!(event.data["deleted"], json!(true), "seq {}", event.seq);
         assert_eq!(event.data["id"], json!(m1.id.to_string()));
-        assert_eq!(event.data["seq"], json!(event.seq), "redaction keeps each event's own seq");
+        assert_eq!(
+            event.data["seq"],
+            json!(event.seq),
+            "redaction keeps each event's own seq"
+        );
     }
     assert_eq!(
         events[1].data,
@@ -2295,10 +2335,15 @@ async fn check_unread_cap(store: &dyn Store) {
     let other = fx.account("other").await;
     let (_, ch) = fx.guild(me.id).await;
     for i in 0..1_001 {
-        fx.post_mentioning(ch.id, other.id, &format!("ping {i}"), &[me.id]).await;
+        fx.post_mentioning(ch.id, other.id, &format!("ping {i}"), &[me.id])
+            .await;
     }
     let state = store.read_states(me.id, &[ch.id]).await.unwrap();
-    assert_eq!((state[0].unread_count, state[0].mention_count), (1_000, 1_000), "counts stop at 1,000");
+    assert_eq!(
+        (state[0].unread_count, state[0].mention_count),
+        (1_000, 1_000),
+        "counts stop at 1,000"
+    );
 }
 
 /// Opens several write connections up front: against a cold pool, racing requests would
@@ -2316,36 +2361,71 @@ async fn check_concurrent_sequencing(store: &dyn Store) {
     let (guild, ch) = fx.guild(alice.id).await;
     warm_up(store, guild.id).await;
 
-    let burst: Vec<NewMessage> = (0..16).map(|i| fx.new_message(ch.id, alice.id, &format!("burst {i}"))).collect();
-    let seqs: BTreeSet<i64> =
-        join_all(burst.iter().map(|m| store.insert_message(m))).await.into_iter().map(|r| r.unwrap().message.seq).collect();
+    let burst: Vec<NewMessage> = (0..16)
+        .map(|i| fx.new_message(ch.id, alice.id, &format!("burst {i}")))
+        .collect();
+    let seqs: BTreeSet<i64> = join_all(burst.iter().map(|m| store.insert_message(m)))
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().message.seq)
+        .collect();
     assert_eq!(seqs, (1..=16).collect());
 
     // Retries of one nonce racing each other: one message, one seq.
     let first = fx.new_message(ch.id, alice.id, "retried");
-    let retries: Vec<NewMessage> = (0..8).map(|_| NewMessage { id: fx.id(), ..first.clone() }).collect();
+    let retries: Vec<NewMessage> = (0..8)
+        .map(|_| NewMessage {
+            id: fx.id(),
+            ..first.clone()
+        })
+        .collect();
     let results: Vec<_> = join_all(retries.iter().map(|m| store.insert_message(m)))
         .await
         .into_iter()
         .map(|r| r.expect("concurrent retry"))
         .collect();
-    assert_eq!(results.iter().filter(|r| r.created).count(), 1, "exactly one retry creates");
+    assert_eq!(
+        results.iter().filter(|r| r.created).count(),
+        1,
+        "exactly one retry creates"
+    );
     let winner = &results.iter().find(|r| r.created).unwrap().message;
     assert_eq!(winner.seq, 17);
-    assert!(results.iter().all(|r| r.message == *winner), "every retry returns the winner");
+    assert!(
+        results.iter().all(|r| r.message == *winner),
+        "every retry returns the winner"
+    );
 
     // Reactions by ten users at once, plus the same reaction five times.
     let users: Vec<Id> = (0..10).map(|_| fx.id()).collect();
     let now = fx.tick();
-    let added = join_all(users.iter().map(|u| store.add_reaction(ch.id, winner.id, *u, "🔥", now))).await;
-    let seqs: BTreeSet<i64> = added.into_iter().map(|r| r.unwrap().expect("new reaction").seq).collect();
+    let added = join_all(
+        users
+            .iter()
+            .map(|u| store.add_reaction(ch.id, winner.id, *u, "🔥", now)),
+    )
+    .await;
+    let seqs: BTreeSet<i64> = added
+        .into_iter()
+        .map(|r| r.unwrap().expect("new reaction").seq)
+        .collect();
     assert_eq!(seqs, (18..=27).collect());
-    let same = join_all((0..5).map(|_| store.add_reaction(ch.id, winner.id, alice.id, "👍", now))).await;
-    assert_eq!(same.into_iter().map(|r| r.unwrap()).filter(Option::is_some).count(), 1);
+    let same =
+        join_all((0..5).map(|_| store.add_reaction(ch.id, winner.id, alice.id, "👍", now))).await;
+    assert_eq!(
+        same.into_iter()
+            .map(|r| r.unwrap())
+            .filter(Option::is_some)
+            .count(),
+        1
+    );
 
     assert_eq!(store.channel(ch.id).await.unwrap().unwrap().last_seq, 28);
     let events = store.events(ch.id, 0, 100).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=28).collect::<Vec<_>>());
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=28).collect::<Vec<_>>()
+    );
 }
 
 /// Racing requests that must each win once: leases, invite uses, joins, DMs, refreshes.
@@ -2361,16 +2441,42 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
 
     let holders: Vec<String> = (0..8).map(|i| format!("holder-{i}")).collect();
     let leased: BTreeSet<u16> =
-        join_all(holders.iter().map(|h| store.lease_worker_id(h, T0, 60_000))).await.into_iter().map(|r| r.unwrap()).collect();
+        join_all(holders.iter().map(|h| store.lease_worker_id(h, T0, 60_000)))
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
     assert_eq!(leased, (0..8).collect(), "distinct worker ids");
 
     let invite = invite_record("three", guild.id, owner.id, Some(3), None, fx.tick());
     store.create_invite(&invite).await.unwrap();
     let now = fx.tick();
-    let accepted = join_all(users.iter().map(|u| store.accept_invite("three", u.id, now))).await;
-    let accepted: Vec<_> = accepted.into_iter().map(|r| r.expect("accept_invite")).collect();
-    assert_eq!(accepted.iter().filter(|r| matches!(r, Ok(a) if a.joined)).count(), 3, "{accepted:?}");
-    assert_eq!(accepted.iter().filter(|r| **r == Err(InviteRefusal::UsedUp)).count(), 2, "{accepted:?}");
+    let accepted = join_all(
+        users
+            .iter()
+            .map(|u| store.accept_invite("three", u.id, now)),
+    )
+    .await;
+    let accepted: Vec<_> = accepted
+        .into_iter()
+        .map(|r| r.expect("accept_invite"))
+        .collect();
+    assert_eq!(
+        accepted
+            .iter()
+            .filter(|r| matches!(r, Ok(a) if a.joined))
+            .count(),
+        3,
+        "{accepted:?}"
+    );
+    assert_eq!(
+        accepted
+            .iter()
+            .filter(|r| **r == Err(InviteRefusal::UsedUp))
+            .count(),
+        2,
+        "{accepted:?}"
+    );
     assert_eq!(store.invite("three").await.unwrap().unwrap().uses, 3);
     assert_eq!(store.member_count(guild.id).await.unwrap(), 4);
 
@@ -2379,10 +2485,17 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
     store.create_invite(&open).await.unwrap();
     let late = fx.account("late").await;
     let now = fx.tick();
-    let (first, second) = futures_util::join!(store.accept_invite("open", late.id, now), store.accept_invite("open", late.id, now));
+    let (first, second) = futures_util::join!(
+        store.accept_invite("open", late.id, now),
+        store.accept_invite("open", late.id, now)
+    );
     let mut joined: Vec<bool> = [first, second]
         .into_iter()
-        .map(|r| r.expect("double accept must not fail").expect("accepted").joined)
+        .map(|r| {
+            r.expect("double accept must not fail")
+                .expect("accepted")
+                .joined
+        })
         .collect();
     joined.sort();
     assert_eq!(joined, vec![false, true]);
@@ -2399,7 +2512,10 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
     let session = session_record(fx.id(), owner.id, &device_key("owner"), fx.clock);
     store.create_session(&session, "r1").await.unwrap();
     let now = fx.tick();
-    let (x, y) = futures_util::join!(store.rotate_refresh("r1", "r2a", now, 5_000), store.rotate_refresh("r1", "r2b", now, 5_000));
+    let (x, y) = futures_util::join!(
+        store.rotate_refresh("r1", "r2a", now, 5_000),
+        store.rotate_refresh("r1", "r2b", now, 5_000)
+    );
     let mut outcomes = [x.unwrap(), y.unwrap()].map(|o| match o {
         RefreshOutcome::Rotated(_) => "rotated",
         RefreshOutcome::Grace(_) => "grace",
@@ -2408,7 +2524,10 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
     });
     outcomes.sort();
     assert_eq!(outcomes, ["grace", "rotated"]);
-    assert_eq!(store.session(session.id).await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(
+        store.session(session.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
 }
 
 fn search_params(channel_ids: &[Id], terms: &[&str]) -> SearchParams {

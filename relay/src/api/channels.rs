@@ -27,6 +27,41 @@ struct ChannelDeleted {
     guild_id: Option<Id>,
 }
 
+/// The overwrite a channel holds for `target_id`, from the guild snapshot.
+async fn existing_overwrite(
+    app: &App,
+    guild_id: Id,
+    channel_id: Id,
+    target_id: Id,
+) -> ApiResult<Option<Overwrite>> {
+    let snapshot = app
+        .perms
+        .snapshot(guild_id)
+        .await?
+        .ok_or(ApiError::NotFound("guild"))?;
+    Ok(snapshot
+        .channels
+        .iter()
+        .find(|c| c.id == channel_id)
+        .and_then(|c| {
+            c.overwrites
+                .iter()
+                .find(|o| o.target_id == target_id)
+                .copied()
+        }))
+}
+
+/// Without administrator, you can only change overwrite bits you hold yourself.
+fn check_overwrite_change(access: &ChannelAccess, bits: Permissions) -> ApiResult<()> {
+    if !access.perms.contains(Permissions::ADMINISTRATOR) && !access.perms.contains(bits) {
+        return Err(ApiError::Forbidden(
+            "permission_escalation",
+            "you cannot change permissions you do not hold",
+        ));
+    }
+    Ok(())
+}
+
 /// A guild channel the caller may manage (DMs cannot be managed).
 async fn managed(
     app: &App,
@@ -158,14 +193,10 @@ pub async fn put_overwrite(
     Valid(body): Valid<PutOverwrite>,
 ) -> ApiResult<StatusCode> {
     let (access, guild_id) = managed(&app, &caller, channel_id, Permissions::MANAGE_ROLES).await?;
-    if !access.perms.contains(Permissions::ADMINISTRATOR)
-        && !access.perms.contains(body.allow | body.deny)
-    {
-        return Err(ApiError::Forbidden(
-            "permission_escalation",
-            "you cannot change permissions you do not hold",
-        ));
-    }
+    // Replacing an overwrite changes both its old and its new bits.
+    let old = existing_overwrite(&app, guild_id, channel_id, target_id).await?;
+    let old_bits = old.map_or(Permissions::NONE, |o| o.allow | o.deny);
+    check_overwrite_change(&access, body.allow | body.deny | old_bits)?;
     let exists = match body.kind {
         OverwriteKind::Role => app
             .perms
@@ -200,7 +231,11 @@ pub async fn delete_overwrite(
     caller: Caller,
     PathParams((channel_id, target_id)): PathParams<(Id, Id)>,
 ) -> ApiResult<StatusCode> {
-    let (_, guild_id) = managed(&app, &caller, channel_id, Permissions::MANAGE_ROLES).await?;
+    let (access, guild_id) = managed(&app, &caller, channel_id, Permissions::MANAGE_ROLES).await?;
+    let old = existing_overwrite(&app, guild_id, channel_id, target_id)
+        .await?
+        .ok_or(ApiError::NotFound("overwrite"))?;
+    check_overwrite_change(&access, old.allow | old.deny)?;
     if !app.store.delete_overwrite(channel_id, target_id).await? {
         return Err(ApiError::NotFound("overwrite"));
     }

@@ -245,6 +245,8 @@ pub async fn list_roles(
     Ok(Json(snapshot.roles.clone()))
 }
 
+const ROLE_SPACING: i64 = 16;
+
 /// Without administrator, you cannot hand out permissions you do not hold yourself.
 fn check_grant(actor: Permissions, granted: Permissions) -> ApiResult<()> {
     if !actor.contains(Permissions::ADMINISTRATOR) && !actor.contains(granted) {
@@ -276,12 +278,19 @@ pub async fn create_role(
             "this guild has the maximum number of roles",
         ));
     }
-    let position = snapshot
+    // The owner's new roles go on top; anyone else's just below their own highest role, so
+    // they can still manage what they made. Positions are spaced so that "just below" is
+    // usually free.
+    let top = snapshot
         .roles
         .iter()
-        .map(|r| r.position + 1)
+        .map(|r| r.position + ROLE_SPACING)
         .max()
-        .unwrap_or(1);
+        .unwrap_or(ROLE_SPACING);
+    let position = match app.perms.rank(&snapshot, caller.user_id).await? {
+        i64::MAX => top,
+        rank => (rank - 1).max(1),
+    };
     let role = Role {
         id: app.next_id(),
         guild_id,
@@ -314,8 +323,14 @@ pub async fn update_role(
         .find(|r| r.id == role_id)
         .cloned()
         .ok_or(ApiError::NotFound("role"))?;
+    // Only roles below your own, and never to take away or give what you do not hold.
+    if role.id != guild_id {
+        app.perms
+            .require_above(&snapshot, caller.user_id, role.position)
+            .await?;
+    }
     if let Some(p) = body.permissions {
-        check_grant(perms, p)?;
+        check_grant(perms, p | role.permissions)?;
         role.permissions = p;
     }
     if let Some(name) = body.name {
@@ -328,6 +343,9 @@ pub async fn update_role(
         role.name = name;
     }
     if let Some(position) = body.position {
+        app.perms
+            .require_above(&snapshot, caller.user_id, position)
+            .await?;
         if role.id == guild_id {
             return Err(ApiError::BadRequest(
                 "everyone_role",
@@ -371,6 +389,9 @@ pub async fn delete_role(
         .iter()
         .find(|r| r.id == role_id)
         .ok_or(ApiError::NotFound("role"))?;
+    app.perms
+        .require_above(&snapshot, caller.user_id, role.position)
+        .await?;
     check_grant(perms, role.permissions)?;
     app.store.delete_role(guild_id, role_id).await?;
     app.perms.forget_guild(guild_id);

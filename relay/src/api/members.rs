@@ -120,6 +120,9 @@ pub async fn kick(
         .require_guild(guild_id, caller.user_id, Permissions::KICK_MEMBERS)
         .await?;
     check_target(snapshot.guild.owner_id, caller.user_id, user_id)?;
+    app.perms
+        .require_outrank(&snapshot, caller.user_id, user_id)
+        .await?;
     if app.store.member(guild_id, user_id).await?.is_none() {
         return Err(ApiError::NotFound("member"));
     }
@@ -150,6 +153,9 @@ async fn change_role(
             "everyone holds @everyone".into(),
         ));
     }
+    app.perms
+        .require_above(&snapshot, caller.user_id, role.position)
+        .await?;
     if !perms.contains(Permissions::ADMINISTRATOR) && !perms.contains(role.permissions) {
         return Err(ApiError::Forbidden(
             "permission_escalation",
@@ -227,6 +233,9 @@ pub async fn ban(
         .require_guild(guild_id, caller.user_id, Permissions::BAN_MEMBERS)
         .await?;
     check_target(snapshot.guild.owner_id, caller.user_id, user_id)?;
+    app.perms
+        .require_outrank(&snapshot, caller.user_id, user_id)
+        .await?;
     app.store
         .account(user_id)
         .await?
