@@ -170,6 +170,50 @@ pub struct Resumed {
     pub replayed: u64,
 }
 
+/// `typing_start`: someone is typing in a channel (not stored, no channel seq).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingStart {
+    pub channel_id: Id,
+    pub guild_id: Option<Id>,
+    pub user_id: Id,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+}
+
+/// `presence_update`: a user sharing a guild came online, went idle or offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUpdate {
+    pub user_id: Id,
+    pub status: PresenceStatus,
+}
+
+/// `member_remove`: a member left, was kicked or banned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoved {
+    pub guild_id: Id,
+    pub user: User,
+}
+
+/// `channel_delete`: a channel was deleted, or the recipient can no longer see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelDeleted {
+    pub id: Id,
+    pub guild_id: Option<Id>,
+}
+
+/// `role_delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDeleted {
+    pub guild_id: Id,
+    pub role_id: Id,
+}
+
+/// `guild_delete`: the guild was deleted, or the recipient left or was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuildDeleted {
+    pub id: Id,
+}
+
 /// A frame from server to client, as a client decodes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerFrame {

@@ -7,14 +7,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use concord_proto::Id;
 use concord_proto::gateway::{
-    self, ClientFrame, FrameError, HEARTBEAT_ACK, MAX_CLIENT_FRAME_BYTES, PresenceStatus, Ready,
-    ReadyGuild, Resumed, ServerFrame,
+    self, ChannelDeleted, ClientFrame, FrameError, GuildDeleted, HEARTBEAT_ACK,
+    MAX_CLIENT_FRAME_BYTES, MemberRemoved, PresenceUpdate, Ready, ReadyGuild, Resumed, RoleDeleted,
+    ServerFrame, TypingStart,
 };
-use concord_proto::model::{
-    Channel, Guild, Member, Message, MessageDeleted, ReactionEvent, Role, User,
-};
+use concord_proto::model::{Channel, Guild, Member, Message, MessageDeleted, ReactionEvent, Role};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -60,53 +58,6 @@ fn expected_invalid(name: &str) -> fn(&FrameError) -> bool {
         "oversized" => |e| matches!(e, FrameError::TooLarge),
         other => panic!("invalid fixture {other}.json has no expected error in this test"),
     }
-}
-
-// Payloads the relay serialises from its own private structs (relay/src/hub/mod.rs,
-// relay/src/messaging.rs, relay/src/api/{channels,guilds,members}.rs). concord-proto has no
-// type for them yet, so they are mirrored here, refusing unknown fields.
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct TypingStart {
-    channel_id: Id,
-    guild_id: Option<Id>,
-    user_id: Id,
-    timestamp: i64,
-}
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct PresenceUpdate {
-    user_id: Id,
-    status: PresenceStatus,
-}
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct MemberRemoved {
-    guild_id: Id,
-    user: User,
-}
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelDeleted {
-    id: Id,
-    guild_id: Option<Id>,
-}
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct RoleDeleted {
-    guild_id: Id,
-    role_id: Id,
-}
-
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct GuildDeleted {
-    id: Id,
 }
 
 fn dir() -> PathBuf {

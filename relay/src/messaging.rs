@@ -3,10 +3,10 @@
 //! are the same on every path.
 
 use concord_proto::api::SendMessage;
+use concord_proto::gateway::TypingStart;
 use concord_proto::limits::MAX_MENTIONS;
 use concord_proto::model::{ChannelEvent, ChannelKind, Message};
 use concord_proto::{Id, Permissions};
-use serde::Serialize;
 
 use crate::api::error::{ApiError, ApiResult};
 use crate::app::{App, now_ms};
@@ -196,14 +196,6 @@ pub async fn react(
         fan_out(app, &access, &event).await;
     }
     Ok(())
-}
-
-#[derive(Serialize)]
-struct TypingStart {
-    channel_id: Id,
-    guild_id: Option<Id>,
-    user_id: Id,
-    timestamp: i64,
 }
 
 /// Tells the channel's other viewers that the caller is typing (no seq: not stored).

@@ -7,11 +7,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use concord_proto::api::{AckRequest, ErrorBody, EventsQuery, PutOverwrite, UpdateChannel};
+use concord_proto::gateway::ChannelDeleted;
 use concord_proto::limits;
 use concord_proto::model::{Channel, ChannelEvent, ChannelKind};
 use concord_proto::permissions::{Overwrite, OverwriteKind};
 use concord_proto::{Id, Permissions};
-use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
@@ -20,12 +20,6 @@ use crate::auth::Caller;
 use crate::messaging;
 use crate::perms::ChannelAccess;
 use crate::store::ChannelUpdate;
-
-#[derive(Serialize)]
-struct ChannelDeleted {
-    id: Id,
-    guild_id: Option<Id>,
-}
 
 /// The overwrite a channel holds for `target_id`, from the guild snapshot.
 async fn existing_overwrite(

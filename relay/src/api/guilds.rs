@@ -10,11 +10,11 @@ use concord_proto::api::{
     UpdateGuild, UpdateRole,
 };
 use concord_proto::gateway::ReadyGuild;
+use concord_proto::gateway::{GuildDeleted, RoleDeleted};
 use concord_proto::limits::{self, MAX_CHANNELS_PER_GUILD, MAX_ROLES_PER_GUILD};
 use concord_proto::model::{Channel, ChannelKind, Guild, Invite, Role};
 use concord_proto::permissions::{Overwrite, OverwriteKind};
 use concord_proto::{Id, Permissions};
-use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
@@ -125,11 +125,6 @@ pub async fn update_guild(
     app.perms.invalidate_guild(guild_id);
     app.hub.to_guild(guild_id, "guild_update", &guild);
     Ok(Json(guild))
-}
-
-#[derive(Serialize)]
-struct GuildDeleted {
-    id: Id,
 }
 
 #[utoipa::path(delete, path = "/api/v1/guilds/{guild_id}", tag = "guilds", security(("bearer" = [])),
@@ -358,12 +353,6 @@ pub async fn update_role(
     app.perms.invalidate_guild(guild_id);
     app.hub.to_guild(guild_id, "role_update", &role);
     Ok(Json(role))
-}
-
-#[derive(Serialize)]
-struct RoleDeleted {
-    guild_id: Id,
-    role_id: Id,
 }
 
 #[utoipa::path(delete, path = "/api/v1/guilds/{guild_id}/roles/{role_id}", tag = "roles", security(("bearer" = [])),

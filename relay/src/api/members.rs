@@ -6,26 +6,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use concord_proto::api::{CreateBan, ErrorBody, MembersQuery};
+use concord_proto::gateway::{GuildDeleted, MemberRemoved};
 use concord_proto::limits;
-use concord_proto::model::{Ban, Member, User};
+use concord_proto::model::{Ban, Member};
 use concord_proto::{Id, Permissions};
-use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
-
-#[derive(Serialize)]
-struct MemberRemoved {
-    guild_id: Id,
-    user: User,
-}
-
-#[derive(Serialize)]
-struct GuildDeleted {
-    id: Id,
-}
 
 /// Removes a membership and tells everyone concerned (leave, kick and ban share this).
 pub async fn remove_member(app: &App, guild_id: Id, user_id: Id) -> ApiResult<()> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use concord_proto::gateway::PresenceStatus;
+use concord_proto::gateway::PresenceUpdate;
 use concord_proto::model::Channel;
 use concord_proto::{Id, Permissions};
 use serde::Serialize;
@@ -33,12 +34,6 @@ pub struct Hub {
 
 fn serialise<T: Serialize>(d: &T) -> Arc<str> {
     Arc::from(serde_json::to_string(d).expect("gateway payloads serialise"))
-}
-
-#[derive(Serialize)]
-struct PresenceUpdate {
-    user_id: Id,
-    status: PresenceStatus,
 }
 
 impl Default for Hub {
