@@ -47,6 +47,7 @@ pub struct Cli {
         long = "trusted-proxy",
         env = "CONCORD_TRUSTED_PROXIES",
         value_delimiter = ',',
+        value_parser = crate::config::parse_net,
         global = true
     )]
     pub trusted_proxies: Vec<IpNet>,
@@ -176,6 +177,21 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9001".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
         assert_eq!(config.shutdown_grace_secs, 3);
+        let cli = Cli::try_parse_from([
+            "concord-relay",
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--trusted-proxy",
+            "10.1.0.0/16",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.relay_config().unwrap().trusted_proxies,
+            vec![
+                "10.0.0.1/32".parse().unwrap(),
+                "10.1.0.0/16".parse::<IpNet>().unwrap()
+            ]
+        );
         let cli = Cli::try_parse_from([
             "concord-relay",
             "--public-url",

@@ -21,7 +21,8 @@ pub struct RelayConfig {
     /// Public origins (`scheme://host[:port]`) clients use; the first is the default login
     /// audience. Empty means the listen address.
     pub public_url: Vec<String>,
-    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or single addresses).
+    #[serde(deserialize_with = "de_nets")]
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed by CORS (browser clients served from elsewhere). Empty: same origin only.
     pub cors_origins: Vec<String>,
@@ -34,6 +35,20 @@ pub struct RelayConfig {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub database: DatabaseConfig,
+}
+
+/// A CIDR, or a single address meaning just that host.
+pub fn parse_net(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR"))
+}
+
+fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|t| parse_net(t).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,7 +76,7 @@ pub struct RateLimits {
     pub message_send: Limit,
     /// Every other API route, per account (per IP when anonymous).
     pub general: Limit,
-    /// Frames a gateway client may send, per connection.
+    /// Frames a gateway client may send, per session.
     pub gateway: Limit,
     /// Most rate-limit keys kept in memory at once.
     pub max_tracked_keys: usize,

@@ -136,10 +136,10 @@ async fn resume_replays_missed_events_in_order() {
     // Live again after the replay, numbering continues.
     ana.say(channel, "after").await;
     assert_eq!(gw.event("message_create").await["content"], "after");
-    // Resuming an attached session, or with a seq from the future, is refused.
+    // A seq from the future is refused.
     let mut ws = Gateway::connect(&relay.url).await;
     ws.send(WsMessage::text(
-        json!({ "op": "resume", "d": { "token": bob.access, "session_id": session, "seq": 0 } })
+        json!({ "op": "resume", "d": { "token": bob.access, "session_id": session, "seq": 999 } })
             .to_string(),
     ))
     .await
@@ -148,6 +148,33 @@ async fn resume_replays_missed_events_in_order() {
         read(&mut ws, Duration::from_secs(5)).await,
         Got::Closed(Some(close::INVALID_SESSION))
     ));
+    // A client whose network changed resumes before the server noticed the old socket died:
+    // the new connection takes the session over and the old one is closed.
+    let seen = gw.last_s;
+    let mut ws = Gateway::connect(&relay.url).await;
+    ws.send(WsMessage::text(
+        json!({ "op": "resume", "d": { "token": bob.access, "session_id": session, "seq": seen } })
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut taken = Gateway {
+        ws,
+        ready: json!(null),
+        session_id: session.clone(),
+        last_s: seen,
+    };
+    match taken.next(Duration::from_secs(5)).await {
+        Got::Frame(f) => assert_eq!(f.op, "resumed"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(gw.closed().await, Some(close::INVALID_SESSION));
+    ana.say(channel, "to the new socket").await;
+    assert_eq!(
+        taken.event("message_create").await["content"],
+        "to the new socket"
+    );
+    let gw = taken;
     // Another user cannot resume bob's session.
     drop(gw);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -207,9 +207,14 @@ pub async fn login(
 }
 
 pub(crate) async fn register_device(app: &App, device: DeviceRecord) -> ApiResult<()> {
-    if app.store.devices(device.account_id).await?.len()
-        >= concord_proto::limits::MAX_DEVICES_PER_ACCOUNT
-    {
+    let live = app
+        .store
+        .devices(device.account_id)
+        .await?
+        .iter()
+        .filter(|d| d.revoked_at.is_none())
+        .count();
+    if live >= concord_proto::limits::MAX_DEVICES_PER_ACCOUNT {
         return Err(ApiError::Conflict(
             "too_many_devices",
             "revoke a device before adding another",

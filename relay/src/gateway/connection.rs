@@ -49,6 +49,8 @@ enum End {
     Close(u16, &'static str),
     /// The client went away (close frame or dropped TCP).
     ClientGone { clean: bool },
+    /// A resume on another connection took the session over.
+    Replaced,
 }
 
 fn close_message(code: u16, reason: &'static str) -> Message {
@@ -82,16 +84,23 @@ pub async fn run(app: Arc<App>, mut socket: WebSocket, ip: IpAddr) {
     );
     async move {
         let end = match start(&app, &mut socket).await {
-            Ok(session) => {
+            Ok((session, epoch)) => {
                 let span = tracing::Span::current();
                 span.record("session", session.id.as_str());
                 span.record("user", session.user_id.0);
                 tracing::debug!(%ip, "gateway session started");
-                let end = serve(&app, &mut socket, &session).await;
-                finish(&app, &session, &end);
+                let end = serve(&app, &mut socket, &session, epoch).await;
+                finish(&app, &session, epoch, &end);
                 end
             }
             Err(end) => end,
+        };
+        let end = match end {
+            End::Replaced => End::Close(
+                close::INVALID_SESSION,
+                "session resumed on another connection",
+            ),
+            other => other,
         };
         if let End::Close(code, reason) = end {
             metrics::counter!("concord_gateway_closes_total", "code" => code.to_string())
@@ -118,7 +127,18 @@ async fn next_text(socket: &mut WebSocket) -> Result<Vec<u8>, End> {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) => return Err(End::ClientGone { clean: true }),
-            Some(Err(_)) | None => return Err(End::ClientGone { clean: false }),
+            Some(Err(e)) => {
+                // A frame over the size limit is the client's fault, not the network's.
+                let inner = e.into_inner();
+                if matches!(
+                    inner.downcast_ref::<tungstenite::Error>(),
+                    Some(tungstenite::Error::Capacity(_))
+                ) {
+                    return Err(End::Close(close::DECODE_ERROR, "frame too large"));
+                }
+                return Err(End::ClientGone { clean: false });
+            }
+            None => return Err(End::ClientGone { clean: false }),
         }
     }
 }
@@ -132,7 +152,7 @@ fn auth_error(failure: AuthFailure) -> End {
 }
 
 /// Waits for identify or resume and answers with ready or resumed.
-async fn start(app: &Arc<App>, socket: &mut WebSocket) -> Result<Arc<Session>, End> {
+async fn start(app: &Arc<App>, socket: &mut WebSocket) -> Result<(Arc<Session>, u64), End> {
     let first = timeout(
         Duration::from_millis(IDENTIFY_TIMEOUT_MS),
         next_text(socket),
@@ -163,11 +183,13 @@ async fn start(app: &Arc<App>, socket: &mut WebSocket) -> Result<Arc<Session>, E
                 ));
             }
             match session.resume(resume.seq) {
-                Some(Resume::Replay(events)) => {
+                Some((epoch, Resume::Replay(events))) => {
                     let replayed = events.len() as u64;
-                    send_events(socket, events).await?;
-                    send_text(socket, gateway::resumed_frame(&Resumed { replayed })).await?;
-                    Ok(session)
+                    if let Err(end) = replay(socket, events, replayed).await {
+                        session.detach(epoch);
+                        return Err(end);
+                    }
+                    Ok((session, epoch))
                 }
                 _ => Err(End::Close(
                     close::INVALID_SESSION,
@@ -182,11 +204,16 @@ async fn start(app: &Arc<App>, socket: &mut WebSocket) -> Result<Arc<Session>, E
     }
 }
 
+async fn replay(socket: &mut WebSocket, events: Vec<Queued>, replayed: u64) -> Result<(), End> {
+    send_events(socket, events).await?;
+    send_text(socket, gateway::resumed_frame(&Resumed { replayed })).await
+}
+
 async fn identify_session(
     app: &Arc<App>,
     socket: &mut WebSocket,
     caller: Caller,
-) -> Result<Arc<Session>, End> {
+) -> Result<(Arc<Session>, u64), End> {
     let internal = |_| End::Close(close::GOING_AWAY, "internal error; reconnect");
     let account = app
         .store
@@ -215,8 +242,33 @@ async fn identify_session(
         .hub
         .register(session.clone(), guilds.iter().map(|g| g.id));
     metrics::gauge!("concord_gateway_sessions").set(app.hub.session_count() as f64);
+    let ready = match ready_payload(app, &session, &caller, account, &guilds).await {
+        Ok(ready) => ready,
+        Err(end) => {
+            app.hub.unregister(&session.id);
+            return Err(end);
+        }
+    };
+    if let Err(end) = send_text(socket, gateway::ready_frame(&ready)).await {
+        app.hub.unregister(&session.id);
+        return Err(end);
+    }
+    if came_online {
+        app.hub
+            .announce_presence(caller.user_id, gateway::PresenceStatus::Online);
+    }
+    Ok((session, Session::FIRST_EPOCH))
+}
+
+async fn ready_payload(
+    app: &Arc<App>,
+    session: &Session,
+    caller: &Caller,
+    account: crate::store::AccountRecord,
+    guilds: &[concord_proto::model::Guild],
+) -> Result<Ready, End> {
     let mut views = Vec::with_capacity(guilds.len());
-    for guild in &guilds {
+    for guild in guilds {
         if let Ok(Some(snapshot)) = app.perms.snapshot(guild.id).await
             && let Ok(view) = crate::api::guilds::guild_view(app, &snapshot, caller.user_id).await
         {
@@ -227,8 +279,8 @@ async fn identify_session(
         .store
         .dm_channels(caller.user_id)
         .await
-        .map_err(|e| internal(e.to_string()))?;
-    let ready = Ready {
+        .map_err(|_| End::Close(close::GOING_AWAY, "internal error; reconnect"))?;
+    Ok(Ready {
         session_id: session.id.clone(),
         user: User {
             id: account.id,
@@ -236,21 +288,12 @@ async fn identify_session(
         },
         guilds: views,
         dms,
-        heartbeat_interval_ms: config.heartbeat_interval_ms,
-    };
-    if let Err(end) = send_text(socket, gateway::ready_frame(&ready)).await {
-        app.hub.unregister(&session.id);
-        return Err(end);
-    }
-    if came_online {
-        app.hub
-            .announce_presence(caller.user_id, gateway::PresenceStatus::Online);
-    }
-    Ok(session)
+        heartbeat_interval_ms: app.config.gateway.heartbeat_interval_ms,
+    })
 }
 
 /// The main loop: client frames, queued events, heartbeat deadline, shutdown.
-async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>) -> End {
+async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>, epoch: u64) -> End {
     let config = &app.config.gateway;
     // Clients heartbeat every interval; allow one and a half before giving up.
     let heartbeat_grace = Duration::from_millis(config.heartbeat_interval_ms * 3 / 2);
@@ -263,11 +306,17 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>) -
         device_key: String::new(),
     };
     loop {
+        // Registered before the checks below, so a push between them still wakes us.
+        let notified = session.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         if let Some(reason) = session.close_reason() {
             return End::Close(reason.code(), reason.text());
         }
         // Flush what is already queued before waiting.
-        let pending = session.take_unsent();
+        let Some(pending) = session.take_unsent(epoch) else {
+            return End::Replaced;
+        };
         if !pending.is_empty() {
             if let Err(end) = send_events(socket, pending).await {
                 return end;
@@ -275,7 +324,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>) -
             continue;
         }
         tokio::select! {
-            _ = session.notify.notified() => {}
+            _ = notified => {}
             _ = app.shutdown.cancelled() => return End::Close(close::GOING_AWAY, CloseReason::GoingAway.text()),
             _ = tokio::time::sleep_until(deadline) => return End::Close(close::GOING_AWAY, "no heartbeat; reconnect"),
             text = next_text(socket) => {
@@ -316,11 +365,13 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>) -
 
 /// After the socket ends: a clean client close or a fatal reason ends the session; a dropped
 /// connection leaves it resumable for the resume window.
-fn finish(app: &App, session: &Arc<Session>, end: &End) {
+fn finish(app: &App, session: &Arc<Session>, epoch: u64, end: &End) {
     let resumable = matches!(end, End::ClientGone { clean: false })
         || matches!(end, End::Close(code, _) if *code == close::GOING_AWAY && !app.shutdown.is_cancelled());
-    if resumable {
-        session.detach();
+    if matches!(end, End::Replaced) {
+        // Another connection owns the session now.
+    } else if resumable {
+        session.detach(epoch);
     } else {
         app.hub.unregister(&session.id);
     }

@@ -49,6 +49,9 @@ struct State {
     /// Highest `s` handed to the socket.
     sent_s: u64,
     attached: bool,
+    /// Bumped whenever a connection takes the session over (resume); a socket task holding
+    /// an older epoch stops.
+    epoch: u64,
     detached_at: Option<Instant>,
     close: Option<CloseReason>,
 }
@@ -91,6 +94,7 @@ impl Session {
                 buffer: VecDeque::new(),
                 sent_s: 0,
                 attached: true,
+                epoch: 1,
                 detached_at: None,
                 close: None,
             }),
@@ -119,15 +123,26 @@ impl Session {
             st.close = Some(CloseReason::TooSlow);
         }
         drop(st);
-        self.notify.notify_one();
+        self.notify.notify_waiters();
     }
 
-    /// Takes the events not yet sent, in order, and marks them sent.
-    pub fn take_unsent(&self) -> Vec<Queued> {
+    /// The epoch of the connection that identified (the first one).
+    pub const FIRST_EPOCH: u64 = 1;
+
+    /// Takes the events not yet sent, in order, and marks them sent; `None` when another
+    /// connection has taken the session over.
+    pub fn take_unsent(&self, epoch: u64) -> Option<Vec<Queued>> {
         let mut st = self.lock();
+        if st.epoch != epoch {
+            return None;
+        }
         let from = st.sent_s;
         st.sent_s = st.last_s;
-        st.buffer.iter().filter(|q| q.s > from).cloned().collect()
+        Some(st.buffer.iter().filter(|q| q.s > from).cloned().collect())
+    }
+
+    pub fn is_current(&self, epoch: u64) -> bool {
+        self.lock().epoch == epoch
     }
 
     pub fn close(&self, reason: CloseReason) {
@@ -136,17 +151,20 @@ impl Session {
             st.close = Some(reason);
         }
         drop(st);
-        self.notify.notify_one();
+        self.notify.notify_waiters();
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.lock().close
     }
 
-    pub fn detach(&self) {
+    /// The socket of `epoch` is gone; the session waits for a resume.
+    pub fn detach(&self, epoch: u64) {
         let mut st = self.lock();
-        st.attached = false;
-        st.detached_at = Some(Instant::now());
+        if st.epoch == epoch {
+            st.attached = false;
+            st.detached_at = Some(Instant::now());
+        }
     }
 
     pub fn is_attached(&self) -> bool {
@@ -162,22 +180,28 @@ impl Session {
                 .is_some_and(|t| !st.attached && t.elapsed() > window)
     }
 
-    /// Re-attaches a detached session for a client that saw everything up to `seq`.
-    pub fn resume(&self, seq: u64) -> Option<Resume> {
+    /// Attaches the session to a new connection for a client that saw everything up to
+    /// `seq`. A session still attached to an old socket (a client that changed networks
+    /// before the server noticed) is taken over. Returns the new epoch and what to replay.
+    pub fn resume(&self, seq: u64) -> Option<(u64, Resume)> {
         let mut st = self.lock();
-        if st.attached || st.close.is_some() || seq > st.last_s {
+        if st.close.is_some() || seq > st.last_s {
             return None;
         }
         let oldest = st.buffer.front().map_or(st.last_s + 1, |q| q.s);
         if seq + 1 < oldest {
-            return Some(Resume::TooOld);
+            return Some((st.epoch, Resume::TooOld));
         }
+        st.epoch += 1;
         st.attached = true;
         st.detached_at = None;
         st.sent_s = st.last_s;
-        Some(Resume::Replay(
-            st.buffer.iter().filter(|q| q.s > seq).cloned().collect(),
-        ))
+        let replay = st.buffer.iter().filter(|q| q.s > seq).cloned().collect();
+        let epoch = st.epoch;
+        drop(st);
+        // Wake the old socket task so it sees it was replaced.
+        self.notify.notify_waiters();
+        Some((epoch, Resume::Replay(replay)))
     }
 }
 
@@ -189,16 +213,18 @@ mod tests {
         Arc::from(text)
     }
 
+    const E: u64 = Session::FIRST_EPOCH;
+
     #[test]
     fn numbering_and_draining() {
         let s = Session::new("a".into(), Id(1), Id(2), 4, 10);
         s.push("t", d("1"));
         s.push("t", d("2"));
-        let got = s.take_unsent();
+        let got = s.take_unsent(E).unwrap();
         assert_eq!(got.iter().map(|q| q.s).collect::<Vec<_>>(), [1, 2]);
-        assert!(s.take_unsent().is_empty());
+        assert!(s.take_unsent(E).unwrap().is_empty());
         s.push("t", d("3"));
-        assert_eq!(s.take_unsent()[0].s, 3);
+        assert_eq!(s.take_unsent(E).unwrap()[0].s, 3);
     }
 
     #[test]
@@ -216,22 +242,34 @@ mod tests {
         for i in 0..5 {
             s.push("t", d(&i.to_string()));
         }
-        s.take_unsent();
-        // attached sessions cannot be resumed
-        assert!(s.resume(5).is_none());
-        s.detach();
+        s.take_unsent(E);
+        s.detach(E);
         s.push("t", d("6"));
         // buffer holds s = 4, 5, 6
-        assert!(matches!(s.resume(1), Some(Resume::TooOld)));
-        match s.resume(4) {
-            Some(Resume::Replay(events)) => {
-                assert_eq!(events.iter().map(|q| q.s).collect::<Vec<_>>(), [5, 6])
-            }
-            _ => panic!("expected a replay"),
-        }
+        assert!(matches!(s.resume(1), Some((_, Resume::TooOld))));
+        let Some((epoch, Resume::Replay(events))) = s.resume(4) else {
+            panic!("expected a replay")
+        };
+        assert_eq!(events.iter().map(|q| q.s).collect::<Vec<_>>(), [5, 6]);
         assert!(s.is_attached());
+        // the old connection's epoch is stale now
+        assert!(s.take_unsent(E).is_none());
+        assert!(s.take_unsent(epoch).unwrap().is_empty());
         // a seq from the future is refused
-        s.detach();
         assert!(s.resume(99).is_none());
+    }
+
+    #[test]
+    fn resume_takes_over_a_still_attached_session() {
+        let s = Session::new("a".into(), Id(1), Id(2), 8, 100);
+        s.push("t", d("1"));
+        let Some((epoch, Resume::Replay(events))) = s.resume(0) else {
+            panic!("expected a replay")
+        };
+        assert_eq!(events.len(), 1);
+        assert!(!s.is_current(E) && s.is_current(epoch));
+        // a late detach by the old socket does not detach the new one
+        s.detach(E);
+        assert!(s.is_attached());
     }
 }
