@@ -35,15 +35,13 @@ pub fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
     }
 }
 
-/// Search highlights mark matches with these two Unicode noncharacters (reserved for internal
-/// use), so user text may not contain them.
-pub const HIGHLIGHT_START: char = '\u{FDD0}';
-pub const HIGHLIGHT_END: char = '\u{FDD1}';
+/// Unicode noncharacters are for a program's internal use, never for interchange.
+const NONCHARACTERS: std::ops::RangeInclusive<char> = '\u{FDD0}'..='\u{FDEF}';
 
 fn has_control(text: &str, allow_newlines: bool) -> bool {
     text.chars().any(|c| {
         (c.is_control() && !(allow_newlines && (c == '\n' || c == '\t')))
-            || ('\u{FDD0}'..='\u{FDEF}').contains(&c)
+            || NONCHARACTERS.contains(&c)
     })
 }
 
@@ -155,6 +153,33 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, Invalid> {
     }
 }
 
+/// Byte ranges of the words of a text as search sees them: maximal runs of letters and
+/// digits. Messages are indexed and queries split by this one rule, so every storage backend
+/// finds the same messages whatever its own tokenizer does with e-mails, URLs or decimals.
+pub fn words(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut chars = text.char_indices().peekable();
+    std::iter::from_fn(move || {
+        let (start, _) = chars.by_ref().find(|(_, c)| c.is_alphanumeric())?;
+        let mut end = text.len();
+        while let Some(&(i, c)) = chars.peek() {
+            if !c.is_alphanumeric() {
+                end = i;
+                break;
+            }
+            chars.next();
+        }
+        Some((start, end))
+    })
+}
+
+/// What the full-text index stores for a message: its words, lowercased, space-separated.
+pub fn search_text(content: &str) -> String {
+    words(content)
+        .map(|(s, e)| content[s..e].to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Splits a search query into lowercase word terms (letters and digits), the same way both
 /// storage backends tokenise, so that they find the same messages.
 pub fn search_terms(query: &str) -> Result<Vec<String>, Invalid> {
@@ -165,11 +190,8 @@ pub fn search_terms(query: &str) -> Result<Vec<String>, Invalid> {
         ));
     }
     let mut terms: Vec<String> = Vec::new();
-    for word in query
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let word = word.to_lowercase();
+    for (start, end) in words(query) {
+        let word = query[start..end].to_lowercase();
         if !terms.contains(&word) {
             terms.push(word);
         }
@@ -224,5 +246,11 @@ mod tests {
             vec!["hello", "world"]
         );
         assert!(search_terms("!!!").is_err());
+        assert_eq!(
+            search_text("Mail user@Example.com, v1.2.3 — café/Straße!"),
+            "mail user example com v1 2 3 café straße"
+        );
+        assert_eq!(words("ab").collect::<Vec<_>>(), [(0, 2)]);
+        assert_eq!(words(" é-x ").collect::<Vec<_>>(), [(1, 3), (4, 5)]);
     }
 }

@@ -139,6 +139,8 @@ pub struct AuthConfig {
     /// A refresh token used again within this window returns the same successor (≤ 10 s).
     pub refresh_grace_secs: u64,
     pub challenge_ttl_secs: u64,
+    /// A refresh token unused for this many days expires (the device logs in again).
+    pub refresh_idle_days: u64,
     /// Whether unknown account keys may register on first login.
     pub open_registration: bool,
 }
@@ -149,6 +151,7 @@ impl Default for AuthConfig {
             access_token_ttl_secs: 900,
             refresh_grace_secs: 10,
             challenge_ttl_secs: 120,
+            refresh_idle_days: 30,
             open_registration: true,
         }
     }
@@ -248,6 +251,11 @@ impl RelayConfig {
         if !(60..=86_400).contains(&self.auth.access_token_ttl_secs) {
             return Err(ConfigError::Invalid(
                 "auth.access_token_ttl_secs must be between 60 and 86400".into(),
+            ));
+        }
+        if !(1..=365).contains(&self.auth.refresh_idle_days) {
+            return Err(ConfigError::Invalid(
+                "auth.refresh_idle_days must be between 1 and 365".into(),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -289,7 +289,7 @@ impl PermCache {
             return Ok(Vec::new());
         };
         let base = guild_perms(snapshot, user_id, &roles);
-        Ok(snapshot
+        let mut visible: Vec<Channel> = snapshot
             .channels
             .iter()
             .filter(|c| {
@@ -297,7 +297,15 @@ impl PermCache {
                     .contains(Permissions::VIEW_CHANNEL)
             })
             .cloned()
-            .collect())
+            .collect();
+        // The snapshot's last_seq values are as old as the snapshot; clients catch up from
+        // them, so they are read fresh.
+        let ids: Vec<Id> = visible.iter().map(|c| c.id).collect();
+        let seqs: HashMap<Id, i64> = self.store.channel_seqs(&ids).await?.into_iter().collect();
+        for c in &mut visible {
+            c.last_seq = seqs.get(&c.id).copied().unwrap_or(c.last_seq);
+        }
+        Ok(visible)
     }
 }
 

@@ -23,6 +23,9 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 /// One `#[tokio::test]` per check and backend.
+/// Refresh tokens idle longer than this are refused (30 days).
+const IDLE: i64 = 30 * 24 * 3600 * 1000;
+
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
@@ -73,6 +76,8 @@ conformance!(
     check_unread_cap,
     check_concurrent_sequencing,
     check_concurrent_uniqueness,
+    check_channel_seqs,
+    check_refresh_idle_expiry,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -722,7 +727,10 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     let grace = 5_000;
     let t = fx.tick();
     assert_eq!(
-        store.rotate_refresh("h1", "h2", t, grace).await.unwrap(),
+        store
+            .rotate_refresh("h1", "h2", t, grace, IDLE)
+            .await
+            .unwrap(),
         RefreshOutcome::Rotated(session.clone())
     );
     assert_eq!(
@@ -734,7 +742,7 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     // Grace window is inclusive; a grace answer stores no new successor.
     assert_eq!(
         store
-            .rotate_refresh("h1", "h2-bis", t + grace, grace)
+            .rotate_refresh("h1", "h2-bis", t + grace, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Grace(session.clone())
@@ -742,7 +750,7 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     assert_eq!(store.session_by_refresh("h2-bis").await.unwrap(), None);
     assert_eq!(
         store
-            .rotate_refresh("h2", "h3", t + 10, grace)
+            .rotate_refresh("h2", "h3", t + 10, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Rotated(session.clone())
@@ -751,7 +759,7 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     // Reuse after the grace window revokes the whole session.
     let late = t + grace + 1;
     match store
-        .rotate_refresh("h1", "h-late", late, grace)
+        .rotate_refresh("h1", "h-late", late, grace, IDLE)
         .await
         .unwrap()
     {
@@ -765,7 +773,7 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     assert_eq!(store.session_by_refresh("h-late").await.unwrap(), None);
     assert_eq!(
         store
-            .rotate_refresh("h3", "h4", late + 1, grace)
+            .rotate_refresh("h3", "h4", late + 1, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Invalid,
@@ -773,14 +781,14 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh("h2", "h4", late + 1, grace)
+            .rotate_refresh("h2", "h4", late + 1, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Invalid
     );
     assert_eq!(
         store
-            .rotate_refresh("h-unknown", "h4", late + 1, grace)
+            .rotate_refresh("h-unknown", "h4", late + 1, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Invalid
@@ -804,7 +812,7 @@ async fn check_sessions_and_rotation(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .rotate_refresh("s1", "s2", now + 1, grace)
+            .rotate_refresh("s1", "s2", now + 1, grace, IDLE)
             .await
             .unwrap(),
         RefreshOutcome::Invalid
@@ -2513,8 +2521,8 @@ async fn check_concurrent_uniqueness(store: &dyn Store) {
     store.create_session(&session, "r1").await.unwrap();
     let now = fx.tick();
     let (x, y) = futures_util::join!(
-        store.rotate_refresh("r1", "r2a", now, 5_000),
-        store.rotate_refresh("r1", "r2b", now, 5_000)
+        store.rotate_refresh("r1", "r2a", now, 5_000, IDLE),
+        store.rotate_refresh("r1", "r2b", now, 5_000, IDLE)
     );
     let mut outcomes = [x.unwrap(), y.unwrap()].map(|o| match o {
         RefreshOutcome::Rotated(_) => "rotated",
@@ -2812,5 +2820,64 @@ async fn search_hits_match_across_backends() {
     assert!(
         differences.is_empty(),
         "search hits differ between backends:{differences}"
+    );
+}
+
+/// `channel_seqs` reads the live counters, which cached channel objects do not follow.
+async fn check_channel_seqs(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let ana = fx.account("ana").await;
+    let (guild, general) = fx.guild(ana.id).await;
+    let other = fx.channel(guild.id, "other", 1).await;
+    for i in 0..3 {
+        fx.post(general.id, ana.id, &format!("m{i}")).await;
+    }
+    fx.post(other.id, ana.id, "x").await;
+    let mut seqs = store
+        .channel_seqs(&[other.id, general.id, Id(424242)])
+        .await
+        .unwrap();
+    seqs.sort();
+    let mut expected = vec![(general.id, 3), (other.id, 1)];
+    expected.sort();
+    assert_eq!(seqs, expected);
+    assert!(store.channel_seqs(&[]).await.unwrap().is_empty());
+}
+
+/// A refresh token left unused longer than the idle limit no longer rotates.
+async fn check_refresh_idle_expiry(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let ana = fx.account("ana").await;
+    let session = session_record(fx.id(), ana.id, &device_key("ana"), fx.clock);
+    store.create_session(&session, "idle-1").await.unwrap();
+    let idle = 60_000;
+    assert_eq!(
+        store
+            .rotate_refresh(
+                "idle-1",
+                "idle-2",
+                session.created_at + idle + 1,
+                5_000,
+                idle
+            )
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // Within the limit it rotates, and the successor's clock starts at the rotation.
+    let t = session.created_at + idle;
+    assert_eq!(
+        store
+            .rotate_refresh("idle-1", "idle-2", t, 5_000, idle)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(session.clone())
+    );
+    assert_eq!(
+        store
+            .rotate_refresh("idle-2", "idle-3", t + idle, 5_000, idle)
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(session)
     );
 }

@@ -151,6 +151,9 @@ CREATE TABLE messages (
     device_key TEXT    NOT NULL,
     nonce      TEXT    NOT NULL,
     content    TEXT    NOT NULL,
+    -- The content's words, lowercased and space-separated (concord_proto::limits::search_text):
+    -- what full-text search indexes, so both backends tokenise the same way.
+    search_text TEXT   NOT NULL DEFAULT '',
     reply_to   BIGINT,
     mentions   TEXT    NOT NULL DEFAULT '[]',
     seq        BIGINT NOT NULL,
@@ -195,8 +198,8 @@ CREATE TABLE worker_leases (
     expires_at BIGINT NOT NULL
 );
 
--- Full-text search: a generated tsvector with the 'simple' configuration (no stemming, like
--- SQLite's unicode61 tokenizer) and a GIN index.
+-- Full-text search over search_text with the 'simple' configuration (no stemming) and a GIN
+-- index; the words were split in Rust, so PostgreSQL's parser only sees plain words.
 ALTER TABLE messages ADD COLUMN content_tsv tsvector
-    GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED;
+    GENERATED ALWAYS AS (to_tsvector('simple', search_text)) STORED;
 CREATE INDEX messages_content_tsv ON messages USING GIN (content_tsv);

@@ -152,6 +152,9 @@ CREATE TABLE messages (
     device_key TEXT    NOT NULL,
     nonce      TEXT    NOT NULL,
     content    TEXT    NOT NULL,
+    -- The content's words, lowercased and space-separated (concord_proto::limits::search_text):
+    -- what full-text search indexes, so both backends tokenise the same way.
+    search_text TEXT   NOT NULL DEFAULT '',
     reply_to   INTEGER,
     mentions   TEXT    NOT NULL DEFAULT '[]',
     seq        INTEGER NOT NULL,
@@ -196,18 +199,17 @@ CREATE TABLE worker_leases (
     expires_at INTEGER NOT NULL
 );
 
--- Full-text search over message content (external content table, kept by triggers).
--- unicode61 without diacritic folding tokenises like PostgreSQL's 'simple' configuration.
+-- Full-text search over the messages' search_text (external content table, kept by triggers).
 CREATE VIRTUAL TABLE messages_fts USING fts5(
-    content, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 0'
+    search_text, content = 'messages', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 0'
 );
 CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+    INSERT INTO messages_fts(rowid, search_text) VALUES (new.id, new.search_text);
 END;
 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts(messages_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
 END;
-CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
-    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
-    INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF search_text ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, search_text) VALUES ('delete', old.id, old.search_text);
+    INSERT INTO messages_fts(rowid, search_text) VALUES (new.id, new.search_text);
 END;

@@ -246,6 +246,7 @@ pub async fn refresh(
             &hash_refresh(&successor),
             now,
             grace_ms,
+            app.config.auth.refresh_idle_days as i64 * 86_400_000,
         )
         .await?
     {

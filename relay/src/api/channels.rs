@@ -78,7 +78,7 @@ async fn managed(
 /// online members get a delete (a client that never saw it ignores that).
 async fn announce_visibility(app: &App, guild_id: Id, channel_id: Id) -> ApiResult<()> {
     app.perms.invalidate_guild(guild_id);
-    let Some(access) = app.perms.channel(channel_id).await? else {
+    let Some(access) = app.store.channel(channel_id).await? else {
         return Ok(());
     };
     let viewers: HashSet<Id> = app
@@ -88,7 +88,7 @@ async fn announce_visibility(app: &App, guild_id: Id, channel_id: Id) -> ApiResu
         .into_iter()
         .collect();
     app.hub
-        .to_users(viewers.iter().copied(), "channel_update", &*access);
+        .to_users(viewers.iter().copied(), "channel_update", &access);
     let hidden: Vec<Id> = app
         .hub
         .guild_online(guild_id)

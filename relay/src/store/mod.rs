@@ -119,13 +119,15 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn create_session(&self, session: &SessionRecord, refresh_hash: &str) -> StoreResult<()>;
     async fn session(&self, id: Id) -> StoreResult<Option<SessionRecord>>;
     async fn session_by_refresh(&self, refresh_hash: &str) -> StoreResult<Option<SessionRecord>>;
-    /// Refresh-token rotation with a grace window; see [`RefreshOutcome`].
+    /// Refresh-token rotation with a grace window; see [`RefreshOutcome`]. A token older
+    /// than `idle_ms` (unused that long) is `Invalid`.
     async fn rotate_refresh(
         &self,
         hash: &str,
         successor_hash: &str,
         now: i64,
         grace_ms: i64,
+        idle_ms: i64,
     ) -> StoreResult<RefreshOutcome>;
     /// True when the session was live and is now revoked.
     async fn revoke_session(&self, id: Id, now: i64) -> StoreResult<bool>;
@@ -150,6 +152,8 @@ pub trait GuildStore: Send + Sync + 'static {
 
     async fn create_channel(&self, channel: &Channel) -> StoreResult<()>;
     async fn channel(&self, id: Id) -> StoreResult<Option<Channel>>;
+    /// The current `last_seq` of each channel (cached channel objects lag behind).
+    async fn channel_seqs(&self, ids: &[Id]) -> StoreResult<Vec<(Id, i64)>>;
     async fn update_channel(&self, id: Id, update: &ChannelUpdate) -> StoreResult<Channel>;
     async fn delete_channel(&self, id: Id) -> StoreResult<()>;
     async fn put_overwrite(&self, channel_id: Id, overwrite: &Overwrite) -> StoreResult<()>;

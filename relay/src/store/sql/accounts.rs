@@ -52,9 +52,11 @@ impl AccountStore for SqlStore {
         .await;
         if let Err(e) = inserted {
             if is_unique_violation(&e) {
+                // PostgreSQL refuses further statements in a failed transaction.
+                tx.rollback().await?;
                 let taken = sqlx::query("SELECT 1 FROM accounts WHERE username = $1")
                     .bind(&account.username)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&self.write)
                     .await?
                     .is_some();
                 return Err(StoreError::Conflict(if taken {
@@ -281,12 +283,13 @@ impl AccountStore for SqlStore {
         successor_hash: &str,
         now: i64,
         grace_ms: i64,
+        idle_ms: i64,
     ) -> StoreResult<RefreshOutcome> {
         let _t = QueryTimer::new("rotate_refresh");
         let mut tx = self.write.begin().await?;
         let sql = format!(
-            "SELECT {SESSION_COLS}, rt.used_at FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
-             WHERE rt.token_hash = $1"
+            "SELECT {SESSION_COLS}, rt.used_at, rt.created_at AS issued_at FROM refresh_tokens rt \
+             JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1"
         );
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
             .bind(hash)
@@ -296,7 +299,7 @@ impl AccountStore for SqlStore {
             return Ok(RefreshOutcome::Invalid);
         };
         let session = rows::session(&row)?;
-        if session.revoked_at.is_some() {
+        if session.revoked_at.is_some() || now - int(&row, "issued_at")? > idle_ms {
             return Ok(RefreshOutcome::Invalid);
         }
         // Conditional update: of two concurrent first uses, exactly one rotates.

@@ -179,6 +179,14 @@ async fn members_with_roles(
 }
 
 impl SqlStore {
+    /// Row lock suffix: PostgreSQL locks the row; SQLite has a single writer already.
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            crate::store::Backend::Postgres => " FOR UPDATE",
+            crate::store::Backend::Sqlite => "",
+        }
+    }
+
     async fn channels_where(&self, clause: &str, bind: i64) -> StoreResult<Vec<Channel>> {
         let mut conn = self.read.acquire().await?;
         let sql = format!("SELECT {CHANNEL_COLS} FROM channels c {clause}");
@@ -343,6 +351,26 @@ impl GuildStore for SqlStore {
         Ok(complete_channels(&mut conn, vec![channel]).await?.pop())
     }
 
+    async fn channel_seqs(&self, ids: &[Id]) -> StoreResult<Vec<(Id, i64)>> {
+        let _t = QueryTimer::new("channel_seqs");
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, last_seq FROM channels WHERE id IN ({}) ORDER BY id",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in ids {
+            q = q.bind(i.0);
+        }
+        q.fetch_all(&self.write)
+            .await?
+            .iter()
+            .map(|r| Ok((id(r, "id")?, int(r, "last_seq")?)))
+            .collect()
+    }
+
     async fn update_channel(&self, channel_id: Id, u: &ChannelUpdate) -> StoreResult<Channel> {
         let _t = QueryTimer::new("update_channel");
         let n = sqlx::query(
@@ -429,19 +457,22 @@ impl GuildStore for SqlStore {
     async fn delete_role(&self, guild_id: Id, role_id: Id) -> StoreResult<bool> {
         let _t = QueryTimer::new("delete_role");
         let mut tx = self.write.begin().await?;
-        // Overwrites name their target without a foreign key (it may be a role or a member).
-        sqlx::query("DELETE FROM overwrites WHERE target_id = $1 AND target_kind = 'role'")
-            .bind(role_id.0)
-            .execute(&mut *tx)
-            .await?;
         let n = sqlx::query("DELETE FROM roles WHERE id = $1 AND guild_id = $2")
             .bind(role_id.0)
             .bind(guild_id.0)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        // Overwrites name their target without a foreign key (it may be a role or a member).
+        sqlx::query("DELETE FROM overwrites WHERE target_id = $1 AND target_kind = 'role'")
+            .bind(role_id.0)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(true)
     }
 
     async fn member(&self, guild_id: Id, user_id: Id) -> StoreResult<Option<Member>> {
@@ -543,6 +574,11 @@ impl GuildStore for SqlStore {
     ) -> StoreResult<()> {
         let _t = QueryTimer::new("ban");
         let mut tx = self.write.begin().await?;
+        let lock = format!("SELECT id FROM guilds WHERE id = $1{}", self.for_update());
+        sqlx::query(AssertSqlSafe(lock))
+            .bind(guild_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO bans (guild_id, user_id, reason, banned_by, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason",
@@ -680,7 +716,11 @@ impl GuildStore for SqlStore {
         if invite.expires_at.is_some_and(|t| t <= now) {
             return Ok(Err(InviteRefusal::Expired));
         }
-        let sql = format!("SELECT {GUILD_COLS} FROM guilds g WHERE g.id = $1");
+        // Locking the guild row serialises joins with bans of the same guild.
+        let sql = format!(
+            "SELECT {GUILD_COLS} FROM guilds g WHERE g.id = $1{}",
+            self.for_update()
+        );
         let guild = rows::guild(
             &sqlx::query(AssertSqlSafe(sql))
                 .bind(invite.guild_id.0)
@@ -717,12 +757,24 @@ impl GuildStore for SqlStore {
         if used == 0 {
             return Ok(Err(InviteRefusal::UsedUp));
         }
-        insert_member(&mut tx, guild.id, user_id, now).await?;
-        tx.commit().await?;
-        Ok(Ok(AcceptedInvite {
-            guild,
-            joined: true,
-        }))
+        // A concurrent accept by the same user may have joined first: then this one did not
+        // join, and its use of the invite rolls back.
+        let joined = sqlx::query(
+            "INSERT INTO members (guild_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT (guild_id, user_id) DO NOTHING",
+        )
+        .bind(guild.id.0)
+        .bind(user_id.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if joined {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(Ok(AcceptedInvite { guild, joined }))
     }
 
     async fn open_dm(&self, new_channel: &Channel, a: Id, b: Id) -> StoreResult<Channel> {

@@ -1,10 +1,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use concord_proto::Id;
 use concord_proto::model::{
     ChannelEvent, EventKind, Message, MessageDeleted, ReactionCount, ReactionEvent, ReadState,
 };
+use concord_proto::{Id, limits};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
@@ -254,8 +254,8 @@ impl MessageStore for SqlStore {
         )?;
         let mentions = serde_json::to_string(&m.mentions).expect("ids serialise");
         let inserted = sqlx::query(
-            "INSERT INTO messages (id, channel_id, author_id, device_key, nonce, content, reply_to, mentions, seq, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO messages (id, channel_id, author_id, device_key, nonce, content, search_text, reply_to, mentions, seq, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $11, $7, $8, $9, $10)",
         )
         .bind(m.id.0)
         .bind(m.channel_id.0)
@@ -267,6 +267,7 @@ impl MessageStore for SqlStore {
         .bind(mentions)
         .bind(seq)
         .bind(m.created_at)
+        .bind(limits::search_text(&m.content))
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -330,12 +331,13 @@ impl MessageStore for SqlStore {
         let mut tx = self.write.begin().await?;
         live_message(&mut tx, channel_id, message_id).await?;
         sqlx::query(
-            "UPDATE messages SET content = $1, mentions = $2, edited_at = $3 WHERE id = $4",
+            "UPDATE messages SET content = $1, mentions = $2, edited_at = $3, search_text = $5 WHERE id = $4",
         )
         .bind(content)
         .bind(serde_json::to_string(mentions).expect("ids serialise"))
         .bind(now)
         .bind(message_id.0)
+        .bind(limits::search_text(content))
         .execute(&mut *tx)
         .await?;
         let seq = next_seq(&mut tx, channel_id).await?;
@@ -368,7 +370,7 @@ impl MessageStore for SqlStore {
         let mut tx = self.write.begin().await?;
         let message = live_message(&mut tx, channel_id, message_id).await?;
         sqlx::query(
-            "UPDATE messages SET content = '', mentions = '[]', deleted_at = $1 WHERE id = $2",
+            "UPDATE messages SET content = '', search_text = '', mentions = '[]', deleted_at = $1 WHERE id = $2",
         )
         .bind(now)
         .bind(message_id.0)
@@ -378,19 +380,35 @@ impl MessageStore for SqlStore {
             .bind(message_id.0)
             .execute(&mut *tx)
             .await?;
-        // Catch-up must not hand out content that was deleted: redact earlier events.
-        let redacted = Message {
-            content: String::new(),
-            mentions: Vec::new(),
-            reactions: Vec::new(),
-            deleted: true,
-            ..message.clone()
-        };
-        sqlx::query("UPDATE channel_events SET payload = $1 WHERE message_id = $2 AND kind IN ('message_create', 'message_update')")
+        // Catch-up must not hand out content that was deleted: redact earlier events, each
+        // keeping its own seq.
+        let earlier = sqlx::query(
+            "SELECT seq FROM channel_events WHERE channel_id = $1 AND message_id = $2 \
+             AND kind IN ('message_create', 'message_update')",
+        )
+        .bind(channel_id.0)
+        .bind(message_id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in earlier {
+            let event_seq = int(&row, "seq")?;
+            let redacted = Message {
+                content: String::new(),
+                mentions: Vec::new(),
+                reactions: Vec::new(),
+                deleted: true,
+                seq: event_seq,
+                ..message.clone()
+            };
+            sqlx::query(
+                "UPDATE channel_events SET payload = $1 WHERE channel_id = $2 AND seq = $3",
+            )
             .bind(to_value(&redacted).to_string())
-            .bind(message_id.0)
+            .bind(channel_id.0)
+            .bind(event_seq)
             .execute(&mut *tx)
             .await?;
+        }
         let seq = next_seq(&mut tx, channel_id).await?;
         let data = MessageDeleted {
             id: message_id,

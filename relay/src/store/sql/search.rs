@@ -1,18 +1,18 @@
 //! Full-text search: FTS5 with bm25 on SQLite, a tsvector GIN index with ts_rank on
-//! PostgreSQL. Both tokenise without stemming and match every term (the last one also as a
-//! prefix), so both return the same set of messages; only the scores differ.
+//! PostgreSQL. Both index `search_text` — the message's words as `limits::words` splits them —
+//! and match every term (the last one also as a prefix), so both return the same set of
+//! messages; only the scores differ. Highlights are computed here, the same way for both.
 
-use concord_proto::limits::{HIGHLIGHT_END, HIGHLIGHT_START};
+use concord_proto::limits;
 use concord_proto::model::SearchHit;
 use sqlx::AssertSqlSafe;
 
 use super::messages::{MESSAGE_COLS, message_row, with_reactions};
-use super::rows::text;
 use super::{SqlStore, placeholders};
 use crate::store::{Backend, SearchParams, StoreResult};
 
-/// `"a" "b" "c"*`: terms are letters and digits only (see `limits::search_terms`), quoted so
-/// that FTS5 keywords like NOT are plain words.
+/// `"a" "b" "c"*`: terms are letters and digits only, quoted so that FTS5 keywords like NOT
+/// are plain words.
 fn fts5_query(terms: &[String]) -> String {
     let mut parts: Vec<String> = terms.iter().map(|t| format!("\"{t}\"")).collect();
     if let Some(last) = parts.last_mut() {
@@ -30,13 +30,9 @@ fn tsquery(terms: &[String]) -> String {
     parts.join(" & ")
 }
 
-/// Escapes the content for HTML and turns the database's match markers into `<mark>` tags.
-pub(crate) fn render_highlight(marked: &str) -> String {
-    let mut out = String::with_capacity(marked.len() + 16);
-    for c in marked.chars() {
+fn escape_html(text: &str, out: &mut String) {
+    for c in text.chars() {
         match c {
-            HIGHLIGHT_START => out.push_str("<mark>"),
-            HIGHLIGHT_END => out.push_str("</mark>"),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -45,6 +41,32 @@ pub(crate) fn render_highlight(marked: &str) -> String {
             c => out.push(c),
         }
     }
+}
+
+/// The content, HTML-escaped, with the words that matched wrapped in `<mark>`: a word
+/// matches when it equals a term, or starts with the last term.
+pub(crate) fn highlight(content: &str, terms: &[String]) -> String {
+    let (prefix, exact) = match terms.split_last() {
+        Some((last, rest)) => (last.as_str(), rest),
+        None => ("", &[][..]),
+    };
+    let mut out = String::with_capacity(content.len() + 32);
+    let mut at = 0;
+    for (start, end) in limits::words(content) {
+        escape_html(&content[at..start], &mut out);
+        let word = &content[start..end];
+        let lower = word.to_lowercase();
+        let hit = (!prefix.is_empty() && lower.starts_with(prefix)) || exact.contains(&lower);
+        if hit {
+            out.push_str("<mark>");
+        }
+        escape_html(word, &mut out);
+        if hit {
+            out.push_str("</mark>");
+        }
+        at = end;
+    }
+    escape_html(&content[at..], &mut out);
     out
 }
 
@@ -58,12 +80,10 @@ impl SqlStore {
         let filters = format!(
             "m.channel_id IN ({channels}) AND m.deleted_at IS NULL AND ($2 = 0 OR m.author_id = $2) AND m.id < $3 AND m.id > $4"
         );
-        let (start, end) = (u32::from(HIGHLIGHT_START), u32::from(HIGHLIGHT_END));
         let (sql, query) = match self.backend {
             Backend::Sqlite => (
                 format!(
-                    "SELECT {MESSAGE_COLS}, -bm25(messages_fts) AS score, \
-                     highlight(messages_fts, 0, char({start}), char({end})) AS marked \
+                    "SELECT {MESSAGE_COLS}, -bm25(messages_fts) AS score \
                      FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN channels c ON c.id = m.channel_id \
                      WHERE messages_fts MATCH $1 AND {filters} ORDER BY score DESC, m.id DESC LIMIT $5"
                 ),
@@ -71,8 +91,7 @@ impl SqlStore {
             ),
             Backend::Postgres => (
                 format!(
-                    "SELECT {MESSAGE_COLS}, ts_rank(m.content_tsv, q)::float8 AS score, \
-                     ts_headline('simple', m.content, q, 'HighlightAll=true, StartSel=' || chr({start}) || ', StopSel=' || chr({end})) AS marked \
+                    "SELECT {MESSAGE_COLS}, ts_rank(m.content_tsv, q)::float8 AS score \
                      FROM messages m JOIN channels c ON c.id = m.channel_id, to_tsquery('simple', $1) q \
                      WHERE m.content_tsv @@ q AND {filters} ORDER BY score DESC, m.id DESC LIMIT $5"
                 ),
@@ -90,20 +109,19 @@ impl SqlStore {
         }
         let mut conn = self.read.acquire().await?;
         let rows = q.fetch_all(&mut *conn).await?;
-        let mut scored = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
+        let mut scores = Vec::with_capacity(rows.len());
         for row in &rows {
             messages.push(message_row(row)?);
-            let score: f64 = sqlx::Row::try_get(row, "score")?;
-            scored.push((render_highlight(&text(row, "marked")?), score));
+            scores.push(sqlx::Row::try_get::<f64, _>(row, "score")?);
         }
         let messages = with_reactions(&mut conn, messages).await?;
         Ok(messages
             .into_iter()
-            .zip(scored)
-            .map(|(message, (highlight, score))| SearchHit {
+            .zip(scores)
+            .map(|(message, score)| SearchHit {
+                highlight: highlight(&message.content, &p.terms),
                 message,
-                highlight,
                 score,
             })
             .collect())
@@ -120,8 +138,12 @@ mod tests {
         assert_eq!(fts5_query(&terms), r#""hello" "wor"*"#);
         assert_eq!(tsquery(&terms), "hello & wor:*");
         assert_eq!(
-            render_highlight("a <b> \u{FDD0}hello\u{FDD1} & 'x'"),
-            "a &lt;b&gt; <mark>hello</mark> &amp; &#39;x&#39;"
+            highlight("a <b> Hello helloo & 'World' sword", &terms),
+            "a &lt;b&gt; <mark>Hello</mark> helloo &amp; &#39;<mark>World</mark>&#39; sword"
+        );
+        assert_eq!(
+            highlight("mail me@example.com", &["example".to_owned()]),
+            "mail me@<mark>example</mark>.com"
         );
     }
 }
