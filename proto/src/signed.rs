@@ -6,9 +6,9 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::Id;
 use crate::b64;
 use crate::limits;
-use crate::Id;
 
 pub const DEVICE_CERT_PREFIX: &str = "concord-device-v1\n";
 pub const AUTH_PREFIX: &str = "concord-auth-v1\n";
@@ -167,14 +167,38 @@ pub struct Envelope {
 impl Envelope {
     /// `concord-envelope-v1\n` + channel_id + `\n` + device_key + `\n` + nonce + `\n` +
     /// created_at + `\n` + reply_to (empty when none) + `\n` + content
-    pub fn signing_bytes(channel_id: Id, device_key: &str, nonce: &str, created_at: i64, reply_to: Option<Id>, content: &str) -> Vec<u8> {
+    pub fn signing_bytes(
+        channel_id: Id,
+        device_key: &str,
+        nonce: &str,
+        created_at: i64,
+        reply_to: Option<Id>,
+        content: &str,
+    ) -> Vec<u8> {
         let reply = reply_to.map(|r| r.to_string()).unwrap_or_default();
-        format!("{ENVELOPE_PREFIX}{channel_id}\n{device_key}\n{nonce}\n{created_at}\n{reply}\n{content}").into_bytes()
+        format!(
+            "{ENVELOPE_PREFIX}{channel_id}\n{device_key}\n{nonce}\n{created_at}\n{reply}\n{content}"
+        )
+        .into_bytes()
     }
 
-    pub fn sign(device: &SigningKey, channel_id: Id, nonce: &str, content: &str, reply_to: Option<Id>, created_at: i64) -> Envelope {
+    pub fn sign(
+        device: &SigningKey,
+        channel_id: Id,
+        nonce: &str,
+        content: &str,
+        reply_to: Option<Id>,
+        created_at: i64,
+    ) -> Envelope {
         let device_key = public_key_string(&device.verifying_key());
-        let bytes = Self::signing_bytes(channel_id, &device_key, nonce, created_at, reply_to, content);
+        let bytes = Self::signing_bytes(
+            channel_id,
+            &device_key,
+            nonce,
+            created_at,
+            reply_to,
+            content,
+        );
         Envelope {
             channel_id,
             device_key,
@@ -188,13 +212,23 @@ impl Envelope {
 
     /// Checks sizes and shapes (the same limits as the HTTP API) and the device signature.
     pub fn verify(&self) -> Result<(), SignatureError> {
-        limits::content(&self.content).map_err(|_| SignatureError::BadField("content is empty, too long or has control characters"))?;
-        limits::nonce(&self.nonce).map_err(|_| SignatureError::BadField("nonce is 1 to 64 printable ASCII characters"))?;
+        limits::content(&self.content).map_err(|_| {
+            SignatureError::BadField("content is empty, too long or has control characters")
+        })?;
+        limits::nonce(&self.nonce)
+            .map_err(|_| SignatureError::BadField("nonce is 1 to 64 printable ASCII characters"))?;
         if !(0..=limits::MAX_UNIX_SECONDS * 1000).contains(&self.created_at) {
             return Err(SignatureError::BadField("created_at is unix milliseconds"));
         }
         let key = parse_public_key(&self.device_key, "device_key")?;
-        let bytes = Self::signing_bytes(self.channel_id, &self.device_key, &self.nonce, self.created_at, self.reply_to, &self.content);
+        let bytes = Self::signing_bytes(
+            self.channel_id,
+            &self.device_key,
+            &self.nonce,
+            self.created_at,
+            self.reply_to,
+            &self.content,
+        );
         verify(&key, &bytes, &self.signature)
     }
 }
@@ -217,14 +251,22 @@ impl SignedEvent {
 
     pub fn sign(relay: &SigningKey, t: &str, d: &str) -> SignedEvent {
         let signature = b64::encode(relay.sign(&Self::signing_bytes(t, d)).to_bytes());
-        SignedEvent { t: t.to_owned(), d: d.to_owned(), signature }
+        SignedEvent {
+            t: t.to_owned(),
+            d: d.to_owned(),
+            signature,
+        }
     }
 
     pub fn verify(&self, relay_key: &VerifyingKey) -> Result<(), SignatureError> {
         if self.t.contains('\n') {
             return Err(SignatureError::BadField("t is one line"));
         }
-        verify(relay_key, &Self::signing_bytes(&self.t, &self.d), &self.signature)
+        verify(
+            relay_key,
+            &Self::signing_bytes(&self.t, &self.d),
+            &self.signature,
+        )
     }
 }
 
@@ -325,7 +367,14 @@ mod tests {
 
     #[test]
     fn envelope_vector() {
-        let env = Envelope::sign(&device(), Id(271982361839001600), "n-1", "hello ferris", Some(Id(5)), 1_700_000_000_123);
+        let env = Envelope::sign(
+            &device(),
+            Id(271982361839001600),
+            "n-1",
+            "hello ferris",
+            Some(Id(5)),
+            1_700_000_000_123,
+        );
         assert_eq!(
             Envelope::signing_bytes(env.channel_id, &env.device_key, &env.nonce, env.created_at, env.reply_to, &env.content),
             b"concord-envelope-v1\n271982361839001600\ngTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q\nn-1\n1700000000123\n5\nhello ferris".to_vec()
@@ -346,21 +395,33 @@ mod tests {
     #[test]
     fn event_vector() {
         let relay = SigningKey::from_bytes(&[3u8; 32]);
-        let ev = SignedEvent::sign(&relay, "message_delete", r#"{"id":"7","channel_id":"9","guild_id":null,"seq":4}"#);
+        let ev = SignedEvent::sign(
+            &relay,
+            "message_delete",
+            r#"{"id":"7","channel_id":"9","guild_id":null,"seq":4}"#,
+        );
         assert_eq!(
             SignedEvent::signing_bytes(&ev.t, &ev.d),
             b"concord-event-v1\nmessage_delete\n{\"id\":\"7\",\"channel_id\":\"9\",\"guild_id\":null,\"seq\":4}".to_vec()
         );
         assert_eq!(ev.signature, EVENT_SIGNATURE);
         ev.verify(&relay.verifying_key()).unwrap();
-        assert_eq!(ev.verify(&device().verifying_key()), Err(SignatureError::Invalid));
+        assert_eq!(
+            ev.verify(&device().verifying_key()),
+            Err(SignatureError::Invalid)
+        );
         let mut tampered = ev;
         tampered.d = tampered.d.replace('4', "5");
-        assert_eq!(tampered.verify(&relay.verifying_key()), Err(SignatureError::Invalid));
+        assert_eq!(
+            tampered.verify(&relay.verifying_key()),
+            Err(SignatureError::Invalid)
+        );
     }
 
-    const ENVELOPE_SIGNATURE: &str = "DA7ipV6CiSGeQk2ciJQgE_seh17igB0ZuwDiZcRQOSnUAg9tqLoEAKOl7K-j2YH7xhR553GBN2JSE0_BAcfMDQ";
-    const EVENT_SIGNATURE: &str = "x6k9YARee5X2BM0CxqkopIHcC0etzVh8Kv5dQXABS7-ozuKBU5sP4IiQYOilV8Liu6nx4BuNubqY_dpaKR_EBg";
+    const ENVELOPE_SIGNATURE: &str =
+        "DA7ipV6CiSGeQk2ciJQgE_seh17igB0ZuwDiZcRQOSnUAg9tqLoEAKOl7K-j2YH7xhR553GBN2JSE0_BAcfMDQ";
+    const EVENT_SIGNATURE: &str =
+        "x6k9YARee5X2BM0CxqkopIHcC0etzVh8Kv5dQXABS7-ozuKBU5sP4IiQYOilV8Liu6nx4BuNubqY_dpaKR_EBg";
 
     #[test]
     fn prefixes_separate_kinds() {

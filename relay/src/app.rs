@@ -38,6 +38,8 @@ pub struct App {
     db_ok: AtomicBool,
     draining: AtomicBool,
     pub shutdown: CancellationToken,
+    /// The libp2p side, once it listens (absent when disabled).
+    pub p2p: std::sync::OnceLock<crate::p2p::Shared>,
 }
 
 pub fn now_ms() -> i64 {
@@ -76,6 +78,7 @@ impl App {
             db_ok: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            p2p: std::sync::OnceLock::new(),
         }
     }
 

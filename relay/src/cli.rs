@@ -73,6 +73,25 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_SHUTDOWN_GRACE_SECS", global = true)]
     pub shutdown_grace_secs: Option<u64>,
 
+    /// libp2p listen multiaddr; repeatable [default: /ip4/0.0.0.0/tcp/4001 and
+    /// /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(
+        long = "p2p-listen",
+        env = "CONCORD_P2P_LISTEN",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub p2p_listen: Vec<String>,
+
+    /// libp2p address other peers reach this relay on (behind NAT); repeatable.
+    #[arg(
+        long = "p2p-external",
+        env = "CONCORD_P2P_EXTERNAL",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub p2p_external: Vec<String>,
+
     /// Log filter, e.g. info or concord_relay=debug,info [default: info].
     #[arg(long, env = "CONCORD_LOG", global = true)]
     pub log: Option<String>,
@@ -137,6 +156,12 @@ impl Cli {
                 cert: cert.clone(),
                 key: key.clone(),
             });
+        }
+        if !self.p2p_listen.is_empty() {
+            config.p2p.listen = self.p2p_listen.clone();
+        }
+        if !self.p2p_external.is_empty() {
+            config.p2p.external_addrs = self.p2p_external.clone();
         }
         if let Some(v) = self.shutdown_grace_secs {
             config.shutdown_grace_secs = v;

@@ -35,6 +35,56 @@ pub struct RelayConfig {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub database: DatabaseConfig,
+    pub p2p: P2pConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// Run the libp2p side (node connections, pushes, circuit relay).
+    pub enabled: bool,
+    /// libp2p listen multiaddrs.
+    pub listen: Vec<String>,
+    /// Addresses other peers can reach this relay on (behind NAT or a load balancer); they are
+    /// advertised and used for circuit relay reservations.
+    pub external_addrs: Vec<String>,
+    /// Bootstrap peers (multiaddrs with /p2p/) handed to nodes in /.well-known/concord.
+    pub bootstrap_peers: Vec<String>,
+    /// STUN and TURN URLs handed to nodes in /.well-known/concord.
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+    /// Events queued for one node before it counts as too slow and is disconnected.
+    pub max_pending_events: usize,
+    /// Circuit relay v2 server limits.
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub max_circuit_duration_secs: u64,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> P2pConfig {
+        P2pConfig {
+            enabled: true,
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".into(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".into(),
+            ],
+            external_addrs: Vec::new(),
+            bootstrap_peers: Vec::new(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            max_pending_events: 4_096,
+            max_reservations: 4_096,
+            max_reservations_per_peer: 4,
+            max_circuits: 4_096,
+            max_circuits_per_peer: 16,
+            max_circuit_duration_secs: 3_600,
+            max_circuit_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// A CIDR, or a single address meaning just that host.
@@ -201,6 +251,7 @@ impl Default for RelayConfig {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             database: DatabaseConfig::default(),
+            p2p: P2pConfig::default(),
         }
     }
 }
@@ -256,6 +307,21 @@ impl RelayConfig {
         if !(1..=365).contains(&self.auth.refresh_idle_days) {
             return Err(ConfigError::Invalid(
                 "auth.refresh_idle_days must be between 1 and 365".into(),
+            ));
+        }
+        for addr in self
+            .p2p
+            .listen
+            .iter()
+            .chain(&self.p2p.external_addrs)
+            .chain(&self.p2p.bootstrap_peers)
+        {
+            addr.parse::<libp2p::Multiaddr>()
+                .map_err(|e| ConfigError::Invalid(format!("p2p address {addr:?}: {e}")))?;
+        }
+        if self.p2p.max_pending_events == 0 {
+            return Err(ConfigError::Invalid(
+                "p2p.max_pending_events must be positive".into(),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -12,6 +12,7 @@ pub mod hub;
 pub mod listener;
 pub mod messaging;
 pub mod metrics;
+pub mod p2p;
 pub mod perms;
 pub mod ratelimit;
 pub mod server;

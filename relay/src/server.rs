@@ -33,6 +33,8 @@ pub enum ServerError {
     Bind(SocketAddr, std::io::Error),
     #[error("data dir {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("libp2p: {0}")]
+    P2p(#[from] crate::p2p::swarm::P2pError),
 }
 
 pub struct Server {
@@ -106,6 +108,16 @@ impl Server {
             app.revoked.insert(sid, now_ms() + ttl_ms + 60_000);
         }
 
+        let mut background = Vec::new();
+        if app.config.p2p.enabled {
+            let key = crate::p2p::load_identity(&app.config.data_dir)
+                .map_err(|e| ServerError::DataDir(app.config.data_dir.display().to_string(), e))?;
+            let (shared, task) = crate::p2p::spawn(app.clone(), key).await?;
+            tracing::info!(peer_id = %shared.peer_id, addrs = ?shared.addrs(), "libp2p listening");
+            let _ = app.p2p.set(shared);
+            background.push(task);
+        }
+
         let stop_accepting = CancellationToken::new();
         let router = crate::api::router(app.clone());
         let http_task = tokio::spawn(listener::serve(
@@ -115,7 +127,7 @@ impl Server {
             stop_accepting.clone(),
             grace,
         ));
-        let background = crate::background::spawn_all(app.clone(), limiter);
+        background.extend(crate::background::spawn_all(app.clone(), limiter));
         tracing::info!(url = %app.audiences[0], %http_addr, worker_id, backend = store.backend().as_str(), "relay listening");
         Ok(Server {
             app,
@@ -137,6 +149,11 @@ impl Server {
 
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// The relay's libp2p multiaddrs (each ending in /p2p/<peer id>), when P2P is enabled.
+    pub fn p2p_addrs(&self) -> Vec<String> {
+        self.app.p2p.get().map(|p| p.addrs()).unwrap_or_default()
     }
 
     pub async fn shutdown(self) {

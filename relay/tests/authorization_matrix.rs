@@ -110,6 +110,7 @@ const ROWS: &[Row] = &[
     ("GET",    "/readyz",                                                [200,  200,  200,  200,  200,  200,  200,  200,  200,  200]),
     ("GET",    "/metrics",                                               [200,  200,  200,  200,  200,  200,  200,  200,  200,  200]),
     ("GET",    "/api/v1/openapi.json",                                   [200,  200,  200,  200,  200,  200,  200,  200,  200,  200]),
+    ("GET",    "/.well-known/concord",                                   [200,  200,  200,  200,  200,  200,  200,  200,  200,  200]),
     // The gateway authenticates in its first frame (identify/resume), not in the upgrade
     // request; a plain GET without `Upgrade: websocket` is a 400 `websocket_required` for all.
     ("GET",    "/api/v1/gateway",                                        [400,  400,  400,  400,  400,  400,  400,  400,  400,  400]),

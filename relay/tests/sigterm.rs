@@ -29,6 +29,8 @@ async fn sigterm_under_load(backend: Backend) {
             "10",
             "--log",
             "warn",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
         ])
         // Senders in this test must not be rate limited.
         .env("CONCORD_CONFIG", write_config(&dir))

@@ -38,6 +38,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
+        .routes(routes!(ops::well_known))
         .routes(routes!(crate::gateway::upgrade))
         .routes(routes!(auth::challenge))
         .routes(routes!(auth::login))

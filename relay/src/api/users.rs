@@ -120,6 +120,9 @@ pub async fn revoke_device(
         other => other?,
     };
     app.revoke_sessions(&sessions);
+    if let Some(p2p) = app.p2p.get() {
+        p2p.disconnect_device(&device_key);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -73,6 +73,10 @@ impl TestRelay {
             database_url: Some(database_url(backend, &dir).await),
             ..RelayConfig::default()
         };
+        config.p2p.listen = vec![
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+        ];
         config.database.max_write_connections = 4;
         config.database.max_read_connections = 4;
         tweak(&mut config);
