@@ -487,3 +487,21 @@ pub struct ErrorBody {
     pub code: String,
     pub message: String,
 }
+
+/// `GET /.well-known/concord`: how a node finds a relay on libp2p, and what else it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WellKnown {
+    pub api_version: u32,
+    /// The relay's public origin (the login audience).
+    pub public_url: String,
+    /// The relay's libp2p PeerId; absent when P2P is disabled.
+    pub relay_peer_id: Option<String>,
+    /// The relay's ed25519 public key (base64url): it signs every pushed event.
+    pub relay_key: Option<String>,
+    /// libp2p multiaddrs, each ending in /p2p/<relay_peer_id>.
+    pub multiaddrs: Vec<String>,
+    pub bootstrap_peers: Vec<String>,
+    pub stun_urls: Vec<String>,
+    pub turn_urls: Vec<String>,
+}

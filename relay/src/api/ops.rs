@@ -64,22 +64,7 @@ pub async fn openapi() -> Response {
         .into_response()
 }
 
-/// How a node finds this relay on libp2p, and what else it needs to start.
-#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct WellKnown {
-    pub api_version: u32,
-    /// The relay's public origin (the login audience).
-    pub public_url: String,
-    /// The relay's libp2p PeerId; absent when P2P is disabled.
-    pub relay_peer_id: Option<String>,
-    /// The relay's ed25519 public key (base64url): it signs every pushed event.
-    pub relay_key: Option<String>,
-    /// libp2p multiaddrs, each ending in /p2p/<relay_peer_id>.
-    pub multiaddrs: Vec<String>,
-    pub bootstrap_peers: Vec<String>,
-    pub stun_urls: Vec<String>,
-    pub turn_urls: Vec<String>,
-}
+use concord_proto::api::WellKnown;
 
 #[utoipa::path(get, path = "/.well-known/concord", tag = "ops", responses((status = 200, body = WellKnown)))]
 pub async fn well_known(State(app): State<Arc<App>>) -> Json<WellKnown> {

@@ -1,0 +1,316 @@
+//! What comes in: relay pushes (relay-signed events applied to the cache in seq order, with
+//! catch-up on gaps), gossip for public channels (shown at once as unconfirmed), and direct
+//! envelopes from peers (DMs).
+
+use std::sync::Arc;
+
+use concord_net::Request;
+use concord_net::identity::device_key;
+use concord_net::protocol::{MAX_PUSH_EVENTS, Response};
+use concord_proto::gateway::{GuildDeleted, PresenceUpdate, ReadyGuild, TypingStart};
+use concord_proto::model::{Channel, ChannelKind, EventKind, Guild, Message, MessageDeleted};
+use concord_proto::signed::{Envelope, SignedEvent};
+use concord_proto::{Id, Permissions};
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use serde_json::Value;
+
+use super::{Inner, LocalEvent, now_ms};
+use crate::cache::Applied;
+
+/// A request from a peer. Only the relay may push; anyone may send a direct envelope, which
+/// must be signed by the peer's own device key.
+pub async fn inbound(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    relay: Option<PeerId>,
+    request: Request,
+) -> Response {
+    match request {
+        Request::Push { events } if Some(peer) == relay => {
+            if events.len() > MAX_PUSH_EVENTS {
+                return Response::refused("too_many_events", "at most 100 events per push");
+            }
+            push(inner, events).await;
+            Response::Received
+        }
+        Request::Push { .. } => {
+            Response::refused("not_my_relay", "only this node's relay pushes events")
+        }
+        Request::Direct { envelope } => match direct(inner, peer, envelope) {
+            Ok(()) => Response::Received,
+            Err((code, message)) => Response::refused(code, message),
+        },
+        _ => Response::refused("unsupported", "nodes answer push and direct"),
+    }
+}
+
+/// Relay-signed events: verified with the relay key pinned at join, then applied.
+pub async fn push(inner: &Arc<Inner>, events: Vec<SignedEvent>) {
+    let Some(key) = inner.relay().and_then(|r| r.verifying_key()) else {
+        return;
+    };
+    for event in events {
+        if let Err(e) = event.verify(&key) {
+            tracing::warn!(error = %e, t = %event.t, "dropping a pushed event with a bad relay signature");
+            continue;
+        }
+        apply_one(inner, &event.t, &event.d).await;
+    }
+}
+
+fn channel_event_channel(data: &Value) -> Option<Id> {
+    serde_json::from_value(data.get("channel_id")?.clone()).ok()
+}
+
+/// Applies one verified event: channel events through the seq cursor (a gap starts a
+/// catch-up), state events to the cache.
+pub async fn apply_one(inner: &Arc<Inner>, t: &str, d: &str) {
+    let Ok(data) = serde_json::from_str::<Value>(d) else {
+        tracing::warn!(t, "dropping a pushed event that is not JSON");
+        return;
+    };
+    if let Some(kind) = EventKind::parse(t) {
+        let result = inner.cache().apply_event(kind, &data);
+        match result {
+            Ok(Applied::Applied) => announce(inner, kind, &data),
+            Ok(Applied::Duplicate) => {}
+            Ok(Applied::Gap { .. }) => {
+                if let Some(channel) = channel_event_channel(&data) {
+                    tokio::spawn(super::relay_link::catch_up(inner.clone(), channel));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, t, "could not apply an event"),
+        }
+        return;
+    }
+    if let Err(e) = apply_state(inner, t, data) {
+        tracing::warn!(error = %e, t, "could not apply a state event");
+    }
+}
+
+/// Tells local listeners what a channel event changed.
+pub fn announce(inner: &Inner, kind: EventKind, data: &Value) {
+    let Some(channel) = channel_event_channel(data) else {
+        return;
+    };
+    match kind {
+        EventKind::MessageDelete => {
+            if let Ok(d) = serde_json::from_value::<MessageDeleted>(data.clone()) {
+                inner.emit(LocalEvent::MessageDeleted {
+                    channel_id: channel,
+                    id: d.id,
+                });
+            }
+        }
+        _ => {
+            let id = match kind {
+                EventKind::MessageCreate | EventKind::MessageUpdate => {
+                    serde_json::from_value::<Message>(data.clone())
+                        .ok()
+                        .map(|m| m.id)
+                }
+                _ => data
+                    .get("message_id")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            };
+            let found = id.and_then(|id| {
+                let cache = inner.cache();
+                cache
+                    .history(channel, None, 200)
+                    .ok()?
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.id == Some(id))
+            });
+            if let Some(message) = found {
+                inner.emit(LocalEvent::Message { message });
+            }
+        }
+    }
+}
+
+/// True when @everyone may view the channel: it may go on GossipSub.
+pub fn is_public(channel: &Channel) -> bool {
+    let Some(guild) = channel.guild_id else {
+        return false;
+    };
+    channel.kind == ChannelKind::Text
+        && !channel.private
+        && !channel
+            .overwrites
+            .iter()
+            .any(|o| o.target_id == guild && o.deny.contains(Permissions::VIEW_CHANNEL))
+}
+
+pub fn follow_channel(inner: &Inner, channel: &Channel) {
+    let command = if is_public(channel) && inner.allow_direct() {
+        super::swarm::Command::Subscribe(channel.id)
+    } else {
+        super::swarm::Command::Unsubscribe(channel.id)
+    };
+    let _ = inner.commands.try_send(command);
+}
+
+fn apply_state(inner: &Arc<Inner>, t: &str, data: Value) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    match t {
+        "guild_create" => {
+            let guild: ReadyGuild = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.cache().upsert_guild(&guild).map_err(|e| err(&e))?;
+            for channel in &guild.channels {
+                follow_channel(inner, channel);
+                tokio::spawn(super::relay_link::catch_up(inner.clone(), channel.id));
+            }
+        }
+        "guild_update" => {
+            let guild: Guild = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.cache().update_guild(&guild).map_err(|e| err(&e))?;
+        }
+        "guild_delete" => {
+            let d: GuildDeleted = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.cache().remove_guild(d.id).map_err(|e| err(&e))?;
+        }
+        "channel_create" | "channel_update" => {
+            let channel: Channel = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner
+                .cache()
+                .upsert_channel(&channel)
+                .map_err(|e| err(&e))?;
+            follow_channel(inner, &channel);
+            tokio::spawn(super::relay_link::catch_up(inner.clone(), channel.id));
+        }
+        "channel_delete" => {
+            let d: concord_proto::gateway::ChannelDeleted =
+                serde_json::from_value(data).map_err(|e| err(&e))?;
+            let _ = inner
+                .commands
+                .try_send(super::swarm::Command::Unsubscribe(d.id));
+            inner.cache().remove_channel(d.id).map_err(|e| err(&e))?;
+        }
+        "role_create" | "role_update" => {
+            let role: concord_proto::model::Role =
+                serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.cache().upsert_role(&role).map_err(|e| err(&e))?;
+        }
+        "role_delete" => {
+            let d: concord_proto::gateway::RoleDeleted =
+                serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner
+                .cache()
+                .remove_role(d.guild_id, d.role_id)
+                .map_err(|e| err(&e))?;
+        }
+        "member_update" => {
+            let member: concord_proto::model::Member =
+                serde_json::from_value(data).map_err(|e| err(&e))?;
+            let me = inner.cache().me().map_err(|e| err(&e))?;
+            if me.is_some_and(|u| u.id == member.user.id) {
+                inner
+                    .cache()
+                    .set_my_roles(member.guild_id, &member.roles)
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        "typing_start" => {
+            let d: TypingStart = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.emit(LocalEvent::Typing {
+                channel_id: d.channel_id,
+                user_id: d.user_id,
+            });
+            return Ok(());
+        }
+        "presence_update" => {
+            let d: PresenceUpdate = serde_json::from_value(data).map_err(|e| err(&e))?;
+            inner.emit(LocalEvent::Presence {
+                user_id: d.user_id,
+                status: d.status.as_str().to_owned(),
+            });
+            return Ok(());
+        }
+        _ => return Ok(()),
+    }
+    inner.emit(LocalEvent::StateChanged);
+    Ok(())
+}
+
+/// A GossipSub message: an author-signed envelope for a public channel this node follows.
+/// Reject only what is provably bad (malformed, bad signature, signed by someone other than
+/// the author); ignore what may be stale (unknown channel, now private).
+pub fn gossip(inner: &Inner, message: &gossipsub::Message) -> MessageAcceptance {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.data) else {
+        return MessageAcceptance::Reject;
+    };
+    if envelope.verify().is_err() {
+        return MessageAcceptance::Reject;
+    }
+    // The libp2p message author must be the envelope's device.
+    let Some(source) = message.source else {
+        return MessageAcceptance::Reject;
+    };
+    if device_key(&source).as_deref() != Some(envelope.device_key.as_str()) {
+        return MessageAcceptance::Reject;
+    }
+    if concord_net::topics::channel_of_topic(message.topic.as_str()) != Some(envelope.channel_id) {
+        return MessageAcceptance::Reject;
+    }
+    let channel = inner.cache().channel(envelope.channel_id).ok().flatten();
+    if !channel.as_ref().is_some_and(is_public) {
+        return MessageAcceptance::Ignore;
+    }
+    let inserted = inner.cache().insert_unconfirmed(&envelope, None, now_ms());
+    if let Ok(true) = inserted {
+        emit_unconfirmed(inner, &envelope);
+    }
+    MessageAcceptance::Accept
+}
+
+pub fn emit_unconfirmed(inner: &Inner, envelope: &Envelope) {
+    let found = inner
+        .cache()
+        .history(envelope.channel_id, None, 200)
+        .ok()
+        .and_then(|page| {
+            page.into_iter()
+                .rev()
+                .find(|m| m.device == envelope.device_key && m.nonce == envelope.nonce)
+        });
+    if let Some(message) = found {
+        inner.emit(LocalEvent::Message { message });
+    }
+}
+
+/// An envelope sent straight to this node (a DM while both are online). It must be signed by
+/// the sending peer's own key and be for a DM channel this node knows.
+fn direct(inner: &Inner, peer: PeerId, envelope: Envelope) -> Result<(), (&'static str, String)> {
+    if device_key(&peer).as_deref() != Some(envelope.device_key.as_str()) {
+        return Err((
+            "wrong_device",
+            "the envelope is not signed by the sending peer".into(),
+        ));
+    }
+    envelope
+        .verify()
+        .map_err(|e| ("bad_envelope", e.to_string()))?;
+    let channel = inner
+        .cache()
+        .channel(envelope.channel_id)
+        .map_err(|e| ("internal", e.to_string()))?;
+    match channel {
+        Some(c) if c.kind == ChannelKind::Dm => {}
+        _ => {
+            return Err((
+                "unknown_channel",
+                "direct envelopes are for DM channels".into(),
+            ));
+        }
+    }
+    if inner
+        .cache()
+        .insert_unconfirmed(&envelope, None, now_ms())
+        .map_err(|e| ("internal", e.to_string()))?
+    {
+        emit_unconfirmed(inner, &envelope);
+    }
+    Ok(())
+}

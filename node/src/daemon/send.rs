@@ -1,0 +1,152 @@
+//! Sending: sign an envelope, show it at once as unconfirmed, keep it in the outbox, gossip it
+//! for public channels, and (with `wait`) return when the relay acknowledges it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_proto::Id;
+use concord_proto::model::{Channel, Message};
+use concord_proto::signed::Envelope;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{Inner, now_ms};
+
+/// How long `send --wait` waits for the relay before reporting the message as queued.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SendOutcome {
+    pub channel_id: Id,
+    pub nonce: String,
+    /// The relay's stored message, when it acknowledged in time (`wait`).
+    pub message: Option<Message>,
+    /// False when the message waits in the outbox for the relay.
+    pub acknowledged: bool,
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    concord_proto::b64::encode(bytes)
+}
+
+pub async fn send(
+    inner: &Arc<Inner>,
+    channel_id: Id,
+    content: &str,
+    reply_to: Option<Id>,
+    wait: bool,
+) -> Result<SendOutcome, String> {
+    let channel = inner
+        .cache()
+        .channel(channel_id)
+        .map_err(|e| e.to_string())?;
+    let Some(channel) = channel else {
+        return Err(format!(
+            "unknown channel {channel_id}: not in this node's cache (join its guild first)"
+        ));
+    };
+    let envelope = Envelope::sign(
+        &inner.identity.device,
+        channel_id,
+        &nonce(),
+        content,
+        reply_to,
+        now_ms(),
+    );
+    envelope.verify().map_err(|e| e.to_string())?;
+    let me = inner.cache().me().map_err(|e| e.to_string())?.map(|u| u.id);
+    let waiter = wait.then(|| {
+        let (tx, rx) = oneshot::channel();
+        inner
+            .ack_waiters
+            .lock()
+            .expect("waiters lock")
+            .entry(envelope.nonce.clone())
+            .or_default()
+            .push(tx);
+        rx
+    });
+    {
+        let mut cache = inner.cache();
+        cache
+            .insert_unconfirmed(&envelope, me, now_ms())
+            .map_err(|e| e.to_string())?;
+        cache
+            .outbox_push(&envelope, now_ms())
+            .map_err(|e| e.to_string())?;
+    }
+    super::apply::emit_unconfirmed(inner, &envelope);
+    gossip(inner, &channel, &envelope).await;
+    inner.outbox_wake.notify_one();
+    let mut outcome = SendOutcome {
+        channel_id,
+        nonce: envelope.nonce.clone(),
+        message: None,
+        acknowledged: false,
+    };
+    if let Some(rx) = waiter {
+        match tokio::time::timeout(ACK_WAIT, rx).await {
+            Ok(Ok(Ok(message))) => {
+                outcome.message = Some(message);
+                outcome.acknowledged = true;
+            }
+            Ok(Ok(Err(refusal))) => return Err(refusal),
+            _ => {}
+        }
+    }
+    Ok(outcome)
+}
+
+/// Public channels also go out on GossipSub, over direct connections, so online members see
+/// the message before the relay's push arrives.
+async fn gossip(inner: &Inner, channel: &Channel, envelope: &Envelope) {
+    if super::apply::is_public(channel) && inner.allow_direct() {
+        let data = serde_json::to_vec(envelope).expect("envelopes serialise");
+        let _ = inner
+            .commands
+            .send(super::swarm::Command::Publish {
+                channel: channel.id,
+                data,
+            })
+            .await;
+    }
+}
+
+/// Sends a DM: opens (or finds) the DM channel through the relay's HTTP API, then sends.
+pub async fn send_dm(
+    inner: &Arc<Inner>,
+    user_id: Id,
+    content: &str,
+    wait: bool,
+) -> Result<SendOutcome, String> {
+    let existing = inner
+        .cache()
+        .dm_channels()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|c| c.recipients.iter().any(|u| u.id == user_id));
+    let channel = match existing {
+        Some(c) => c,
+        None => {
+            let http = inner.http().ok_or("join a relay first")?;
+            let channel: Channel = http
+                .authed(
+                    &inner.identity,
+                    reqwest::Method::POST,
+                    "/api/v1/users/@me/dms",
+                    Some(json!({ "recipient": user_id })),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            inner
+                .cache()
+                .upsert_channel(&channel)
+                .map_err(|e| e.to_string())?;
+            channel
+        }
+    };
+    send(inner, channel.id, content, None, wait).await
+}

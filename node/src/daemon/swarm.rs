@@ -1,0 +1,367 @@
+//! The node's swarm task: owns the `Swarm`, runs commands from the rest of the daemon, and
+//! turns swarm events into work (pushes from the relay, gossip, direct envelopes, connection
+//! bookkeeping for `concord peers`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord_net::protocol::Response;
+use concord_net::{NodeBehaviour, NodeBehaviourEvent, NodeOptions, Request};
+use concord_proto::Id;
+use futures_util::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::gossipsub;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, mdns, noise, ping, tcp, yamux};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Inner, NodeError};
+
+pub enum Command {
+    Rpc {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, String>>,
+    },
+    Respond {
+        channel: ResponseChannel<Response>,
+        response: Response,
+    },
+    Dial(Multiaddr),
+    Subscribe(Id),
+    Unsubscribe(Id),
+    Publish {
+        channel: Id,
+        data: Vec<u8>,
+    },
+}
+
+/// One open connection, as `concord peers` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub peer_id: String,
+    pub address: String,
+    /// `direct`, `hole_punched` or `relayed`.
+    pub kind: &'static str,
+    /// `quic` or `tcp`.
+    pub transport: &'static str,
+    pub rtt_ms: Option<u64>,
+    pub is_relay: bool,
+}
+
+#[derive(Default)]
+pub struct Connections {
+    open: HashMap<ConnectionId, ConnectionInfo>,
+    rtt: HashMap<PeerId, Duration>,
+}
+
+impl Connections {
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        let mut out: Vec<ConnectionInfo> = self
+            .open
+            .values()
+            .cloned()
+            .map(|mut c| {
+                c.rtt_ms = c
+                    .peer_id
+                    .parse()
+                    .ok()
+                    .and_then(|p: PeerId| self.rtt.get(&p))
+                    .map(|d| d.as_millis() as u64);
+                c
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+}
+
+fn describe(endpoint: &ConnectedPoint) -> (String, &'static str, &'static str) {
+    let addr = endpoint.get_remote_address();
+    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    let quic = addr.iter().any(|p| matches!(p, Protocol::QuicV1));
+    (
+        addr.to_string(),
+        if relayed { "relayed" } else { "direct" },
+        if quic { "quic" } else { "tcp" },
+    )
+}
+
+pub async fn spawn(
+    inner: Arc<Inner>,
+    commands: mpsc::Receiver<Command>,
+) -> Result<(JoinHandle<()>, Vec<Multiaddr>), NodeError> {
+    let options = NodeOptions {
+        mdns: inner.config.mdns && !inner.config.relay_only,
+        hole_punching: !inner.config.relay_only,
+        ..NodeOptions::default()
+    };
+    let p2p = |e: &dyn std::fmt::Display| NodeError::P2p(e.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(inner.identity.keypair())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| p2p(&e))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| p2p(&e))?
+        .with_behaviour(
+            |kp, relay_client| -> Result<NodeBehaviour, Box<dyn std::error::Error + Send + Sync>> {
+                Ok(NodeBehaviour::new(kp, relay_client, &options)?)
+            },
+        )
+        .map_err(|e| p2p(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3_600)))
+        .build();
+    let mut listen_addrs = Vec::new();
+    if !inner.config.relay_only {
+        for addr in &inner.config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| p2p(&e))?;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while listen_addrs.len() < inner.config.listen.len() {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => listen_addrs.push(address),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let task = tokio::spawn(run(inner, swarm, commands));
+    Ok((task, listen_addrs))
+}
+
+async fn run(
+    inner: Arc<Inner>,
+    mut swarm: Swarm<NodeBehaviour>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>> =
+        HashMap::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => break,
+            Some(command) = commands.recv() => command_received(&mut swarm, &mut pending, command),
+            event = swarm.select_next_some() => event_received(&inner, &mut swarm, &mut pending, event),
+        }
+    }
+    for (_, reply) in pending.drain() {
+        let _ = reply.send(Err("node shutting down".into()));
+    }
+}
+
+fn command_received(
+    swarm: &mut Swarm<NodeBehaviour>,
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
+    command: Command,
+) {
+    match command {
+        Command::Rpc {
+            peer,
+            request,
+            reply,
+        } => {
+            let id = swarm.behaviour_mut().rpc.send_request(&peer, request);
+            pending.insert(id, reply);
+        }
+        Command::Respond { channel, response } => {
+            let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
+        }
+        Command::Dial(addr) => {
+            if let Err(e) = swarm.dial(addr) {
+                tracing::debug!(error = %e, "dial failed");
+            }
+        }
+        Command::Subscribe(channel) => {
+            let _ = swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&concord_net::topics::channel_topic(channel));
+        }
+        Command::Unsubscribe(channel) => {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .unsubscribe(&concord_net::topics::channel_topic(channel));
+        }
+        Command::Publish { channel, data } => {
+            // No peer in the topic is normal (alone in a channel); the relay path still runs.
+            if let Err(e) = swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(concord_net::topics::channel_topic(channel), data)
+            {
+                tracing::debug!(error = %e, %channel, "gossip publish skipped");
+            }
+        }
+    }
+}
+
+fn event_received(
+    inner: &Arc<Inner>,
+    swarm: &mut Swarm<NodeBehaviour>,
+    pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
+    event: SwarmEvent<NodeBehaviourEvent>,
+) {
+    let relay_peer = inner.relay().and_then(|r| r.peer());
+    match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            connection_id,
+            endpoint,
+            num_established,
+            ..
+        } => {
+            let (address, kind, transport) = describe(&endpoint);
+            let is_relay = Some(peer_id) == relay_peer;
+            inner
+                .connections
+                .lock()
+                .expect("connections lock")
+                .open
+                .insert(
+                    connection_id,
+                    ConnectionInfo {
+                        peer_id: peer_id.to_string(),
+                        address,
+                        kind,
+                        transport,
+                        rtt_ms: None,
+                        is_relay,
+                    },
+                );
+            if is_relay && num_established.get() == 1 {
+                inner
+                    .relay_connected
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                inner.relay_changed.notify_waiters();
+                tokio::spawn(super::relay_link::on_connected(inner.clone()));
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            connection_id,
+            num_established,
+            ..
+        } => {
+            inner
+                .connections
+                .lock()
+                .expect("connections lock")
+                .open
+                .remove(&connection_id);
+            if Some(peer_id) == relay_peer && num_established == 0 {
+                inner
+                    .relay_connected
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                inner.relay_changed.notify_waiters();
+            }
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Rpc(event)) => match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let response = super::apply::inbound(&inner, peer, relay_peer, request).await;
+                    let _ = inner
+                        .commands
+                        .send(Command::Respond { channel, response })
+                        .await;
+                });
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            _ => {}
+        },
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        })) => {
+            let acceptance = super::apply::gossip(inner, &message);
+            let _ = swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+            if inner.allow_direct() {
+                for (peer, addr) in found {
+                    if !swarm.is_connected(&peer) {
+                        let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                    }
+                }
+            }
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) => {
+            if inner.allow_direct() {
+                for addr in info.listen_addrs.into_iter().take(8) {
+                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+            peer,
+            result: Ok(rtt),
+            ..
+        })) => {
+            inner
+                .connections
+                .lock()
+                .expect("connections lock")
+                .rtt
+                .insert(peer, rtt);
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(dcutr::Event {
+            remote_peer_id,
+            result: Ok(connection_id),
+        })) => {
+            if let Some(c) = inner
+                .connections
+                .lock()
+                .expect("connections lock")
+                .open
+                .get_mut(&connection_id)
+            {
+                c.kind = "hole_punched";
+            }
+            tracing::info!(peer = %remote_peer_id, "hole punched");
+        }
+        _ => {}
+    }
+}
