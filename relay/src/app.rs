@@ -38,6 +38,9 @@ pub struct App {
     db_ok: AtomicBool,
     draining: AtomicBool,
     pub shutdown: CancellationToken,
+    /// Test hook: while a test holds the write side, message commits wait (they take the read
+    /// side, which costs nothing when nobody holds it).
+    pub commit_gate: tokio::sync::RwLock<()>,
     /// The libp2p side, once it listens (absent when disabled).
     pub p2p: std::sync::OnceLock<crate::p2p::Shared>,
 }
@@ -79,6 +82,7 @@ impl App {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             p2p: std::sync::OnceLock::new(),
+            commit_gate: tokio::sync::RwLock::new(()),
         }
     }
 

@@ -95,6 +95,7 @@ pub async fn send(
         created_at: now_ms(),
     };
     let _order = app.lock_channel(channel_id).await;
+    let _gate = app.commit_gate.read().await;
     let inserted = app.store.insert_message(&new).await?;
     if inserted.created {
         metrics::counter!("concord_messages_persisted_total").increment(1);

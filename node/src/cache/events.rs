@@ -108,11 +108,13 @@ impl Cache {
         author: Option<Id>,
         received_at: i64,
     ) -> Result<bool> {
-        let n = self
-            .conn
+        let tx = self.conn.transaction()?;
+        let text = search_text(&envelope.content);
+        let n = tx
             .prepare_cached(
-                "INSERT INTO messages (channel_id, author, device, nonce, content, search_text, reply_to, created_at, received_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (device, nonce) DO NOTHING",
+                "INSERT INTO messages (channel_id, author, device, nonce, content, search_text, \
+                 reply_to, created_at, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (device, nonce) DO NOTHING",
             )?
             .execute(params![
                 envelope.channel_id.0,
@@ -120,13 +122,24 @@ impl Cache {
                 envelope.device_key,
                 envelope.nonce,
                 envelope.content,
-                search_text(&envelope.content),
+                text,
                 envelope.reply_to.map(|r| r.0),
                 envelope.created_at,
                 received_at,
             ])?;
+        if n == 1 {
+            index(&tx, tx.last_insert_rowid(), &text)?;
+        }
+        tx.commit()?;
         Ok(n == 1)
     }
+}
+
+/// Adds a newly inserted row to the full-text index (no trigger: see the migration).
+fn index(conn: &Connection, local_id: i64, text: &str) -> Result<()> {
+    conn.prepare_cached("INSERT INTO messages_fts (rowid, search_text) VALUES (?1, ?2)")?
+        .execute(params![local_id, text])?;
+    Ok(())
 }
 
 fn cursor(conn: &Connection, channel_id: Id) -> Result<i64> {
@@ -222,6 +235,7 @@ fn create(conn: &Connection, m: &Message) -> Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?10)",
         )?
         .execute(&values[..])?;
+        index(conn, conn.last_insert_rowid(), &text)?;
     }
     Ok(())
 }

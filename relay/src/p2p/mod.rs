@@ -59,6 +59,9 @@ pub struct P2p {
     pub(crate) peers: Mutex<HashMap<PeerId, PeerMeta>>,
     /// Listen addresses learnt through identify for peers that have not said hello yet.
     pub(crate) observed: Mutex<HashMap<PeerId, Vec<Multiaddr>>>,
+    /// Test hook: the next this-many events pushed to a peer are dropped instead of sent, so
+    /// the node sees a gap in seq.
+    pub drop_next_pushes: Mutex<HashMap<PeerId, usize>>,
 }
 
 impl P2p {

@@ -34,10 +34,14 @@ pub async fn run(app: Arc<App>, p2p: Shared, peer: PeerId, session: Arc<Session>
             }
         }
         for batch in events.chunks(MAX_PUSH_EVENTS) {
-            let signed = batch
+            let signed: Vec<SignedEvent> = batch
                 .iter()
+                .filter(|_| !take_drop(&p2p, &peer))
                 .map(|q| SignedEvent::sign(&p2p.key, q.t, &q.d))
                 .collect();
+            if signed.is_empty() {
+                continue;
+            }
             let (reply, answer) = oneshot::channel();
             if p2p
                 .commands
@@ -63,5 +67,17 @@ pub async fn run(app: Arc<App>, p2p: Shared, peer: PeerId, session: Arc<Session>
     }
     if session.close_reason() == Some(crate::hub::CloseReason::TooSlow) {
         let _ = p2p.commands.send(Command::Disconnect { peer }).await;
+    }
+}
+
+/// Consumes one "drop this push" from the test hook.
+fn take_drop(p2p: &Shared, peer: &PeerId) -> bool {
+    let mut drops = p2p.drop_next_pushes.lock().expect("drops lock");
+    match drops.get_mut(peer) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
     }
 }

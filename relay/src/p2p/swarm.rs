@@ -114,6 +114,7 @@ pub async fn spawn(
         external_addrs: external,
         peers: Mutex::new(HashMap::new()),
         observed: Mutex::new(HashMap::new()),
+        drop_next_pushes: Mutex::new(HashMap::new()),
     });
     let task = tokio::spawn(run(app, swarm, receiver, shared.clone()));
     Ok((shared, task))
