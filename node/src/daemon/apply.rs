@@ -234,35 +234,66 @@ fn apply_state(inner: &Arc<Inner>, t: &str, data: Value) -> Result<(), String> {
     Ok(())
 }
 
-/// A GossipSub message: an author-signed envelope for a public channel this node follows.
-/// Reject only what is provably bad (malformed, bad signature, signed by someone other than
-/// the author); ignore what may be stale (unknown channel, now private).
-pub fn gossip(inner: &Inner, message: &gossipsub::Message) -> MessageAcceptance {
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(&message.data) else {
-        return MessageAcceptance::Reject;
+/// What to do with a gossip message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept(Envelope),
+    /// May be stale on our side (unknown channel, no longer public): not the sender's fault.
+    Ignore,
+    /// Provably bad: malformed, bad signature, signed by someone other than its author.
+    Reject,
+}
+
+/// GossipSub validation (DESIGN.md): reject only what is provably bad; state that may be
+/// stale gives ignore, so a node never penalises a peer (or its relay) for our old view.
+pub fn gossip_verdict(
+    data: &[u8],
+    source: Option<PeerId>,
+    topic: &str,
+    channel: Option<&Channel>,
+) -> Verdict {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
+        return Verdict::Reject;
     };
     if envelope.verify().is_err() {
-        return MessageAcceptance::Reject;
+        return Verdict::Reject;
     }
     // The libp2p message author must be the envelope's device.
-    let Some(source) = message.source else {
-        return MessageAcceptance::Reject;
+    let Some(source) = source else {
+        return Verdict::Reject;
     };
     if device_key(&source).as_deref() != Some(envelope.device_key.as_str()) {
-        return MessageAcceptance::Reject;
+        return Verdict::Reject;
     }
-    if concord_net::topics::channel_of_topic(message.topic.as_str()) != Some(envelope.channel_id) {
-        return MessageAcceptance::Reject;
+    if concord_net::topics::channel_of_topic(topic) != Some(envelope.channel_id) {
+        return Verdict::Reject;
     }
-    let channel = inner.cache().channel(envelope.channel_id).ok().flatten();
-    if !channel.as_ref().is_some_and(is_public) {
-        return MessageAcceptance::Ignore;
+    if !channel.is_some_and(is_public) {
+        return Verdict::Ignore;
     }
-    let inserted = inner.cache().insert_unconfirmed(&envelope, None, now_ms());
-    if let Ok(true) = inserted {
-        emit_unconfirmed(inner, &envelope);
+    Verdict::Accept(envelope)
+}
+
+/// A GossipSub message: shown at once as unconfirmed when accepted.
+pub fn gossip(inner: &Inner, message: &gossipsub::Message) -> MessageAcceptance {
+    let channel = serde_json::from_slice::<Envelope>(&message.data)
+        .ok()
+        .and_then(|e| inner.cache().channel(e.channel_id).ok().flatten());
+    match gossip_verdict(
+        &message.data,
+        message.source,
+        message.topic.as_str(),
+        channel.as_ref(),
+    ) {
+        Verdict::Accept(envelope) => {
+            if let Ok(true) = inner.cache().insert_unconfirmed(&envelope, None, now_ms()) {
+                emit_unconfirmed(inner, &envelope);
+            }
+            MessageAcceptance::Accept
+        }
+        Verdict::Ignore => MessageAcceptance::Ignore,
+        Verdict::Reject => MessageAcceptance::Reject,
     }
-    MessageAcceptance::Accept
 }
 
 pub fn emit_unconfirmed(inner: &Inner, envelope: &Envelope) {
@@ -313,4 +344,92 @@ fn direct(inner: &Inner, peer: PeerId, envelope: Envelope) -> Result<(), (&'stat
         emit_unconfirmed(inner, &envelope);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_proto::permissions::{Overwrite, OverwriteKind};
+    use ed25519_dalek::SigningKey;
+
+    fn channel(id: Id, private: bool) -> Channel {
+        Channel {
+            id,
+            guild_id: Some(Id(1)),
+            kind: ChannelKind::Text,
+            name: "general".into(),
+            topic: None,
+            position: 0,
+            private,
+            overwrites: Vec::new(),
+            last_seq: 0,
+            recipients: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gossip_verdicts() {
+        let author = SigningKey::from_bytes(&[4u8; 32]);
+        let source = concord_net::identity::peer_id(&author.verifying_key());
+        let ch = Id(77);
+        let topic = concord_net::topics::channel_topic(ch).to_string();
+        let env = Envelope::sign(&author, ch, "n1", "hi", None, 1_700_000_000_000);
+        let data = serde_json::to_vec(&env).unwrap();
+        let public = channel(ch, false);
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, Some(&public)),
+            Verdict::Accept(env.clone())
+        );
+        // Stale or unknown state on our side: ignore, never reject.
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, None),
+            Verdict::Ignore
+        );
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, Some(&channel(ch, true))),
+            Verdict::Ignore
+        );
+        let mut hidden = public.clone();
+        hidden.overwrites.push(Overwrite {
+            target_id: Id(1),
+            kind: OverwriteKind::Role,
+            allow: Permissions::NONE,
+            deny: Permissions::VIEW_CHANNEL,
+        });
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, Some(&hidden)),
+            Verdict::Ignore
+        );
+        // Provably bad: reject.
+        assert_eq!(
+            gossip_verdict(b"{not json", Some(source), &topic, Some(&public)),
+            Verdict::Reject
+        );
+        let mut forged = env.clone();
+        forged.content = "changed".into();
+        assert_eq!(
+            gossip_verdict(
+                &serde_json::to_vec(&forged).unwrap(),
+                Some(source),
+                &topic,
+                Some(&public)
+            ),
+            Verdict::Reject
+        );
+        let other =
+            concord_net::identity::peer_id(&SigningKey::from_bytes(&[5u8; 32]).verifying_key());
+        assert_eq!(
+            gossip_verdict(&data, Some(other), &topic, Some(&public)),
+            Verdict::Reject
+        );
+        assert_eq!(
+            gossip_verdict(&data, None, &topic, Some(&public)),
+            Verdict::Reject
+        );
+        let wrong_topic = concord_net::topics::channel_topic(Id(78)).to_string();
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &wrong_topic, Some(&public)),
+            Verdict::Reject
+        );
+    }
 }

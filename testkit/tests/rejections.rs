@@ -1,0 +1,410 @@
+//! What the relay refuses over libp2p: forged and tampered envelopes, unknown and revoked
+//! devices, non-members, banned users, oversized and malformed requests. A refused request
+//! changes nothing, and the relay keeps serving.
+
+use std::time::Duration;
+
+use concord_net::protocol::{self, Request, Response};
+use concord_proto::Id;
+use concord_proto::signed::Envelope;
+use concord_testkit::{TestNode, TestRelay};
+use ed25519_dalek::SigningKey;
+use futures_util::StreamExt;
+use libp2p::request_response;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
+use serde_json::json;
+
+/// A bare libp2p client speaking Concord's RPC, with any device key.
+struct RawClient {
+    swarm: Swarm<protocol::Behaviour>,
+    relay: PeerId,
+}
+
+impl RawClient {
+    async fn connect(device: &SigningKey, relay_addr: &str) -> RawClient {
+        let mut swarm =
+            libp2p::SwarmBuilder::with_existing_identity(concord_net::identity::keypair(device))
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default(),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .unwrap()
+                .with_behaviour(|_| protocol::behaviour(Duration::from_secs(10)))
+                .unwrap()
+                .build();
+        let addr: Multiaddr = relay_addr.parse().unwrap();
+        let relay: PeerId = relay_addr.rsplit_once("/p2p/").unwrap().1.parse().unwrap();
+        swarm.dial(addr).unwrap();
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
+                && peer_id == relay
+            {
+                break;
+            }
+        }
+        RawClient { swarm, relay }
+    }
+
+    async fn call(&mut self, request: Request) -> Result<Response, String> {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .send_request(&self.relay, request);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), self.swarm.select_next_some())
+                .await
+                .expect("an answer in time")
+            {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message:
+                        request_response::Message::Response {
+                            request_id,
+                            response,
+                        },
+                    ..
+                }) if request_id == id => return Ok(response),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    error,
+                    ..
+                }) if request_id == id => return Err(error.to_string()),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn code(r: &Result<Response, String>) -> String {
+    match r {
+        Ok(Response::Refused { code, .. }) => code.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn tcp_addr(relay: &TestRelay) -> String {
+    relay
+        .server()
+        .p2p_addrs()
+        .into_iter()
+        .find(|a| a.contains("/tcp/"))
+        .expect("a TCP address")
+}
+
+#[tokio::test]
+async fn the_relay_refuses_bad_requests_and_keeps_serving() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let (guild, general, _code) = ana.create_guild(&relay, "lab").await;
+    let ana_key = ana.node.identity().device.clone();
+
+    // An unregistered device is refused everything.
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    let mut raw = RawClient::connect(&stranger, &tcp_addr(&relay)).await;
+    assert_eq!(
+        code(&raw.call(Request::Hello { allow_direct: true }).await),
+        "unknown_device"
+    );
+
+    // ana's own device, through a raw client.
+    let mut raw = RawClient::connect(&ana_key, &tcp_addr(&relay)).await;
+    let good = Envelope::sign(&ana_key, general, "good-1", "fine", None, 1_700_000_000_000);
+    assert!(matches!(
+        raw.call(Request::Submit { envelope: good }).await,
+        Ok(Response::Ack { .. })
+    ));
+
+    // Forged: signed by another key but claiming ana's device; or claiming another device.
+    let mut forged = Envelope::sign(
+        &stranger,
+        general,
+        "forged-1",
+        "not ana",
+        None,
+        1_700_000_000_000,
+    );
+    forged.device_key = ana.node.identity().device_key();
+    assert_eq!(
+        code(&raw.call(Request::Submit { envelope: forged }).await),
+        "bad_envelope"
+    );
+    let other_device = Envelope::sign(
+        &stranger,
+        general,
+        "forged-2",
+        "someone else",
+        None,
+        1_700_000_000_000,
+    );
+    assert_eq!(
+        code(
+            &raw.call(Request::Submit {
+                envelope: other_device
+            })
+            .await
+        ),
+        "wrong_device"
+    );
+    // Tampered after signing.
+    let mut tampered = Envelope::sign(
+        &ana_key,
+        general,
+        "t-1",
+        "original",
+        None,
+        1_700_000_000_000,
+    );
+    tampered.content = "changed".into();
+    assert_eq!(
+        code(&raw.call(Request::Submit { envelope: tampered }).await),
+        "bad_envelope"
+    );
+    // Malformed: a signature that is not base64url of 64 bytes.
+    let mut garbled = Envelope::sign(&ana_key, general, "g-1", "garbled", None, 1_700_000_000_000);
+    garbled.signature = "%%%".into();
+    assert_eq!(
+        code(&raw.call(Request::Submit { envelope: garbled }).await),
+        "bad_envelope"
+    );
+    // Too long content (validated like HTTP), and bad sync arguments.
+    let long = Envelope::sign(
+        &ana_key,
+        general,
+        "long-1",
+        &"x".repeat(4_001),
+        None,
+        1_700_000_000_000,
+    );
+    assert_eq!(
+        code(&raw.call(Request::Submit { envelope: long }).await),
+        "bad_envelope"
+    );
+    assert_eq!(
+        code(
+            &raw.call(Request::Sync {
+                channel_id: general,
+                after_seq: -1,
+                limit: 10
+            })
+            .await
+        ),
+        "validation_failed"
+    );
+    assert_eq!(
+        code(
+            &raw.call(Request::Sync {
+                channel_id: general,
+                after_seq: 0,
+                limit: 1_000
+            })
+            .await
+        ),
+        "validation_failed"
+    );
+    assert_eq!(
+        code(
+            &raw.call(Request::Sync {
+                channel_id: Id(12345),
+                after_seq: 0,
+                limit: 10
+            })
+            .await
+        ),
+        "unknown_channel"
+    );
+    // Relays do not take pushes.
+    assert_eq!(
+        code(&raw.call(Request::Push { events: vec![] }).await),
+        "unsupported"
+    );
+
+    // An oversized request is cut off by the codec before it is parsed.
+    let huge = Envelope {
+        content: "y".repeat(600 * 1024),
+        ..Envelope::sign(&ana_key, general, "huge", "x", None, 1)
+    };
+    assert!(raw.call(Request::Submit { envelope: huge }).await.is_err());
+
+    // A non-member and a banned member cannot post.
+    let bob = TestNode::start("bob").await;
+    let http_bob = concord_node::relay_http::RelayHttp::new(&relay.url);
+    http_bob
+        .login(bob.node.identity(), Some("bob"))
+        .await
+        .unwrap();
+    let bob_key = bob.node.identity().device.clone();
+    let mut raw_bob = RawClient::connect(&bob_key, &tcp_addr(&relay)).await;
+    let env = Envelope::sign(
+        &bob_key,
+        general,
+        "b-1",
+        "let me in",
+        None,
+        1_700_000_000_000,
+    );
+    assert_eq!(
+        code(
+            &raw_bob
+                .call(Request::Submit {
+                    envelope: env.clone()
+                })
+                .await
+        ),
+        "missing_access"
+    );
+    assert_eq!(
+        code(
+            &raw_bob
+                .call(Request::Sync {
+                    channel_id: general,
+                    after_seq: 0,
+                    limit: 10
+                })
+                .await
+        ),
+        "missing_access"
+    );
+    let http_ana = concord_node::relay_http::RelayHttp::new(&relay.url);
+    http_ana.login(ana.node.identity(), None).await.unwrap();
+    let invite: serde_json::Value = http_ana
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/guilds/{guild}/invites"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+    let _: serde_json::Value = http_bob
+        .authed(
+            bob.node.identity(),
+            reqwest::Method::POST,
+            &format!(
+                "/api/v1/invites/{}/accept",
+                invite["code"].as_str().unwrap()
+            ),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        raw_bob.call(Request::Submit { envelope: env }).await,
+        Ok(Response::Ack { .. })
+    ));
+    let bob_id: Id = http_bob
+        .authed::<serde_json::Value>(
+            bob.node.identity(),
+            reqwest::Method::GET,
+            "/api/v1/users/@me",
+            None,
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _: serde_json::Value = http_ana
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::PUT,
+            &format!("/api/v1/guilds/{guild}/bans/{bob_id}"),
+            Some(json!({})),
+        )
+        .await
+        .unwrap();
+    let env = Envelope::sign(
+        &bob_key,
+        general,
+        "b-2",
+        "after the ban",
+        None,
+        1_700_000_000_000,
+    );
+    assert_eq!(
+        code(&raw_bob.call(Request::Submit { envelope: env }).await),
+        "missing_access"
+    );
+
+    // Nothing refused was stored: two messages (ana's and bob's first), and the relay serves
+    // new connections.
+    let events = relay
+        .server()
+        .app()
+        .store
+        .events(general, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    let mut raw = RawClient::connect(&ana_key, &tcp_addr(&relay)).await;
+    let sync = raw
+        .call(Request::Sync {
+            channel_id: general,
+            after_seq: 0,
+            limit: 10,
+        })
+        .await;
+    assert!(
+        matches!(sync, Ok(Response::Events { ref events }) if events.len() == 2),
+        "{sync:?}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_devices_are_disconnected_and_refused() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let (_guild, general, _code) = ana.create_guild(&relay, "lab").await;
+    // A second device of ana's account, linked with her account key.
+    let phone = SigningKey::from_bytes(&[7u8; 32]);
+    let cert = concord_node::identity::certify(
+        ana.node.identity(),
+        &concord_proto::signed::public_key_string(&phone.verifying_key()),
+        "phone",
+    )
+    .unwrap();
+    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
+    http.login(ana.node.identity(), None).await.unwrap();
+    let _: serde_json::Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            "/api/v1/users/@me/devices",
+            Some(json!({ "certificate": cert })),
+        )
+        .await
+        .unwrap();
+    let mut raw = RawClient::connect(&phone, &tcp_addr(&relay)).await;
+    assert!(matches!(
+        raw.call(Request::Hello {
+            allow_direct: false
+        })
+        .await,
+        Ok(Response::State { .. })
+    ));
+    let _: serde_json::Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::DELETE,
+            &format!(
+                "/api/v1/users/@me/devices/{}",
+                concord_proto::signed::public_key_string(&phone.verifying_key())
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let env = Envelope::sign(
+        &phone,
+        general,
+        "p-1",
+        "from a revoked phone",
+        None,
+        1_700_000_000_000,
+    );
+    let r = raw.call(Request::Submit { envelope: env }).await;
+    assert!(r.is_err() || code(&r) == "device_revoked", "{r:?}");
+}
