@@ -42,6 +42,12 @@ pub struct Args {
     /// Directory for the cache file (a fresh temporary directory by default).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Time an existing cache file (from `--keep`) instead of filling a new one.
+    #[arg(long, conflicts_with = "keep")]
+    reuse: Option<PathBuf>,
+    /// Fill this file and keep it afterwards (for `--reuse`).
+    #[arg(long)]
+    keep: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench/results/cache.json")]
     out: PathBuf,
@@ -59,6 +65,8 @@ struct Report {
     file_bytes: u64,
     search: Summary,
     search_mean_hits: f64,
+    /// The slowest searches: (query, ms).
+    search_slowest: Vec<(String, f64)>,
     search_limit: usize,
     history: Summary,
     history_page_size: usize,
@@ -85,7 +93,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Some(dir) => tempfile::tempdir_in(dir)?,
         None => tempfile::tempdir()?,
     };
-    let path = tmp.path().join("cache.db");
+    let path = match (&args.reuse, &args.keep) {
+        (Some(path), _) | (None, Some(path)) => path.clone(),
+        (None, None) => tmp.path().join("cache.db"),
+    };
     let limits = CacheLimits {
         max_messages_per_channel: usize::MAX,
         max_age_days: None,
@@ -94,11 +105,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let vocab = Vocabulary::new(args.vocabulary);
     let mut rng = Rng::new(args.seed);
 
-    eprintln!(
-        "filling {} messages over {} channels…",
-        args.messages, args.channels
-    );
-    let (fill, seqs) = fill(&mut cache, args, &vocab, &mut rng)?;
+    let (fill, seqs) = if args.reuse.is_some() {
+        let seqs = (0..args.channels)
+            .map(|ch| cache.cursor(channel_id(ch)))
+            .collect::<Result<Vec<_>, _>>()?;
+        (Duration::ZERO, seqs)
+    } else {
+        eprintln!(
+            "filling {} messages over {} channels…",
+            args.messages, args.channels
+        );
+        fill(&mut cache, args, &vocab, &mut rng)?
+    };
     cache.checkpoint()?;
     let file_bytes = std::fs::metadata(&path)?.len();
 
@@ -107,13 +125,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut search_times = Vec::with_capacity(args.searches);
     let mut hits = 0usize;
+    let mut slowest: Vec<(String, f64)> = Vec::new();
     for _ in 0..args.searches {
         let q = vocab.query(&mut rng, SKIP_COMMON);
         let t = Instant::now();
         let found = cache.search(&q, SEARCH_LIMIT)?;
-        search_times.push(t.elapsed());
+        let took = t.elapsed();
+        search_times.push(took);
         hits += found.len();
+        slowest.push((q, took.as_secs_f64() * 1e3));
     }
+    slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    slowest.truncate(5);
 
     let mut page_times = Vec::with_capacity(args.pages);
     for _ in 0..args.pages {
@@ -141,6 +164,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         file_bytes,
         search: summarize(&search_times),
         search_mean_hits: hits as f64 / args.searches.max(1) as f64,
+        search_slowest: slowest,
         search_limit: SEARCH_LIMIT,
         history: summarize(&page_times),
         history_page_size: args.page_size,

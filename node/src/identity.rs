@@ -32,7 +32,9 @@ pub struct Identity {
     pub device: SigningKey,
     /// Only on the device that created the account (it certifies other devices).
     pub account: Option<SigningKey>,
-    pub certificate: DeviceCertificate,
+    /// Absent on a linked device: its certificate lives at the relay, where the linking
+    /// device registered it.
+    pub certificate: Option<DeviceCertificate>,
 }
 
 impl Identity {
@@ -40,8 +42,9 @@ impl Identity {
         public_key_string(&self.device.verifying_key())
     }
 
-    pub fn account_key(&self) -> &str {
-        &self.certificate.account_key
+    /// The account key, when this device holds its certificate.
+    pub fn account_key(&self) -> Option<&str> {
+        self.certificate.as_ref().map(|c| c.account_key.as_str())
     }
 
     pub fn peer_id(&self) -> libp2p::PeerId {
@@ -106,7 +109,7 @@ pub fn init(dir: &Path, label: &str) -> Result<Identity, IdentityError> {
     Ok(Identity {
         device,
         account: Some(account),
-        certificate,
+        certificate: Some(certificate),
     })
 }
 
@@ -156,18 +159,18 @@ pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
         None
     };
     let cert_path = dir.join(CERTIFICATE);
-    let text = std::fs::read(&cert_path).map_err(|e| IdentityError::Io(cert_path.clone(), e))?;
-    let certificate: DeviceCertificate = serde_json::from_slice(&text)
-        .map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
-    certificate
-        .verify()
-        .map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
-    if certificate.device_key != public_key_string(&device.verifying_key()) {
-        return Err(IdentityError::BadCertificate(
-            cert_path,
-            "it certifies another device key".into(),
-        ));
-    }
+    let certificate = if cert_path.exists() {
+        let text = std::fs::read(&cert_path).map_err(|e| IdentityError::Io(cert_path.clone(), e))?;
+        let certificate: DeviceCertificate =
+            serde_json::from_slice(&text).map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
+        certificate.verify().map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
+        if certificate.device_key != public_key_string(&device.verifying_key()) {
+            return Err(IdentityError::BadCertificate(cert_path, "it certifies another device key".into()));
+        }
+        Some(certificate)
+    } else {
+        None
+    };
     Ok(Identity {
         device,
         account,
@@ -236,6 +239,10 @@ mod tests {
         let second = load(b.path()).unwrap();
         assert!(second.account.is_none());
         assert_eq!(second.account_key(), first.account_key());
+        // A linked device without its certificate file still loads (the relay holds it).
+        let d = tempfile::tempdir().unwrap();
+        init_unlinked(d.path()).unwrap();
+        assert!(load(d.path()).unwrap().certificate.is_none());
         // a certificate for another key is refused
         let c = tempfile::tempdir().unwrap();
         init_unlinked(c.path()).unwrap();
