@@ -32,6 +32,9 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     let server = Server::spawn(config).await?;
     // The one line a self-hoster needs; stdout so scripts can read it.
     println!("concord-relay listening on {}", server.url());
+    for addr in server.p2p_addrs() {
+        println!("concord-relay libp2p {addr}");
+    }
     wait_for_signal().await;
     server.shutdown().await;
     Ok(())

@@ -1,18 +1,13 @@
-//! Reading messages: history pages and offline full-text search.
+//! Reading messages: history pages, and the row mapping search shares.
 
 use concord_proto::Id;
-use concord_proto::limits::search_terms;
 use concord_proto::model::ReactionCount;
 use rusqlite::{Connection, Params, Row};
 
 use super::{Cache, CachedMessage, HistoryKey, MAX_PAGE, Result, opt_id, parse_ids};
 
-const COLS: &str = "m.id, m.channel_id, m.author, m.device, m.nonce, m.content, m.created_at, \
+pub(super) const COLS: &str = "m.id, m.channel_id, m.author, m.device, m.nonce, m.content, m.created_at, \
                     m.edited_at, m.seq, m.reply_to, m.mentions, m.received_at";
-
-/// Search ranks (bm25) the newest matches up to this many: a common word in a million
-/// messages would otherwise cost a score for each of its hundreds of thousands of rows.
-pub const SEARCH_WINDOW: usize = 2_000;
 
 impl Cache {
     /// A page of a channel's history in ascending order: the `limit` messages just before
@@ -53,25 +48,6 @@ impl Cache {
         Ok(page)
     }
 
-    /// Offline full-text search over every cached channel, best first. The query is split
-    /// into words like the relay does (`limits::search_terms`); a message matches when it
-    /// holds every term, the last one also as a prefix. Ranked by bm25 among the newest
-    /// [`SEARCH_WINDOW`] matches; deleted messages never match.
-    pub fn search(&self, query: &str, limit: usize) -> Result<Vec<CachedMessage>> {
-        let terms = search_terms(query)?;
-        let limit = limit.min(MAX_PAGE);
-        let sql = format!(
-            "SELECT {COLS} FROM (SELECT rowid AS hit, bm25(messages_fts) AS score FROM messages_fts \
-             WHERE messages_fts MATCH ?1 ORDER BY rowid DESC LIMIT ?2) AS hits \
-             JOIN messages m ON m.local_id = hits.hit WHERE m.deleted = 0 \
-             ORDER BY hits.score, hits.hit DESC LIMIT ?3"
-        );
-        self.messages(
-            &sql,
-            rusqlite::params![fts5_query(&terms), SEARCH_WINDOW as i64, limit as i64],
-        )
-    }
-
     /// Newest first: the unconfirmed messages before `key` (all of them when `None`).
     fn unconfirmed_page(
         &self,
@@ -92,7 +68,7 @@ impl Cache {
         )
     }
 
-    fn messages(&self, sql: &str, params: impl Params) -> Result<Vec<CachedMessage>> {
+    pub(super) fn messages(&self, sql: &str, params: impl Params) -> Result<Vec<CachedMessage>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
         let mut out = Vec::new();
@@ -107,16 +83,6 @@ impl Cache {
         }
         Ok(out)
     }
-}
-
-/// `"a" "b" "c"*`: every term, the last one also as a prefix. Terms are letters and digits
-/// only, so quoting makes FTS5 keywords (AND, NOT, NEAR) plain words.
-pub(super) fn fts5_query(terms: &[String]) -> String {
-    let mut parts: Vec<String> = terms.iter().map(|t| format!("\"{t}\"")).collect();
-    if let Some(last) = parts.last_mut() {
-        last.push('*');
-    }
-    parts.join(" ")
 }
 
 fn reactions(conn: &Connection, id: Id) -> Result<Vec<ReactionCount>> {

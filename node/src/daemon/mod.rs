@@ -331,6 +331,11 @@ impl Node {
         self.inner.cache().outbox_len().unwrap_or(0)
     }
 
+    /// A raw RPC to a peer (tests and tools).
+    pub async fn rpc(&self, peer: PeerId, request: concord_net::Request) -> Result<concord_net::protocol::Response, String> {
+        self.inner.rpc(peer, request).await
+    }
+
     /// Dials a peer directly (tests, LAN).
     pub async fn dial(&self, addr: Multiaddr) {
         let _ = self.inner.commands.send(swarm::Command::Dial(addr)).await;
