@@ -117,14 +117,19 @@ pub enum DeviceCommand {
         label: String,
     },
     List,
-    Revoke { device_key: String },
+    Revoke {
+        device_key: String,
+    },
 }
 
 pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("concord");
     }
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".concord"), |h| PathBuf::from(h).join(".local/share/concord"))
+    std::env::var_os("HOME").map_or_else(
+        || PathBuf::from(".concord"),
+        |h| PathBuf::from(h).join(".local/share/concord"),
+    )
 }
 
 pub struct ControlClient {
@@ -135,23 +140,48 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn open(dir: &Path) -> anyhow::Result<ControlClient> {
-        let addr = std::fs::read_to_string(dir.join(CONTROL_ADDR_FILE))
-            .map_err(|_| anyhow::anyhow!("no daemon found in {}: start `concord daemon` first", dir.display()))?;
+        let addr = std::fs::read_to_string(dir.join(CONTROL_ADDR_FILE)).map_err(|_| {
+            anyhow::anyhow!(
+                "no daemon found in {}: start `concord daemon` first",
+                dir.display()
+            )
+        })?;
         let token = std::fs::read_to_string(dir.join(CONTROL_TOKEN_FILE))?;
-        Ok(ControlClient { base: format!("http://{}", addr.trim()), token: token.trim().to_owned(), http: reqwest::Client::new() })
+        Ok(ControlClient {
+            base: format!("http://{}", addr.trim()),
+            token: token.trim().to_owned(),
+            http: reqwest::Client::new(),
+        })
     }
 
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| anyhow::anyhow!("the daemon does not answer ({e}); is `concord daemon` running?"))?;
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!("the daemon does not answer ({e}); is `concord daemon` running?")
+        })?;
         let status = resp.status();
         let text = resp.text().await?;
-        let value: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if !status.is_success() {
-            let message = value["message"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+            let message = value["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
             anyhow::bail!("{message}");
         }
         Ok(value)
@@ -160,7 +190,10 @@ impl ControlClient {
 
 fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON prints")
+        );
     } else {
         let text = human(value);
         if !text.is_empty() {
@@ -171,12 +204,22 @@ fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
 
 fn message_line(m: &Value) -> String {
     let author = m["author"].as_str().unwrap_or("?");
-    let mark = if m["confirmed"].as_bool() == Some(true) { "" } else { " (unconfirmed)" };
-    format!("{} <{author}> {}{mark}", m["created_at"], m["content"].as_str().unwrap_or(""))
+    let mark = if m["confirmed"].as_bool() == Some(true) {
+        ""
+    } else {
+        " (unconfirmed)"
+    };
+    format!(
+        "{} <{author}> {}{mark}",
+        m["created_at"],
+        m["content"].as_str().unwrap_or("")
+    )
 }
 
 fn lines(v: &Value, f: impl Fn(&Value) -> String) -> String {
-    v.as_array().map(|a| a.iter().map(f).collect::<Vec<_>>().join("\n")).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(f).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
 }
 
 /// Runs a client command against the daemon (everything but init, id and daemon).
@@ -184,7 +227,11 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
     let c = ControlClient::open(dir)?;
     use reqwest::Method;
     match command {
-        Command::Join { relay_url, invite, username } => {
+        Command::Join {
+            relay_url,
+            invite,
+            username,
+        } => {
             let body = json!({ "relay_url": relay_url, "invite": invite, "username": username });
             let result = match c.call(Method::POST, "/v1/join", Some(body.clone())).await {
                 Err(e) if e.to_string().starts_with("username_required") && username.is_none() => {
@@ -200,22 +247,58 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                 }
                 other => other?,
             };
-            print(json_out, &result, |g| format!("joined {} ({})", g["name"].as_str().unwrap_or("?"), g["id"].as_str().unwrap_or("?")));
+            print(json_out, &result, |g| {
+                format!(
+                    "joined {} ({})",
+                    g["name"].as_str().unwrap_or("?"),
+                    g["id"].as_str().unwrap_or("?")
+                )
+            });
         }
         Command::Guilds => {
             let v = c.call(Method::GET, "/v1/guilds", None).await?;
-            print(json_out, &v, |v| lines(v, |g| format!("{}  {}", g["id"].as_str().unwrap_or(""), g["name"].as_str().unwrap_or(""))));
-        }
-        Command::Channels { guild } => {
-            let v = c.call(Method::GET, &format!("/v1/guilds/{guild}/channels"), None).await?;
             print(json_out, &v, |v| {
-                lines(v, |ch| format!("{}  #{} ({})", ch["id"].as_str().unwrap_or(""), ch["name"].as_str().unwrap_or(""), ch["kind"].as_str().unwrap_or("")))
+                lines(v, |g| {
+                    format!(
+                        "{}  {}",
+                        g["id"].as_str().unwrap_or(""),
+                        g["name"].as_str().unwrap_or("")
+                    )
+                })
             });
         }
-        Command::Send { channel, text, no_wait } => {
-            let v = c.call(Method::POST, &format!("/v1/channels/{channel}/messages"), Some(json!({ "content": text, "wait": !no_wait }))).await?;
+        Command::Channels { guild } => {
+            let v = c
+                .call(Method::GET, &format!("/v1/guilds/{guild}/channels"), None)
+                .await?;
+            print(json_out, &v, |v| {
+                lines(v, |ch| {
+                    format!(
+                        "{}  #{} ({})",
+                        ch["id"].as_str().unwrap_or(""),
+                        ch["name"].as_str().unwrap_or(""),
+                        ch["kind"].as_str().unwrap_or("")
+                    )
+                })
+            });
+        }
+        Command::Send {
+            channel,
+            text,
+            no_wait,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/channels/{channel}/messages"),
+                    Some(json!({ "content": text, "wait": !no_wait })),
+                )
+                .await?;
             if !no_wait && v["acknowledged"] != Value::Bool(true) {
-                anyhow::bail!("not acknowledged in time; the message stays in the outbox (nonce {})", v["nonce"]);
+                anyhow::bail!(
+                    "not acknowledged in time; the message stays in the outbox (nonce {})",
+                    v["nonce"]
+                );
             }
             print(json_out, &v, |v| match v["message"]["id"].as_str() {
                 Some(id) => format!("sent {id} (seq {})", v["message"]["seq"]),
@@ -223,17 +306,54 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
             });
         }
         Command::History { channel, limit } => {
-            let v = c.call(Method::GET, &format!("/v1/channels/{channel}/messages?limit={limit}"), None).await?;
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/channels/{channel}/messages?limit={limit}"),
+                    None,
+                )
+                .await?;
             print(json_out, &v, |v| lines(v, message_line));
         }
         Command::Search { query, limit } => {
-            let q: String = query.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-            let v = c.call(Method::GET, &format!("/v1/search?q={q}&limit={limit}"), None).await?;
+            let q: String = query
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let v = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/search?q={q}&limit={limit}"),
+                    None,
+                )
+                .await?;
             print(json_out, &v, |v| lines(v, message_line));
         }
-        Command::Dm { user, text, no_wait } => {
-            let v = c.call(Method::POST, "/v1/dms", Some(json!({ "user_id": user, "content": text, "wait": !no_wait }))).await?;
-            print(json_out, &v, |v| format!("sent to {} (channel {})", user, v["channel_id"].as_str().unwrap_or("")));
+        Command::Dm {
+            user,
+            text,
+            no_wait,
+        } => {
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/dms",
+                    Some(json!({ "user_id": user, "content": text, "wait": !no_wait })),
+                )
+                .await?;
+            print(json_out, &v, |v| {
+                format!(
+                    "sent to {} (channel {})",
+                    user,
+                    v["channel_id"].as_str().unwrap_or("")
+                )
+            });
         }
         Command::Peers => {
             let v = c.call(Method::GET, "/v1/peers", None).await?;
@@ -244,8 +364,14 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                         p["peer_id"].as_str().unwrap_or(""),
                         p["kind"].as_str().unwrap_or(""),
                         p["transport"].as_str().unwrap_or(""),
-                        p["rtt_ms"].as_u64().map_or("?".into(), |r| format!("{r}ms")),
-                        if p["is_relay"] == Value::Bool(true) { "  (relay)" } else { "" }
+                        p["rtt_ms"]
+                            .as_u64()
+                            .map_or("?".into(), |r| format!("{r}ms")),
+                        if p["is_relay"] == Value::Bool(true) {
+                            "  (relay)"
+                        } else {
+                            ""
+                        }
                     )
                 })
             });
@@ -258,14 +384,23 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                     v["peer_id"].as_str().unwrap_or(""),
                     v["user"]["username"].as_str().unwrap_or("(not joined)"),
                     v["relay"]["url"].as_str().unwrap_or("none"),
-                    if v["relay"]["connected"] == Value::Bool(true) { "connected" } else { "disconnected" },
+                    if v["relay"]["connected"] == Value::Bool(true) {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
                     v["outbox"],
                     v["connections"]
                 )
             });
         }
         Command::Tail { channel } => {
-            let mut resp = c.http.get(format!("{}/v1/channels/{channel}/tail", c.base)).bearer_auth(&c.token).send().await?;
+            let mut resp = c
+                .http
+                .get(format!("{}/v1/channels/{channel}/tail", c.base))
+                .bearer_auth(&c.token)
+                .send()
+                .await?;
             if !resp.status().is_success() {
                 anyhow::bail!("tail refused: {}", resp.text().await?);
             }
@@ -287,22 +422,48 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
             }
         }
         Command::Device(DeviceCommand::Link { code, label }) => {
-            let v = c.call(Method::POST, "/v1/devices", Some(json!({ "device_key": code, "label": label }))).await?;
-            print(json_out, &v, |v| format!("linked {} ({})", v["device_key"].as_str().unwrap_or(""), v["label"].as_str().unwrap_or("")));
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/devices",
+                    Some(json!({ "device_key": code, "label": label })),
+                )
+                .await?;
+            print(json_out, &v, |v| {
+                format!(
+                    "linked {} ({})",
+                    v["device_key"].as_str().unwrap_or(""),
+                    v["label"].as_str().unwrap_or("")
+                )
+            });
         }
         Command::Device(DeviceCommand::List) => {
             let v = c.call(Method::GET, "/v1/devices", None).await?;
             print(json_out, &v, |v| {
                 lines(v, |d| {
-                    format!("{}  {}{}", d["device_key"].as_str().unwrap_or(""), d["label"].as_str().unwrap_or(""), if d["revoked_at"].is_null() { "" } else { " (revoked)" })
+                    format!(
+                        "{}  {}{}",
+                        d["device_key"].as_str().unwrap_or(""),
+                        d["label"].as_str().unwrap_or(""),
+                        if d["revoked_at"].is_null() {
+                            ""
+                        } else {
+                            " (revoked)"
+                        }
+                    )
                 })
             });
         }
         Command::Device(DeviceCommand::Revoke { device_key }) => {
-            c.call(Method::DELETE, &format!("/v1/devices/{device_key}"), None).await?;
-            print(json_out, &json!({ "revoked": device_key }), |_| format!("revoked {device_key}"));
+            c.call(Method::DELETE, &format!("/v1/devices/{device_key}"), None)
+                .await?;
+            print(json_out, &json!({ "revoked": device_key }), |_| {
+                format!("revoked {device_key}")
+            });
         }
-        Command::Init { .. } | Command::Id | Command::Daemon { .. } => unreachable!("handled by main"),
+        Command::Init { .. } | Command::Id | Command::Daemon { .. } => {
+            unreachable!("handled by main")
+        }
     }
     Ok(())
 }

@@ -160,12 +160,18 @@ pub fn load(dir: &Path) -> Result<Identity, IdentityError> {
     };
     let cert_path = dir.join(CERTIFICATE);
     let certificate = if cert_path.exists() {
-        let text = std::fs::read(&cert_path).map_err(|e| IdentityError::Io(cert_path.clone(), e))?;
-        let certificate: DeviceCertificate =
-            serde_json::from_slice(&text).map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
-        certificate.verify().map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
+        let text =
+            std::fs::read(&cert_path).map_err(|e| IdentityError::Io(cert_path.clone(), e))?;
+        let certificate: DeviceCertificate = serde_json::from_slice(&text)
+            .map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
+        certificate
+            .verify()
+            .map_err(|e| IdentityError::BadCertificate(cert_path.clone(), e.to_string()))?;
         if certificate.device_key != public_key_string(&device.verifying_key()) {
-            return Err(IdentityError::BadCertificate(cert_path, "it certifies another device key".into()));
+            return Err(IdentityError::BadCertificate(
+                cert_path,
+                "it certifies another device key".into(),
+            ));
         }
         Some(certificate)
     } else {

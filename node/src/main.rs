@@ -14,10 +14,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if link {
                 let key = identity::init_unlinked(&dir)?;
                 let code = concord_proto::signed::public_key_string(&key.verifying_key());
-                println!("device key created in {}\non a device of your account, run:\n  concord device link {code}", dir.display());
+                println!(
+                    "device key created in {}\non a device of your account, run:\n  concord device link {code}",
+                    dir.display()
+                );
             } else {
                 let id = identity::init(&dir, &label)?;
-                println!("created account {} with device {} in {}", id.account_key().unwrap_or("?"), id.device_key(), dir.display());
+                println!(
+                    "created account {} with device {} in {}",
+                    id.account_key().unwrap_or("?"),
+                    id.device_key(),
+                    dir.display()
+                );
             }
         }
         Command::Id => {
@@ -26,10 +34,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("account  {}\ndevice   {}\npeer id  {}", v["account_key"].as_str().unwrap_or("(linked device: certificate at the relay)"), v["device_key"].as_str().unwrap_or(""), v["peer_id"].as_str().unwrap_or(""));
+                println!(
+                    "account  {}\ndevice   {}\npeer id  {}",
+                    v["account_key"]
+                        .as_str()
+                        .unwrap_or("(linked device: certificate at the relay)"),
+                    v["device_key"].as_str().unwrap_or(""),
+                    v["peer_id"].as_str().unwrap_or("")
+                );
             }
         }
-        Command::Daemon { listen, control_listen, relay_only, no_direct, no_mdns } => {
+        Command::Daemon {
+            listen,
+            control_listen,
+            relay_only,
+            no_direct,
+            no_mdns,
+        } => {
             let mut config = NodeConfig::new(dir.clone());
             if !listen.is_empty() {
                 config.listen = listen.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
@@ -39,7 +60,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.allow_direct = !no_direct;
             config.mdns = !no_mdns;
             let node = Node::spawn(config).await?;
-            println!("concord node {} running; control API on {}", node.peer_id(), node.control_addr());
+            println!(
+                "concord node {} running; control API on {}",
+                node.peer_id(),
+                node.control_addr()
+            );
             wait_for_signal().await;
             node.shutdown().await;
         }
@@ -62,7 +87,10 @@ async fn wait_for_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = std::env::var("CONCORD_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `concord-relay`: parse flags, load config, init tracing, run, shut down on a signal.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -30,11 +31,15 @@ async fn wait_for_signal() {
 
 async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     let server = Server::spawn(config).await?;
-    // The one line a self-hoster needs; stdout so scripts can read it.
-    println!("concord-relay listening on {}", server.url());
+    // The lines a self-hoster (or a script) needs, on stdout. A closed stdout is no reason
+    // to stop serving.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "concord-relay listening on {}", server.url());
     for addr in server.p2p_addrs() {
-        println!("concord-relay libp2p {addr}");
+        let _ = writeln!(out, "concord-relay libp2p {addr}");
     }
+    let _ = out.flush();
+    drop(out);
     wait_for_signal().await;
     server.shutdown().await;
     Ok(())

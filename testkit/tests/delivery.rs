@@ -361,13 +361,32 @@ async fn members_learn_each_others_addresses_only_when_allowed() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let relay_peer = ana.node.relay_info().unwrap().peer().unwrap();
-    let answer = ana.node.rpc(relay_peer, concord_net::Request::Peers { guild_id: guild }).await.unwrap();
-    let concord_net::protocol::Response::Peers { peers } = answer else { panic!("{answer:?}") };
+    let answer = ana
+        .node
+        .rpc(relay_peer, concord_net::Request::Peers { guild_id: guild })
+        .await
+        .unwrap();
+    let concord_net::protocol::Response::Peers { peers } = answer else {
+        panic!("{answer:?}")
+    };
     let ids: Vec<String> = peers.iter().map(|p| p.peer_id.clone()).collect();
-    assert!(ids.contains(&bob.node.peer_id().to_string()), "bob allows direct connections");
-    assert!(!ids.contains(&shy.node.peer_id().to_string()), "relay-only nodes stay private");
-    assert!(!ids.contains(&ana.node.peer_id().to_string()), "not yourself");
-    assert!(peers.iter().all(|p| p.addrs.iter().all(|a| a.contains("127.0.0.1"))));
+    assert!(
+        ids.contains(&bob.node.peer_id().to_string()),
+        "bob allows direct connections"
+    );
+    assert!(
+        !ids.contains(&shy.node.peer_id().to_string()),
+        "relay-only nodes stay private"
+    );
+    assert!(
+        !ids.contains(&ana.node.peer_id().to_string()),
+        "not yourself"
+    );
+    assert!(
+        peers
+            .iter()
+            .all(|p| p.addrs.iter().all(|a| a.contains("127.0.0.1")))
+    );
     // A stranger to the guild learns nothing.
     let eve = TestNode::start("eve").await;
     let http = concord_node::relay_http::RelayHttp::new(&relay.url);
@@ -375,7 +394,20 @@ async fn members_learn_each_others_addresses_only_when_allowed() {
     for addr in relay.server().p2p_addrs() {
         eve.node.dial(addr.parse().unwrap()).await;
     }
-    concord_testkit::wait_for(Duration::from_secs(10), || eve.node.connections().iter().any(|c| c.peer_id == relay_peer.to_string())).await;
-    let answer = eve.node.rpc(relay_peer, concord_net::Request::Peers { guild_id: guild }).await.unwrap();
-    assert!(matches!(answer, concord_net::protocol::Response::Refused { ref code, .. } if code == "missing_access"), "{answer:?}");
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        eve.node
+            .connections()
+            .iter()
+            .any(|c| c.peer_id == relay_peer.to_string())
+    })
+    .await;
+    let answer = eve
+        .node
+        .rpc(relay_peer, concord_net::Request::Peers { guild_id: guild })
+        .await
+        .unwrap();
+    assert!(
+        matches!(answer, concord_net::protocol::Response::Refused { ref code, .. } if code == "missing_access"),
+        "{answer:?}"
+    );
 }

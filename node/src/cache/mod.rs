@@ -17,6 +17,7 @@ mod outbox;
 mod read;
 mod retention;
 mod schema;
+mod search;
 mod state;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 pub use outbox::{OUTBOX_MAX, retry_delay_ms};
+pub use search::SEARCH_WINDOW;
 
 pub type Result<T, E = CacheError> = std::result::Result<T, E>;
 

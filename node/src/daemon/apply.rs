@@ -222,6 +222,15 @@ fn apply_state(inner: &Arc<Inner>, t: &str, data: Value) -> Result<(), String> {
         }
         "presence_update" => {
             let d: PresenceUpdate = serde_json::from_value(data).map_err(|e| err(&e))?;
+            // Someone came online: their node may accept direct connections now.
+            if d.status == concord_proto::gateway::PresenceStatus::Online {
+                let guilds = inner
+                    .cache()
+                    .guilds()
+                    .map(|g| g.iter().map(|g| g.id).collect())
+                    .unwrap_or_default();
+                tokio::spawn(super::directory::refresh(inner.clone(), guilds));
+            }
             inner.emit(LocalEvent::Presence {
                 user_id: d.user_id,
                 status: d.status.as_str().to_owned(),

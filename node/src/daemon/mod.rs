@@ -4,6 +4,7 @@
 
 mod apply;
 mod control;
+mod directory;
 mod outbox;
 mod relay_link;
 mod send;
@@ -133,6 +134,7 @@ pub(crate) struct Inner {
     /// Channels with a catch-up under way (another gap waits for it).
     pub catching_up: Mutex<HashSet<Id>>,
     pub connections: Mutex<swarm::Connections>,
+    pub directory: Mutex<directory::Directory>,
     pub http: RwLock<Option<Arc<crate::relay_http::RelayHttp>>>,
     pub shutdown: CancellationToken,
 }
@@ -223,9 +225,11 @@ impl Node {
             ack_waiters: Mutex::new(HashMap::new()),
             catching_up: Mutex::new(HashSet::new()),
             connections: Mutex::new(swarm::Connections::default()),
+            directory: Mutex::new(directory::Directory::default()),
             http: RwLock::new(http),
             shutdown: CancellationToken::new(),
         });
+        *inner.directory.lock().expect("directory lock") = directory::Directory::load(&inner);
         let (swarm_task, listen_addrs) = swarm::spawn(inner.clone(), command_rx).await?;
         let (control_task, control_addr) = control::spawn(inner.clone())
             .await
@@ -332,7 +336,11 @@ impl Node {
     }
 
     /// A raw RPC to a peer (tests and tools).
-    pub async fn rpc(&self, peer: PeerId, request: concord_net::Request) -> Result<concord_net::protocol::Response, String> {
+    pub async fn rpc(
+        &self,
+        peer: PeerId,
+        request: concord_net::Request,
+    ) -> Result<concord_net::protocol::Response, String> {
         self.inner.rpc(peer, request).await
     }
 

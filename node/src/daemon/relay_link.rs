@@ -140,6 +140,10 @@ pub async fn on_connected(inner: Arc<Inner>) {
                 super::apply::follow_channel(&inner, channel);
             }
             inner.outbox_wake.notify_one();
+            tokio::spawn(super::directory::refresh(
+                inner.clone(),
+                guilds.iter().map(|g| g.guild.id).collect(),
+            ));
             for channel in channels {
                 if channel.last_seq > inner.cache().cursor(channel.id).unwrap_or(0) {
                     catch_up(inner.clone(), channel.id).await;

@@ -80,6 +80,7 @@ pub async fn send(
     }
     super::apply::emit_unconfirmed(inner, &envelope);
     gossip(inner, &channel, &envelope).await;
+    direct(inner, &channel, &envelope);
     inner.outbox_wake.notify_one();
     let mut outcome = SendOutcome {
         channel_id,
@@ -112,6 +113,48 @@ async fn gossip(inner: &Inner, channel: &Channel, envelope: &Envelope) {
                 data,
             })
             .await;
+    }
+}
+
+/// DMs also go straight to the recipient's devices this node is connected to (faster, and
+/// the only path on a LAN without a relay); the relay still confirms them later.
+fn direct(inner: &Arc<Inner>, channel: &Channel, envelope: &Envelope) {
+    if channel.kind != concord_proto::model::ChannelKind::Dm || !inner.allow_direct() {
+        return;
+    }
+    let me = inner.cache().me().ok().flatten().map(|u| u.id);
+    let recipients: Vec<Id> = channel
+        .recipients
+        .iter()
+        .map(|u| u.id)
+        .filter(|u| Some(*u) != me)
+        .collect();
+    let connected: Vec<libp2p::PeerId> =
+        inner.connections.lock().expect("connections lock").peers();
+    let targets: Vec<libp2p::PeerId> = {
+        let directory = inner.directory.lock().expect("directory lock");
+        connected
+            .into_iter()
+            .filter(|p| {
+                directory
+                    .user_of(p)
+                    .is_some_and(|u| recipients.contains(&u))
+            })
+            .collect()
+    };
+    for peer in targets {
+        let (inner, envelope) = (inner.clone(), envelope.clone());
+        tokio::spawn(async move {
+            match inner
+                .rpc(peer, concord_net::Request::Direct { envelope })
+                .await
+            {
+                Ok(concord_net::protocol::Response::Received) => {}
+                other => {
+                    tracing::debug!(%peer, ?other, "direct delivery failed; the relay will deliver")
+                }
+            }
+        });
     }
 }
 

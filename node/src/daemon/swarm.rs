@@ -61,6 +61,18 @@ pub struct Connections {
 }
 
 impl Connections {
+    /// Peers with at least one open connection.
+    pub fn peers(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .open
+            .values()
+            .filter_map(|c| c.peer_id.parse().ok())
+            .collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
     pub fn list(&self) -> Vec<ConnectionInfo> {
         let mut out: Vec<ConnectionInfo> = self
             .open

@@ -113,16 +113,6 @@ async fn hello(
         app.config.gateway.resume_buffer,
         app.config.p2p.max_pending_events,
     );
-    // Registered before the state is built: events in between wait in the session.
-    if app
-        .hub
-        .register(session.clone(), guilds.iter().map(|g| g.id))
-    {
-        app.hub.announce_presence(
-            caller.user_id,
-            concord_proto::gateway::PresenceStatus::Online,
-        );
-    }
     let addrs = p2p
         .observed
         .lock()
@@ -141,6 +131,17 @@ async fn hello(
     {
         old_session.close(crate::hub::CloseReason::GoingAway);
         app.hub.unregister(&old.session_id);
+    }
+    // Known as a peer before anyone hears it came online (members ask for addresses then);
+    // registered before the state is built, so events in between wait in its session.
+    if app
+        .hub
+        .register(session.clone(), guilds.iter().map(|g| g.id))
+    {
+        app.hub.announce_presence(
+            caller.user_id,
+            concord_proto::gateway::PresenceStatus::Online,
+        );
     }
     let mut views = Vec::with_capacity(guilds.len());
     for guild in &guilds {
