@@ -270,4 +270,7 @@ fn print_table(r: &Report) {
         "  mean hits per search: {:.1} (limit {})",
         r.search_mean_hits, r.search_limit
     );
+    for (query, ms) in &r.search_slowest {
+        println!("  slow search {ms:>8.3} ms  {query:?}");
+    }
 }

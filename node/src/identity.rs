@@ -211,7 +211,7 @@ mod tests {
         let created = init(dir.path(), "laptop").unwrap();
         let loaded = load(dir.path()).unwrap();
         assert_eq!(created.device_key(), loaded.device_key());
-        assert_eq!(loaded.certificate.label, "laptop");
+        assert_eq!(loaded.certificate.as_ref().unwrap().label, "laptop");
         for f in [DEVICE_KEY, ACCOUNT_KEY, CERTIFICATE] {
             let mode = std::fs::metadata(dir.path().join(f))
                 .unwrap()

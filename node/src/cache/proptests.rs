@@ -60,6 +60,14 @@ struct Event {
     data: Value,
 }
 
+/// A message as the relay holds it.
+struct Sent {
+    message: Message,
+    deleted: bool,
+    /// (user, emoji index)
+    reactions: BTreeSet<(i64, usize)>,
+}
+
 /// The relay: turns ops into events, keeps the (redacted) log that catch-up reads.
 #[derive(Default)]
 struct Relay {
@@ -67,7 +75,7 @@ struct Relay {
     live: Vec<Event>,
     /// Per channel, as catch-up returns them (earlier entries of deleted messages redacted).
     log: HashMap<i64, Vec<Event>>,
-    messages: Vec<(Message, bool, BTreeSet<(i64, usize)>)>,
+    messages: Vec<Sent>,
     next_id: i64,
 }
 
@@ -102,7 +110,7 @@ impl Relay {
     /// Index of a live (not deleted) message of the channel.
     fn pick(&self, ch: i64, pick: usize) -> Option<usize> {
         let live: Vec<usize> = (0..self.messages.len())
-            .filter(|&i| self.messages[i].0.channel_id == Id(ch) && !self.messages[i].1)
+            .filter(|&i| self.messages[i].message.channel_id == Id(ch) && !self.messages[i].deleted)
             .collect();
         (!live.is_empty()).then(|| live[pick % live.len()])
     }
@@ -124,14 +132,18 @@ impl Relay {
                     EventKind::MessageCreate,
                     serde_json::to_value(&m).unwrap(),
                 );
-                self.messages.push((m, false, BTreeSet::new()));
+                self.messages.push(Sent {
+                    message: m,
+                    deleted: false,
+                    reactions: BTreeSet::new(),
+                });
             }
             Op::Edit { ch, pick, words } => {
                 let Some(i) = self.pick(*ch, *pick) else {
                     return;
                 };
                 let seq = self.next_seq(*ch);
-                let m = &mut self.messages[i].0;
+                let m = &mut self.messages[i].message;
                 m.content = text(words);
                 m.edited_at = Some(m.created_at + seq);
                 m.mentions = vec![Id(seq)];
@@ -142,9 +154,9 @@ impl Relay {
                 let Some(i) = self.pick(*ch, *pick) else {
                     return;
                 };
-                self.messages[i].1 = true;
-                self.messages[i].2.clear();
-                let m = self.messages[i].0.clone();
+                self.messages[i].deleted = true;
+                self.messages[i].reactions.clear();
+                let m = self.messages[i].message.clone();
                 for e in self.log.get_mut(ch).unwrap() {
                     let redact =
                         matches!(e.kind, EventKind::MessageCreate | EventKind::MessageUpdate)
@@ -181,14 +193,14 @@ impl Relay {
                 let Some(i) = self.pick(*ch, *pick) else {
                     return;
                 };
-                let add = self.messages[i].2.insert((*user, *emoji));
+                let add = self.messages[i].reactions.insert((*user, *emoji));
                 if !add {
-                    self.messages[i].2.remove(&(*user, *emoji));
+                    self.messages[i].reactions.remove(&(*user, *emoji));
                 }
                 let e = ReactionEvent {
                     channel_id: Id(*ch),
                     guild_id: None,
-                    message_id: self.messages[i].0.id,
+                    message_id: self.messages[i].message.id,
                     user_id: Id(*user),
                     emoji: ["👍", "🎉"][*emoji].into(),
                     seq: self.next_seq(*ch),
@@ -230,7 +242,16 @@ fn catch_up(c: &mut Cache, relay: &Relay, ch: i64, buffered: &mut Vec<Event>) {
 }
 
 /// Everything the cache holds about messages, without local row ids and receive times.
-fn dump(c: &Cache) -> (Vec<String>, Vec<String>, Vec<String>, Vec<Vec<Option<Id>>>) {
+#[derive(Debug, PartialEq)]
+struct Dump {
+    messages: Vec<String>,
+    reactions: Vec<String>,
+    cursors: Vec<String>,
+    /// Ids found by searching each word.
+    searches: Vec<Vec<Option<Id>>>,
+}
+
+fn dump(c: &Cache) -> Dump {
     let rows = |sql: &str| -> Vec<String> {
         let mut stmt = c.conn.prepare(sql).unwrap();
         stmt.query_map([], |r| r.get::<_, String>(0))
@@ -258,7 +279,12 @@ fn dump(c: &Cache) -> (Vec<String>, Vec<String>, Vec<String>, Vec<Vec<Option<Id>
             ids
         })
         .collect();
-    (messages, reactions, cursors, searches)
+    Dump {
+        messages,
+        reactions,
+        cursors,
+        searches,
+    }
 }
 
 proptest! {

@@ -12,8 +12,9 @@ use super::{CacheError, Result};
 pub(super) const MIGRATIONS: &[(i64, &str)] =
     &[(1, include_str!("../../../migrations/node/0001_init.sql"))];
 
-/// Page cache per connection: searches over a large cache touch many FTS pages.
-const CACHE_SIZE_KIB: i64 = 16 * 1024;
+/// Page cache per connection (filled only as pages are read): searches over a large cache
+/// touch many FTS pages. No mmap: an I/O error on a mapped file is a crash, not an error.
+const CACHE_SIZE_KIB: i64 = 32 * 1024;
 
 pub(super) fn open_file(path: &Path) -> Result<Connection> {
     create_private(path)?;

@@ -64,7 +64,10 @@ impl Cache {
     fn idf(&self, terms: &[String]) -> Result<Vec<f64>> {
         let span: Option<(i64, i64)> = self
             .conn
-            .prepare_cached("SELECT min(local_id), max(local_id) FROM messages")?
+            .prepare_cached(
+                // Two subqueries: min and max together would scan the table.
+                "SELECT (SELECT min(local_id) FROM messages), (SELECT max(local_id) FROM messages)",
+            )?
             .query_row([], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get(1)?)))
             .optional()?
             .flatten();

@@ -295,7 +295,10 @@ pub fn gossip(inner: &Inner, message: &gossipsub::Message) -> MessageAcceptance 
         channel.as_ref(),
     ) {
         Verdict::Accept(envelope) => {
-            if let Ok(true) = inner.cache().insert_unconfirmed(&envelope, None, now_ms()) {
+            // Bound first: a guard in an `if let` scrutinee lives through the block, and
+            // emit_unconfirmed takes the cache lock again.
+            let inserted = inner.cache().insert_unconfirmed(&envelope, None, now_ms());
+            if let Ok(true) = inserted {
                 emit_unconfirmed(inner, &envelope);
             }
             MessageAcceptance::Accept
