@@ -15,6 +15,8 @@ use super::{Inner, now_ms};
 
 /// How long `send --wait` waits for the relay before reporting the message as queued.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Tries of a direct (peer-to-peer) delivery before leaving it to the relay.
+const DIRECT_ATTEMPTS: u32 = 6;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SendOutcome {
@@ -145,14 +147,26 @@ fn direct(inner: &Arc<Inner>, channel: &Channel, envelope: &Envelope) {
     for peer in targets {
         let (inner, envelope) = (inner.clone(), envelope.clone());
         tokio::spawn(async move {
-            match inner
-                .rpc(peer, concord_net::Request::Direct { envelope })
-                .await
-            {
-                Ok(concord_net::protocol::Response::Received) => {}
-                other => {
-                    tracing::debug!(%peer, ?other, "direct delivery failed; the relay will deliver")
+            // A connection can be dead without our knowing yet (a QUIC peer that vanished);
+            // a few spaced attempts let libp2p notice and use or make a live one.
+            for attempt in 0..DIRECT_ATTEMPTS {
+                match inner
+                    .rpc(
+                        peer,
+                        concord_net::Request::Direct {
+                            envelope: envelope.clone(),
+                        },
+                    )
+                    .await
+                {
+                    Ok(concord_net::protocol::Response::Received) => return,
+                    Ok(refused @ concord_net::protocol::Response::Refused { .. }) => {
+                        tracing::debug!(%peer, ?refused, "direct delivery refused; the relay will deliver");
+                        return;
+                    }
+                    other => tracing::debug!(%peer, ?other, attempt, "direct delivery failed"),
                 }
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         });
     }
