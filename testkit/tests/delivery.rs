@@ -411,3 +411,17 @@ async fn members_learn_each_others_addresses_only_when_allowed() {
         "{answer:?}"
     );
 }
+
+#[tokio::test]
+async fn presence_counts_node_connections() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let (_guild, _general, _code) = ana.create_guild(&relay, "lab").await;
+    ana.wait_connected().await;
+    let me = ana.node.with_cache(|c| c.me().unwrap().unwrap().id);
+    let hub = &relay.server().app().hub;
+    concord_testkit::wait_for(Duration::from_secs(10), || hub.presence(me) == concord_proto::gateway::PresenceStatus::Online).await;
+    let TestNode { node, .. } = ana;
+    node.shutdown().await;
+    concord_testkit::wait_for(Duration::from_secs(10), || hub.presence(me) == concord_proto::gateway::PresenceStatus::Offline).await;
+}
