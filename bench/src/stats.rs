@@ -7,6 +7,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub count: usize,
+    pub min_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -26,6 +27,7 @@ pub fn summarize(samples: &[Duration]) -> Summary {
     };
     Summary {
         count: ms.len(),
+        min_ms: ms.first().copied().unwrap_or(0.0),
         p50_ms: rank(50.0),
         p99_ms: rank(99.0),
         max_ms: ms.last().copied().unwrap_or(0.0),
@@ -46,6 +48,7 @@ mod tests {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let s = summarize(&samples);
         assert_eq!((s.p50_ms, s.p99_ms, s.max_ms), (50.0, 99.0, 100.0));
+        assert_eq!(s.min_ms, 1.0);
         assert_eq!(summarize(&[]).count, 0);
         assert_eq!(summarize(&[Duration::from_millis(3)]).p99_ms, 3.0);
     }

@@ -64,6 +64,18 @@ pub const METRICS: &[(&str, &str)] = &[
         "Successful logins, by kind (login, register)",
     ),
     ("concord_ready", "1 when the relay reports ready"),
+    (
+        "concord_p2p_nodes",
+        "Nodes connected over libp2p that said hello",
+    ),
+    (
+        "concord_p2p_requests_total",
+        "libp2p RPC requests from nodes, by type and outcome",
+    ),
+    (
+        "concord_p2p_events_pushed_total",
+        "Relay-signed events pushed to nodes",
+    ),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

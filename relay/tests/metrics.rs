@@ -41,6 +41,23 @@ async fn every_registered_metric_moves() {
     let (guild, channel) = ana.create_guild("metrics").await;
     bob.join(&ana.invite(guild).await).await;
     let mut gw = bob.gateway().await;
+
+    // A node on the libp2p side: hello, submit, sync and pushes.
+    let node_dir = tempfile::tempdir().unwrap();
+    concord_node::identity::init(node_dir.path(), "node").unwrap();
+    let mut node_config = concord_node::NodeConfig::new(node_dir.path().to_owned());
+    node_config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    node_config.mdns = false;
+    let node = concord_node::Node::spawn(node_config).await.unwrap();
+    node.join(&relay.url, &ana.invite(guild).await, Some("nodeuser"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !node.is_relay_connected() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.send(channel, "from a node", true).await.unwrap();
     let msg = ana.say(channel, "counted").await;
     gw.event("message_create").await;
     ana.patch(
@@ -72,6 +89,7 @@ async fn every_registered_metric_moves() {
         401
     );
     gw.ws.close(None).await.unwrap();
+    node.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let text = send(
@@ -117,5 +135,6 @@ fn is_gauge(name: &str) -> bool {
             | "concord_gateway_sessions"
             | "concord_db_pool_connections"
             | "concord_ready"
+            | "concord_p2p_nodes"
     )
 }

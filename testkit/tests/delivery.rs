@@ -420,8 +420,14 @@ async fn presence_counts_node_connections() {
     ana.wait_connected().await;
     let me = ana.node.with_cache(|c| c.me().unwrap().unwrap().id);
     let hub = &relay.server().app().hub;
-    concord_testkit::wait_for(Duration::from_secs(10), || hub.presence(me) == concord_proto::gateway::PresenceStatus::Online).await;
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        hub.presence(me) == concord_proto::gateway::PresenceStatus::Online
+    })
+    .await;
     let TestNode { node, .. } = ana;
     node.shutdown().await;
-    concord_testkit::wait_for(Duration::from_secs(10), || hub.presence(me) == concord_proto::gateway::PresenceStatus::Offline).await;
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        hub.presence(me) == concord_proto::gateway::PresenceStatus::Offline
+    })
+    .await;
 }

@@ -52,6 +52,26 @@ async fn caller(app: &App, peer: &PeerId) -> Result<Caller, Response> {
 }
 
 pub async fn handle(app: &Arc<App>, p2p: &Shared, peer: PeerId, request: Request) -> Response {
+    let kind = match &request {
+        Request::Hello { .. } => "hello",
+        Request::Submit { .. } => "submit",
+        Request::Sync { .. } => "sync",
+        Request::Peers { .. } => "peers",
+        Request::Push { .. } => "push",
+        Request::Direct { .. } => "direct",
+    };
+    let response = answer(app, p2p, peer, request).await;
+    let outcome = if matches!(response, Response::Refused { .. }) {
+        "refused"
+    } else {
+        "ok"
+    };
+    metrics::counter!("concord_p2p_requests_total", "type" => kind, "outcome" => outcome)
+        .increment(1);
+    response
+}
+
+async fn answer(app: &Arc<App>, p2p: &Shared, peer: PeerId, request: Request) -> Response {
     let caller = match caller(app, &peer).await {
         Ok(c) => c,
         Err(response) => return response,
@@ -132,6 +152,7 @@ async fn hello(
         old_session.close(crate::hub::CloseReason::GoingAway);
         app.hub.unregister(&old.session_id);
     }
+    metrics::gauge!("concord_p2p_nodes").set(p2p.connected_nodes() as f64);
     // Known as a peer before anyone hears it came online (members ask for addresses then);
     // registered before the state is built, so events in between wait in its session.
     if app

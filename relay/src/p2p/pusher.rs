@@ -42,6 +42,7 @@ pub async fn run(app: Arc<App>, p2p: Shared, peer: PeerId, session: Arc<Session>
             if signed.is_empty() {
                 continue;
             }
+            let signed_len = signed.len();
             let (reply, answer) = oneshot::channel();
             if p2p
                 .commands
@@ -55,8 +56,11 @@ pub async fn run(app: Arc<App>, p2p: Shared, peer: PeerId, session: Arc<Session>
             {
                 return;
             }
+            let count = signed_len;
             match tokio::time::timeout(PUSH_TIMEOUT, answer).await {
-                Ok(Ok(Ok(Response::Received))) => {}
+                Ok(Ok(Ok(Response::Received))) => {
+                    metrics::counter!("concord_p2p_events_pushed_total").increment(count as u64);
+                }
                 other => {
                     tracing::debug!(%peer, ?other, "push failed; disconnecting the node");
                     let _ = p2p.commands.send(Command::Disconnect { peer }).await;

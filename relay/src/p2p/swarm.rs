@@ -185,6 +185,7 @@ async fn run(
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                     shared.observed.lock().expect("observed lock").remove(&peer_id);
                     let meta = shared.peers.lock().expect("peers lock").remove(&peer_id);
+                    metrics::gauge!("concord_p2p_nodes").set(shared.connected_nodes() as f64);
                     if let Some(meta) = meta {
                         if let Some(session) = app.hub.session(&meta.session_id) {
                             session.close(crate::hub::CloseReason::GoingAway);
