@@ -2,6 +2,7 @@
 //! none asserts timing (CI never gates on wall-clock numbers).
 
 mod cache;
+mod p2p;
 mod stats;
 mod text;
 
@@ -18,10 +19,14 @@ struct Cli {
 enum Scenario {
     /// The node's local cache: fill, full-text search, history pages.
     Cache(cache::Args),
+    /// Node process memory and cold start; delivery latency node → node, node → relay →
+    /// node, node → relay → gateway (loopback).
+    P2p(p2p::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Cache(args) => cache::run(&args),
+        Scenario::P2p(args) => p2p::run(&args),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use libp2p::connection_limits;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -122,6 +123,8 @@ impl NodeBehaviour {
 
 #[derive(NetworkBehaviour)]
 pub struct RelayBehaviour {
+    /// Caps connections in total and per peer, before any other behaviour spends on them.
+    pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub autonat: autonat::Behaviour,
@@ -139,6 +142,8 @@ pub struct RelayOptions {
     pub max_circuits_per_peer: usize,
     pub max_circuit_duration: Duration,
     pub max_circuit_bytes: u64,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
     pub request_timeout: Duration,
 }
 
@@ -151,6 +156,8 @@ impl Default for RelayOptions {
             max_circuits_per_peer: 16,
             max_circuit_duration: Duration::from_secs(60 * 60),
             max_circuit_bytes: 64 * 1024 * 1024,
+            max_connections: 20_000,
+            max_connections_per_peer: 8,
             request_timeout: Duration::from_secs(20),
         }
     }
@@ -168,7 +175,12 @@ impl RelayBehaviour {
             max_circuit_bytes: options.max_circuit_bytes,
             ..Default::default()
         };
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(options.max_connections))
+            .with_max_established_per_peer(Some(options.max_connections_per_peer))
+            .with_max_pending_incoming(Some(options.max_connections.min(1_024)));
         RelayBehaviour {
+            limits: connection_limits::Behaviour::new(limits),
             identify: identify(keypair),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
             autonat: autonat::Behaviour::new(

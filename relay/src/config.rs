@@ -55,6 +55,9 @@ pub struct P2pConfig {
     pub turn_urls: Vec<String>,
     /// Events queued for one node before it counts as too slow and is disconnected.
     pub max_pending_events: usize,
+    /// Most libp2p connections at once, and per peer.
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
     /// Circuit relay v2 server limits.
     pub max_reservations: usize,
     pub max_reservations_per_peer: usize,
@@ -77,6 +80,8 @@ impl Default for P2pConfig {
             stun_urls: Vec::new(),
             turn_urls: Vec::new(),
             max_pending_events: 4_096,
+            max_connections: 20_000,
+            max_connections_per_peer: 8,
             max_reservations: 4_096,
             max_reservations_per_peer: 4,
             max_circuits: 4_096,

@@ -40,6 +40,8 @@ fn options(app: &App) -> RelayOptions {
         max_circuits_per_peer: c.max_circuits_per_peer,
         max_circuit_duration: Duration::from_secs(c.max_circuit_duration_secs),
         max_circuit_bytes: c.max_circuit_bytes,
+        max_connections: c.max_connections,
+        max_connections_per_peer: c.max_connections_per_peer,
         ..RelayOptions::default()
     }
 }
