@@ -57,6 +57,12 @@ pub enum Command {
         /// Do not look for peers on the LAN.
         #[arg(long)]
         no_mdns: bool,
+        /// Confirmed messages kept per channel in the local cache.
+        #[arg(long, default_value_t = 50_000)]
+        max_messages_per_channel: usize,
+        /// Drop cached messages older than this many days [default: keep].
+        #[arg(long)]
+        max_age_days: Option<u32>,
     },
     /// Join a guild on a relay by invite (registers this account on its first join).
     Join {

@@ -50,6 +50,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             relay_only,
             no_direct,
             no_mdns,
+            max_messages_per_channel,
+            max_age_days,
         } => {
             let mut config = NodeConfig::new(dir.clone());
             if !listen.is_empty() {
@@ -59,6 +61,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.relay_only = relay_only;
             config.allow_direct = !no_direct;
             config.mdns = !no_mdns;
+            config.cache_limits = concord_node::cache::CacheLimits {
+                max_messages_per_channel,
+                max_age_days,
+            };
             let node = Node::spawn(config).await?;
             println!(
                 "concord node {} running; control API on {}",
