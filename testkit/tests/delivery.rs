@@ -418,6 +418,8 @@ async fn presence_counts_node_connections() {
     let ana = TestNode::start("ana").await;
     let (_guild, _general, _code) = ana.create_guild(&relay, "lab").await;
     ana.wait_connected().await;
+    // The hello answer (with the user) follows the connection.
+    concord_testkit::wait_for(Duration::from_secs(10), || ana.node.with_cache(|c| c.me().unwrap().is_some())).await;
     let me = ana.node.with_cache(|c| c.me().unwrap().unwrap().id);
     let hub = &relay.server().app().hub;
     concord_testkit::wait_for(Duration::from_secs(10), || {
