@@ -502,7 +502,25 @@ async fn delivery(args: &Args) -> anyhow::Result<DeliveryReport> {
         w.abort();
     }
 
-    let a = arrivals.lock().expect("arrivals lock");
+    let report = report(
+        &arrivals.lock().expect("arrivals lock"),
+        &sent,
+        &baseline,
+        args,
+    );
+    ana.node.shutdown().await;
+    bob.node.shutdown().await;
+    relay.stop().await;
+    Ok(report)
+}
+
+fn report(
+    a: &Arrivals,
+    sent: &[(String, Instant)],
+    baseline: &[(String, Instant)],
+    args: &Args,
+) -> DeliveryReport {
+    let timeout = Duration::from_secs(args.timeout_secs);
     let path = |sent: &[(String, Instant)], pick: fn(&Seen) -> Option<Instant>| {
         let times: Vec<Duration> = sent
             .iter()
@@ -511,16 +529,21 @@ async fn delivery(args: &Args) -> anyhow::Result<DeliveryReport> {
                 Some(seen.saturating_duration_since(*at)).filter(|d| *d <= timeout)
             })
             .collect();
+        if std::env::var_os("P2P_DEBUG").is_some() {
+            let mut idx: Vec<(usize, Duration)> = times.iter().copied().enumerate().collect();
+            idx.sort_by_key(|x| std::cmp::Reverse(x.1));
+            eprintln!("slowest: {:?}", &idx[..5.min(idx.len())]);
+        }
         PathStats {
             lost: sent.len() - times.len(),
             latency: summarize(&times),
         }
     };
-    let gossip = path(&sent, |s| s.gossip);
-    let push = path(&sent, |s| s.push);
-    let gateway = path(&sent, |s| s.gateway);
-    let base = path(&baseline, |s| s.gateway);
-    let report = DeliveryReport {
+    let gossip = path(sent, |s| s.gossip);
+    let push = path(sent, |s| s.push);
+    let gateway = path(sent, |s| s.gateway);
+    let base = path(baseline, |s| s.gateway);
+    DeliveryReport {
         messages: args.messages,
         pace_ms: args.pace_ms,
         timeout_secs: args.timeout_secs,
@@ -531,12 +554,7 @@ async fn delivery(args: &Args) -> anyhow::Result<DeliveryReport> {
         node_relay_gateway: gateway,
         baseline_http_gateway: base,
         events_lagged: a.lagged,
-    };
-    drop(a);
-    ana.node.shutdown().await;
-    bob.node.shutdown().await;
-    relay.stop().await;
-    Ok(report)
+    }
 }
 
 /// Ticks `pace` apart; a slow send delays the next rather than bunching the ones after it.
@@ -559,8 +577,7 @@ async fn wait_arrivals(
     while Instant::now() < deadline {
         let complete = {
             let a = arrivals.lock().expect("arrivals lock");
-            sent.iter()
-                .all(|(c, _)| a.seen.get(c).is_some_and(|s| done(s)))
+            sent.iter().all(|(c, _)| a.seen.get(c).is_some_and(&done))
         };
         if complete {
             return;

@@ -181,8 +181,13 @@ impl TestNode {
             .expect("joins");
     }
 
+    /// Waits until the node is connected to its relay and has its hello answer (the relay
+    /// pushes to it from then on).
     pub async fn wait_connected(&self) {
-        wait_for(Duration::from_secs(10), || self.node.is_relay_connected()).await;
+        wait_for(Duration::from_secs(10), || {
+            self.node.is_relay_connected() && self.node.with_cache(|c| c.me().ok().flatten().is_some())
+        })
+        .await;
     }
 
     /// Waits until the cached history of a channel satisfies `pred`.
