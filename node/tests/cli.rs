@@ -235,6 +235,7 @@ fn the_cli_end_to_end() {
         assert!(line.contains("hello from the cli"), "{line}");
     }
     let _ = tail.kill();
+    let _ = tail.wait();
     let queued = concord_ok(
         &a,
         &["send", "--no-wait", &general.to_string(), "fire and forget"],

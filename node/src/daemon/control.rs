@@ -130,7 +130,7 @@ async fn status(State(c): State<Shared>) -> Response {
         "device_key": inner.identity.device_key(),
         "account_key": inner.identity.account_key(),
         "user": cache.me().ok().flatten(),
-        "relay": inner.relay().map(|r| json!({ "url": r.url, "peer_id": r.peer_id, "connected": inner.is_relay_connected() })),
+        "relay": inner.relay().map(|r| json!({ "url": r.url, "peer_id": r.peer_id, "connected": inner.is_relay_connected(), "ready": inner.relay_ready.load(std::sync::atomic::Ordering::Relaxed) })),
         "outbox": cache.outbox_len().unwrap_or(0),
         "connections": inner.connections.lock().expect("connections lock").list().len(),
         "relay_only": inner.config.relay_only,

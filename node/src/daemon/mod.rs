@@ -118,6 +118,9 @@ pub enum LocalEvent {
     StateChanged,
 }
 
+/// Someone waiting for the relay's answer to one nonce: the stored message or a refusal.
+pub(crate) type AckWaiter = oneshot::Sender<Result<Message, String>>;
+
 pub(crate) struct Inner {
     pub config: NodeConfig,
     pub identity: Identity,
@@ -127,10 +130,12 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<LocalEvent>,
     pub relay: RwLock<Option<RelayInfo>>,
     pub relay_connected: AtomicBool,
+    /// Connected and the hello answered: the relay pushes to this node.
+    pub relay_ready: AtomicBool,
     pub relay_changed: Notify,
     pub outbox_wake: Notify,
     /// Senders waiting for the relay's ack of a nonce.
-    pub ack_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<Result<Message, String>>>>>,
+    pub ack_waiters: Mutex<HashMap<String, Vec<AckWaiter>>>,
     /// Channels with a catch-up under way (another gap waits for it).
     pub catching_up: Mutex<HashSet<Id>>,
     pub connections: Mutex<swarm::Connections>,
@@ -220,6 +225,7 @@ impl Node {
             events,
             relay: RwLock::new(relay),
             relay_connected: AtomicBool::new(false),
+            relay_ready: AtomicBool::new(false),
             relay_changed: Notify::new(),
             outbox_wake: Notify::new(),
             ack_waiters: Mutex::new(HashMap::new()),

@@ -139,6 +139,7 @@ pub async fn on_connected(inner: Arc<Inner>) {
             for channel in &channels {
                 super::apply::follow_channel(&inner, channel);
             }
+            inner.relay_ready.store(true, std::sync::atomic::Ordering::Relaxed);
             inner.outbox_wake.notify_one();
             tokio::spawn(super::directory::refresh(
                 inner.clone(),

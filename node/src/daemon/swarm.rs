@@ -271,6 +271,7 @@ fn event_received(
                 .open
                 .remove(&connection_id);
             if Some(peer_id) == relay_peer && num_established == 0 {
+                inner.relay_ready.store(false, std::sync::atomic::Ordering::Relaxed);
                 inner
                     .relay_connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -327,12 +328,10 @@ fn event_received(
                 .gossipsub
                 .report_message_validation_result(&message_id, &propagation_source, acceptance);
         }
-        SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-            if inner.allow_direct() {
-                for (peer, addr) in found {
-                    if !swarm.is_connected(&peer) {
-                        let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
-                    }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) if inner.allow_direct() => {
+            for (peer, addr) in found {
+                if !swarm.is_connected(&peer) {
+                    let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
                 }
             }
         }
@@ -340,11 +339,9 @@ fn event_received(
             peer_id,
             info,
             ..
-        })) => {
-            if inner.allow_direct() {
-                for addr in info.listen_addrs.into_iter().take(8) {
-                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
+        })) if inner.allow_direct() => {
+            for addr in info.listen_addrs.into_iter().take(8) {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }
         SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
