@@ -433,3 +433,23 @@ async fn presence_counts_node_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_relay_only_node_keeps_its_address_private_and_still_gets_everything() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let shy = TestNode::start_with("shy", |c| c.relay_only = true).await;
+    assert!(shy.node.listen_addrs().is_empty(), "relay-only nodes do not listen");
+    let (_guild, general, code) = ana.create_guild(&relay, "lab").await;
+    shy.join(&relay, &code).await;
+    ana.wait_connected().await;
+    shy.wait_connected().await;
+    ana.node.send(general, "to the private one", true).await.unwrap();
+    shy.wait_history(general, |h| h.iter().any(|m| m.content == "to the private one" && m.confirmed)).await;
+    shy.node.send(general, "and back", true).await.unwrap();
+    ana.wait_history(general, |h| h.iter().any(|m| m.content == "and back" && m.confirmed)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its only connection is the relay.
+    let relay_peer = shy.node.relay_info().unwrap().peer_id;
+    assert!(shy.node.connections().iter().all(|c| c.peer_id == relay_peer), "{:?}", shy.node.connections());
+}
