@@ -12,6 +12,7 @@ pub mod model;
 pub mod permissions;
 pub mod ratelimit;
 pub mod signed;
+pub mod turn_rest;
 
 pub use id::{Id, IdGenerator};
 pub use permissions::Permissions;

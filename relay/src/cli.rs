@@ -92,6 +92,15 @@ pub struct Cli {
     )]
     pub p2p_external: Vec<String>,
 
+    /// Secret shared with concord-turn for ephemeral TURN credentials (prefer the env var).
+    #[arg(
+        long,
+        env = "CONCORD_TURN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub turn_secret: Option<String>,
+
     /// Log filter, e.g. info or concord_relay=debug,info [default: info].
     #[arg(long, env = "CONCORD_LOG", global = true)]
     pub log: Option<String>,
@@ -162,6 +171,9 @@ impl Cli {
         }
         if !self.p2p_external.is_empty() {
             config.p2p.external_addrs = self.p2p_external.clone();
+        }
+        if let Some(v) = &self.turn_secret {
+            config.voice.turn_secret = Some(v.clone());
         }
         if let Some(v) = self.shutdown_grace_secs {
             config.shutdown_grace_secs = v;

@@ -36,6 +36,34 @@ pub struct RelayConfig {
     pub auth: AuthConfig,
     pub database: DatabaseConfig,
     pub p2p: P2pConfig,
+    pub voice: VoiceConfig,
+}
+
+/// Where clients find STUN and TURN (concord-turn), and the secret shared with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceConfig {
+    /// STUN URLs, e.g. `stun:turn.example.org:3478`.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs, e.g. `turn:turn.example.org:3478?transport=udp`,
+    /// `turn:turn.example.org:3478?transport=tcp`, `turns:turn.example.org:5349?transport=tcp`.
+    pub turn_urls: Vec<String>,
+    /// The secret shared with concord-turn (`--auth-secret`); without it no TURN credentials
+    /// are issued.
+    pub turn_secret: Option<String>,
+    /// How long issued TURN credentials stay valid (a call refreshes its allocation with them).
+    pub credential_ttl_secs: u64,
+}
+
+impl Default for VoiceConfig {
+    fn default() -> VoiceConfig {
+        VoiceConfig {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            credential_ttl_secs: 12 * 3_600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,9 +78,6 @@ pub struct P2pConfig {
     pub external_addrs: Vec<String>,
     /// Bootstrap peers (multiaddrs with /p2p/) handed to nodes in /.well-known/concord.
     pub bootstrap_peers: Vec<String>,
-    /// STUN and TURN URLs handed to nodes in /.well-known/concord.
-    pub stun_urls: Vec<String>,
-    pub turn_urls: Vec<String>,
     /// Events queued for one node before it counts as too slow and is disconnected.
     pub max_pending_events: usize,
     /// Most libp2p connections at once, and per peer.
@@ -77,8 +102,6 @@ impl Default for P2pConfig {
             ],
             external_addrs: Vec::new(),
             bootstrap_peers: Vec::new(),
-            stun_urls: Vec::new(),
-            turn_urls: Vec::new(),
             max_pending_events: 4_096,
             max_connections: 20_000,
             max_connections_per_peer: 8,
@@ -257,6 +280,7 @@ impl Default for RelayConfig {
             auth: AuthConfig::default(),
             database: DatabaseConfig::default(),
             p2p: P2pConfig::default(),
+            voice: VoiceConfig::default(),
         }
     }
 }
@@ -327,6 +351,25 @@ impl RelayConfig {
         if self.p2p.max_pending_events == 0 {
             return Err(ConfigError::Invalid(
                 "p2p.max_pending_events must be positive".into(),
+            ));
+        }
+        for url in &self.voice.stun_urls {
+            if !url.starts_with("stun:") && !url.starts_with("stuns:") {
+                return Err(ConfigError::Invalid(format!(
+                    "voice.stun_urls: {url:?} is not a stun: URL"
+                )));
+            }
+        }
+        for url in &self.voice.turn_urls {
+            if !url.starts_with("turn:") && !url.starts_with("turns:") {
+                return Err(ConfigError::Invalid(format!(
+                    "voice.turn_urls: {url:?} is not a turn: or turns: URL"
+                )));
+            }
+        }
+        if !(60..=7 * 86_400).contains(&self.voice.credential_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "voice.credential_ttl_secs must be between 60 and 604800".into(),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -140,6 +140,7 @@ const ROWS: &[Row] = &[
     // A DM with the target needs a guild in common: the non-member and the banned have none.
     ("POST",   "/api/v1/users/@me/dms",                                  [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/users/@me/read-states",                          [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/voice/ice-servers",                              [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
     // Anyone with an account may create a guild.
     ("POST",   "/api/v1/guilds",                                         [201,  201,  201,  201,  201,  201,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}",                              [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),

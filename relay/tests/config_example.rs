@@ -117,6 +117,10 @@ fn every_option_is_documented() {
             key: PathBuf::from("key.pem"),
         }),
         database_url: Some("postgres://localhost/concord".into()),
+        voice: concord_relay::config::VoiceConfig {
+            turn_secret: Some("secret".into()),
+            ..Default::default()
+        },
         ..RelayConfig::default()
     };
     let mut expected = BTreeSet::new();

@@ -12,6 +12,7 @@ pub mod members;
 pub mod messages;
 pub mod ops;
 pub mod users;
+pub mod voice;
 
 use std::sync::{Arc, OnceLock};
 
@@ -52,6 +53,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(users::leave_guild))
         .routes(routes!(users::dms, users::open_dm))
         .routes(routes!(users::read_states))
+        .routes(routes!(voice::ice_servers))
         .routes(routes!(guilds::create_guild))
         .routes(routes!(
             guilds::get_guild,

@@ -76,7 +76,7 @@ pub async fn well_known(State(app): State<Arc<App>>) -> Json<WellKnown> {
         relay_key: p2p.map(|p| p.public_key()),
         multiaddrs: p2p.map(|p| p.addrs()).unwrap_or_default(),
         bootstrap_peers: app.config.p2p.bootstrap_peers.clone(),
-        stun_urls: app.config.p2p.stun_urls.clone(),
-        turn_urls: app.config.p2p.turn_urls.clone(),
+        stun_urls: app.config.voice.stun_urls.clone(),
+        turn_urls: app.config.voice.turn_urls.clone(),
     })
 }
