@@ -1,6 +1,8 @@
 //! In-process Concord clusters for tests: a relay on loopback ports and any number of nodes,
 //! each with its own data dir, talking real QUIC/TCP libp2p and real HTTP.
 
+pub mod procs;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,38 +3,13 @@
 //! back. Needs root (network namespaces); CI runs as root. libp2p-mdns ignores loopback, and
 //! mDNS on the host would leak onto a real LAN, hence the namespaces.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use concord_proto::Id;
+use concord_testkit::procs::{self, Cli, Proc};
 use serde_json::{Value, json};
-
-fn bin_dir() -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn binary(package: &str, name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(
-            Command::new(cargo)
-                .args(["build", "-p", package, "--bin", name])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-    path
-}
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -131,99 +106,29 @@ impl Drop for Lab {
     }
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn concord(ns: &str, dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(binary("concord-node", "concord"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn concord_json(ns: &str, dir: &Path, args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (ok, out, err) = concord(ns, dir, &all);
-    assert!(ok, "concord {args:?}: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-fn daemon(ns: &str, dir: &Path) -> Proc {
-    let _ = std::fs::remove_file(dir.join("control.addr"));
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(binary("concord-node", "concord"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "daemon",
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--listen",
-            "/ip4/0.0.0.0/udp/0/quic-v1",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("daemon", || dir.join("control.addr").exists());
-    Proc(child)
-}
-
 fn relay(lab: &Lab, dir: &Path, http_port: u16, p2p_port: u16) -> (Proc, String) {
-    let mut child = Command::new(binary("concord-relay", "concord-relay"))
-        .args([
-            "--listen",
-            &format!("{}:{http_port}", lab.gateway()),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args([
-            "--p2p-listen",
-            &format!("/ip4/{}/tcp/{p2p_port}", lab.gateway()),
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("relay prints its URL").unwrap();
-        if let Some(u) = line.strip_prefix("concord-relay listening on ") {
-            break u.to_owned();
-        }
-    };
-    // Keep reading, so the relay's stdout never fills or breaks.
-    std::thread::spawn(move || lines.for_each(drop));
-    (Proc(child), url)
+    procs::relay(&[
+        "--listen",
+        &format!("{}:{http_port}", lab.gateway()),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--p2p-listen",
+        &format!("/ip4/{}/tcp/{p2p_port}", lab.gateway()),
+        "--log",
+        "warn",
+    ])
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(45);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    procs::wait_until(what, Duration::from_secs(45), f);
 }
+
+const DAEMON: &[&str] = &[
+    "--listen",
+    "/ip4/0.0.0.0/tcp/0",
+    "--listen",
+    "/ip4/0.0.0.0/udp/0/quic-v1",
+];
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -249,12 +154,13 @@ fn two_nodes_on_a_lan_exchange_dms_without_a_relay() {
     let (http_port, p2p_port) = (free_port(), free_port());
     let (relay_proc, url) = relay(&lab, &relay_dir, http_port, p2p_port);
     let (ns_a, ns_b) = (lab.ns("a"), lab.ns("b"));
+    let (ca, cb) = (Cli::in_netns(&a, &ns_a), Cli::in_netns(&b, &ns_b));
 
     // Both join the relay once: accounts, a shared guild, and a DM channel exist.
-    assert!(concord(&ns_a, &a, &["init"]).0);
-    assert!(concord(&ns_b, &b, &["init"]).0);
-    let _ana = daemon(&ns_a, &a);
-    let mut bob = daemon(&ns_b, &b);
+    assert!(ca.run(&["init"]).0);
+    assert!(cb.run(&["init"]).0);
+    let _ana = ca.daemon(DAEMON);
+    let mut bob = cb.daemon(DAEMON);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let code = rt.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -281,26 +187,22 @@ fn two_nodes_on_a_lan_exchange_dms_without_a_relay() {
             .unwrap();
         inv["code"].as_str().unwrap().to_owned()
     });
-    assert!(concord(&ns_a, &a, &["join", &url, &code]).0);
-    assert!(concord(&ns_b, &b, &["join", &url, &code, "--username", "bob"]).0);
-    let ana_id: Id = concord_json(&ns_a, &a, &["status"])["user"]["id"]
+    assert!(ca.run(&["join", &url, &code]).0);
+    assert!(cb.run(&["join", &url, &code, "--username", "bob"]).0);
+    let ana_id: Id = ca.json(&["status"])["user"]["id"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let bob_id: Id = concord_json(&ns_b, &b, &["status"])["user"]["id"]
+    let bob_id: Id = cb.json(&["status"])["user"]["id"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let first = concord_json(
-        &ns_b,
-        &b,
-        &["dm", &ana_id.to_string(), "hello through the relay"],
-    );
+    let first = cb.json(&["dm", &ana_id.to_string(), "hello through the relay"]);
     let dm = first["channel_id"].as_str().unwrap().to_owned();
     wait_until("ana has the DM", || {
-        concord_json(&ns_a, &a, &["history", &dm])
+        ca.json(&["history", &dm])
             .to_string()
             .contains("hello through the relay")
     });
@@ -308,45 +210,29 @@ fn two_nodes_on_a_lan_exchange_dms_without_a_relay() {
     // The relay goes away; bob restarts, so only mDNS can bring the two nodes together.
     drop(relay_proc);
     drop(bob);
-    bob = daemon(&ns_b, &b);
-    let bob_peer = concord_json(&ns_b, &b, &["id"])["peer_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    bob = cb.daemon(DAEMON);
+    let bob_peer = cb.json(&["id"])["peer_id"].as_str().unwrap().to_owned();
     wait_until("mDNS connects ana to bob", || {
-        concord_json(&ns_a, &a, &["peers"])
+        ca.json(&["peers"])
             .as_array()
             .unwrap()
             .iter()
             .any(|p| p["peer_id"] == bob_peer.as_str() && p["kind"] == "direct")
     });
-    assert_eq!(
-        concord_json(&ns_a, &a, &["status"])["relay"]["connected"],
-        false
-    );
+    assert_eq!(ca.json(&["status"])["relay"]["connected"], false);
 
     // DMs both ways with no relay: shown at once, unconfirmed, kept in the outbox.
-    concord_json(
-        &ns_a,
-        &a,
-        &["dm", "--no-wait", &bob_id.to_string(), "over the lan"],
-    );
+    ca.json(&["dm", "--no-wait", &bob_id.to_string(), "over the lan"]);
     wait_until("bob gets ana's LAN DM", || {
-        concord_json(&ns_b, &b, &["history", &dm])
+        cb.json(&["history", &dm])
             .to_string()
             .contains("over the lan")
     });
-    concord_json(
-        &ns_b,
-        &b,
-        &["dm", "--no-wait", &ana_id.to_string(), "got it"],
-    );
+    cb.json(&["dm", "--no-wait", &ana_id.to_string(), "got it"]);
     wait_until("ana gets bob's LAN reply", || {
-        concord_json(&ns_a, &a, &["history", &dm])
-            .to_string()
-            .contains("got it")
+        ca.json(&["history", &dm]).to_string().contains("got it")
     });
-    let history = concord_json(&ns_b, &b, &["history", &dm]);
+    let history = cb.json(&["history", &dm]);
     let lan = history
         .as_array()
         .unwrap()
@@ -354,18 +240,18 @@ fn two_nodes_on_a_lan_exchange_dms_without_a_relay() {
         .find(|m| m["content"] == "over the lan")
         .unwrap();
     assert_eq!(lan["confirmed"], false);
-    assert_eq!(concord_json(&ns_a, &a, &["status"])["outbox"], 1);
+    assert_eq!(ca.json(&["status"])["outbox"], 1);
 
     // The relay comes back on the same address: the outboxes drain and both confirm.
     let (_relay, _) = relay(&lab, &relay_dir, http_port, p2p_port);
     wait_until("both confirmed", || {
-        [(&ns_a, &a), (&ns_b, &b)].iter().all(|(ns, dir)| {
-            let h = concord_json(ns, dir, &["history", &dm]);
+        [&ca, &cb].iter().all(|cli| {
+            let h = cli.json(&["history", &dm]);
             let msgs = h.as_array().unwrap();
             msgs.len() == 3 && msgs.iter().all(|m| m["confirmed"] == true)
         })
     });
-    assert_eq!(concord_json(&ns_a, &a, &["status"])["outbox"], 0);
+    assert_eq!(ca.json(&["status"])["outbox"], 0);
     drop(bob);
 }
 

@@ -93,7 +93,10 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
     let _ = std::fs::remove_file(dir.join(CONTROL_TOKEN_FILE));
     crate::identity::write_private(&dir.join(CONTROL_TOKEN_FILE), token.as_bytes())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    std::fs::write(dir.join(CONTROL_ADDR_FILE), addr.to_string())?;
+    // Written whole, then renamed: a reader never sees a half-written address.
+    let tmp = dir.join(format!("{CONTROL_ADDR_FILE}.tmp"));
+    std::fs::write(&tmp, addr.to_string())?;
+    std::fs::rename(&tmp, dir.join(CONTROL_ADDR_FILE))?;
     let control = Arc::new(Control {
         inner: inner.clone(),
         token,
