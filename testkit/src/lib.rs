@@ -1,6 +1,7 @@
 //! In-process Concord clusters for tests: a relay on loopback ports and any number of nodes,
 //! each with its own data dir, talking real QUIC/TCP libp2p and real HTTP.
 
+pub mod browser;
 pub mod procs;
 
 use std::sync::Arc;
@@ -187,7 +188,8 @@ impl TestNode {
     /// pushes to it from then on).
     pub async fn wait_connected(&self) {
         wait_for(Duration::from_secs(10), || {
-            self.node.is_relay_connected() && self.node.with_cache(|c| c.me().ok().flatten().is_some())
+            self.node.is_relay_connected()
+                && self.node.with_cache(|c| c.me().ok().flatten().is_some())
         })
         .await;
     }

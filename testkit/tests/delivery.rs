@@ -419,7 +419,10 @@ async fn presence_counts_node_connections() {
     let (_guild, _general, _code) = ana.create_guild(&relay, "lab").await;
     ana.wait_connected().await;
     // The hello answer (with the user) follows the connection.
-    concord_testkit::wait_for(Duration::from_secs(10), || ana.node.with_cache(|c| c.me().unwrap().is_some())).await;
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        ana.node.with_cache(|c| c.me().unwrap().is_some())
+    })
+    .await;
     let me = ana.node.with_cache(|c| c.me().unwrap().unwrap().id);
     let hub = &relay.server().app().hub;
     concord_testkit::wait_for(Duration::from_secs(10), || {
@@ -439,17 +442,37 @@ async fn a_relay_only_node_keeps_its_address_private_and_still_gets_everything()
     let relay = TestRelay::start().await;
     let ana = TestNode::start("ana").await;
     let shy = TestNode::start_with("shy", |c| c.relay_only = true).await;
-    assert!(shy.node.listen_addrs().is_empty(), "relay-only nodes do not listen");
+    assert!(
+        shy.node.listen_addrs().is_empty(),
+        "relay-only nodes do not listen"
+    );
     let (_guild, general, code) = ana.create_guild(&relay, "lab").await;
     shy.join(&relay, &code).await;
     ana.wait_connected().await;
     shy.wait_connected().await;
-    ana.node.send(general, "to the private one", true).await.unwrap();
-    shy.wait_history(general, |h| h.iter().any(|m| m.content == "to the private one" && m.confirmed)).await;
+    ana.node
+        .send(general, "to the private one", true)
+        .await
+        .unwrap();
+    shy.wait_history(general, |h| {
+        h.iter()
+            .any(|m| m.content == "to the private one" && m.confirmed)
+    })
+    .await;
     shy.node.send(general, "and back", true).await.unwrap();
-    ana.wait_history(general, |h| h.iter().any(|m| m.content == "and back" && m.confirmed)).await;
+    ana.wait_history(general, |h| {
+        h.iter().any(|m| m.content == "and back" && m.confirmed)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Its only connection is the relay.
     let relay_peer = shy.node.relay_info().unwrap().peer_id;
-    assert!(shy.node.connections().iter().all(|c| c.peer_id == relay_peer), "{:?}", shy.node.connections());
+    assert!(
+        shy.node
+            .connections()
+            .iter()
+            .all(|c| c.peer_id == relay_peer),
+        "{:?}",
+        shy.node.connections()
+    );
 }
