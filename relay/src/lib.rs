@@ -17,6 +17,7 @@ pub mod perms;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
+pub mod web;
 
 pub use config::RelayConfig;
 pub use server::{Server, ServerError};

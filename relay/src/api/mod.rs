@@ -20,7 +20,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
-use axum::response::IntoResponse;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -31,7 +30,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
-use error::ApiError;
 
 fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -139,10 +137,6 @@ pub fn content_security_policy(audiences: &[String]) -> String {
     )
 }
 
-async fn not_found() -> impl IntoResponse {
-    ApiError::NotFound("route")
-}
-
 /// The full HTTP service of one relay instance.
 pub fn router(app: Arc<App>) -> Router {
     let (router, _) = routes().split_for_parts();
@@ -175,7 +169,8 @@ pub fn router(app: Arc<App>) -> Router {
             ])
     };
     router
-        .fallback(not_found)
+        // Outside the API: the embedded web client (unknown paths stay a JSON 404).
+        .fallback(crate::web::serve)
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::ratelimit::enforce,

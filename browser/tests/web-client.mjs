@@ -1,0 +1,209 @@
+// The web client end to end in Chromium, against a relay started by
+// testkit/tests/web_client.rs: two browser contexts (two users) create accounts, a guild, an
+// invite, join, chat live both ways with a typing indicator; HTML in messages stays text;
+// a reload keeps the session; history scrolls back; the signed formats match the vectors.
+//
+// Usage: node tests/web-client.mjs <relay base url>. Prints one JSON line.
+
+import { launch, finish } from '../lib/chromium.mjs';
+
+const base = process.argv[2];
+const origin = new URL(base).origin;
+const TIMEOUT = 15_000;
+const suffix = Math.random().toString(36).slice(2, 8);
+const nameA = `ana_${suffix}`;
+const nameB = `bo.${suffix}`;
+
+const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
+const checks = result.checks;
+
+function watch(page, who) {
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') result.console_errors.push(`${who}: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => result.console_errors.push(`${who}: uncaught ${err.message}`));
+  page.on('request', (req) => {
+    const url = new URL(req.url());
+    if (url.origin !== origin && url.protocol !== 'data:') result.foreign_requests.push(req.url());
+  });
+  page.on('dialog', (dialog) => {
+    result.dialogs.push(`${who}: ${dialog.type()} ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  page.setDefaultTimeout(TIMEOUT);
+}
+
+const messageText = (page, text) => page.locator('#messages .content', { hasText: text });
+
+async function createAccount(page, name) {
+  await page.getByLabel('Username', { exact: true }).fill(name);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('#app').waitFor({ state: 'visible' });
+  await page.locator('#me-name', { hasText: name }).waitFor();
+}
+
+async function send(page, text) {
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+// Signs the documented vectors with WebCrypto keys imported from the vector seeds (PKCS#8 =
+// fixed header + seed) through the client's own byte-format code.
+async function vectors(page) {
+  return page.evaluate(async () => {
+    const { certificateBytes, loginBytes, sign } = await import('/js/signed.js');
+    const { b64u } = await import('/js/b64.js');
+    const key = async (byte) => {
+      const der = new Uint8Array(48);
+      der.set([0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20]);
+      der.fill(byte, 16);
+      return crypto.subtle.importKey('pkcs8', der, { name: 'Ed25519' }, false, ['sign']);
+    };
+    const account = 'iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w';
+    const device = 'gTl3Dqh9F19Wo1Rmw0x-zMuNipG07jeiXfYPW4_Js5Q';
+    const cert = await sign(await key(1), certificateBytes(account, device, 'laptop', 1700000000));
+    const login = await sign(await key(2), loginBytes('https://chat.example.org', 'q2x8JfQm5mN0bGl3kPz7Ew'));
+    return {
+      certificate: cert === '05UFPzFUNs8qNUacz_6UJhF0mn4K4mSuzEWVAp0O0B785WnlAcuwflJpdbdle9Ol0Swhbgs86gO2qRpDQShKBA',
+      login: login === 'i8W4G2qbSLecFiEpPmDFsqqiIMAVlMSQmY9PdA5rzH1O4RcFq1r4mz89MzC9lvX6RTW_5GF3sPW-sROVgVvNAA',
+      login_bytes: loginBytes('https://chat.example.org', 'q2x8JfQm5mN0bGl3kPz7Ew').length === 63,
+      b64u: b64u(new Uint8Array([251, 255])) === '-_8',
+    };
+  });
+}
+
+// What IndexedDB holds: the keys must be non-extractable Ed25519 CryptoKeys.
+async function storedKeys(page) {
+  return page.evaluate(async () => {
+    const { kv } = await import('/js/store.js');
+    const device = await kv.get('device');
+    const account = await kv.get('account');
+    const ok = (k) => k?.privateKey instanceof CryptoKey && k.privateKey.extractable === false && k.privateKey.algorithm.name === 'Ed25519';
+    return { device: ok(device), account: account ? ok(account) : null };
+  });
+}
+
+let browser;
+try {
+  browser = await launch();
+  const ctxA = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  // B uses a phone-sized window: the client must work at 360 px.
+  const ctxB = await browser.newContext({ viewport: { width: 360, height: 740 } });
+  const pageA = await ctxA.newPage();
+  const pageB = await ctxB.newPage();
+  watch(pageA, 'A');
+  watch(pageB, 'B');
+
+  // A: first visit, account, guild, invite.
+  const first = await pageA.goto(`${base}/`);
+  const headers = first.headers();
+  result.csp = headers['content-security-policy'] ?? null;
+  checks.csp = Boolean(result.csp) && result.csp.includes("default-src 'self'") && !/unsafe-(inline|eval)/.test(result.csp);
+  checks.html_content_type = (headers['content-type'] ?? '').startsWith('text/html');
+  await createAccount(pageA, nameA);
+  await pageA.getByRole('button', { name: 'New guild' }).click();
+  await pageA.getByLabel('Guild name').fill('Rust Meetup');
+  await pageA.getByRole('button', { name: 'Create guild' }).click();
+  await pageA.getByRole('heading', { name: '# general' }).waitFor();
+  checks.guild_created = await pageA.getByRole('button', { name: 'Rust Meetup' }).isVisible();
+  await pageA.getByRole('button', { name: 'Invite people' }).click();
+  await pageA.getByLabel('Invite link').waitFor({ state: 'visible' });
+  const invite = await pageA.getByLabel('Invite link').inputValue();
+  checks.invite_link = invite.startsWith(`${origin}/invite/`);
+  await pageA.getByRole('button', { name: 'Done' }).click();
+
+  // B: opens the invite link, creates an account, joins.
+  await pageB.goto(invite);
+  await pageB.locator('#invite-note').waitFor({ state: 'visible' });
+  checks.invite_note = (await pageB.locator('#invite-note').textContent()).includes('invited');
+  await createAccount(pageB, nameB);
+  await pageB.getByRole('button', { name: 'Join guild' }).click();
+  await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  checks.joined = (await pageB.evaluate(() => location.pathname)) === '/';
+
+  // Live both ways, with the typing indicator.
+  await send(pageA, 'hello from A');
+  await messageText(pageB, 'hello from A').waitFor();
+  checks.b_sees_a_live = true;
+  await pageB.getByLabel('Message', { exact: true }).fill('typing…');
+  await pageA.locator('#typing', { hasText: `${nameB} is typing` }).waitFor();
+  checks.typing_seen = true;
+  await send(pageB, 'hi from B');
+  await messageText(pageA, 'hi from B').waitFor();
+  checks.a_sees_b_live = true;
+  checks.author_shown = await pageA.locator('#messages .author', { hasText: nameB }).first().isVisible();
+
+  // HTML in a message is text: no element is created and nothing runs.
+  const img = '<img src=x onerror=window.__pwned=1>';
+  const script = '<script>window.__pwned=2</script>';
+  await send(pageA, img);
+  await send(pageA, script);
+  await messageText(pageB, script).waitFor();
+  const xss = await pageB.evaluate(() => ({
+    imgs: document.querySelectorAll('#messages img').length,
+    scripts: document.querySelectorAll('#messages script').length,
+    pwned: window.__pwned ?? null,
+    shown: [...document.querySelectorAll('#messages .content')].map((e) => e.textContent),
+  }));
+  checks.html_is_text = xss.imgs === 0 && xss.scripts === 0 && xss.pwned === null && xss.shown.includes(img) && xss.shown.includes(script);
+  result.xss = { imgs: xss.imgs, scripts: xss.scripts, pwned: xss.pwned };
+
+  // A backlog of 60 messages (sent through the API with A's own stored session), then B
+  // reloads: still logged in (keys and tokens in IndexedDB), newest page shown, and
+  // scrolling up reaches the first message.
+  await pageA.evaluate(async (n) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const channel = document.querySelector('#messages').dataset.channel;
+    for (let i = 0; i < n; i += 1) {
+      const resp = await fetch(`/api/v1/channels/${channel}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ content: `backlog ${i}`, nonce: `backlog-${i}`, reply_to: null }),
+      });
+      if (!resp.ok) throw new Error(`send ${i}: ${resp.status}`);
+    }
+  }, 60);
+  await messageText(pageB, 'backlog 59').waitFor();
+  await pageB.reload();
+  await pageB.locator('#me-name', { hasText: nameB }).waitFor();
+  await messageText(pageB, 'backlog 59').waitFor();
+  checks.reload_keeps_session = await pageB.locator('#welcome').isHidden();
+  checks.newest_page_only = (await messageText(pageB, 'hello from A').count()) === 0;
+  for (let i = 0; i < 20 && (await messageText(pageB, 'hello from A').count()) === 0; i += 1) {
+    await pageB.locator('#messages').evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    await pageB.waitForTimeout(150);
+  }
+  checks.scroll_back = (await messageText(pageB, 'hello from A').count()) === 1;
+  checks.start_of_channel = await pageB.locator('#messages .system').isVisible();
+  checks.no_duplicates = await pageB.evaluate(() => {
+    const ids = [...document.querySelectorAll('#messages li[data-id]')].map((li) => li.dataset.id);
+    return ids.length === new Set(ids).size && ids.length === 64;
+  });
+
+  // Still live after the reload.
+  await send(pageA, 'after reload');
+  await messageText(pageB, 'after reload').waitFor();
+  checks.live_after_reload = true;
+
+  // 360 px: nothing wider than the window.
+  checks.fits_360 = await pageB.evaluate(() => document.documentElement.scrollWidth <= 360);
+
+  result.vectors = await vectors(pageA);
+  checks.vectors = Object.values(result.vectors).every(Boolean);
+  result.keys = { a: await storedKeys(pageA), b: await storedKeys(pageB) };
+  checks.keys_non_extractable = result.keys.a.device && result.keys.a.account === true && result.keys.b.device && result.keys.b.account === true;
+
+  checks.no_console_errors = result.console_errors.length === 0;
+  checks.no_foreign_requests = result.foreign_requests.length === 0;
+  checks.no_dialogs = result.dialogs.length === 0;
+  result.ok = Object.values(checks).every((v) => v === true);
+} catch (err) {
+  result.error = String(err?.stack ?? err);
+} finally {
+  await browser?.close().catch(() => {});
+}
+finish(result);

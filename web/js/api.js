@@ -1,0 +1,142 @@
+// The relay's HTTP API (docs/protocols/http-auth.md): challenge login with the device key,
+// tokens kept in IndexedDB, refresh under a Web Lock so several tabs share one rotation.
+
+import { kv } from './store.js';
+import { loginBytes, sign } from './signed.js';
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const REFRESH_MARGIN_MS = 60_000;
+
+export class Api {
+  constructor(device) {
+    this.device = device;
+    this.session = null;
+    this.onLoggedOut = () => {};
+  }
+
+  // One HTTP call; JSON in and out; non-2xx becomes an ApiError with the relay's code.
+  async raw(method, path, body, token) {
+    const headers = {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (token) headers.authorization = `Bearer ${token}`;
+    let resp;
+    try {
+      resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      throw new ApiError(0, 'network', 'the relay cannot be reached');
+    }
+    if (resp.status === 204) return null;
+    const data = await resp.json().catch(() => null);
+    if (!resp.ok) throw new ApiError(resp.status, data?.code ?? `http_${resp.status}`, data?.message ?? resp.statusText);
+    return data;
+  }
+
+  async save(answer) {
+    this.session = {
+      access_token: answer.access_token,
+      refresh_token: answer.refresh_token,
+      expires_at: Date.now() + answer.expires_in * 1000,
+      session_id: answer.session_id,
+      user: answer.user,
+    };
+    await kv.set('session', this.session);
+    await kv.set('user', answer.user);
+  }
+
+  // Challenge → signature → login. `certificate`/`username` only for a new device/account.
+  async login({ certificate = null, username = null } = {}) {
+    const device = this.device;
+    const c = await this.raw('POST', '/api/v1/auth/challenge', { device_key: device.public });
+    if (c.audience !== location.origin) {
+      throw new ApiError(0, 'wrong_audience', `the relay answered for ${c.audience}, not ${location.origin}`);
+    }
+    const signature = await sign(device.privateKey, loginBytes(c.audience, c.challenge));
+    const answer = await this.raw('POST', '/api/v1/auth/login', {
+      device_key: device.public,
+      challenge: c.challenge,
+      signature,
+      certificate,
+      username,
+    });
+    await this.save(answer);
+    return answer;
+  }
+
+  // A valid access token, refreshed first when it is about to expire.
+  async token() {
+    if (!this.session) this.session = (await kv.get('session')) ?? null;
+    if (!this.session) {
+      await this.login();
+    } else if (Date.now() >= this.session.expires_at - REFRESH_MARGIN_MS) {
+      await this.refresh();
+    }
+    return this.session.access_token;
+  }
+
+  // Rotates the refresh token. Tabs take turns (Web Lock); a tab that finds a newer session
+  // stored by another tab uses it instead of spending its own (already rotated) token.
+  async refresh() {
+    const spent = this.session?.refresh_token;
+    const work = async () => {
+      const stored = await kv.get('session');
+      if (stored && stored.refresh_token !== spent && Date.now() < stored.expires_at - REFRESH_MARGIN_MS) {
+        this.session = stored;
+        return;
+      }
+      try {
+        await this.save(await this.raw('POST', '/api/v1/auth/refresh', { refresh_token: stored?.refresh_token ?? spent }));
+      } catch (err) {
+        if (err.status !== 401) throw err;
+        // Spent, reused or revoked: log in again with the device key.
+        await kv.del('session');
+        this.session = null;
+        await this.relogin();
+      }
+    };
+    if (navigator.locks) await navigator.locks.request('concord-refresh', work);
+    else await work();
+  }
+
+  async relogin() {
+    try {
+      await this.login();
+    } catch (err) {
+      if (err.status === 401 || err.status === 400) this.onLoggedOut(err);
+      throw err;
+    }
+  }
+
+  // An authenticated call; an expired token is refreshed and the call retried once.
+  async call(method, path, body) {
+    const token = await this.token();
+    try {
+      return await this.raw(method, path, body, token);
+    } catch (err) {
+      if (err.status === 401 && (err.code === 'token_expired' || err.code === 'invalid_token')) {
+        await this.refresh();
+        return this.raw(method, path, body, this.session.access_token);
+      }
+      if (err.status === 401 && err.code === 'session_revoked') {
+        await kv.del('session');
+        this.session = null;
+        await this.relogin();
+        return this.raw(method, path, body, this.session.access_token);
+      }
+      throw err;
+    }
+  }
+
+  async logout() {
+    const refresh = this.session?.refresh_token;
+    this.session = null;
+    await kv.del('session');
+    if (refresh) await this.raw('POST', '/api/v1/auth/logout', { refresh_token: refresh }).catch(() => {});
+  }
+}
