@@ -2,6 +2,7 @@
 //! none asserts timing (CI never gates on wall-clock numbers).
 
 mod cache;
+mod load;
 mod p2p;
 mod stats;
 mod text;
@@ -22,11 +23,21 @@ enum Scenario {
     /// Node process memory and cold start; delivery latency node → node, node → relay →
     /// node, node → relay → gateway (loopback).
     P2p(p2p::Args),
+    /// Chat load: N gateway clients in Zipf-sized guilds, R messages/s over HTTP; delivery
+    /// latency to every recipient, relay CPU and memory (starts the relay unless --target).
+    Text(load::text::Args),
+    /// N idle gateway connections: the relay's memory per connection.
+    Idle(load::idle::Args),
+    /// History pages and full-text search under text load.
+    History(load::history::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Cache(args) => cache::run(&args),
         Scenario::P2p(args) => p2p::run(&args),
+        Scenario::Text(args) => load::text::run(&args),
+        Scenario::Idle(args) => load::idle::run(&args),
+        Scenario::History(args) => load::history::run(&args),
     }
 }

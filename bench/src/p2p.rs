@@ -223,7 +223,7 @@ fn status_kib(status: &str, field: &str) -> Option<u64> {
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (days to civil date, proleptic Gregorian).
-fn iso_date(unix: u64) -> String {
+pub(crate) fn iso_date(unix: u64) -> String {
     let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -196,6 +196,15 @@ pub struct GatewayConfig {
     pub max_pending_events: usize,
     /// Most concurrent gateway connections.
     pub max_connections: usize,
+    /// WebSocket read buffer per connection, in bytes (tungstenite's default is 128 KiB,
+    /// which makes an idle socket cost ~135 KB; client frames are at most 4 KiB).
+    pub read_buffer_bytes: usize,
+    /// Bytes of outgoing frames gathered before a write; 0 writes each frame at once and
+    /// keeps no buffer while idle.
+    pub write_buffer_bytes: usize,
+    /// Most bytes one connection may have waiting to be written; past it the write fails
+    /// and the connection is closed.
+    pub max_write_buffer_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -206,6 +215,9 @@ impl Default for GatewayConfig {
             resume_buffer: 512,
             max_pending_events: 512,
             max_connections: 50_000,
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 0,
+            max_write_buffer_bytes: 1024 * 1024,
         }
     }
 }
@@ -383,6 +395,16 @@ impl RelayConfig {
         {
             return Err(ConfigError::Invalid(
                 "gateway: heartbeat_interval_ms >= 1000, resume_buffer and max_pending_events > 0"
+                    .into(),
+            ));
+        }
+        // tungstenite refuses a write buffer limit at or below the write buffer size.
+        if self.gateway.read_buffer_bytes == 0
+            || self.gateway.max_write_buffer_bytes <= self.gateway.write_buffer_bytes
+            || self.gateway.max_write_buffer_bytes < 64 * 1024
+        {
+            return Err(ConfigError::Invalid(
+                "gateway: read_buffer_bytes > 0, max_write_buffer_bytes >= 65536 and above write_buffer_bytes"
                     .into(),
             ));
         }

@@ -40,9 +40,10 @@ pub async fn upgrade(
     }
     let ip = crate::ratelimit::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     // Small buffers keep idle sockets cheap; client frames are tiny.
-    ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
+    let sizes = &app.config.gateway;
+    ws.read_buffer_size(sizes.read_buffer_bytes)
+        .write_buffer_size(sizes.write_buffer_bytes)
+        .max_write_buffer_size(sizes.max_write_buffer_bytes)
         .max_message_size(MAX_CLIENT_FRAME_BYTES * 4)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES * 4)
         .on_upgrade(move |socket| connection::run(app, socket, ip))
