@@ -3,18 +3,26 @@
 // invite, join, chat live both ways with a typing indicator; HTML in messages stays text;
 // a reload keeps the session; history scrolls back; the signed formats match the vectors.
 //
-// Usage: node tests/web-client.mjs <relay base url>. Prints one JSON line.
+// Also: edit, delete and a reaction seen by the other user, a DM both ways, a second
+// browser linked to A's account sees A's guilds, search jumps to an older message, and
+// screenshots of the main views (light and dark, desktop and 360 px) are written as PNG.
+//
+// Usage: node tests/web-client.mjs <relay base url> [screenshot dir]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
 
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
 const base = process.argv[2];
+const shots = process.argv[3] ?? null;
 const origin = new URL(base).origin;
 const TIMEOUT = 15_000;
 const suffix = Math.random().toString(36).slice(2, 8);
 const nameA = `ana_${suffix}`;
 const nameB = `bo.${suffix}`;
 
-const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
+const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [], screenshots: [] };
 const checks = result.checks;
 
 function watch(page, who) {
@@ -33,6 +41,15 @@ function watch(page, who) {
   page.setDefaultTimeout(TIMEOUT);
 }
 
+async function screenshot(page, name) {
+  if (!shots) return;
+  mkdirSync(shots, { recursive: true });
+  const path = join(shots, `${name}.png`);
+  await page.screenshot({ path });
+  result.screenshots.push(path);
+}
+
+const messageItem = (page, text) => page.locator('#messages li.message', { has: page.locator('.content', { hasText: text }) });
 const messageText = (page, text) => page.locator('#messages .content', { hasText: text });
 
 async function createAccount(page, name) {
@@ -101,11 +118,13 @@ try {
   result.csp = headers['content-security-policy'] ?? null;
   checks.csp = Boolean(result.csp) && result.csp.includes("default-src 'self'") && !/unsafe-(inline|eval)/.test(result.csp);
   checks.html_content_type = (headers['content-type'] ?? '').startsWith('text/html');
+  await pageA.getByLabel('Username', { exact: true }).waitFor();
+  await screenshot(pageA, 'welcome-desktop');
   await createAccount(pageA, nameA);
   await pageA.getByRole('button', { name: 'New guild' }).click();
   await pageA.getByLabel('Guild name').fill('Rust Meetup');
   await pageA.getByRole('button', { name: 'Create guild' }).click();
-  await pageA.getByRole('heading', { name: '# general' }).waitFor();
+  await pageA.getByRole('heading', { name: '#general' }).waitFor();
   checks.guild_created = await pageA.getByRole('button', { name: 'Rust Meetup' }).isVisible();
   await pageA.getByRole('button', { name: 'Invite people' }).click();
   await pageA.getByLabel('Invite link').waitFor({ state: 'visible' });
@@ -149,6 +168,50 @@ try {
   checks.html_is_text = xss.imgs === 0 && xss.scripts === 0 && xss.pwned === null && xss.shown.includes(img) && xss.shown.includes(script);
   result.xss = { imgs: xss.imgs, scripts: xss.scripts, pwned: xss.pwned };
 
+  // Edit, reaction and delete, each seen live by the other user.
+  const mineA = messageItem(pageA, 'hello from A');
+  await mineA.hover();
+  await mineA.getByRole('button', { name: 'Edit' }).click();
+  const editBox = pageA.getByLabel('Edit message');
+  await editBox.fill('hello from A, edited');
+  await editBox.press('Enter');
+  await messageText(pageB, 'hello from A, edited').waitFor();
+  checks.edit_seen = (await messageItem(pageB, 'hello from A, edited').locator('.edited').count()) === 1;
+  const theirs = messageItem(pageB, 'hello from A, edited');
+  await theirs.hover();
+  await theirs.getByRole('button', { name: 'React with 👍' }).click();
+  await messageItem(pageA, 'hello from A, edited').getByRole('button', { name: '👍 1' }).waitFor();
+  checks.reaction_seen = true;
+  await send(pageA, 'delete me');
+  await messageText(pageB, 'delete me').waitFor();
+  const doomed = messageItem(pageA, 'delete me');
+  await doomed.hover();
+  await doomed.getByRole('button', { name: 'Delete' }).click();
+  await doomed.getByRole('button', { name: 'Confirm delete' }).click();
+  await messageText(pageB, 'delete me').waitFor({ state: 'detached' });
+  checks.delete_seen = (await messageText(pageA, 'delete me').count()) === 0;
+  await screenshot(pageA, 'chat-desktop-light');
+  await pageA.emulateMedia({ colorScheme: 'dark' });
+  await screenshot(pageA, 'chat-desktop-dark');
+  await pageA.emulateMedia({ colorScheme: 'light' });
+  await screenshot(pageB, 'chat-360');
+
+  // A direct message, both ways: A picks B in the member list.
+  await pageA.getByRole('button', { name: `Message ${nameB}` }).click();
+  await pageA.locator(`#composer-input[placeholder="Message @${nameB}"]`).waitFor();
+  await send(pageA, 'a private hello');
+  await pageB.getByRole('button', { name: 'Direct messages' }).click();
+  await pageB.getByRole('button', { name: `@${nameA}` }).click();
+  await messageText(pageB, 'a private hello').waitFor();
+  await send(pageB, 'a private answer');
+  await messageText(pageA, 'a private answer').waitFor();
+  checks.dm_exchanged = true;
+  await screenshot(pageB, 'dm-360');
+  await pageA.getByRole('button', { name: 'Rust Meetup' }).click();
+  await pageB.getByRole('button', { name: 'Rust Meetup' }).click();
+  await pageA.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
+
   // A backlog of 60 messages (sent through the API with A's own stored session), then B
   // reloads: still logged in (keys and tokens in IndexedDB), newest page shown, and
   // scrolling up reaches the first message.
@@ -189,13 +252,49 @@ try {
   await messageText(pageB, 'after reload').waitFor();
   checks.live_after_reload = true;
 
+  // Search from A finds the edited message (now above the newest page) and jumps to it.
+  await pageA.getByLabel('Search messages').fill('edited');
+  await pageA.getByLabel('Search messages').press('Enter');
+  const hit = pageA.locator('#search-list button.hit', { hasText: 'hello from A' });
+  await hit.waitFor();
+  checks.search_highlight = (await hit.locator('mark', { hasText: 'edited' }).count()) === 1;
+  await screenshot(pageA, 'search-desktop');
+  await hit.click();
+  const target = pageA.locator('#messages li.message.highlight', { hasText: 'hello from A, edited' });
+  await target.waitFor();
+  checks.search_jump = await target.evaluate((li) => {
+    const box = li.getBoundingClientRect();
+    const list = li.closest('#messages').getBoundingClientRect();
+    return box.top >= list.top && box.bottom <= list.bottom;
+  });
+
+  // A second browser linked to A's account (A signs its device key) sees A's guilds.
+  const ctxC = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  const pageC = await ctxC.newPage();
+  watch(pageC, 'C');
+  await pageC.goto(`${base}/`);
+  await pageC.getByText('Use an existing account on this browser').click();
+  const keyC = (await pageC.locator('#device-key').textContent()).trim();
+  await pageA.getByRole('button', { name: 'Link a device' }).click();
+  await pageA.getByLabel('Device key').fill(keyC);
+  await pageA.getByLabel('Device name').fill('second browser');
+  await pageA.getByRole('button', { name: 'Link device' }).click();
+  await pageA.locator('#link-dialog').waitFor({ state: 'hidden' });
+  await pageC.getByRole('button', { name: 'I linked it, log in' }).click();
+  await pageC.locator('#me-name', { hasText: nameA }).waitFor();
+  await pageC.getByRole('button', { name: 'Rust Meetup' }).waitFor();
+  await messageText(pageC, 'after reload').waitFor();
+  checks.linked_browser = true;
+  result.keys_c = await storedKeys(pageC);
+
   // 360 px: nothing wider than the window.
   checks.fits_360 = await pageB.evaluate(() => document.documentElement.scrollWidth <= 360);
 
   result.vectors = await vectors(pageA);
   checks.vectors = Object.values(result.vectors).every(Boolean);
   result.keys = { a: await storedKeys(pageA), b: await storedKeys(pageB) };
-  checks.keys_non_extractable = result.keys.a.device && result.keys.a.account === true && result.keys.b.device && result.keys.b.account === true;
+  checks.keys_non_extractable = result.keys.a.device && result.keys.a.account === true && result.keys.b.device && result.keys.b.account === true
+    && result.keys_c.device && result.keys_c.account === null;
 
   checks.no_console_errors = result.console_errors.length === 0;
   checks.no_foreign_requests = result.foreign_requests.length === 0;

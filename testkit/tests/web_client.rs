@@ -1,7 +1,9 @@
 //! The web client (`web/`, served by the relay) in real Chromium: two users in two browser
 //! contexts create accounts, a guild and an invite, join, and chat live both ways; HTML in a
 //! message stays text; a reload keeps the session; history scrolls back; no console errors,
-//! no request to another origin, a strict CSP. The checks run in
+//! no request to another origin, a strict CSP; edit, delete, a reaction and a DM seen by the
+//! other user; search jumps to a message; a linked second browser sees the same guilds.
+//! Screenshots of the main views land in `$CARGO_TARGET_TMPDIR/web-screenshots/`. The checks run in
 //! `browser/tests/web-client.mjs`; this test starts the relay and asserts its JSON answer.
 
 use std::time::Duration;
@@ -21,12 +23,19 @@ const CHECKS: &[&str] = &[
     "a_sees_b_live",
     "author_shown",
     "html_is_text",
+    "edit_seen",
+    "reaction_seen",
+    "delete_seen",
+    "dm_exchanged",
     "reload_keeps_session",
     "newest_page_only",
     "scroll_back",
     "start_of_channel",
     "no_duplicates",
     "live_after_reload",
+    "search_highlight",
+    "search_jump",
+    "linked_browser",
     "fits_360",
     "vectors",
     "keys_non_extractable",
@@ -38,9 +47,10 @@ const CHECKS: &[&str] = &[
 #[tokio::test]
 async fn two_users_chat_in_chromium() {
     let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await;
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
     let result = browser::run(
         "tests/web-client.mjs",
-        std::slice::from_ref(&relay.url),
+        &[relay.url.clone(), shots.display().to_string()],
         Duration::from_secs(180),
     )
     .await;
@@ -58,5 +68,11 @@ async fn two_users_chat_in_chromium() {
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");
     assert_eq!(result["xss"]["imgs"], 0, "{pretty}");
+    let pngs = result["screenshots"].as_array().expect("screenshots");
+    assert!(pngs.len() >= 6, "{pretty}");
+    for png in pngs {
+        let bytes = std::fs::read(png.as_str().expect("path")).expect("screenshot written");
+        assert!(bytes.starts_with(b"\x89PNG"), "{png} is not a PNG");
+    }
     assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
 }

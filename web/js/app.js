@@ -1,15 +1,17 @@
-// Concord web client: boot, account creation/login, guilds, channels, messages.
-// User content is only ever put into the page with textContent (never as HTML).
+// Concord web client: boot, account creation/login, guilds, channels, DMs, messages.
+// User content is only ever put into the page as text nodes (never parsed as HTML).
 
 import { Api, ApiError } from './api.js';
 import { Gateway } from './gateway.js';
 import { kv } from './store.js';
 import { deviceLabel, newKeyPair, signCertificate } from './signed.js';
-import { $, h, show, setText, compareIds, formatTime } from './dom.js';
+import { $, h, show, setText, compareIds, formatTime, reconcile, highlightNodes } from './dom.js';
 
 const PAGE = 50;
 const TYPING_SEND_MS = 5_000;
 const TYPING_SHOW_MS = 10_000;
+const HOME = '@me';
+const QUICK_REACTION = '👍';
 
 const state = {
   device: null,
@@ -18,15 +20,18 @@ const state = {
   gateway: null,
   me: null,
   guilds: new Map(), // id → ReadyGuild
-  dms: new Map(),
+  dms: new Map(), // id → Channel (kind dm)
+  members: new Map(), // guild id → Map(user id → Member)
   users: new Map(), // id → username
+  names: 0, // bumped when a username is learnt (cached message nodes re-render)
   userFetches: new Map(),
-  guildId: null,
+  guildId: null, // a guild id, HOME for direct messages, or null
   view: null, // the open channel, see openChannel
+  outbox: new Map(), // nonce → {channelId, content, status: 'sending'|'waiting'|'failed', error}
   inviteCode: null,
-  pendingGuild: null,
   typing: new Map(), // user id → timeout
   lastTypingSent: 0,
+  connected: false,
 };
 
 // ---- boot ---------------------------------------------------------------------------------
@@ -41,7 +46,7 @@ async function boot() {
   state.device = await ensureDevice();
   state.account = (await kv.get('account')) ?? null;
   state.api = new Api(state.device);
-  state.api.onLoggedOut = () => showWelcome();
+  state.api.onLoggedOut = () => showWelcome(state.me);
   setText($('#device-key'), state.device.public);
   wireWelcome();
   wireApp();
@@ -149,12 +154,18 @@ function startApp() {
   state.gateway?.stop();
   state.gateway = new Gateway(state.api, {
     ready: onReady,
-    resumed: () => banner(null),
+    resumed: () => {},
     event: onEvent,
     state: (s) => {
-      if (s === 'connected') banner(null);
-      else if (s === 'reconnecting') banner('Connection lost. Reconnecting…');
-      else if (s === 'logged_out') showWelcome(state.me);
+      state.connected = s === 'connected';
+      if (s === 'connected') {
+        banner(null);
+        flushOutbox();
+      } else if (s === 'reconnecting') {
+        banner('Connection lost. Reconnecting…');
+      } else if (s === 'logged_out') {
+        showWelcome(state.me);
+      }
     },
   });
   state.gateway.start();
@@ -167,6 +178,7 @@ function banner(text) {
 }
 
 function wireApp() {
+  $('#dm-home').addEventListener('click', () => selectGuild(HOME));
   $('#new-guild').addEventListener('click', () => {
     setText($('#guild-error'), '');
     $('#guild-name-input').value = '';
@@ -187,7 +199,7 @@ function wireApp() {
   });
 
   $('#invite-button').addEventListener('click', async () => {
-    if (!state.guildId) return;
+    if (!state.guilds.has(state.guildId)) return;
     try {
       const invite = await state.api.call('POST', `/api/v1/guilds/${state.guildId}/invites`, {});
       $('#invite-link').value = `${location.origin}/invite/${invite.code}`;
@@ -262,6 +274,12 @@ function wireApp() {
   $('#messages').addEventListener('scroll', () => {
     if ($('#messages').scrollTop < 120) loadOlder();
   });
+
+  $('#search').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    search($('#search-input').value.trim());
+  });
+  $('#search-close').addEventListener('click', () => show('#search-results', false));
 }
 
 function forgetInvite() {
@@ -273,15 +291,16 @@ function forgetInvite() {
 
 function onReady(d) {
   state.me = d.user;
-  state.users.set(d.user.id, d.user.username);
+  learnUser(d.user);
   setText($('#me-name'), d.user.username);
   state.guilds.clear();
   for (const g of d.guilds) state.guilds.set(g.id, g);
   state.dms.clear();
-  for (const c of d.dms) state.dms.set(c.id, c);
-  const keep = state.guildId && state.guilds.has(state.guildId) ? state.guildId : d.guilds[0]?.id ?? null;
+  for (const c of d.dms) addDm(c);
+  const keep = state.guildId === HOME || state.guilds.has(state.guildId) ? state.guildId : d.guilds[0]?.id ?? null;
   renderGuilds();
-  if (keep && keep === state.guildId && state.view) {
+  const open = state.view && channelById(state.view.channel.id);
+  if (keep && keep === state.guildId && open) {
     renderChannels();
     catchUp(state.view); // a new session: fetch whatever happened meanwhile
   } else {
@@ -316,6 +335,28 @@ function addGuild(g) {
   if (g.id === state.guildId) renderChannels();
 }
 
+function addDm(c) {
+  state.dms.set(c.id, c);
+  for (const u of c.recipients ?? []) learnUser(u);
+  if (state.guildId === HOME) renderChannels();
+}
+
+function learnUser(u) {
+  if (state.users.get(u.id) !== u.username) {
+    state.users.set(u.id, u.username);
+    state.names += 1;
+  }
+}
+
+function channelById(id) {
+  if (state.dms.has(id)) return state.dms.get(id);
+  for (const g of state.guilds.values()) {
+    const c = g.channels.find((x) => x.id === id);
+    if (c) return c;
+  }
+  return null;
+}
+
 function onEvent(t, d) {
   switch (t) {
     case 'message_create':
@@ -335,17 +376,18 @@ function onEvent(t, d) {
     case 'guild_update': {
       const g = state.guilds.get(d.id);
       if (g) addGuild({ ...g, ...d });
+      if (d.id === state.guildId) setText($('#guild-name'), d.name);
       break;
     }
     case 'guild_delete':
       state.guilds.delete(d.id);
       renderGuilds();
-      if (state.guildId === d.id) selectGuild(state.guilds.keys().next().value ?? null);
+      if (state.guildId === d.id) selectGuild(state.guilds.keys().next().value ?? HOME);
       break;
     case 'channel_create':
     case 'channel_update': {
       if (!d.guild_id) {
-        state.dms.set(d.id, d);
+        addDm(d);
         break;
       }
       const g = state.guilds.get(d.guild_id);
@@ -365,15 +407,22 @@ function onEvent(t, d) {
       break;
     }
     case 'member_add':
-    case 'member_update':
-      state.users.set(d.user.id, d.user.username);
+    case 'member_update': {
+      learnUser(d.user);
+      state.members.get(d.guild_id)?.set(d.user.id, d);
+      if (d.guild_id === state.guildId) renderMembers();
+      break;
+    }
+    case 'member_remove':
+      state.members.get(d.guild_id)?.delete(d.user.id);
+      if (d.guild_id === state.guildId) renderMembers();
       break;
     default:
       break;
   }
 }
 
-// ---- guilds and channels --------------------------------------------------------------------
+// ---- guilds, channels, members ----------------------------------------------------------------
 
 function sortedChannels(g) {
   return [...(g?.channels ?? [])].sort((a, b) => a.position - b.position || compareIds(a.id, b.id));
@@ -383,10 +432,21 @@ function firstTextChannel(g) {
   return sortedChannels(g).find((c) => c.kind === 'text') ?? null;
 }
 
+function dmPeer(c) {
+  return c.recipients?.find((u) => u.id !== state.me?.id) ?? c.recipients?.[0] ?? null;
+}
+
+function channelTitle(c) {
+  if (c.kind === 'dm') return `@${dmPeer(c)?.username ?? 'unknown'}`;
+  return `#${c.name}`;
+}
+
 function renderGuilds() {
-  const list = $('#guild-list');
+  const home = $('#dm-home');
+  if (state.guildId === HOME) home.setAttribute('aria-current', 'true');
+  else home.removeAttribute('aria-current');
   const items = [...state.guilds.values()].sort((a, b) => compareIds(a.id, b.id)).map((g) => {
-    const initials = g.name.trim().split(/\s+/).map((w) => w[0]).join('').slice(0, 2) || '?';
+    const initials = g.name.trim().split(/\s+/).map((w) => [...w][0]).join('').slice(0, 2) || '?';
     const button = h('button', {
       type: 'button',
       class: 'round',
@@ -397,49 +457,101 @@ function renderGuilds() {
     }, initials);
     return h('li', {}, button);
   });
-  list.replaceChildren(...items);
+  $('#guild-list').replaceChildren(...items);
 }
 
 function selectGuild(id) {
   state.guildId = id;
+  show('#search-results', false);
   renderGuilds();
+  if (id === HOME) {
+    setText($('#guild-name'), 'Direct messages');
+    show('#invite-button', false);
+    show('#members', false);
+    show('#search', false);
+    const first = [...state.dms.values()].sort((a, b) => compareIds(b.id, a.id))[0] ?? null;
+    openChannel(state.view && state.dms.has(state.view.channel.id) ? state.view.channel : first);
+    return;
+  }
   const g = id ? state.guilds.get(id) : null;
   setText($('#guild-name'), g ? g.name : 'No guild yet');
   show('#invite-button', Boolean(g));
+  show('#members', Boolean(g));
+  show('#search', Boolean(g));
   if (g) loadMembers(g.id);
   openChannel(firstTextChannel(g));
 }
 
 function renderChannels() {
-  const g = state.guilds.get(state.guildId);
-  const items = sortedChannels(g).map((c) => {
-    const label = c.kind === 'voice' ? `🔊 ${c.name}` : `# ${c.name}`;
+  const list = state.guildId === HOME
+    ? [...state.dms.values()].sort((a, b) => compareIds(b.id, a.id))
+    : sortedChannels(state.guilds.get(state.guildId));
+  const items = list.map((c) => {
+    const label = c.kind === 'voice' ? `🔊 ${c.name}` : channelTitle(c);
     const button = h('button', {
       type: 'button',
       'aria-current': state.view?.channel.id === c.id ? 'page' : false,
-      disabled: c.kind !== 'text',
+      disabled: c.kind === 'voice',
       title: c.kind === 'voice' ? 'Voice channels are not in the web client yet' : c.topic ?? '',
       onclick: () => openChannel(c),
     }, label);
     return h('li', {}, button);
   });
+  if (state.guildId === HOME && items.length === 0) {
+    items.push(h('li', { class: 'hint' }, 'No conversations yet. Pick a member of a guild to message them.'));
+  }
   $('#channel-list').replaceChildren(...items);
 }
 
 async function loadMembers(guildId) {
   try {
+    const members = new Map();
     let after = null;
     for (let i = 0; i < 10; i += 1) {
       const q = after ? `?limit=100&after=${after}` : '?limit=100';
       const page = await state.api.call('GET', `/api/v1/guilds/${guildId}/members${q}`);
-      for (const m of page) state.users.set(m.user.id, m.user.username);
+      for (const m of page) {
+        learnUser(m.user);
+        members.set(m.user.id, m);
+      }
       if (page.length < 100) break;
       after = page[page.length - 1].user.id;
     }
+    state.members.set(guildId, members);
+    if (guildId === state.guildId) renderMembers();
     if (state.view) renderMessages();
   } catch {
     // Names fall back to per-user lookups.
   }
+}
+
+function renderMembers() {
+  const members = [...(state.members.get(state.guildId)?.values() ?? [])]
+    .sort((a, b) => a.user.username.localeCompare(b.user.username));
+  const items = members.map((m) => {
+    if (m.user.id === state.me?.id) return h('li', { class: 'self' }, `${m.user.username} (you)`);
+    return h('li', {}, h('button', {
+      type: 'button',
+      class: 'link',
+      'aria-label': `Message ${m.user.username}`,
+      onclick: () => openDm(m.user.id),
+    }, m.user.username));
+  });
+  $('#member-list').replaceChildren(...items);
+}
+
+async function openDm(userId) {
+  let channel = [...state.dms.values()].find((c) => c.recipients?.some((u) => u.id === userId));
+  try {
+    channel ??= await state.api.call('POST', '/api/v1/users/@me/dms', { recipient: userId });
+  } catch (err) {
+    banner(describe(err));
+    return;
+  }
+  addDm(channel);
+  state.guildId = HOME;
+  selectGuild(HOME);
+  openChannel(channel);
 }
 
 function username(id) {
@@ -447,7 +559,7 @@ function username(id) {
   if (name) return name;
   if (!state.userFetches.has(id)) {
     state.userFetches.set(id, state.api.call('GET', `/api/v1/users/${id}`).then((u) => {
-      state.users.set(u.id, u.username);
+      learnUser(u);
       if (state.view) renderMessages();
     }, () => {}));
   }
@@ -464,34 +576,40 @@ async function openChannel(channel) {
   state.typing.forEach((timer) => clearTimeout(timer));
   state.typing.clear();
   renderTyping();
+  const list = $('#messages');
   if (!channel) {
     state.view = null;
     renderChannels();
-    setText($('#channel-name'), state.guildId ? 'No text channel' : 'Create or join a guild to start');
-    $('#messages').replaceChildren();
-    $('#messages').setAttribute('aria-label', 'Messages');
+    setText($('#channel-name'), state.guildId === HOME ? 'Direct messages' : state.guildId ? 'No text channel' : 'Create or join a guild to start');
+    list.replaceChildren();
+    list.setAttribute('aria-label', 'Messages');
     show('#composer', false);
     return;
   }
   const view = {
     channel,
     messages: new Map(),
-    pending: new Map(), // nonce → {content, failed}
+    nodes: new Map(), // id → {key, li}: rendered messages, rebuilt only when they change
     applied: 0,
     busy: true,
+    catching: false,
     buffered: [],
     hasMore: true,
     loadingOlder: false,
     stick: true,
+    editing: null, // {id, draft}
+    confirmDelete: null,
+    mine: new Set(), // `${message id} ${emoji}` reacted by me (seen this session)
   };
   state.view = view;
   renderChannels();
-  setText($('#channel-name'), `# ${channel.name}`);
-  $('#messages').setAttribute('aria-label', `Messages in ${channel.name}`);
-  $('#messages').dataset.channel = channel.id;
-  $('#composer-input').setAttribute('placeholder', `Message #${channel.name}`);
+  const title = channelTitle(channel);
+  setText($('#channel-name'), title);
+  list.setAttribute('aria-label', `Messages in ${title}`);
+  list.dataset.channel = channel.id;
+  list.replaceChildren();
+  $('#composer-input').setAttribute('placeholder', `Message ${title}`);
   show('#composer', true);
-  renderMessages();
   try {
     const page = await state.api.call('GET', `/api/v1/channels/${channel.id}/messages?limit=${PAGE}`);
     if (state.view !== view) return;
@@ -529,7 +647,7 @@ function onChannelEvent(t, d) {
 }
 
 async function catchUp(view) {
-  if (view.busy && view.catching) return;
+  if (view.catching) return;
   view.busy = true;
   view.catching = true;
   try {
@@ -573,7 +691,7 @@ function apply(view, t, d) {
     case 'message_create':
       if (d.deleted) break;
       view.messages.set(d.id, d);
-      if (d.author === state.me?.id) view.pending.delete(d.nonce);
+      if (d.author === state.me?.id) state.outbox.delete(d.nonce);
       clearTyping(d.author);
       break;
     case 'message_update': {
@@ -586,6 +704,11 @@ function apply(view, t, d) {
       break;
     case 'reaction_add':
     case 'reaction_remove': {
+      const key = `${d.message_id} ${d.emoji}`;
+      if (d.user_id === state.me?.id) {
+        if (t === 'reaction_add') view.mine.add(key);
+        else view.mine.delete(key);
+      }
       const m = view.messages.get(d.message_id);
       if (!m) break;
       const reactions = (m.reactions ?? []).map((r) => ({ ...r }));
@@ -605,24 +728,28 @@ function apply(view, t, d) {
 
 async function loadOlder() {
   const view = state.view;
-  if (!view || !view.hasMore || view.loadingOlder || view.messages.size === 0) return;
+  if (!view || !view.hasMore || view.loadingOlder || view.busy || view.messages.size === 0) return false;
   view.loadingOlder = true;
   const oldest = [...view.messages.keys()].sort(compareIds)[0];
   try {
     const page = await state.api.call('GET', `/api/v1/channels/${view.channel.id}/messages?before=${oldest}&limit=${PAGE}`);
-    if (state.view !== view) return;
+    if (state.view !== view) return false;
     const list = $('#messages');
     const fromBottom = list.scrollHeight - list.scrollTop;
     for (const m of page) if (!view.messages.has(m.id)) view.messages.set(m.id, m);
     view.hasMore = page.length === PAGE;
     renderMessages();
     list.scrollTop = list.scrollHeight - fromBottom;
+    return true;
   } catch (err) {
     banner(describe(err));
+    return false;
   } finally {
     view.loadingOlder = false;
   }
 }
+
+// ---- sending (an outbox: messages typed offline go out once when back) -------------------------
 
 async function sendMessage() {
   const view = state.view;
@@ -632,27 +759,120 @@ async function sendMessage() {
   input.value = '';
   state.lastTypingSent = 0;
   const nonce = crypto.randomUUID();
-  view.pending.set(nonce, { content, failed: false });
+  state.outbox.set(nonce, { channelId: view.channel.id, content, status: 'sending' });
   view.stick = true;
   renderMessages();
-  scrollToBottom();
-  await deliver(view, nonce);
+  await deliver(nonce);
 }
 
-async function deliver(view, nonce) {
-  const p = view.pending.get(nonce);
-  if (!p) return;
-  p.failed = false;
+async function deliver(nonce) {
+  const p = state.outbox.get(nonce);
+  if (!p || p.inflight) return;
+  p.inflight = true;
+  p.status = 'sending';
   try {
-    const m = await state.api.call('POST', `/api/v1/channels/${view.channel.id}/messages`, { content: p.content, nonce, reply_to: null });
-    view.pending.delete(nonce);
+    const m = await state.api.call('POST', `/api/v1/channels/${p.channelId}/messages`, { content: p.content, nonce, reply_to: null });
+    state.outbox.delete(nonce);
     // The gateway delivers the event in seq order; until then show the answer.
-    if (!view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
+    const view = state.view;
+    if (view?.channel.id === m.channel_id && !view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
   } catch (err) {
-    p.failed = true;
+    const transient = err.status === 0 || err.status >= 500 || err.status === 429;
+    p.status = transient ? 'waiting' : 'failed';
     p.error = describe(err);
+  } finally {
+    p.inflight = false;
   }
-  if (state.view === view) renderMessages();
+  if (state.view?.channel.id === p.channelId) renderMessages();
+}
+
+function flushOutbox() {
+  for (const [nonce, p] of state.outbox) if (p.status === 'waiting') deliver(nonce);
+}
+
+async function editMessage(view, id, content) {
+  const m = view.messages.get(id);
+  view.editing = null;
+  if (!m || !content || content === m.content) {
+    renderMessages();
+    return;
+  }
+  try {
+    const updated = await state.api.call('PATCH', `/api/v1/channels/${view.channel.id}/messages/${id}`, { content });
+    if (view.messages.has(id)) view.messages.set(id, { ...view.messages.get(id), content: updated.content, edited_at: updated.edited_at });
+  } catch (err) {
+    banner(describe(err));
+  }
+  renderMessages();
+}
+
+async function deleteMessage(view, id) {
+  view.confirmDelete = null;
+  try {
+    await state.api.call('DELETE', `/api/v1/channels/${view.channel.id}/messages/${id}`);
+    view.messages.delete(id);
+  } catch (err) {
+    banner(describe(err));
+  }
+  renderMessages();
+}
+
+async function toggleReaction(view, id, emoji) {
+  const key = `${id} ${emoji}`;
+  const method = view.mine.has(key) ? 'DELETE' : 'PUT';
+  try {
+    await state.api.call(method, `/api/v1/channels/${view.channel.id}/messages/${id}/reactions/${encodeURIComponent(emoji)}`);
+    if (method === 'PUT') view.mine.add(key);
+    else view.mine.delete(key);
+  } catch (err) {
+    banner(describe(err));
+  }
+  renderMessages();
+}
+
+// ---- search ---------------------------------------------------------------------------------
+
+async function search(q) {
+  if (!q || !state.guilds.has(state.guildId)) return;
+  const list = $('#search-list');
+  show('#search-results', true);
+  setText($('#search-title'), `Results for “${q}”`);
+  list.replaceChildren(h('li', { class: 'hint' }, 'Searching…'));
+  try {
+    const answer = await state.api.call('GET', `/api/v1/guilds/${state.guildId}/search?q=${encodeURIComponent(q)}&limit=25`);
+    const items = answer.hits.map((hit) => {
+      const m = hit.message;
+      const channel = channelById(m.channel_id);
+      const where = `${channel ? channelTitle(channel) : ''} · ${username(m.author)} · ${formatTime(m.created_at)}`;
+      return h('li', {}, h('button', {
+        type: 'button',
+        class: 'hit',
+        onclick: () => jumpTo(m.channel_id, m.id),
+      }, h('span', { class: 'where' }, where), h('span', { class: 'snippet' }, ...highlightNodes(hit.highlight))));
+    });
+    if (items.length === 0) items.push(h('li', { class: 'hint' }, 'No messages found.'));
+    list.replaceChildren(...items);
+  } catch (err) {
+    list.replaceChildren(h('li', { class: 'error' }, describe(err)));
+  }
+}
+
+// Opens the channel and scrolls back until the message is loaded, then shows it.
+async function jumpTo(channelId, messageId) {
+  const channel = channelById(channelId);
+  if (!channel) return;
+  if (state.view?.channel.id !== channelId) await openChannel(channel);
+  const view = state.view;
+  for (let i = 0; i < 200 && view && !view.messages.has(messageId) && view.hasMore; i += 1) {
+    if (!(await loadOlder())) await new Promise((r) => setTimeout(r, 50));
+  }
+  const li = $('#messages').querySelector(`li[data-id="${messageId}"]`);
+  if (!li) return;
+  li.scrollIntoView({ block: 'center' });
+  li.classList.add('highlight');
+  li.setAttribute('tabindex', '-1');
+  li.focus({ preventScroll: true });
+  setTimeout(() => li.classList.remove('highlight'), 4000);
 }
 
 // ---- rendering ------------------------------------------------------------------------------
@@ -664,44 +884,117 @@ function renderMessages() {
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   const items = [];
   if (!view.busy && !view.hasMore) {
-    items.push(h('li', { class: 'system' }, `This is the start of #${view.channel.name}.`));
+    view.startNode ??= h('li', { class: 'system' }, `This is the start of ${channelTitle(view.channel)}.`);
+    items.push(view.startNode);
   }
   const ids = [...view.messages.keys()].sort(compareIds);
   let prev = null;
+  const seen = new Set();
   for (const id of ids) {
     const m = view.messages.get(id);
-    const grouped = prev && prev.author === m.author && m.created_at - prev.created_at < 5 * 60_000;
-    items.push(messageItem(m, grouped));
+    const grouped = Boolean(prev && prev.author === m.author && m.created_at - prev.created_at < 5 * 60_000);
+    items.push(messageNode(view, m, grouped));
+    seen.add(id);
     prev = m;
   }
-  for (const [nonce, p] of view.pending) {
-    const retry = p.failed
-      ? h('button', { type: 'button', class: 'link', onclick: () => deliver(view, nonce) }, 'Retry')
-      : '';
-    items.push(h('li', { class: p.failed ? 'message failed' : 'message pending', 'data-nonce': nonce },
-      h('div', { class: 'meta' }, h('span', { class: 'author' }, state.me?.username ?? ''),
-        h('span', { class: 'time' }, p.failed ? `not sent: ${p.error}` : 'sending…'), retry),
+  for (const id of view.nodes.keys()) if (!seen.has(id)) view.nodes.delete(id);
+  for (const [nonce, p] of state.outbox) {
+    if (p.channelId !== view.channel.id) continue;
+    const status = { sending: 'sending…', waiting: 'waiting for the connection…', failed: `not sent: ${p.error}` }[p.status];
+    const retry = p.status === 'failed' ? h('button', { type: 'button', class: 'link', onclick: () => deliver(nonce) }, 'Retry') : '';
+    items.push(h('li', { class: `message ${p.status === 'failed' ? 'failed' : 'pending'}`, 'data-nonce': nonce },
+      h('div', { class: 'meta' }, h('span', { class: 'author' }, state.me?.username ?? ''), h('span', { class: 'time' }, status), retry),
       h('p', { class: 'content' }, p.content)));
   }
-  list.replaceChildren(...items);
+  reconcile(list, items);
   if (atBottom || view.stick) {
     view.stick = false;
     scrollToBottom();
   }
 }
 
-function messageItem(m, grouped) {
-  const time = h('time', { class: 'time', datetime: new Date(m.created_at).toISOString() }, formatTime(m.created_at));
-  const meta = h('div', { class: 'meta' }, h('span', { class: 'author' }, username(m.author)), time);
-  if (m.edited_at) meta.append(h('span', { class: 'edited' }, '(edited)'));
-  const body = h('p', { class: 'content' }, m.content);
-  const li = h('li', { class: grouped ? 'message grouped' : 'message', 'data-id': m.id }, meta, body);
-  if (m.mentions?.includes(state.me?.id)) li.classList.add('mention');
-  if (m.reactions?.length) {
-    li.append(h('ul', { class: 'reactions', 'aria-label': 'Reactions' },
-      ...m.reactions.map((r) => h('li', {}, `${r.emoji} ${r.count}`))));
-  }
+// One message's <li>, reused while nothing it shows has changed (keeps focus and selection).
+function messageNode(view, m, grouped) {
+  const editing = view.editing?.id === m.id;
+  const reacted = (m.reactions ?? []).map((r) => view.mine.has(`${m.id} ${r.emoji}`)).join();
+  const key = [grouped, editing, view.confirmDelete === m.id, reacted, state.names].join('|');
+  const cached = view.nodes.get(m.id);
+  if (cached && cached.m === m && cached.key === key) return cached.li;
+  const li = buildMessage(view, m, grouped, editing);
+  view.nodes.set(m.id, { m, key, li });
   return li;
+}
+
+function buildMessage(view, m, grouped, editing) {
+  const mine = m.author === state.me?.id;
+  const name = username(m.author);
+  const time = h('time', { class: 'time', datetime: new Date(m.created_at).toISOString() }, formatTime(m.created_at));
+  const meta = h('div', { class: 'meta' }, h('span', { class: 'author' }, name), time);
+  if (m.edited_at) meta.append(h('span', { class: 'edited' }, '(edited)'));
+  const li = h('li', { class: grouped ? 'message grouped' : 'message', 'data-id': m.id }, meta);
+  if (m.mentions?.includes(state.me?.id)) li.classList.add('mention');
+  if (editing) {
+    const area = h('textarea', { class: 'edit-input', 'aria-label': 'Edit message', maxlength: '4000', rows: '2' });
+    area.value = view.editing.draft;
+    area.addEventListener('input', () => {
+      view.editing.draft = area.value;
+    });
+    area.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        editMessage(view, m.id, area.value.trim());
+      } else if (ev.key === 'Escape') {
+        view.editing = null;
+        renderMessages();
+      }
+    });
+    const form = h('form', { class: 'edit' }, area,
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', onclick: () => { view.editing = null; renderMessages(); } }, 'Cancel'),
+        h('button', { type: 'submit' }, 'Save')));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      editMessage(view, m.id, area.value.trim());
+    });
+    li.append(form);
+    queueMicrotask(() => area.focus());
+  } else {
+    li.append(h('p', { class: 'content' }, ...contentNodes(m.content)));
+  }
+  if (m.reactions?.length) {
+    li.append(h('ul', { class: 'reactions', 'aria-label': 'Reactions' }, ...m.reactions.map((r) => h('li', {},
+      h('button', {
+        type: 'button',
+        'aria-pressed': view.mine.has(`${m.id} ${r.emoji}`) ? 'true' : 'false',
+        'aria-label': `${r.emoji} ${r.count}`,
+        onclick: () => toggleReaction(view, m.id, r.emoji),
+      }, `${r.emoji} ${r.count}`)))));
+  }
+  const actions = [h('button', { type: 'button', 'aria-label': `React with ${QUICK_REACTION}`, onclick: () => toggleReaction(view, m.id, QUICK_REACTION) }, QUICK_REACTION)];
+  if (mine) {
+    actions.push(h('button', { type: 'button', onclick: () => { view.editing = { id: m.id, draft: m.content }; renderMessages(); } }, 'Edit'));
+    if (view.confirmDelete === m.id) {
+      actions.push(h('button', { type: 'button', class: 'danger', onclick: () => deleteMessage(view, m.id) }, 'Confirm delete'));
+    } else {
+      actions.push(h('button', { type: 'button', onclick: () => { view.confirmDelete = m.id; renderMessages(); } }, 'Delete'));
+    }
+  }
+  if (!editing) li.append(h('div', { class: 'message-actions', role: 'group', 'aria-label': 'Message actions' }, ...actions));
+  return li;
+}
+
+// Text with `<@id>` mentions shown as @name (both as text nodes).
+function contentNodes(content) {
+  const out = [];
+  const re = /<@(\d{1,20})>/g;
+  let at = 0;
+  for (const match of content.matchAll(re)) {
+    if (match.index > at) out.push(content.slice(at, match.index));
+    out.push(h('span', { class: 'mention-chip' }, `@${username(match[1])}`));
+    at = match.index + match[0].length;
+  }
+  if (at < content.length) out.push(content.slice(at));
+  return out;
 }
 
 function scrollToBottom() {

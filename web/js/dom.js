@@ -43,3 +43,33 @@ export function formatTime(ms) {
   const d = new Date(ms);
   return new Date().toDateString() === d.toDateString() ? timeFormat.format(d) : dateFormat.format(d);
 }
+
+// Makes `parent`'s children exactly `nodes`, moving only what is out of place (a node that
+// stays where it is keeps its focus, selection and scroll anchoring).
+export function reconcile(parent, nodes) {
+  let i = 0;
+  for (const node of nodes) {
+    const at = parent.children[i] ?? null;
+    if (at !== node) parent.insertBefore(node, at);
+    i += 1;
+  }
+  while (parent.children.length > nodes.length) parent.lastElementChild.remove();
+}
+
+const ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', '#39': "'" };
+
+// A search highlight from the relay (HTML-escaped text with <mark>…</mark>) as nodes: text
+// nodes and <mark> elements only; nothing else in it is interpreted.
+export function highlightNodes(escaped) {
+  const out = [];
+  let marked = false;
+  for (const part of escaped.split(/(<mark>|<\/mark>)/)) {
+    if (part === '<mark>') marked = true;
+    else if (part === '</mark>') marked = false;
+    else if (part) {
+      const text = part.replace(/&(amp|lt|gt|quot|#39);/g, (_, e) => ENTITIES[e]);
+      out.push(marked ? h('mark', {}, text) : text);
+    }
+  }
+  return out;
+}
