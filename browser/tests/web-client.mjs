@@ -10,6 +10,7 @@
 // Usage: node tests/web-client.mjs <relay base url> [screenshot dir]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
+import { watch as watchPage, messageItem, messageText, createAccount, send, apiSend } from './web-common.mjs';
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,29 +18,13 @@ import { join } from 'node:path';
 const base = process.argv[2];
 const shots = process.argv[3] ?? null;
 const origin = new URL(base).origin;
-const TIMEOUT = 15_000;
 const suffix = Math.random().toString(36).slice(2, 8);
 const nameA = `ana_${suffix}`;
 const nameB = `bo.${suffix}`;
 
 const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [], screenshots: [] };
 const checks = result.checks;
-
-function watch(page, who) {
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') result.console_errors.push(`${who}: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => result.console_errors.push(`${who}: uncaught ${err.message}`));
-  page.on('request', (req) => {
-    const url = new URL(req.url());
-    if (url.origin !== origin && url.protocol !== 'data:') result.foreign_requests.push(req.url());
-  });
-  page.on('dialog', (dialog) => {
-    result.dialogs.push(`${who}: ${dialog.type()} ${dialog.message()}`);
-    dialog.dismiss().catch(() => {});
-  });
-  page.setDefaultTimeout(TIMEOUT);
-}
+const watch = (page, who) => watchPage(page, who, result, origin);
 
 async function screenshot(page, name) {
   if (!shots) return;
@@ -47,22 +32,6 @@ async function screenshot(page, name) {
   const path = join(shots, `${name}.png`);
   await page.screenshot({ path });
   result.screenshots.push(path);
-}
-
-const messageItem = (page, text) => page.locator('#messages li.message', { has: page.locator('.content', { hasText: text }) });
-const messageText = (page, text) => page.locator('#messages .content', { hasText: text });
-
-async function createAccount(page, name) {
-  await page.getByLabel('Username', { exact: true }).fill(name);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.locator('#app').waitFor({ state: 'visible' });
-  await page.locator('#me-name', { hasText: name }).waitFor();
-}
-
-async function send(page, text) {
-  const input = page.getByLabel('Message', { exact: true });
-  await input.fill(text);
-  await input.press('Enter');
 }
 
 // Signs the documented vectors with WebCrypto keys imported from the vector seeds (PKCS#8 =
@@ -215,19 +184,7 @@ try {
   // A backlog of 60 messages (sent through the API with A's own stored session), then B
   // reloads: still logged in (keys and tokens in IndexedDB), newest page shown, and
   // scrolling up reaches the first message.
-  await pageA.evaluate(async (n) => {
-    const { kv } = await import('/js/store.js');
-    const { access_token: token } = await kv.get('session');
-    const channel = document.querySelector('#messages').dataset.channel;
-    for (let i = 0; i < n; i += 1) {
-      const resp = await fetch(`/api/v1/channels/${channel}/messages`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-        body: JSON.stringify({ content: `backlog ${i}`, nonce: `backlog-${i}`, reply_to: null }),
-      });
-      if (!resp.ok) throw new Error(`send ${i}: ${resp.status}`);
-    }
-  }, 60);
+  await apiSend(pageA, Array.from({ length: 60 }, (_, i) => `backlog ${i}`));
   await messageText(pageB, 'backlog 59').waitFor();
   await pageB.reload();
   await pageB.locator('#me-name', { hasText: nameB }).waitFor();

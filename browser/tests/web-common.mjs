@@ -1,0 +1,83 @@
+// Helpers shared by the web client's Chromium scripts (web-*.mjs).
+
+export const TIMEOUT = 15_000;
+
+// Records console errors, uncaught exceptions, requests to other origins and dialogs
+// (alert/confirm/prompt: the client never opens one, so one would mean injected script).
+export function watch(page, who, result, origin) {
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') result.console_errors.push(`${who}: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => result.console_errors.push(`${who}: uncaught ${err.message}`));
+  page.on('request', (req) => {
+    const url = new URL(req.url());
+    if (url.origin !== origin && url.protocol !== 'data:') result.foreign_requests.push(req.url());
+  });
+  page.on('dialog', (dialog) => {
+    result.dialogs.push(`${who}: ${dialog.type()} ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  page.setDefaultTimeout(TIMEOUT);
+}
+
+export const messageItem = (page, text) => page.locator('#messages li.message', { has: page.locator('.content', { hasText: text }) });
+export const messageText = (page, text) => page.locator('#messages .content', { hasText: text });
+
+export async function createAccount(page, name) {
+  await page.getByLabel('Username', { exact: true }).fill(name);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.locator('#app').waitFor({ state: 'visible' });
+  await page.locator('#me-name', { hasText: name }).waitFor();
+}
+
+export async function send(page, text) {
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+// A creates an account and the guild "Rust Meetup" and an invite; B opens the invite,
+// creates an account and joins. Both end in #general.
+export async function guildPair(pageA, pageB, base, nameA, nameB) {
+  await pageA.goto(`${base}/`);
+  await createAccount(pageA, nameA);
+  await pageA.getByRole('button', { name: 'New guild' }).click();
+  await pageA.getByLabel('Guild name').fill('Rust Meetup');
+  await pageA.getByRole('button', { name: 'Create guild' }).click();
+  await pageA.getByRole('heading', { name: '#general' }).waitFor();
+  await pageA.getByRole('button', { name: 'Invite people' }).click();
+  await pageA.getByLabel('Invite link').waitFor({ state: 'visible' });
+  const invite = await pageA.getByLabel('Invite link').inputValue();
+  await pageA.getByRole('button', { name: 'Done' }).click();
+  await pageB.goto(invite);
+  await createAccount(pageB, nameB);
+  await pageB.getByRole('button', { name: 'Join guild' }).click();
+  await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  return invite;
+}
+
+// Sends through the HTTP API with the page's own stored session (no UI).
+export async function apiSend(page, contents) {
+  await page.evaluate(async (list) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const channel = document.querySelector('#messages').dataset.channel;
+    for (const content of list) {
+      for (let attempt = 0; ; attempt += 1) {
+        let resp = null;
+        try {
+          resp = await fetch(`/api/v1/channels/${channel}/messages`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+            body: JSON.stringify({ content, nonce: `api-${content}`.slice(0, 64).replace(/[^\x21-\x7e]/g, '_'), reply_to: null }),
+          });
+        } catch {
+          resp = null;
+        }
+        if (resp?.ok) break;
+        if (attempt > 50) throw new Error(`send ${content}: ${resp?.status ?? 'network'}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }, contents);
+}

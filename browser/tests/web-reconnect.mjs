@@ -1,0 +1,88 @@
+// The relay restarts under two open clients (driven by testkit/tests/web_reconnect.rs):
+// a banner shows while the connection is lost, a message typed offline waits in the outbox,
+// and after the restart both clients reconnect (a new gateway session, then catch-up by
+// channel seq): every message sent meanwhile appears exactly once, the offline message is
+// sent exactly once, and live delivery works again.
+//
+// Usage: node tests/web-reconnect.mjs <relay base url>. Talks to the Rust test over
+// stdin/stdout: prints {"step":"stop"} / {"step":"start"} and waits for a line "ok".
+// The last line is the JSON result.
+
+import { createInterface } from 'node:readline';
+import { launch, finish } from '../lib/chromium.mjs';
+import { watch, messageText, send, guildPair, apiSend } from './web-common.mjs';
+
+const base = process.argv[2];
+const origin = new URL(base).origin;
+const suffix = Math.random().toString(36).slice(2, 8);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
+const checks = result.checks;
+
+async function step(name) {
+  process.stdout.write(`${JSON.stringify({ step: name })}\n`);
+  const answer = await lines.next();
+  if (answer.value?.trim() !== 'ok') throw new Error(`step ${name}: ${answer.value}`);
+}
+
+const count = (page, text) => page.locator('#messages .content').filter({ hasText: new RegExp(`^${text}$`) }).count();
+
+let browser;
+try {
+  browser = await launch();
+  const pageA = await (await browser.newContext()).newPage();
+  const pageB = await (await browser.newContext()).newPage();
+  watch(pageA, 'A', result, origin);
+  watch(pageB, 'B', result, origin);
+  await guildPair(pageA, pageB, base, `ana_${suffix}`, `bo_${suffix}`);
+  await send(pageA, 'before restart');
+  await messageText(pageB, 'before restart').waitFor();
+  checks.no_console_errors_before = result.console_errors.length === 0;
+  result.console_errors_before = [...result.console_errors];
+
+  await step('stop');
+  await pageB.locator('#banner', { hasText: 'Reconnecting' }).waitFor();
+  checks.banner_shown = true;
+  await send(pageB, 'typed offline');
+  await pageB.locator('#messages li.pending', { hasText: 'waiting for the connection' }).waitFor();
+  checks.offline_message_waits = true;
+
+  await step('start');
+  // Sent as soon as the relay is back, most likely before the clients' gateways return.
+  const during = Array.from({ length: 5 }, (_, i) => `after restart ${i}`);
+  await apiSend(pageA, during);
+  await pageB.locator('#banner').waitFor({ state: 'hidden', timeout: 30_000 });
+  await pageA.locator('#banner').waitFor({ state: 'hidden', timeout: 30_000 });
+  checks.banner_hidden = true;
+  for (const text of during) await messageText(pageB, text).waitFor();
+  await messageText(pageA, 'typed offline').waitFor();
+  await pageB.locator('#messages li.pending').waitFor({ state: 'detached' });
+  await send(pageA, 'live again');
+  await messageText(pageB, 'live again').waitFor();
+  checks.live_again = true;
+
+  const expected = ['before restart', ...during, 'typed offline', 'live again'];
+  const seen = {
+    a: await Promise.all(expected.map((t) => count(pageA, t))),
+    b: await Promise.all(expected.map((t) => count(pageB, t))),
+  };
+  result.seen = seen;
+  checks.each_once = [...seen.a, ...seen.b].every((n) => n === 1);
+  checks.no_duplicate_ids = await pageB.evaluate(() => {
+    const ids = [...document.querySelectorAll('#messages li[data-id]')].map((li) => li.dataset.id);
+    return ids.length === new Set(ids).size && ids.length === 8;
+  });
+  // The history the relay holds agrees: reloading shows the same 8 messages.
+  await pageB.reload();
+  await messageText(pageB, 'live again').waitFor();
+  checks.history_complete = (await pageB.locator('#messages li[data-id]').count()) === 8;
+  checks.no_foreign_requests = result.foreign_requests.length === 0;
+  checks.no_dialogs = result.dialogs.length === 0;
+  result.ok = Object.values(checks).every((v) => v === true);
+} catch (err) {
+  result.error = String(err?.stack ?? err);
+} finally {
+  await browser?.close().catch(() => {});
+}
+finish(result);

@@ -1,0 +1,90 @@
+//! The relay restarts (same data dir, same port) under two open web clients in Chromium:
+//! reconnect banner, outbox, catch-up with no lost or duplicated message. The browser side
+//! is `browser/tests/web-reconnect.mjs`; it asks this test to stop and start the relay
+//! through its stdin/stdout.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use concord_testkit::{TestRelay, browser};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+#[tokio::test]
+async fn relay_restart_under_open_clients() {
+    let mut relay = Some(TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await);
+    let url = relay.as_ref().expect("running").url.clone();
+    let listen: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("relay url is http://ip:port");
+
+    let dir = browser::dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "browser tests need `npm ci --prefix browser` and Debian's chromium (scripts/test installs both)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("tests/web-reconnect.mjs"))
+        .arg(&url)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = child.stderr.take().expect("stderr");
+
+    let mut stopped = None;
+    let mut result = None;
+    let talk = async {
+        while let Some(line) = stdout.next_line().await.expect("read stdout") {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match v["step"].as_str() {
+                Some("stop") => {
+                    stopped = Some(relay.take().expect("running").stop().await);
+                    stdin.write_all(b"ok\n").await.expect("write");
+                }
+                Some("start") => {
+                    let data = stopped.take().expect("stopped");
+                    // Same data dir and port: the page's origin (the login audience) stays.
+                    relay = Some(TestRelay::start_with(data, |c| c.listen = listen).await);
+                    stdin.write_all(b"ok\n").await.expect("write");
+                }
+                _ if v.get("ok").is_some() => result = Some(v),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(180), talk)
+        .await
+        .expect("web-reconnect.mjs finishes within 180 s");
+    let mut errors = String::new();
+    let _ = stderr.read_to_string(&mut errors).await;
+    let result = result.unwrap_or_else(|| panic!("web-reconnect.mjs printed no result\n{errors}"));
+    let pretty = serde_json::to_string_pretty(&result).expect("json");
+    for check in [
+        "no_console_errors_before",
+        "banner_shown",
+        "offline_message_waits",
+        "banner_hidden",
+        "live_again",
+        "each_once",
+        "no_duplicate_ids",
+        "history_complete",
+        "no_foreign_requests",
+        "no_dialogs",
+    ] {
+        assert_eq!(
+            result["checks"][check],
+            Value::Bool(true),
+            "check {check} failed:\n{pretty}"
+        );
+    }
+    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+}
