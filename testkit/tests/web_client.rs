@@ -63,7 +63,11 @@ async fn two_users_chat_in_chromium() {
         );
     }
     assert_eq!(result["console_errors"], serde_json::json!([]), "{pretty}");
-    assert_eq!(result["foreign_requests"], serde_json::json!([]), "{pretty}");
+    assert_eq!(
+        result["foreign_requests"],
+        serde_json::json!([]),
+        "{pretty}"
+    );
     let csp = result["csp"].as_str().expect("CSP header");
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");

@@ -12,7 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test]
 async fn relay_restart_under_open_clients() {
-    let mut relay = Some(TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await);
+    let mut relay =
+        Some(TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await);
     let url = relay.as_ref().expect("running").url.clone();
     let listen: std::net::SocketAddr = url
         .trim_start_matches("http://")

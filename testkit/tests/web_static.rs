@@ -22,8 +22,15 @@ async fn relay_serves_the_web_client() {
     assert_eq!(h[header::CACHE_CONTROL], "no-cache");
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii");
-    assert!(csp.starts_with("default-src 'self'; connect-src 'self' ws://127.0.0.1:"), "{csp}");
-    for part in ["frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'"] {
+    assert!(
+        csp.starts_with("default-src 'self'; connect-src 'self' ws://127.0.0.1:"),
+        "{csp}"
+    );
+    for part in [
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    ] {
         assert!(csp.contains(part), "{csp} lacks {part}");
     }
     assert!(!csp.contains("unsafe"), "{csp}");
@@ -31,7 +38,10 @@ async fn relay_serves_the_web_client() {
     let html = index.text().await.expect("body");
     assert!(html.contains(r#"<script type="module" src="/js/app.js">"#));
     // No inline script: every <script> has a src.
-    assert_eq!(html.matches("<script").count(), html.matches("<script type=\"module\" src=").count());
+    assert_eq!(
+        html.matches("<script").count(),
+        html.matches("<script type=\"module\" src=").count()
+    );
 
     // The same document for client routes; revalidation answers 304.
     let invite = get(&format!("{base}/invite/AbC-12_x")).await;
@@ -91,7 +101,11 @@ async fn relay_serves_the_web_client() {
 
     // Compressed when the browser asks; the whole client (every embedded file, so more than
     // a first load fetches) stays within the first-load budget of 200 KB compressed.
-    let raw = reqwest::Client::builder().no_gzip().no_brotli().build().unwrap();
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap();
     let mut total = 0;
     for asset in concord_relay::web::ASSETS {
         let r = raw
@@ -102,10 +116,18 @@ async fn relay_serves_the_web_client() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{}", asset.path);
         if asset.body.len() > 1024 {
-            assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip", "{}", asset.path);
+            assert_eq!(
+                r.headers()[header::CONTENT_ENCODING],
+                "gzip",
+                "{}",
+                asset.path
+            );
         }
         total += r.bytes().await.unwrap().len();
     }
     assert!(total < 200 * 1024, "the client is {total} bytes compressed");
-    println!("web client: {} files, {total} bytes compressed", concord_relay::web::ASSETS.len());
+    println!(
+        "web client: {} files, {total} bytes compressed",
+        concord_relay::web::ASSETS.len()
+    );
 }
