@@ -181,6 +181,36 @@ try {
   await pageA.locator('#composer-input[placeholder="Message #general"]').waitFor();
   await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
 
+  // Channels: A creates #random (B sees it appear), posts there (B, in #general, sees an
+  // unread badge, then the message under a "New" divider), renames it, deletes it.
+  await pageA.getByRole('button', { name: 'Create channel' }).click();
+  await pageA.locator('#channel-dialog').getByLabel('Channel name').fill('random');
+  await pageA.getByRole('button', { name: 'Create', exact: true }).click();
+  await pageA.locator('#composer-input[placeholder="Message #random"]').waitFor();
+  const randomB = pageB.locator('#channel-list button', { hasText: '#random' });
+  await randomB.waitFor();
+  checks.channel_created_seen = true;
+  await send(pageA, 'news in random');
+  await messageText(pageA, 'news in random').waitFor();
+  await pageB.locator('#channel-list button.unread .badge', { hasText: '1' }).waitFor();
+  checks.unread_badge = true;
+  await randomB.click();
+  await messageText(pageB, 'news in random').waitFor();
+  checks.unread_divider = await pageB.locator('#messages li.divider').isVisible();
+  await pageB.locator('#channel-list .badge').waitFor({ state: 'detached' });
+  checks.unread_cleared = true;
+  await pageA.getByRole('button', { name: 'Channel settings' }).click();
+  await pageA.locator('#settings-dialog').getByLabel('Channel name').fill('off-topic');
+  await pageA.getByRole('button', { name: 'Save' }).click();
+  await pageB.locator('#composer-input[placeholder="Message #off-topic"]').waitFor();
+  checks.channel_renamed_seen = true;
+  await pageA.getByRole('button', { name: 'Channel settings' }).click();
+  await pageA.getByRole('button', { name: 'Delete channel' }).click();
+  await pageA.getByRole('button', { name: 'Really delete?' }).click();
+  await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  await pageA.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  checks.channel_deleted_seen = (await pageB.locator('#channel-list button', { hasText: '#off-topic' }).count()) === 0;
+
   // A backlog of 60 messages (sent through the API with A's own stored session), then B
   // reloads: still logged in (keys and tokens in IndexedDB), newest page shown, and
   // scrolling up reaches the first message.

@@ -13,6 +13,12 @@ export function watch(page, who, result, origin) {
     const url = new URL(req.url());
     if (url.origin !== origin && url.protocol !== 'data:') result.foreign_requests.push(req.url());
   });
+  page.on('response', (resp) => {
+    if (resp.status() >= 400) {
+      result.failed_requests ??= [];
+      result.failed_requests.push(`${who}: ${resp.status()} ${resp.request().method()} ${new URL(resp.url()).pathname}`);
+    }
+  });
   page.on('dialog', (dialog) => {
     result.dialogs.push(`${who}: ${dialog.type()} ${dialog.message()}`);
     dialog.dismiss().catch(() => {});

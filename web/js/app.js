@@ -12,6 +12,9 @@ const TYPING_SEND_MS = 5_000;
 const TYPING_SHOW_MS = 10_000;
 const HOME = '@me';
 const QUICK_REACTION = '👍';
+const KEEP_MESSAGES = 200; // at the bottom, older messages beyond this are dropped (refetched on scroll)
+const ALL = (1 << 14) - 1;
+const PERM = { MANAGE_MESSAGES: 1 << 2, MANAGE_CHANNELS: 1 << 3, CREATE_INVITES: 1 << 7, ADMINISTRATOR: 1 << 10 };
 
 const state = {
   device: null,
@@ -32,7 +35,22 @@ const state = {
   typing: new Map(), // user id → timeout
   lastTypingSent: 0,
   connected: false,
+  reads: new Map(), // channel id → {lastRead, unread, mentions}
+  acks: new Map(), // channel id → timer
+  renderTimer: null,
 };
+
+// What the user may do guild-wide (owner and ADMINISTRATOR: everything). The relay checks
+// every request anyway; this only decides which buttons to show.
+function guildPerms(g) {
+  if (!g || !state.me) return 0;
+  if (g.owner_id === state.me.id) return ALL;
+  let p = 0;
+  for (const r of g.roles ?? []) if (r.id === g.id || g.my_roles?.includes(r.id)) p |= r.permissions;
+  return p & PERM.ADMINISTRATOR ? ALL : p;
+}
+
+const can = (g, bit) => (guildPerms(g) & bit) !== 0;
 
 // ---- boot ---------------------------------------------------------------------------------
 
@@ -209,6 +227,75 @@ function wireApp() {
       banner(describe(err));
     }
   });
+  $('#new-channel').addEventListener('click', () => {
+    setText($('#channel-error'), '');
+    $('#channel-name-input').value = '';
+    $('#channel-private').checked = false;
+    $('#channel-dialog').showModal();
+  });
+  $('#channel-cancel').addEventListener('click', () => $('#channel-dialog').close());
+  $('#channel-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const kind = document.querySelector('input[name="channel-kind"]:checked')?.value ?? 'text';
+    try {
+      const channel = await state.api.call('POST', `/api/v1/guilds/${state.guildId}/channels`, {
+        name: $('#channel-name-input').value.trim(),
+        kind,
+        private: $('#channel-private').checked,
+        topic: null,
+      });
+      onEvent('channel_create', channel);
+      $('#channel-dialog').close();
+      if (channel.kind === 'text') openChannel(channel);
+    } catch (err) {
+      setText($('#channel-error'), describe(err));
+    }
+  });
+  $('#channel-settings').addEventListener('click', () => {
+    const c = state.view?.channel;
+    if (!c) return;
+    setText($('#settings-error'), '');
+    $('#settings-name').value = c.name;
+    $('#settings-topic').value = c.topic ?? '';
+    setText($('#settings-delete'), 'Delete channel');
+    $('#settings-dialog').showModal();
+  });
+  $('#settings-cancel').addEventListener('click', () => $('#settings-dialog').close());
+  $('#settings-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const c = state.view?.channel;
+    if (!c) return;
+    try {
+      const updated = await state.api.call('PATCH', `/api/v1/channels/${c.id}`, {
+        name: $('#settings-name').value.trim(),
+        topic: $('#settings-topic').value.trim() || null,
+      });
+      onEvent('channel_update', updated);
+      $('#settings-dialog').close();
+    } catch (err) {
+      setText($('#settings-error'), describe(err));
+    }
+  });
+  $('#settings-delete').addEventListener('click', async () => {
+    const c = state.view?.channel;
+    const button = $('#settings-delete');
+    if (!c) return;
+    if (button.textContent !== 'Really delete?') {
+      setText(button, 'Really delete?');
+      return;
+    }
+    try {
+      await state.api.call('DELETE', `/api/v1/channels/${c.id}`);
+      onEvent('channel_delete', { id: c.id, guild_id: c.guild_id });
+      $('#settings-dialog').close();
+    } catch (err) {
+      setText($('#settings-error'), describe(err));
+    }
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden) ackOpenChannel();
+  });
+
   $('#invite-copy').addEventListener('click', () => {
     navigator.clipboard?.writeText($('#invite-link').value).catch(() => {});
   });
@@ -307,6 +394,63 @@ function onReady(d) {
     selectGuild(keep);
   }
   if (state.inviteCode) offerInvite();
+  loadReadStates();
+}
+
+async function loadReadStates() {
+  try {
+    const states = await state.api.call('GET', '/api/v1/users/@me/read-states');
+    for (const r of states) {
+      if (state.view?.channel.id === r.channel_id) continue;
+      state.reads.set(r.channel_id, { lastRead: r.last_read_id ?? null, unread: r.unread_count, mentions: r.mention_count });
+    }
+    renderGuilds();
+    renderChannels();
+  } catch {
+    // Unread counts are a nicety; they come back with the next ready.
+  }
+}
+
+function readState(channelId) {
+  let r = state.reads.get(channelId);
+  if (!r) {
+    r = { lastRead: null, unread: 0, mentions: 0 };
+    state.reads.set(channelId, r);
+  }
+  return r;
+}
+
+// Counts a new message in a channel that is not being looked at.
+function countUnread(m) {
+  if (m.author === state.me?.id || m.deleted) return;
+  const r = readState(m.channel_id);
+  if (r.lastRead && compareIds(m.id, r.lastRead) <= 0) return;
+  r.unread += 1;
+  if (m.mentions?.includes(state.me?.id)) r.mentions += 1;
+  if (m.guild_id ? m.guild_id === state.guildId : state.guildId === HOME) renderChannels();
+  renderGuilds();
+}
+
+function ackOpenChannel() {
+  const view = state.view;
+  if (!view || document.hidden || view.messages.size === 0) return;
+  const newest = [...view.messages.keys()].sort(compareIds).at(-1);
+  const r = readState(view.channel.id);
+  const changed = r.unread || r.mentions;
+  r.unread = 0;
+  r.mentions = 0;
+  if (changed) {
+    renderChannels();
+    renderGuilds();
+  }
+  if (r.lastRead && compareIds(newest, r.lastRead) <= 0) return;
+  r.lastRead = newest;
+  const channelId = view.channel.id;
+  clearTimeout(state.acks.get(channelId));
+  state.acks.set(channelId, setTimeout(() => {
+    state.acks.delete(channelId);
+    state.api.call('POST', `/api/v1/channels/${channelId}/ack`, { message_id: newest }).catch(() => {});
+  }, 500));
 }
 
 async function offerInvite() {
@@ -360,12 +504,31 @@ function channelById(id) {
 function onEvent(t, d) {
   switch (t) {
     case 'message_create':
+      if (state.view?.channel.id !== d.channel_id || document.hidden) countUnread(d);
+      onChannelEvent(t, d);
+      break;
     case 'message_update':
     case 'message_delete':
     case 'reaction_add':
     case 'reaction_remove':
       onChannelEvent(t, d);
       break;
+    case 'role_create':
+    case 'role_update': {
+      const g = state.guilds.get(d.guild_id);
+      if (g) g.roles = (g.roles ?? []).filter((r) => r.id !== d.id).concat([d]);
+      if (d.guild_id === state.guildId) updateGuildControls();
+      break;
+    }
+    case 'role_delete': {
+      const g = state.guilds.get(d.guild_id);
+      if (g) {
+        g.roles = (g.roles ?? []).filter((r) => r.id !== d.role_id);
+        g.my_roles = (g.my_roles ?? []).filter((id) => id !== d.role_id);
+      }
+      if (d.guild_id === state.guildId) updateGuildControls();
+      break;
+    }
     case 'typing_start':
       onTyping(d);
       break;
@@ -393,10 +556,17 @@ function onEvent(t, d) {
       const g = state.guilds.get(d.guild_id);
       if (!g) break;
       g.channels = g.channels.filter((c) => c.id !== d.id).concat([d]);
+      if (state.view?.channel.id === d.id) {
+        state.view.channel = d;
+        showChannelTitle(d);
+      }
       if (g.id === state.guildId) renderChannels();
       break;
     }
     case 'channel_delete': {
+      clearTimeout(state.acks.get(d.id));
+      state.acks.delete(d.id);
+      state.reads.delete(d.id);
       const g = state.guilds.get(d.guild_id);
       if (!g) break;
       g.channels = g.channels.filter((c) => c.id !== d.id);
@@ -409,6 +579,11 @@ function onEvent(t, d) {
     case 'member_add':
     case 'member_update': {
       learnUser(d.user);
+      const g = state.guilds.get(d.guild_id);
+      if (g && d.user.id === state.me?.id) {
+        g.my_roles = d.roles;
+        if (g.id === state.guildId) updateGuildControls();
+      }
       state.members.get(d.guild_id)?.set(d.user.id, d);
       if (d.guild_id === state.guildId) renderMembers();
       break;
@@ -445,11 +620,13 @@ function renderGuilds() {
   const home = $('#dm-home');
   if (state.guildId === HOME) home.setAttribute('aria-current', 'true');
   else home.removeAttribute('aria-current');
+  home.classList.toggle('unread', [...state.dms.keys()].some((id) => state.reads.get(id)?.unread));
   const items = [...state.guilds.values()].sort((a, b) => compareIds(a.id, b.id)).map((g) => {
     const initials = g.name.trim().split(/\s+/).map((w) => [...w][0]).join('').slice(0, 2) || '?';
+    const unread = g.channels.some((c) => state.reads.get(c.id)?.unread);
     const button = h('button', {
       type: 'button',
-      class: 'round',
+      class: unread ? 'round unread' : 'round',
       title: g.name,
       'aria-label': g.name,
       'aria-current': g.id === state.guildId ? 'true' : false,
@@ -467,6 +644,7 @@ function selectGuild(id) {
   if (id === HOME) {
     setText($('#guild-name'), 'Direct messages');
     show('#invite-button', false);
+    show('#new-channel', false);
     show('#members', false);
     show('#search', false);
     const first = [...state.dms.values()].sort((a, b) => compareIds(b.id, a.id))[0] ?? null;
@@ -475,11 +653,19 @@ function selectGuild(id) {
   }
   const g = id ? state.guilds.get(id) : null;
   setText($('#guild-name'), g ? g.name : 'No guild yet');
-  show('#invite-button', Boolean(g));
+  updateGuildControls();
   show('#members', Boolean(g));
   show('#search', Boolean(g));
   if (g) loadMembers(g.id);
   openChannel(firstTextChannel(g));
+}
+
+function updateGuildControls() {
+  const g = state.guilds.get(state.guildId);
+  show('#invite-button', Boolean(g) && can(g, PERM.CREATE_INVITES));
+  show('#new-channel', Boolean(g) && can(g, PERM.MANAGE_CHANNELS));
+  const c = state.view?.channel;
+  show('#channel-settings', Boolean(g && c?.guild_id === g.id && can(g, PERM.MANAGE_CHANNELS)));
 }
 
 function renderChannels() {
@@ -488,13 +674,16 @@ function renderChannels() {
     : sortedChannels(state.guilds.get(state.guildId));
   const items = list.map((c) => {
     const label = c.kind === 'voice' ? `🔊 ${c.name}` : channelTitle(c);
+    const r = state.reads.get(c.id);
+    const badge = r?.unread ? h('span', { class: 'badge', 'aria-label': `${r.unread} unread${r.mentions ? `, ${r.mentions} mentioning you` : ''}` }, String(Math.min(r.unread, 999))) : '';
     const button = h('button', {
       type: 'button',
+      class: r?.unread ? 'unread' : false,
       'aria-current': state.view?.channel.id === c.id ? 'page' : false,
       disabled: c.kind === 'voice',
       title: c.kind === 'voice' ? 'Voice channels are not in the web client yet' : c.topic ?? '',
       onclick: () => openChannel(c),
-    }, label);
+    }, label, badge);
     return h('li', {}, button);
   });
   if (state.guildId === HOME && items.length === 0) {
@@ -602,14 +791,14 @@ async function openChannel(channel) {
     mine: new Set(), // `${message id} ${emoji}` reacted by me (seen this session)
   };
   state.view = view;
+  const read = state.reads.get(channel.id);
+  view.lastRead = read?.unread ? read.lastRead ?? '0' : null; // the "new messages" divider goes after it
   renderChannels();
-  const title = channelTitle(channel);
-  setText($('#channel-name'), title);
-  list.setAttribute('aria-label', `Messages in ${title}`);
+  showChannelTitle(channel);
   list.dataset.channel = channel.id;
   list.replaceChildren();
-  $('#composer-input').setAttribute('placeholder', `Message ${title}`);
   show('#composer', true);
+  updateGuildControls();
   try {
     const page = await state.api.call('GET', `/api/v1/channels/${channel.id}/messages?limit=${PAGE}`);
     if (state.view !== view) return;
@@ -625,7 +814,15 @@ async function openChannel(channel) {
   if (state.view === view) {
     renderMessages();
     scrollToBottom();
+    ackOpenChannel();
   }
+}
+
+function showChannelTitle(channel) {
+  const title = channelTitle(channel);
+  setText($('#channel-name'), title);
+  $('#messages').setAttribute('aria-label', `Messages in ${title}`);
+  $('#composer-input').setAttribute('placeholder', `Message ${title}`);
 }
 
 function onChannelEvent(t, d) {
@@ -639,7 +836,8 @@ function onChannelEvent(t, d) {
   if (d.seq === view.applied + 1) {
     apply(view, t, d);
     view.applied = d.seq;
-    renderMessages();
+    scheduleRender();
+    if (t === 'message_create') ackOpenChannel();
   } else {
     view.buffered.push({ t, d });
     catchUp(view);
@@ -877,11 +1075,27 @@ async function jumpTo(channelId, messageId) {
 
 // ---- rendering ------------------------------------------------------------------------------
 
+// Live events arrive one task each: render at most once per 16 ms.
+function scheduleRender() {
+  state.renderTimer ??= setTimeout(() => {
+    state.renderTimer = null;
+    renderMessages();
+  }, 16);
+}
+
 function renderMessages() {
+  clearTimeout(state.renderTimer);
+  state.renderTimer = null;
   const view = state.view;
   const list = $('#messages');
   if (!view) return;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  if ((atBottom || view.stick) && !view.loadingOlder && view.messages.size > KEEP_MESSAGES * 1.5) {
+    // A windowed list: keep the DOM small during bursts; scrolling up fetches them again.
+    const drop = [...view.messages.keys()].sort(compareIds).slice(0, view.messages.size - KEEP_MESSAGES);
+    for (const id of drop) view.messages.delete(id);
+    view.hasMore = true;
+  }
   const items = [];
   if (!view.busy && !view.hasMore) {
     view.startNode ??= h('li', { class: 'system' }, `This is the start of ${channelTitle(view.channel)}.`);
@@ -892,6 +1106,12 @@ function renderMessages() {
   const seen = new Set();
   for (const id of ids) {
     const m = view.messages.get(id);
+    const unreadStart = view.lastRead !== null && !view.dividerAt && m.author !== state.me?.id && compareIds(id, view.lastRead) > 0;
+    if (unreadStart) view.dividerAt = id;
+    if (view.dividerAt === id) {
+      view.dividerNode ??= h('li', { class: 'divider', role: 'separator', 'aria-label': 'New messages' }, 'New');
+      items.push(view.dividerNode);
+    }
     const grouped = Boolean(prev && prev.author === m.author && m.created_at - prev.created_at < 5 * 60_000);
     items.push(messageNode(view, m, grouped));
     seen.add(id);
