@@ -165,8 +165,9 @@ try {
   await pageA.emulateMedia({ colorScheme: 'light' });
   await screenshot(pageB, 'chat-360');
 
-  // A direct message, both ways: A picks B in the member list.
-  await pageA.getByRole('button', { name: `Message ${nameB}` }).click();
+  // A direct message, both ways: A picks B in the member list, then "Send a message".
+  await pageA.locator('#member-list').getByRole('button', { name: nameB }).click();
+  await pageA.getByRole('button', { name: 'Send a message' }).click();
   await pageA.locator(`#composer-input[placeholder="Message @${nameB}"]`).waitFor();
   await send(pageA, 'a private hello');
   await pageB.getByRole('button', { name: 'Direct messages' }).click();

@@ -14,7 +14,17 @@ const HOME = '@me';
 const QUICK_REACTION = '👍';
 const KEEP_MESSAGES = 200; // at the bottom, older messages beyond this are dropped (refetched on scroll)
 const ALL = (1 << 14) - 1;
-const PERM = { MANAGE_MESSAGES: 1 << 2, MANAGE_CHANNELS: 1 << 3, CREATE_INVITES: 1 << 7, ADMINISTRATOR: 1 << 10 };
+const PERM = {
+  MANAGE_MESSAGES: 1 << 2, MANAGE_CHANNELS: 1 << 3, MANAGE_ROLES: 1 << 4, KICK_MEMBERS: 1 << 5,
+  BAN_MEMBERS: 1 << 6, CREATE_INVITES: 1 << 7, ADMINISTRATOR: 1 << 10,
+};
+const PERMISSION_NAMES = [
+  [1 << 0, 'View channels'], [1 << 1, 'Send messages'], [1 << 13, 'Read history'],
+  [1 << 12, 'Add reactions'], [1 << 7, 'Create invites'], [1 << 8, 'Connect to voice'],
+  [1 << 9, 'Speak'], [1 << 2, 'Manage messages'], [1 << 3, 'Manage channels'],
+  [1 << 4, 'Manage roles'], [1 << 5, 'Kick members'], [1 << 6, 'Ban members'],
+  [1 << 11, 'Manage guild'], [1 << 10, 'Administrator'],
+];
 
 const state = {
   device: null,
@@ -38,6 +48,9 @@ const state = {
   reads: new Map(), // channel id → {lastRead, unread, mentions}
   acks: new Map(), // channel id → timer
   renderTimer: null,
+  presence: new Map(), // user id → online | idle | offline (from presence_update)
+  memberOpen: null, // user id shown in the member dialog
+  replyTo: null, // message being replied to
 };
 
 // What the user may do guild-wide (owner and ADMINISTRATOR: everything). The relay checks
@@ -292,6 +305,23 @@ function wireApp() {
       setText($('#settings-error'), describe(err));
     }
   });
+  $('#member-dm').addEventListener('click', () => {
+    const id = state.memberOpen;
+    $('#member-dialog').close();
+    if (id) openDm(id);
+  });
+  $('#member-kick').addEventListener('click', () => moderate('kick'));
+  $('#member-ban').addEventListener('click', () => moderate('ban'));
+  $('#roles-button').addEventListener('click', () => {
+    setText($('#roles-error'), '');
+    renderRolesDialog();
+    $('#roles-dialog').showModal();
+  });
+  $('#role-select').addEventListener('change', () => renderRolesDialog($('#role-select').value));
+  $('#role-save').addEventListener('click', saveRole);
+  $('#role-delete').addEventListener('click', deleteRole);
+  $('#role-create').addEventListener('click', createRole);
+  $('#reply-cancel').addEventListener('click', () => setReply(null));
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden) ackOpenChannel();
   });
@@ -517,7 +547,7 @@ function onEvent(t, d) {
     case 'role_update': {
       const g = state.guilds.get(d.guild_id);
       if (g) g.roles = (g.roles ?? []).filter((r) => r.id !== d.id).concat([d]);
-      if (d.guild_id === state.guildId) updateGuildControls();
+      if (d.guild_id === state.guildId) refreshGuildViews();
       break;
     }
     case 'role_delete': {
@@ -525,12 +555,17 @@ function onEvent(t, d) {
       if (g) {
         g.roles = (g.roles ?? []).filter((r) => r.id !== d.role_id);
         g.my_roles = (g.my_roles ?? []).filter((id) => id !== d.role_id);
+        for (const m of state.members.get(g.id)?.values() ?? []) m.roles = m.roles.filter((id) => id !== d.role_id);
       }
-      if (d.guild_id === state.guildId) updateGuildControls();
+      if (d.guild_id === state.guildId) refreshGuildViews();
       break;
     }
     case 'typing_start':
       onTyping(d);
+      break;
+    case 'presence_update':
+      state.presence.set(d.user_id, d.status);
+      renderMembers();
       break;
     case 'guild_create':
       addGuild(d);
@@ -582,15 +617,21 @@ function onEvent(t, d) {
       const g = state.guilds.get(d.guild_id);
       if (g && d.user.id === state.me?.id) {
         g.my_roles = d.roles;
-        if (g.id === state.guildId) updateGuildControls();
+        if (g.id === state.guildId) refreshGuildViews();
       }
       state.members.get(d.guild_id)?.set(d.user.id, d);
-      if (d.guild_id === state.guildId) renderMembers();
+      if (d.guild_id === state.guildId) {
+        renderMembers();
+        if (state.memberOpen === d.user.id) renderMemberDialog();
+      }
       break;
     }
     case 'member_remove':
       state.members.get(d.guild_id)?.delete(d.user.id);
-      if (d.guild_id === state.guildId) renderMembers();
+      if (d.guild_id === state.guildId) {
+        renderMembers();
+        if (state.memberOpen === d.user.id && $('#member-dialog').open) $('#member-dialog').close();
+      }
       break;
     default:
       break;
@@ -645,6 +686,7 @@ function selectGuild(id) {
     setText($('#guild-name'), 'Direct messages');
     show('#invite-button', false);
     show('#new-channel', false);
+    show('#roles-button', false);
     show('#members', false);
     show('#search', false);
     const first = [...state.dms.values()].sort((a, b) => compareIds(b.id, a.id))[0] ?? null;
@@ -660,10 +702,19 @@ function selectGuild(id) {
   openChannel(firstTextChannel(g));
 }
 
+function refreshGuildViews() {
+  updateGuildControls();
+  renderMembers();
+  if ($('#roles-dialog').open) renderRolesDialog($('#role-select').value);
+  if ($('#member-dialog').open) renderMemberDialog();
+  if (state.view) renderMessages();
+}
+
 function updateGuildControls() {
   const g = state.guilds.get(state.guildId);
   show('#invite-button', Boolean(g) && can(g, PERM.CREATE_INVITES));
   show('#new-channel', Boolean(g) && can(g, PERM.MANAGE_CHANNELS));
+  show('#roles-button', Boolean(g) && can(g, PERM.MANAGE_ROLES));
   const c = state.view?.channel;
   show('#channel-settings', Boolean(g && c?.guild_id === g.id && can(g, PERM.MANAGE_CHANNELS)));
 }
@@ -715,18 +766,141 @@ async function loadMembers(guildId) {
 }
 
 function renderMembers() {
+  const g = state.guilds.get(state.guildId);
+  const roleNames = new Map((g?.roles ?? []).filter((r) => r.id !== g.id).map((r) => [r.id, r.name]));
   const members = [...(state.members.get(state.guildId)?.values() ?? [])]
     .sort((a, b) => a.user.username.localeCompare(b.user.username));
   const items = members.map((m) => {
-    if (m.user.id === state.me?.id) return h('li', { class: 'self' }, `${m.user.username} (you)`);
-    return h('li', {}, h('button', {
+    const status = m.user.id === state.me?.id && state.connected ? 'online' : state.presence.get(m.user.id);
+    const dot = status ? h('span', { class: `presence ${status}`, role: 'img', 'aria-label': status }) : '';
+    const label = m.user.id === state.me?.id ? `${m.user.username} (you)` : m.user.username;
+    const chips = m.roles.filter((id) => roleNames.has(id)).map((id) => h('span', { class: 'role-chip' }, roleNames.get(id)));
+    return h('li', {}, dot, h('button', {
       type: 'button',
       class: 'link',
-      'aria-label': `Message ${m.user.username}`,
-      onclick: () => openDm(m.user.id),
-    }, m.user.username));
+      onclick: () => openMember(m.user.id),
+    }, label), ...chips);
   });
   $('#member-list').replaceChildren(...items);
+}
+
+function openMember(userId) {
+  state.memberOpen = userId;
+  setText($('#member-error'), '');
+  setText($('#member-kick'), 'Kick');
+  setText($('#member-ban'), 'Ban');
+  renderMemberDialog();
+  $('#member-dialog').showModal();
+}
+
+function renderMemberDialog() {
+  const g = state.guilds.get(state.guildId);
+  const m = state.members.get(state.guildId)?.get(state.memberOpen);
+  if (!g || !m) return;
+  const self = m.user.id === state.me?.id;
+  const owner = m.user.id === g.owner_id;
+  setText($('#member-dialog-title'), owner ? `${m.user.username} (owner)` : m.user.username);
+  const manage = can(g, PERM.MANAGE_ROLES);
+  const roles = (g.roles ?? []).filter((r) => r.id !== g.id).sort((a, b) => b.position - a.position);
+  const boxes = roles.map((r) => {
+    const box = h('input', { type: 'checkbox', checked: m.roles.includes(r.id), disabled: !manage });
+    box.addEventListener('change', () => setMemberRole(m.user.id, r.id, box.checked));
+    return h('label', {}, box, r.name);
+  });
+  if (boxes.length === 0) boxes.push(h('p', { class: 'hint' }, 'This guild has no roles yet.'));
+  $('#member-role-list').replaceChildren(...boxes);
+  show('#member-dm', !self);
+  show('#member-kick', !self && !owner && can(g, PERM.KICK_MEMBERS));
+  show('#member-ban', !self && !owner && can(g, PERM.BAN_MEMBERS));
+}
+
+async function setMemberRole(userId, roleId, on) {
+  try {
+    await state.api.call(on ? 'PUT' : 'DELETE', `/api/v1/guilds/${state.guildId}/members/${userId}/roles/${roleId}`);
+  } catch (err) {
+    setText($('#member-error'), describe(err));
+    renderMemberDialog();
+  }
+}
+
+// Kick or ban the member in the dialog; the first click asks, the second does it.
+async function moderate(what) {
+  const button = $(`#member-${what}`);
+  const label = what === 'kick' ? 'Kick' : 'Ban';
+  if (button.textContent === label) {
+    setText(button, `Really ${what}?`);
+    return;
+  }
+  const userId = state.memberOpen;
+  try {
+    if (what === 'kick') await state.api.call('DELETE', `/api/v1/guilds/${state.guildId}/members/${userId}`);
+    else await state.api.call('PUT', `/api/v1/guilds/${state.guildId}/bans/${userId}`, { reason: null });
+    state.members.get(state.guildId)?.delete(userId);
+    renderMembers();
+    $('#member-dialog').close();
+  } catch (err) {
+    setText($('#member-error'), describe(err));
+  }
+}
+
+function renderRolesDialog(selected) {
+  const g = state.guilds.get(state.guildId);
+  if (!g) return;
+  const roles = [...(g.roles ?? [])].sort((a, b) => b.position - a.position);
+  const current = roles.find((r) => r.id === selected) ?? roles[0];
+  $('#role-select').replaceChildren(...roles.map((r) => h('option', { value: r.id, selected: r.id === current?.id }, r.name)));
+  const everyone = current?.id === g.id;
+  $('#role-name').value = current?.name ?? '';
+  $('#role-name').disabled = everyone;
+  show('#role-delete', Boolean(current) && !everyone);
+  setText($('#role-delete'), 'Delete role');
+  $('#role-perms').replaceChildren(...PERMISSION_NAMES.map(([bit, name]) => h('label', {},
+    h('input', { type: 'checkbox', 'data-bit': bit, checked: Boolean(current && current.permissions & bit) }), name)));
+}
+
+async function saveRole() {
+  const roleId = $('#role-select').value;
+  const g = state.guilds.get(state.guildId);
+  let permissions = 0;
+  for (const box of $('#role-perms').querySelectorAll('input[type=checkbox]')) if (box.checked) permissions |= Number(box.dataset.bit);
+  const body = { permissions };
+  if (roleId !== g?.id) body.name = $('#role-name').value.trim();
+  try {
+    const role = await state.api.call('PATCH', `/api/v1/guilds/${state.guildId}/roles/${roleId}`, body);
+    onEvent('role_update', role);
+    setText($('#roles-error'), 'Saved.');
+  } catch (err) {
+    setText($('#roles-error'), describe(err));
+  }
+}
+
+async function deleteRole() {
+  const roleId = $('#role-select').value;
+  const button = $('#role-delete');
+  if (button.textContent === 'Delete role') {
+    setText(button, 'Really delete?');
+    return;
+  }
+  try {
+    await state.api.call('DELETE', `/api/v1/guilds/${state.guildId}/roles/${roleId}`);
+    onEvent('role_delete', { guild_id: state.guildId, role_id: roleId });
+    renderRolesDialog();
+  } catch (err) {
+    setText($('#roles-error'), describe(err));
+  }
+}
+
+async function createRole() {
+  const name = $('#new-role-name').value.trim();
+  if (!name) return;
+  try {
+    const role = await state.api.call('POST', `/api/v1/guilds/${state.guildId}/roles`, { name, permissions: 0 });
+    onEvent('role_create', role);
+    $('#new-role-name').value = '';
+    renderRolesDialog(role.id);
+  } catch (err) {
+    setText($('#roles-error'), describe(err));
+  }
 }
 
 async function openDm(userId) {
@@ -791,6 +965,7 @@ async function openChannel(channel) {
     mine: new Set(), // `${message id} ${emoji}` reacted by me (seen this session)
   };
   state.view = view;
+  setReply(null);
   const read = state.reads.get(channel.id);
   view.lastRead = read?.unread ? read.lastRead ?? '0' : null; // the "new messages" divider goes after it
   renderChannels();
@@ -957,7 +1132,9 @@ async function sendMessage() {
   input.value = '';
   state.lastTypingSent = 0;
   const nonce = crypto.randomUUID();
-  state.outbox.set(nonce, { channelId: view.channel.id, content, status: 'sending' });
+  const replyTo = state.replyTo?.channel_id === view.channel.id ? state.replyTo.id : null;
+  setReply(null);
+  state.outbox.set(nonce, { channelId: view.channel.id, content, replyTo, status: 'sending' });
   view.stick = true;
   renderMessages();
   await deliver(nonce);
@@ -969,7 +1146,7 @@ async function deliver(nonce) {
   p.inflight = true;
   p.status = 'sending';
   try {
-    const m = await state.api.call('POST', `/api/v1/channels/${p.channelId}/messages`, { content: p.content, nonce, reply_to: null });
+    const m = await state.api.call('POST', `/api/v1/channels/${p.channelId}/messages`, { content: p.content, nonce, reply_to: p.replyTo ?? null });
     state.outbox.delete(nonce);
     // The gateway delivers the event in seq order; until then show the answer.
     const view = state.view;
@@ -986,6 +1163,15 @@ async function deliver(nonce) {
 
 function flushOutbox() {
   for (const [nonce, p] of state.outbox) if (p.status === 'waiting') deliver(nonce);
+}
+
+function setReply(m) {
+  state.replyTo = m;
+  show('#reply-bar', Boolean(m));
+  if (m) {
+    setText($('#reply-text'), `Replying to ${username(m.author)}`);
+    $('#composer-input').focus();
+  }
 }
 
 async function editMessage(view, id, content) {
@@ -1137,7 +1323,9 @@ function renderMessages() {
 function messageNode(view, m, grouped) {
   const editing = view.editing?.id === m.id;
   const reacted = (m.reactions ?? []).map((r) => view.mine.has(`${m.id} ${r.emoji}`)).join();
-  const key = [grouped, editing, view.confirmDelete === m.id, reacted, state.names].join('|');
+  const perms = m.guild_id ? guildPerms(state.guilds.get(m.guild_id)) : 0;
+  const replied = m.reply_to ? view.messages.has(m.reply_to) : '';
+  const key = [grouped, editing, view.confirmDelete === m.id, reacted, state.names, perms, replied].join('|');
   const cached = view.nodes.get(m.id);
   if (cached && cached.m === m && cached.key === key) return cached.li;
   const li = buildMessage(view, m, grouped, editing);
@@ -1151,7 +1339,13 @@ function buildMessage(view, m, grouped, editing) {
   const time = h('time', { class: 'time', datetime: new Date(m.created_at).toISOString() }, formatTime(m.created_at));
   const meta = h('div', { class: 'meta' }, h('span', { class: 'author' }, name), time);
   if (m.edited_at) meta.append(h('span', { class: 'edited' }, '(edited)'));
-  const li = h('li', { class: grouped ? 'message grouped' : 'message', 'data-id': m.id }, meta);
+  const li = h('li', { class: grouped && !m.reply_to ? 'message grouped' : 'message', 'data-id': m.id });
+  if (m.reply_to) {
+    const orig = view.messages.get(m.reply_to);
+    const text = orig ? `↪ ${username(orig.author)}: ${orig.content.slice(0, 120)}` : '↪ an earlier message';
+    li.append(h('p', { class: 'reply' }, text));
+  }
+  li.append(meta);
   if (m.mentions?.includes(state.me?.id)) li.classList.add('mention');
   if (editing) {
     const area = h('textarea', { class: 'edit-input', 'aria-label': 'Edit message', maxlength: '4000', rows: '2' });
@@ -1190,9 +1384,12 @@ function buildMessage(view, m, grouped, editing) {
         onclick: () => toggleReaction(view, m.id, r.emoji),
       }, `${r.emoji} ${r.count}`)))));
   }
-  const actions = [h('button', { type: 'button', 'aria-label': `React with ${QUICK_REACTION}`, onclick: () => toggleReaction(view, m.id, QUICK_REACTION) }, QUICK_REACTION)];
-  if (mine) {
-    actions.push(h('button', { type: 'button', onclick: () => { view.editing = { id: m.id, draft: m.content }; renderMessages(); } }, 'Edit'));
+  const actions = [
+    h('button', { type: 'button', 'aria-label': `React with ${QUICK_REACTION}`, onclick: () => toggleReaction(view, m.id, QUICK_REACTION) }, QUICK_REACTION),
+    h('button', { type: 'button', onclick: () => setReply(m) }, 'Reply'),
+  ];
+  if (mine) actions.push(h('button', { type: 'button', onclick: () => { view.editing = { id: m.id, draft: m.content }; renderMessages(); } }, 'Edit'));
+  if (mine || can(state.guilds.get(m.guild_id), PERM.MANAGE_MESSAGES)) {
     if (view.confirmDelete === m.id) {
       actions.push(h('button', { type: 'button', class: 'danger', onclick: () => deleteMessage(view, m.id) }, 'Confirm delete'));
     } else {

@@ -1,0 +1,39 @@
+//! Guild administration in the web client, in Chromium (`browser/tests/web-admin.mjs`):
+//! replies, presence, roles and permissions, a private channel, kick and ban.
+
+use std::time::Duration;
+
+use concord_testkit::{TestRelay, browser};
+use serde_json::Value;
+
+#[tokio::test]
+async fn roles_private_channels_kick_and_ban() {
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await;
+    let result = browser::run(
+        "tests/web-admin.mjs",
+        std::slice::from_ref(&relay.url),
+        Duration::from_secs(180),
+    )
+    .await;
+    let pretty = serde_json::to_string_pretty(&result).expect("json");
+    for check in [
+        "reply_shown",
+        "presence_seen",
+        "no_delete_before",
+        "role_seen",
+        "moderator_delete",
+        "private_hidden",
+        "kicked",
+        "no_console_errors",
+        "ban_refuses_rejoin",
+        "no_dialogs",
+        "no_foreign_requests",
+    ] {
+        assert_eq!(
+            result["checks"][check],
+            Value::Bool(true),
+            "check {check} failed:\n{pretty}"
+        );
+    }
+    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+}
