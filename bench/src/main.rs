@@ -4,8 +4,10 @@
 mod cache;
 mod load;
 mod p2p;
+mod proc_stats;
 mod stats;
 mod text;
+mod turn;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,8 @@ enum Scenario {
     Idle(load::idle::Args),
     /// History pages and full-text search under text load.
     History(load::history::Args),
+    /// TURN relaying: concord-turn against coturn with N Opus-like allocations.
+    Turn(turn::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Text(args) => load::text::run(&args),
         Scenario::Idle(args) => load::idle::run(&args),
         Scenario::History(args) => load::history::run(&args),
+        Scenario::Turn(args) => turn::run(&args),
     }
 }

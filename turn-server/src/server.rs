@@ -250,21 +250,28 @@ impl Shared {
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
         let mut buf = vec![0u8; 65_536];
         loop {
-            let (n, client) = tokio::select! {
+            tokio::select! {
                 _ = self.stop.cancelled() => break,
-                r = self.udp.recv_from(&mut buf) => match r {
+                ready = self.udp.readable() => if ready.is_err() { continue },
+            }
+            // Drain a batch per wake-up: one select per packet costs more than the packet.
+            for _ in 0..256 {
+                let (n, client) = match self.udp.try_recv_from(&mut buf) {
                     Ok(v) => v,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP errors surface here on some systems; they are no reason to stop.
                     Err(_) => continue,
-                },
-            };
-            let tuple = FiveTuple {
-                transport: Transport::Udp,
-                client,
-                server,
-            };
-            let data = &buf[..n];
-            self.drive(|core, now| core.handle_client(now, tuple, data));
+                };
+                let tuple = FiveTuple {
+                    transport: Transport::Udp,
+                    client,
+                    server,
+                };
+                let data = &buf[..n];
+                self.drive(|core, now| core.handle_client(now, tuple, data));
+            }
+            // Let the relay readers and timers run between batches.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -451,6 +458,7 @@ async fn bind_main(
         let udp = UdpSocket::bind(listen)
             .await
             .map_err(|e| ServerError::Bind(listen, e))?;
+        enlarge_buffers(&udp);
         if !tcp {
             return Ok((udp, None));
         }
@@ -463,6 +471,22 @@ async fn bind_main(
             Err(e) if listen.port() != 0 || attempts >= 10 => return Err(e),
             Err(_) => attempts += 1,
         }
+    }
+}
+
+/// Socket buffers asked of the kernel for the UDP listener (clamped to net.core.rmem_max and
+/// wmem_max): every client's packets queue on this one socket, and the default (~200 KB,
+/// a few hundred small datagrams) overflows within milliseconds at tens of thousands of
+/// packets per second whenever the reader is descheduled.
+const UDP_LISTENER_BUFFER: usize = 4 << 20;
+
+fn enlarge_buffers(udp: &UdpSocket) {
+    let socket = socket2::SockRef::from(udp);
+    if let Err(e) = socket.set_recv_buffer_size(UDP_LISTENER_BUFFER) {
+        tracing::warn!("cannot enlarge the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_LISTENER_BUFFER) {
+        tracing::warn!("cannot enlarge the UDP send buffer: {e}");
     }
 }
 
