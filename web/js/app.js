@@ -669,10 +669,9 @@ function renderGuilds() {
       type: 'button',
       class: unread ? 'round unread' : 'round',
       title: g.name,
-      'aria-label': g.name,
       'aria-current': g.id === state.guildId ? 'true' : false,
       onclick: () => selectGuild(g.id),
-    }, initials);
+    }, h('span', { 'aria-hidden': 'true' }, initials), h('span', { class: 'sr-only' }, g.name));
     return h('li', {}, button);
   });
   $('#guild-list').replaceChildren(...items);
@@ -1407,7 +1406,8 @@ function contentNodes(content) {
   let at = 0;
   for (const match of content.matchAll(re)) {
     if (match.index > at) out.push(content.slice(at, match.index));
-    out.push(h('span', { class: 'mention-chip' }, `@${username(match[1])}`));
+    // Only names already known: a mention may name anyone (or no one), so no lookup.
+    out.push(h('span', { class: 'mention-chip' }, `@${state.users.get(match[1]) ?? 'unknown user'}`));
     at = match.index + match[0].length;
   }
   if (at < content.length) out.push(content.slice(at));
