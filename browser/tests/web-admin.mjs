@@ -74,7 +74,39 @@ try {
   await send(pageB, 'still here');
   await messageText(pageB, 'still here').waitFor();
   checks.private_hidden = (await pageB.locator('#channel-list button', { hasText: '#secret' }).count()) === 0;
+  // Giving the "mods" role access shows the channel (and its history) to B.
+  await pageA.getByRole('button', { name: 'Channel settings' }).click();
+  await pageA.locator('#settings-roles').getByLabel('mods').check();
+  await pageA.locator('#settings-dialog').getByRole('button', { name: 'Cancel' }).click();
+  const secretB = pageB.locator('#channel-list button', { hasText: '#secret' });
+  await secretB.waitFor();
+  await secretB.click();
+  await messageText(pageB, 'hush').waitFor();
+  checks.private_granted = true;
+  await pageB.locator('#channel-list button', { hasText: '#general' }).click();
+  await pageB.locator('#composer-input[placeholder="Message #general"]').waitFor();
   await pageA.locator('#channel-list button', { hasText: '#general' }).click();
+
+  // Mentions: "@name" is sent as <@id>, highlighted for the one mentioned.
+  await send(pageA, `hey @${nameB}, look`);
+  const mention = messageItem(pageB, 'look');
+  await mention.waitFor();
+  checks.mention_highlighted = (await mention.getAttribute('class')).includes('mention')
+    && (await mention.locator('.mention-chip').textContent()) === `@${nameB}`;
+
+  // Keyboard: ↑ in the empty composer edits the last own message; Alt+↓ changes channel.
+  await pageA.getByLabel('Message', { exact: true }).focus();
+  await pageA.keyboard.press('ArrowUp');
+  const editBox = pageA.getByLabel('Edit message');
+  await editBox.waitFor();
+  await editBox.fill(`hey @${nameB}, look again`);
+  await editBox.press('Enter');
+  await messageText(pageB, 'look again').waitFor();
+  await pageA.keyboard.press('Alt+ArrowDown');
+  await pageA.locator('#composer-input[placeholder="Message #secret"]').waitFor();
+  await pageA.keyboard.press('Alt+ArrowUp');
+  await pageA.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  checks.keyboard = true;
 
   // Kick: B loses the guild.
   await pageA.locator('#member-list').getByRole('button', { name: nameB }).click();

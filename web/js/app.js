@@ -271,6 +271,7 @@ function wireApp() {
     $('#settings-name').value = c.name;
     $('#settings-topic').value = c.topic ?? '';
     setText($('#settings-delete'), 'Delete channel');
+    renderChannelAccess();
     $('#settings-dialog').showModal();
   });
   $('#settings-cancel').addEventListener('click', () => $('#settings-dialog').close());
@@ -379,7 +380,29 @@ function wireApp() {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       sendMessage();
+    } else if (ev.key === 'ArrowUp' && !input.value && state.view) {
+      // Up in an empty composer edits your last message.
+      const view = state.view;
+      const last = [...view.messages.values()].filter((m) => m.author === state.me?.id).sort((a, b) => compareIds(a.id, b.id)).at(-1);
+      if (last) {
+        ev.preventDefault();
+        view.editing = { id: last.id, draft: last.content };
+        renderMessages();
+      }
+    } else if (ev.key === 'Escape' && state.replyTo) {
+      setReply(null);
     }
+  });
+  // Alt+↑ / Alt+↓: previous / next channel of the list.
+  document.addEventListener('keydown', (ev) => {
+    if (!ev.altKey || (ev.key !== 'ArrowUp' && ev.key !== 'ArrowDown') || $('#app').hidden) return;
+    const buttons = [...$('#channel-list').querySelectorAll('button:not([disabled])')];
+    if (buttons.length === 0) return;
+    ev.preventDefault();
+    const at = buttons.findIndex((b) => b.getAttribute('aria-current') === 'page');
+    const next = buttons[(at + (ev.key === 'ArrowDown' ? 1 : buttons.length - 1)) % buttons.length];
+    next.click();
+    next.focus();
   });
   input.addEventListener('input', () => {
     const now = Date.now();
@@ -594,6 +617,7 @@ function onEvent(t, d) {
       if (state.view?.channel.id === d.id) {
         state.view.channel = d;
         showChannelTitle(d);
+        if ($('#settings-dialog').open) renderChannelAccess();
       }
       if (g.id === state.guildId) renderChannels();
       break;
@@ -740,6 +764,33 @@ function renderChannels() {
     items.push(h('li', { class: 'hint' }, 'No conversations yet. Pick a member of a guild to message them.'));
   }
   $('#channel-list').replaceChildren(...items);
+}
+
+// A private channel's role overwrites: a checked role may view (and use) the channel.
+const ACCESS = (1 << 0) | (1 << 1) | (1 << 13) | (1 << 12) | (1 << 8) | (1 << 9);
+
+function renderChannelAccess() {
+  const c = state.view?.channel;
+  const g = c && state.guilds.get(c.guild_id);
+  show('#settings-access', Boolean(g && c.private));
+  if (!g || !c.private) return;
+  const roles = (g.roles ?? []).filter((r) => r.id !== g.id).sort((a, b) => b.position - a.position);
+  const boxes = roles.map((r) => {
+    const granted = c.overwrites.some((o) => o.kind === 'role' && o.target_id === r.id && o.allow & 1);
+    const box = h('input', { type: 'checkbox', checked: granted });
+    box.addEventListener('change', async () => {
+      try {
+        if (box.checked) await state.api.call('PUT', `/api/v1/channels/${c.id}/permissions/${r.id}`, { kind: 'role', allow: ACCESS, deny: 0 });
+        else await state.api.call('DELETE', `/api/v1/channels/${c.id}/permissions/${r.id}`);
+      } catch (err) {
+        setText($('#settings-error'), describe(err));
+        box.checked = !box.checked;
+      }
+    });
+    return h('label', {}, box, r.name);
+  });
+  if (boxes.length === 0) boxes.push(h('p', { class: 'hint' }, 'Create a role first (Roles), then give it access here.'));
+  $('#settings-roles').replaceChildren(...boxes);
 }
 
 async function loadMembers(guildId) {
@@ -1126,7 +1177,7 @@ async function loadOlder() {
 async function sendMessage() {
   const view = state.view;
   const input = $('#composer-input');
-  const content = input.value.trim();
+  const content = mentionIds(input.value.trim());
   if (!view || !content) return;
   input.value = '';
   state.lastTypingSent = 0;
@@ -1162,6 +1213,15 @@ async function deliver(nonce) {
 
 function flushOutbox() {
   for (const [nonce, p] of state.outbox) if (p.status === 'waiting') deliver(nonce);
+}
+
+// "@name" of a member (or DM peer) becomes the wire form "<@id>" (shown as @name again).
+function mentionIds(text) {
+  const known = new Map();
+  const members = state.view?.channel.guild_id ? state.members.get(state.view.channel.guild_id)?.values() ?? [] : [];
+  for (const m of members) known.set(m.user.username, m.user.id);
+  for (const u of state.view?.channel.recipients ?? []) known.set(u.username, u.id);
+  return text.replace(/(^|\s)@([a-z0-9_.]{2,32})/g, (whole, lead, name) => (known.has(name) ? `${lead}<@${known.get(name)}>` : whole));
 }
 
 function setReply(m) {
