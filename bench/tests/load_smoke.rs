@@ -28,11 +28,22 @@ fn bench(args: &[&str], dir: &Path, name: &str) -> Value {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("report written"))
             .expect("report is JSON");
     // The pinned shape (issue 6).
-    for key in ["scenario", "clients", "rate", "duration_s", "sent", "delivered", "errors"] {
+    for key in [
+        "scenario",
+        "clients",
+        "rate",
+        "duration_s",
+        "sent",
+        "delivered",
+        "errors",
+    ] {
         assert!(report.get(key).is_some(), "{key} missing: {report}");
     }
     for key in ["p50", "p95", "p99", "max"] {
-        assert!(report["delivery_ms"][key].is_number(), "delivery_ms.{key}: {report}");
+        assert!(
+            report["delivery_ms"][key].is_number(),
+            "delivery_ms.{key}: {report}"
+        );
     }
     for key in ["cpu_pct", "rss_kb_max", "rss_kb_per_conn"] {
         assert!(report["relay"][key].is_number(), "relay.{key}: {report}");
@@ -69,7 +80,15 @@ fn text_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let r = bench(
         &[
-            "text", "--clients", "20", "--rate", "20", "--duration", "2", "--database-url", &url,
+            "text",
+            "--clients",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--database-url",
+            &url,
         ],
         dir.path(),
         "text",
@@ -96,8 +115,19 @@ fn history_reads_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let r = bench(
         &[
-            "history", "--clients", "20", "--rate", "10", "--duration", "2", "--prefill", "200",
-            "--history-rate", "20", "--search-rate", "10",
+            "history",
+            "--clients",
+            "20",
+            "--rate",
+            "10",
+            "--duration",
+            "2",
+            "--prefill",
+            "200",
+            "--history-rate",
+            "20",
+            "--search-rate",
+            "10",
         ],
         dir.path(),
         "history",
@@ -105,7 +135,10 @@ fn history_reads_under_load() {
     assert_eq!(r["sent"], 20, "{r}");
     assert_eq!(r["delivered"], r["details"]["expected"], "{r}");
     for kind in ["history", "search"] {
-        assert!(r["details"][kind]["ok"].as_u64().unwrap() > 0, "{kind}: {r}");
+        assert!(
+            r["details"][kind]["ok"].as_u64().unwrap() > 0,
+            "{kind}: {r}"
+        );
         assert_eq!(r["details"][kind]["errors"], 0, "{kind}: {r}");
     }
 }

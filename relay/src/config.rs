@@ -196,8 +196,9 @@ pub struct GatewayConfig {
     pub max_pending_events: usize,
     /// Most concurrent gateway connections.
     pub max_connections: usize,
-    /// WebSocket read buffer per connection, in bytes (tungstenite's default is 128 KiB,
-    /// which makes an idle socket cost ~135 KB; client frames are at most 4 KiB).
+    /// WebSocket read buffer per connection, in bytes: the chunk each read reserves, a
+    /// larger frame still arrives whole. tungstenite's default of 128 KiB makes an idle
+    /// socket cost ~135 KiB of relay memory; 4 KiB ~11 KiB; 1 KiB ~8 KiB (docs/benchmarks.md).
     pub read_buffer_bytes: usize,
     /// Bytes of outgoing frames gathered before a write; 0 writes each frame at once and
     /// keeps no buffer while idle.
@@ -215,7 +216,7 @@ impl Default for GatewayConfig {
             resume_buffer: 512,
             max_pending_events: 512,
             max_connections: 50_000,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 0,
             max_write_buffer_bytes: 1024 * 1024,
         }

@@ -76,6 +76,7 @@ conformance!(
     check_unread_cap,
     check_concurrent_sequencing,
     check_concurrent_uniqueness,
+    check_group_commit,
     check_channel_seqs,
     check_refresh_idle_expiry,
 );
@@ -2434,6 +2435,51 @@ async fn check_concurrent_sequencing(store: &dyn Store) {
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=28).collect::<Vec<_>>()
     );
+}
+
+/// Concurrent sends to several channels share transactions (group commit): every channel's
+/// seq stays gapless, each message's event carries it, and a send to an unknown channel fails
+/// alone.
+async fn check_group_commit(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let alice = fx.account("alice").await;
+    let (guild, first) = fx.guild(alice.id).await;
+    warm_up(store, guild.id).await;
+    let second = fx.channel(guild.id, "second", 2).await;
+    let third = fx.channel(guild.id, "third", 3).await;
+    let channels = [first.id, second.id, third.id];
+    let mut sends: Vec<NewMessage> = (0..60)
+        .map(|i| fx.new_message(channels[i % 3], alice.id, &format!("batched {i}")))
+        .collect();
+    sends.insert(30, fx.new_message(Id(424_242), alice.id, "nowhere"));
+    let results = join_all(sends.iter().map(|m| store.insert_message(m))).await;
+    assert!(
+        matches!(results[30], Err(StoreError::NotFound)),
+        "{:?}",
+        results[30]
+    );
+    for channel in channels {
+        let seqs: BTreeSet<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|r| r.message.channel_id == channel)
+            .map(|r| {
+                assert!(r.created);
+                r.message.seq
+            })
+            .collect();
+        assert_eq!(seqs, (1..=20).collect(), "channel {channel}");
+        let events = store.events(channel, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 20);
+        for e in events {
+            let m: Message = serde_json::from_value(e.data).unwrap();
+            assert_eq!(
+                (m.seq, m.channel_id, e.kind),
+                (e.seq, channel, EventKind::MessageCreate)
+            );
+            assert_eq!(e.message_id, m.id);
+        }
+    }
 }
 
 /// Racing requests that must each win once: leases, invite uses, joins, DMs, refreshes.

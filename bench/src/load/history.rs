@@ -64,7 +64,10 @@ struct Reads {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.clients > 0 && args.duration > 0, "need clients and duration");
+    anyhow::ensure!(
+        args.clients > 0 && args.duration > 0,
+        "need clients and duration"
+    );
     let channels = args.guilds.unwrap_or((args.clients / 10).max(1));
     let plan = Plan {
         scenario: "history",
@@ -87,7 +90,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let (history_rate, search_rate, seed) = (args.history_rate, args.search_rate, args.common.seed);
     let prefill_anchors = anchors.clone();
     let hooks = Hooks {
-        prefill: Box::new(move |env: &Env| prefill(env, prefill_n, seed, prefill_anchors.clone()).boxed()),
+        prefill: Box::new(move |env: &Env| {
+            prefill(env, prefill_n, seed, prefill_anchors.clone()).boxed()
+        }),
         during: Box::new(move |env: &Env, stop| {
             readers(env, anchors.clone(), history_rate, search_rate, seed, stop).boxed()
         }),
@@ -223,7 +228,11 @@ async fn readers(
             let path = if is_search {
                 s_done += 1;
                 let q: String = vocab.query(&mut rng, 20);
-                format!("/api/v1/guilds/{}/search?q={}&limit=25", guild.id, q.replace(' ', "+"))
+                format!(
+                    "/api/v1/guilds/{}/search?q={}&limit=25",
+                    guild.id,
+                    q.replace(' ', "+")
+                )
             } else {
                 h_done += 1;
                 let anchor = {
@@ -237,7 +246,11 @@ async fn readers(
                     None => format!("/api/v1/channels/{channel}/messages?limit=50"),
                 }
             };
-            let reads = if is_search { search.clone() } else { history.clone() };
+            let reads = if is_search {
+                search.clone()
+            } else {
+                history.clone()
+            };
             let req = env
                 .http
                 .get(format!("{}{path}", env.relay.url))

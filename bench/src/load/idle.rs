@@ -20,7 +20,7 @@ pub struct Args {
     /// Seconds to stay connected and idle before the last reading.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// The relay's WebSocket read buffer per connection (bytes) [relay default: 4096;
+    /// The relay's WebSocket read buffer per connection (bytes) [relay default: 1024;
     /// tungstenite's own default: 131072].
     #[arg(long)]
     pub ws_read_buffer: Option<usize>,
@@ -58,8 +58,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let mut env =
-            super::setup(&args.common, &plan, &tweaks, relay_cpu, pinning, nofile, 0, None).await?;
+        let mut env = super::setup(
+            &args.common,
+            &plan,
+            &tweaks,
+            relay_cpu,
+            pinning,
+            nofile,
+            0,
+            None,
+        )
+        .await?;
         let phase_start = env.start.elapsed().as_secs_f64();
         env.bar.set_length(args.duration);
         env.bar.set_position(0);
@@ -109,7 +118,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "database": database,
                 "guilds": quiet_guilds,
                 "guild_size": args.guild_size,
-                "ws_read_buffer": args.ws_read_buffer.unwrap_or(4096),
+                "ws_read_buffer": args.ws_read_buffer.unwrap_or(1024),
                 "ws_write_buffer": args.ws_write_buffer.unwrap_or(0),
                 "relay_rss_kb_before_connect": rss_before,
                 "relay_rss_kb_after_connect": connected_after_connect,
@@ -146,7 +155,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     "WebSocket buffers (read / write)".to_owned(),
                     format!(
                         "{} / {} bytes",
-                        args.ws_read_buffer.unwrap_or(4096),
+                        args.ws_read_buffer.unwrap_or(1024),
                         args.ws_write_buffer.unwrap_or(0)
                     ),
                 ),

@@ -131,7 +131,9 @@ pub async fn setup(
     pinning: String,
     nofile: u64,
     max_messages: usize,
-    prefill: Option<&(dyn Fn(&Env) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> + Sync)>,
+    prefill: Option<
+        &(dyn Fn(&Env) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> + Sync),
+    >,
 ) -> anyhow::Result<Env> {
     let start = Instant::now();
     let needed = plan.connections() as u64 * 2 + 1_000;
@@ -151,8 +153,15 @@ pub async fn setup(
         .map(|i| (plan.idle - i * plan.quiet_guild_size).min(plan.quiet_guild_size))
         .collect();
     lists.extend(population::member_lists(plan.active, &quiet));
-    let mut guilds =
-        population::guilds(&http, &relay.url, &accounts, lists, plan.channels_per_guild, &bar).await?;
+    let mut guilds = population::guilds(
+        &http,
+        &relay.url,
+        &accounts,
+        lists,
+        plan.channels_per_guild,
+        &bar,
+    )
+    .await?;
     let quiet_guilds = guilds.len() - active_guilds;
     guilds.truncate(active_guilds);
     let mut env = Env {
@@ -273,12 +282,19 @@ pub async fn traffic(env: &Env, plan: &Plan, seed: u64, drain: Duration) -> Traf
             let permit = limit.clone().acquire_owned().await.expect("semaphore open");
             let req = env
                 .http
-                .post(format!("{}/api/v1/channels/{channel}/messages", env.relay.url))
+                .post(format!(
+                    "{}/api/v1/channels/{channel}/messages",
+                    env.relay.url
+                ))
                 .bearer_auth(&env.accounts[author].token)
                 .json(&body);
             let fanout = guild.members.len() as u64;
-            let (sent, errors, expected, first_errors) =
-                (sent.clone(), errors.clone(), expected.clone(), first_errors.clone());
+            let (sent, errors, expected, first_errors) = (
+                sent.clone(),
+                errors.clone(),
+                expected.clone(),
+                first_errors.clone(),
+            );
             shared.sent_at[i].store(shared.now_us() + 1, Ordering::Relaxed);
             let second = (begin.elapsed().as_secs() as usize).min(per_s.len() - 1);
             per_s[second] += 1;
@@ -402,7 +418,14 @@ pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-pub fn relay_stats(env_pid: bool, samples: &[Sample], phase: (f64, f64), rss_before: u64, rss_connected: u64, connections: usize) -> RelayStats {
+pub fn relay_stats(
+    env_pid: bool,
+    samples: &[Sample],
+    phase: (f64, f64),
+    rss_before: u64,
+    rss_connected: u64,
+    connections: usize,
+) -> RelayStats {
     if !env_pid || samples.is_empty() {
         return RelayStats {
             cpu_pct: None,
@@ -578,11 +601,18 @@ pub fn machine() -> serde_json::Value {
 
 /// Prints the summary table shared by the scenarios.
 pub fn print_summary(r: &Report, extra_rows: &[(String, String)]) {
-    println!("{} — {}", r.scenario, r.details["title"].as_str().unwrap_or(""));
+    println!(
+        "{} — {}",
+        r.scenario,
+        r.details["title"].as_str().unwrap_or("")
+    );
     let row = |k: &str, v: String| println!("  {k:<34} {v}");
     row("connections", r.clients.to_string());
     if r.rate > 0.0 {
-        row("rate (target)", format!("{} msg/s for {} s", r.rate, r.duration_s));
+        row(
+            "rate (target)",
+            format!("{} msg/s for {} s", r.rate, r.duration_s),
+        );
         row(
             "sent / delivered / errors",
             format!("{} / {} / {}", r.sent, r.delivered, r.errors),
@@ -590,18 +620,28 @@ pub fn print_summary(r: &Report, extra_rows: &[(String, String)]) {
         let d = &r.delivery_ms;
         row(
             "delivery p50 / p95 / p99 / max",
-            format!("{:.2} / {:.2} / {:.2} / {:.2} ms", d.p50, d.p95, d.p99, d.max),
+            format!(
+                "{:.2} / {:.2} / {:.2} / {:.2} ms",
+                d.p50, d.p95, d.p99, d.max
+            ),
         );
     }
-    let opt = |v: Option<f64>, unit: &str| v.map_or("not sampled".into(), |v| format!("{v:.1}{unit}"));
-    row("relay CPU (measured phase)", opt(r.relay.cpu_pct, " % of a core"));
+    let opt =
+        |v: Option<f64>, unit: &str| v.map_or("not sampled".into(), |v| format!("{v:.1}{unit}"));
+    row(
+        "relay CPU (measured phase)",
+        opt(r.relay.cpu_pct, " % of a core"),
+    );
     row(
         "relay RSS max",
-        r.relay
-            .rss_kb_max
-            .map_or("not sampled".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0)),
+        r.relay.rss_kb_max.map_or("not sampled".into(), |v| {
+            format!("{:.1} MiB", v as f64 / 1024.0)
+        }),
     );
-    row("relay RSS per connection", opt(r.relay.rss_kb_per_conn, " KiB"));
+    row(
+        "relay RSS per connection",
+        opt(r.relay.rss_kb_per_conn, " KiB"),
+    );
     for (k, v) in extra_rows {
         row(k, v.clone());
     }

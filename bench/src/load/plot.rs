@@ -22,7 +22,11 @@ fn bounds(series: &[Series<'_>]) -> (f64, f64, f64) {
     if x0 > x1 {
         (0.0, 1.0, 1.0)
     } else {
-        (x0, if x1 > x0 { x1 } else { x0 + 1.0 }, if y1 > 0.0 { y1 * 1.1 } else { 1.0 })
+        (
+            x0,
+            if x1 > x0 { x1 } else { x0 + 1.0 },
+            if y1 > 0.0 { y1 * 1.1 } else { 1.0 },
+        )
     }
 }
 
@@ -53,7 +57,10 @@ where
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
@@ -68,7 +75,13 @@ where
 }
 
 /// One chart per file.
-pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> anyhow::Result<()> {
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     draw_lines(&root, title, x_label, y_label, series)?;
@@ -116,13 +129,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.svg");
         let ms: Vec<f64> = (1..=5000).map(|i| i as f64 / 100.0).collect();
-        lines(&path, "cdf", "ms", "fraction", &[Series { name: "all", points: cdf(&ms) }]).unwrap();
+        lines(
+            &path,
+            "cdf",
+            "ms",
+            "fraction",
+            &[Series {
+                name: "all",
+                points: cdf(&ms),
+            }],
+        )
+        .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("<svg") && text.contains("cdf"));
         stacked(
             &path,
-            ("a", "ms", &[Series { name: "p50", points: vec![(0.0, 1.0), (1.0, 2.0)] }]),
-            ("b", "msg/s", &[Series { name: "sent", points: vec![] }]),
+            (
+                "a",
+                "ms",
+                &[Series {
+                    name: "p50",
+                    points: vec![(0.0, 1.0), (1.0, 2.0)],
+                }],
+            ),
+            (
+                "b",
+                "msg/s",
+                &[Series {
+                    name: "sent",
+                    points: vec![],
+                }],
+            ),
             "s",
         )
         .unwrap();

@@ -144,38 +144,60 @@ pub async fn guilds(
     bar.set_length((member_lists.len() + joins) as u64);
     bar.set_position(0);
     bar.set_message("guilds and joins");
-    let created: Vec<anyhow::Result<(Guild, String)>> = stream::iter(member_lists.into_iter().enumerate())
-        .map(|(g, members)| async move {
-            let owner = &accounts[members[0]].token;
-            let guild = post(http, url, owner, "/api/v1/guilds", json!({ "name": format!("bench {g}") })).await?;
-            let id = guild["id"].as_str().context("guild id")?.to_owned();
-            let mut text: Vec<String> = guild["channels"]
-                .as_array()
-                .context("guild channels")?
-                .iter()
-                .filter(|c| c["kind"] == "text")
-                .filter_map(|c| c["id"].as_str().map(str::to_owned))
-                .collect();
-            while text.len() < channels {
-                let c = post(
+    let created: Vec<anyhow::Result<(Guild, String)>> =
+        stream::iter(member_lists.into_iter().enumerate())
+            .map(|(g, members)| async move {
+                let owner = &accounts[members[0]].token;
+                let guild = post(
                     http,
                     url,
                     owner,
-                    &format!("/api/v1/guilds/{id}/channels"),
-                    json!({ "name": format!("c{}", text.len()), "kind": "text" }),
+                    "/api/v1/guilds",
+                    json!({ "name": format!("bench {g}") }),
                 )
                 .await?;
-                text.push(c["id"].as_str().context("channel id")?.to_owned());
-            }
-            text.truncate(channels.max(1));
-            let invite = post(http, url, owner, &format!("/api/v1/guilds/{id}/invites"), json!({})).await?;
-            let code = invite["code"].as_str().context("invite code")?.to_owned();
-            bar.inc(1);
-            Ok((Guild { id, channels: text, members }, code))
-        })
-        .buffered(SETUP_CONCURRENCY / 4)
-        .collect()
-        .await;
+                let id = guild["id"].as_str().context("guild id")?.to_owned();
+                let mut text: Vec<String> = guild["channels"]
+                    .as_array()
+                    .context("guild channels")?
+                    .iter()
+                    .filter(|c| c["kind"] == "text")
+                    .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                    .collect();
+                while text.len() < channels {
+                    let c = post(
+                        http,
+                        url,
+                        owner,
+                        &format!("/api/v1/guilds/{id}/channels"),
+                        json!({ "name": format!("c{}", text.len()), "kind": "text" }),
+                    )
+                    .await?;
+                    text.push(c["id"].as_str().context("channel id")?.to_owned());
+                }
+                text.truncate(channels.max(1));
+                let invite = post(
+                    http,
+                    url,
+                    owner,
+                    &format!("/api/v1/guilds/{id}/invites"),
+                    json!({}),
+                )
+                .await?;
+                let code = invite["code"].as_str().context("invite code")?.to_owned();
+                bar.inc(1);
+                Ok((
+                    Guild {
+                        id,
+                        channels: text,
+                        members,
+                    },
+                    code,
+                ))
+            })
+            .buffered(SETUP_CONCURRENCY / 4)
+            .collect()
+            .await;
     let created: Vec<(Guild, String)> = created.into_iter().collect::<anyhow::Result<_>>()?;
     let todo: Vec<(usize, &str)> = created
         .iter()

@@ -39,7 +39,11 @@ pub struct Tweaks {
 }
 
 impl Relay {
-    pub async fn start(common: &Common, tweaks: &Tweaks, pin_cpu: Option<usize>) -> anyhow::Result<Relay> {
+    pub async fn start(
+        common: &Common,
+        tweaks: &Tweaks,
+        pin_cpu: Option<usize>,
+    ) -> anyhow::Result<Relay> {
         if let Some(url) = &common.target {
             check_loopback(url)?;
             return Ok(Relay {
@@ -267,9 +271,15 @@ pub fn pin(enabled: bool, external: bool) -> (Option<usize>, String) {
         format!("1-{}", cores - 1)
     };
     if external {
-        (None, format!("bench on cores {bench}; external relay not pinned"))
+        (
+            None,
+            format!("bench on cores {bench}; external relay not pinned"),
+        )
     } else {
-        (Some(0), format!("relay on core 0 (taskset), bench on cores {bench}"))
+        (
+            Some(0),
+            format!("relay on core 0 (taskset), bench on cores {bench}"),
+        )
     }
 }
 

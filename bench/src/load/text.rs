@@ -65,7 +65,10 @@ pub fn plan(args: &Args, scenario: &'static str) -> Plan {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let plan = plan(args, "text");
-    anyhow::ensure!(plan.active > 0 && plan.rate > 0.0 && plan.duration > 0, "need clients, rate and duration");
+    anyhow::ensure!(
+        plan.active > 0 && plan.rate > 0.0 && plan.duration > 0,
+        "need clients, rate and duration"
+    );
     let json_path = args
         .common
         .json
@@ -75,7 +78,16 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let out = measure(&args.common, &plan, &Tweaks::default(), relay_cpu, pinning, nofile, None).await?;
+        let out = measure(
+            &args.common,
+            &plan,
+            &Tweaks::default(),
+            relay_cpu,
+            pinning,
+            nofile,
+            None,
+        )
+        .await?;
         finish_report(&plan, out, &json_path, json!({}), &[])
     })
 }
@@ -99,6 +111,9 @@ pub struct Outcome {
     pub channels: usize,
     pub largest_guild: usize,
     pub extra: serde_json::Value,
+    /// This process's CPU over the traffic phase (the load generator), % of one core.
+    pub bench_cpu_start: Option<super::Sample>,
+    pub bench_cpu_pct: f64,
 }
 
 /// A load run: set up, connect, optionally run `during` beside the traffic, tear down.
@@ -113,8 +128,19 @@ pub async fn measure(
 ) -> anyhow::Result<Outcome> {
     let max_messages = (plan.rate * plan.duration as f64) as usize + 16;
     let prefill = hooks.map(|h| &h.prefill as &super::history::PrefillFn);
-    let env = super::setup(common, plan, tweaks, relay_cpu, pinning, nofile, max_messages, prefill).await?;
+    let env = super::setup(
+        common,
+        plan,
+        tweaks,
+        relay_cpu,
+        pinning,
+        nofile,
+        max_messages,
+        prefill,
+    )
+    .await?;
     let drain = Duration::from_secs(10);
+    let bench_cpu_start = super::relay::read_proc(std::process::id(), env.start);
     let (traffic, extra) = match hooks {
         Some(h) => {
             let stop = tokio_util::sync::CancellationToken::new();
@@ -129,7 +155,10 @@ pub async fn measure(
             );
             (traffic, extra?)
         }
-        None if plan.rate > 0.0 => (super::traffic(&env, plan, common.seed, drain).await, json!({})),
+        None if plan.rate > 0.0 => (
+            super::traffic(&env, plan, common.seed, drain).await,
+            json!({}),
+        ),
         None => (super::Traffic::default(), json!({})),
     };
     let out = Outcome {
@@ -144,15 +173,28 @@ pub async fn measure(
         active_guilds: env.guilds.len(),
         quiet_guilds: env.quiet_guilds,
         channels: env.guilds.iter().map(|g| g.channels.len()).sum(),
-        largest_guild: env.guilds.iter().map(|g| g.members.len()).max().unwrap_or(0),
+        largest_guild: env
+            .guilds
+            .iter()
+            .map(|g| g.members.len())
+            .max()
+            .unwrap_or(0),
         traffic,
         samples: Vec::new(),
         dropped: 0,
         relay_samples: Vec::new(),
         extra,
+        bench_cpu_start,
+        bench_cpu_pct: 0.0,
     };
+    let own = super::relay::read_proc(std::process::id(), env.start);
     let (samples, dropped, relay_samples) = super::finish(env).await;
+    let bench_cpu_pct = match (out.bench_cpu_start, own) {
+        (Some(a), Some(b)) => super::round2(super::relay::cpu_pct(&a, &b)),
+        _ => 0.0,
+    };
     Ok(Outcome {
+        bench_cpu_pct,
         samples,
         dropped,
         relay_samples,
@@ -190,9 +232,15 @@ pub fn finish_report(
     );
     let title = format!(
         "{} on {}{}",
-        plan.preset.as_deref().map_or("custom".to_owned(), |p| format!("--preset {p}")),
+        plan.preset
+            .as_deref()
+            .map_or("custom".to_owned(), |p| format!("--preset {p}")),
         out.database,
-        if out.env_pid { ", relay process sampled" } else { "" }
+        if out.env_pid {
+            ", relay process sampled"
+        } else {
+            ""
+        }
     );
     let mut base = json!({
         "title": title,
@@ -216,6 +264,7 @@ pub fn finish_report(
         "relay_rss_kb_connected": out.rss_connected_kb,
         "connect_s": super::round2(out.connect_secs),
         "setup_s": super::round2(out.setup_secs),
+        "bench_cpu_pct": out.bench_cpu_pct,
         "pinning": out.pinning,
         "nofile": out.nofile,
         "machine": super::machine(),
@@ -255,7 +304,12 @@ pub fn finish_report(
             "population".to_owned(),
             format!(
                 "{} active in {} guilds / {} channels (largest {}), {} idle in {} quiet guilds",
-                plan.active, out.active_guilds, out.channels, out.largest_guild, plan.idle, out.quiet_guilds
+                plan.active,
+                out.active_guilds,
+                out.channels,
+                out.largest_guild,
+                plan.idle,
+                out.quiet_guilds
             ),
         ),
         (
@@ -272,7 +326,14 @@ pub fn finish_report(
         ),
     ];
     rows.extend_from_slice(extra_rows);
-    rows.push(("setup / connect".to_owned(), format!("{:.1} s / {:.1} s", out.setup_secs, out.connect_secs)));
+    rows.push((
+        "setup / connect".to_owned(),
+        format!("{:.1} s / {:.1} s", out.setup_secs, out.connect_secs),
+    ));
+    rows.push((
+        "load generator CPU".to_owned(),
+        format!("{:.0} % of a core", out.bench_cpu_pct),
+    ));
     rows.push(("pinning".to_owned(), out.pinning.clone()));
     print_report(&report, &rows);
     for e in &t.first_errors {

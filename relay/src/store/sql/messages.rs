@@ -6,7 +6,7 @@ use concord_proto::model::{
 };
 use concord_proto::{Id, limits};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::rows::{id, int, opt_id, opt_int, text};
 use super::{QueryTimer, SqlStore, is_unique_violation, placeholders};
@@ -135,7 +135,7 @@ async fn append_event(
     })
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
+pub(super) fn to_value<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).expect("wire types always serialise")
 }
 
@@ -151,24 +151,24 @@ async fn live_message(
     }
 }
 
-impl SqlStore {
-    async fn find_by_nonce(&self, author: Id, nonce: &str) -> StoreResult<Option<Message>> {
-        let mut conn = self.write.acquire().await?;
-        let sql = format!(
-            "SELECT {MESSAGE_COLS} FROM messages m JOIN channels c ON c.id = m.channel_id WHERE m.author_id = $1 AND m.nonce = $2"
-        );
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
-            .bind(author.0)
-            .bind(nonce)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let message = message_row(&row)?;
-        Ok(with_reactions(&mut conn, vec![message]).await?.pop())
-    }
+async fn find_by_nonce(pool: &AnyPool, author: Id, nonce: &str) -> StoreResult<Option<Message>> {
+    let mut conn = pool.acquire().await?;
+    let sql = format!(
+        "SELECT {MESSAGE_COLS} FROM messages m JOIN channels c ON c.id = m.channel_id WHERE m.author_id = $1 AND m.nonce = $2"
+    );
+    let Some(row) = sqlx::query(AssertSqlSafe(sql))
+        .bind(author.0)
+        .bind(nonce)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let message = message_row(&row)?;
+    Ok(with_reactions(&mut conn, vec![message]).await?.pop())
+}
 
+impl SqlStore {
     async fn reaction_change(
         &self,
         channel_id: Id,
@@ -233,90 +233,94 @@ impl SqlStore {
     }
 }
 
-#[async_trait]
-impl MessageStore for SqlStore {
-    async fn insert_message(&self, m: &NewMessage) -> StoreResult<InsertedMessage> {
-        let _t = QueryTimer::new("insert_message");
-        if let Some(existing) = self.find_by_nonce(m.author, &m.nonce).await? {
+/// One message in its own transaction (the group commit's fallback).
+pub(super) async fn insert_one(pool: &AnyPool, m: &NewMessage) -> StoreResult<InsertedMessage> {
+    if let Some(existing) = find_by_nonce(pool, m.author, &m.nonce).await? {
+        return Ok(InsertedMessage {
+            message: existing,
+            created: false,
+        });
+    }
+    let mut tx = pool.begin().await?;
+    let seq = next_seq(&mut tx, m.channel_id).await?;
+    let guild_id = opt_id(
+        &sqlx::query("SELECT guild_id FROM channels WHERE id = $1")
+            .bind(m.channel_id.0)
+            .fetch_one(&mut *tx)
+            .await?,
+        "guild_id",
+    )?;
+    let mentions = serde_json::to_string(&m.mentions).expect("ids serialise");
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, channel_id, author_id, device_key, nonce, content, search_text, reply_to, mentions, seq, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $11, $7, $8, $9, $10)",
+    )
+    .bind(m.id.0)
+    .bind(m.channel_id.0)
+    .bind(m.author.0)
+    .bind(&m.device)
+    .bind(&m.nonce)
+    .bind(&m.content)
+    .bind(m.reply_to.map(|r| r.0))
+    .bind(mentions)
+    .bind(seq)
+    .bind(m.created_at)
+    .bind(limits::search_text(&m.content))
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            // A concurrent retry with the same nonce won; this transaction (and its seq)
+            // rolls back.
+            drop(tx);
+            let existing = find_by_nonce(pool, m.author, &m.nonce)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             return Ok(InsertedMessage {
                 message: existing,
                 created: false,
             });
         }
-        let mut tx = self.write.begin().await?;
-        let seq = next_seq(&mut tx, m.channel_id).await?;
-        let guild_id = opt_id(
-            &sqlx::query("SELECT guild_id FROM channels WHERE id = $1")
-                .bind(m.channel_id.0)
-                .fetch_one(&mut *tx)
-                .await?,
-            "guild_id",
-        )?;
-        let mentions = serde_json::to_string(&m.mentions).expect("ids serialise");
-        let inserted = sqlx::query(
-            "INSERT INTO messages (id, channel_id, author_id, device_key, nonce, content, search_text, reply_to, mentions, seq, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $11, $7, $8, $9, $10)",
-        )
-        .bind(m.id.0)
-        .bind(m.channel_id.0)
-        .bind(m.author.0)
-        .bind(&m.device)
-        .bind(&m.nonce)
-        .bind(&m.content)
-        .bind(m.reply_to.map(|r| r.0))
-        .bind(mentions)
-        .bind(seq)
-        .bind(m.created_at)
-        .bind(limits::search_text(&m.content))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => {
-                // A concurrent retry with the same nonce won; this transaction (and its seq)
-                // rolls back.
-                drop(tx);
-                let existing = self
-                    .find_by_nonce(m.author, &m.nonce)
-                    .await?
-                    .ok_or(StoreError::NotFound)?;
-                return Ok(InsertedMessage {
-                    message: existing,
-                    created: false,
-                });
-            }
-            other => other?,
-        };
-        let message = Message {
-            id: m.id,
-            channel_id: m.channel_id,
-            guild_id,
-            author: m.author,
-            device: m.device.clone(),
-            nonce: m.nonce.clone(),
-            content: m.content.clone(),
-            created_at: m.created_at,
-            edited_at: None,
-            seq,
-            reply_to: m.reply_to,
-            mentions: m.mentions.clone(),
-            reactions: Vec::new(),
-            deleted: false,
-        };
-        append_event(
-            &mut tx,
-            m.channel_id,
-            seq,
-            EventKind::MessageCreate,
-            m.id,
-            to_value(&message),
-            m.created_at,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(InsertedMessage {
-            message,
-            created: true,
-        })
+        other => other?,
+    };
+    let message = Message {
+        id: m.id,
+        channel_id: m.channel_id,
+        guild_id,
+        author: m.author,
+        device: m.device.clone(),
+        nonce: m.nonce.clone(),
+        content: m.content.clone(),
+        created_at: m.created_at,
+        edited_at: None,
+        seq,
+        reply_to: m.reply_to,
+        mentions: m.mentions.clone(),
+        reactions: Vec::new(),
+        deleted: false,
+    };
+    append_event(
+        &mut tx,
+        m.channel_id,
+        seq,
+        EventKind::MessageCreate,
+        m.id,
+        to_value(&message),
+        m.created_at,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(InsertedMessage {
+        message,
+        created: true,
+    })
+}
+
+#[async_trait]
+impl MessageStore for SqlStore {
+    async fn insert_message(&self, m: &NewMessage) -> StoreResult<InsertedMessage> {
+        let _t = QueryTimer::new("insert_message");
+        self.batcher.insert(m.clone()).await
     }
 
     async fn edit_message(

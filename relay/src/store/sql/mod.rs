@@ -6,6 +6,7 @@
 //! and a read pool that later points at replicas.
 
 mod accounts;
+mod batch;
 mod guilds;
 mod messages;
 mod rows;
@@ -44,6 +45,8 @@ pub struct SqlStore {
     backend: Backend,
     write: AnyPool,
     read: AnyPool,
+    /// Group commit of new messages (batch.rs).
+    batcher: batch::Batcher,
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
@@ -136,6 +139,7 @@ impl SqlStore {
         };
         Ok(SqlStore {
             backend,
+            batcher: batch::Batcher::spawn(write.clone()),
             write,
             read,
         })
