@@ -38,6 +38,39 @@ pub fn peer_id_of_device_key(device_key: &str) -> Option<PeerId> {
     Some(peer_id(&key))
 }
 
+/// A server's persistent libp2p identity: an ed25519 seed (base64url) in `path`, created on
+/// first start with 0600 permissions and reused across restarts (peers pin the PeerId).
+pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<SigningKey> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let seed = b64::decode_array::<32>(text.trim()).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} is not a base64url ed25519 seed", path.display()),
+                )
+            })?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            writeln!(file, "{}", b64::encode(seed))?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,16 @@
+//! `concord-bootstrap`: where nodes find the network. It runs Kademlia in server mode (a
+//! node finds another's addresses by its PeerId), identify, the AutoNAT server (a node learns
+//! whether it is reachable) and, optionally, a circuit relay v2 server. It never hands out
+//! guild membership: that comes from the guild's relay.
+//!
+//! - [`Bootstrap::spawn`] starts the swarm task and the `/healthz` + `/metrics` server.
+//! - [`BootstrapConfig`] is the TOML file's shape; [`cli`] layers flags and environment over it.
+
+pub mod behaviour;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod server;
+
+pub use config::BootstrapConfig;
+pub use server::{Bootstrap, BootstrapError};
