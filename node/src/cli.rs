@@ -57,6 +57,10 @@ pub enum Command {
         /// Do not look for peers on the LAN.
         #[arg(long)]
         no_mdns: bool,
+        /// Bootstrap server multiaddr ending in /p2p/<peer id>; repeatable (the relay's
+        /// `/.well-known/concord` adds its own list).
+        #[arg(long)]
+        bootstrap: Vec<String>,
         /// Confirmed messages kept per channel in the local cache.
         #[arg(long, default_value_t = 50_000)]
         max_messages_per_channel: usize,

@@ -10,6 +10,18 @@ pub mod relay_http;
 
 pub use daemon::{Node, NodeConfig};
 
+/// A bootstrap server address as `--bootstrap` takes it: a multiaddr ending in
+/// `/p2p/<peer id>`.
+pub fn parse_bootstrap(text: &str) -> Result<libp2p::Multiaddr, String> {
+    let addr: libp2p::Multiaddr = text
+        .parse()
+        .map_err(|e| format!("--bootstrap {text:?}: {e}"))?;
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(_)) => Ok(addr),
+        _ => Err(format!("--bootstrap {text:?}: must end in /p2p/<peer id>")),
+    }
+}
+
 /// A random token for the control API.
 pub(crate) fn relay_http_token() -> String {
     let mut bytes = [0u8; 24];

@@ -50,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             relay_only,
             no_direct,
             no_mdns,
+            bootstrap,
             max_messages_per_channel,
             max_age_days,
         } => {
@@ -61,6 +62,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.relay_only = relay_only;
             config.allow_direct = !no_direct;
             config.mdns = !no_mdns;
+            config.bootstrap = bootstrap
+                .iter()
+                .map(|a| concord_node::parse_bootstrap(a))
+                .collect::<Result<_, String>>()
+                .map_err(std::io::Error::other)?;
             config.cache_limits = concord_node::cache::CacheLimits {
                 max_messages_per_channel,
                 max_age_days,

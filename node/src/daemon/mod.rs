@@ -45,6 +45,9 @@ pub struct NodeConfig {
     /// mDNS on the LAN (off in relay-only mode).
     pub mdns: bool,
     pub cache_limits: CacheLimits,
+    /// Bootstrap servers (`.../p2p/<peer id>`): Kademlia entry points (ignored in relay-only
+    /// mode). The relay's well-known list is added at join.
+    pub bootstrap: Vec<Multiaddr>,
 }
 
 impl NodeConfig {
@@ -60,6 +63,7 @@ impl NodeConfig {
             allow_direct: true,
             mdns: true,
             cache_limits: CacheLimits::default(),
+            bootstrap: Vec::new(),
         }
     }
 }
@@ -84,6 +88,9 @@ pub struct RelayInfo {
     /// base64url ed25519 key that signs pushed events.
     pub key: String,
     pub addrs: Vec<String>,
+    /// The relay's bootstrap servers (`/.well-known/concord`).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
 }
 
 impl RelayInfo {

@@ -51,6 +51,7 @@ pub async fn join(
         peer_id,
         key,
         addrs: known.multiaddrs,
+        bootstrap: known.bootstrap_peers,
     };
     let changed = inner.relay().as_ref() != Some(&info);
     inner
@@ -64,6 +65,17 @@ pub async fn join(
         .cache()
         .upsert_guild(&guild)
         .map_err(|e| e.to_string())?;
+    if !inner.config.relay_only {
+        let servers = info
+            .bootstrap
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let _ = inner
+            .commands
+            .send(super::swarm::Command::Bootstrap(servers))
+            .await;
+    }
     *inner.relay.write().expect("relay lock") = Some(info);
     *inner.http.write().expect("http lock") = Some(http);
     inner.emit(LocalEvent::StateChanged);
@@ -139,7 +151,9 @@ pub async fn on_connected(inner: Arc<Inner>) {
             for channel in &channels {
                 super::apply::follow_channel(&inner, channel);
             }
-            inner.relay_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            inner
+                .relay_ready
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             inner.outbox_wake.notify_one();
             tokio::spawn(super::directory::refresh(
                 inner.clone(),

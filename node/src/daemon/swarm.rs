@@ -33,6 +33,8 @@ pub enum Command {
         response: Response,
     },
     Dial(Multiaddr),
+    /// Bootstrap servers to enter the DHT through (`.../p2p/<peer id>`).
+    Bootstrap(Vec<Multiaddr>),
     Subscribe(Id),
     Unsubscribe(Id),
     Publish {
@@ -147,8 +149,46 @@ pub async fn spawn(
             }
         }
     }
+    if !inner.config.relay_only {
+        let mut servers = inner.config.bootstrap.clone();
+        if let Some(relay) = inner.relay() {
+            servers.extend(relay.bootstrap.iter().filter_map(|a| a.parse().ok()));
+        }
+        enter_dht(&mut swarm, servers);
+    }
     let task = tokio::spawn(run(inner, swarm, commands));
     Ok((task, listen_addrs))
+}
+
+/// How often the node refreshes its DHT routing table through the bootstrap servers.
+const DHT_REFRESH: Duration = Duration::from_secs(300);
+
+/// Adds bootstrap servers to Kademlia, dials them and starts a DHT bootstrap. Addresses
+/// without a `/p2p/` suffix and the node's own id are skipped.
+fn enter_dht(swarm: &mut Swarm<NodeBehaviour>, servers: Vec<Multiaddr>) {
+    let me = *swarm.local_peer_id();
+    let mut any = false;
+    for addr in servers {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            tracing::warn!(%addr, "bootstrap address without /p2p/<peer id> ignored");
+            continue;
+        };
+        if peer == me {
+            continue;
+        }
+        let mut transport = addr.clone();
+        transport.pop();
+        swarm.behaviour_mut().kad.add_address(&peer, transport);
+        if !swarm.is_connected(&peer)
+            && let Err(e) = swarm.dial(addr)
+        {
+            tracing::debug!(error = %e, "bootstrap dial failed");
+        }
+        any = true;
+    }
+    if any {
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
 }
 
 async fn run(
@@ -158,9 +198,13 @@ async fn run(
 ) {
     let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>> =
         HashMap::new();
+    let mut refresh =
+        tokio::time::interval_at(tokio::time::Instant::now() + DHT_REFRESH, DHT_REFRESH);
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => break,
+            // No known DHT peers is the usual case without bootstrap servers: nothing to do.
+            _ = refresh.tick() => { let _ = swarm.behaviour_mut().kad.bootstrap(); }
             Some(command) = commands.recv() => command_received(&mut swarm, &mut pending, command),
             event = swarm.select_next_some() => event_received(&inner, &mut swarm, &mut pending, event),
         }
@@ -192,6 +236,7 @@ fn command_received(
                 tracing::debug!(error = %e, "dial failed");
             }
         }
+        Command::Bootstrap(servers) => enter_dht(swarm, servers),
         Command::Subscribe(channel) => {
             let _ = swarm
                 .behaviour_mut()
@@ -271,7 +316,9 @@ fn event_received(
                 .open
                 .remove(&connection_id);
             if Some(peer_id) == relay_peer && num_established == 0 {
-                inner.relay_ready.store(false, std::sync::atomic::Ordering::Relaxed);
+                inner
+                    .relay_ready
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 inner
                     .relay_connected
                     .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -328,7 +375,9 @@ fn event_received(
                 .gossipsub
                 .report_message_validation_result(&message_id, &propagation_source, acceptance);
         }
-        SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) if inner.allow_direct() => {
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found)))
+            if inner.allow_direct() =>
+        {
             for (peer, addr) in found {
                 if !swarm.is_connected(&peer) {
                     let _ = swarm.dial(addr.with_p2p(peer).unwrap_or_else(|a| a));
