@@ -1,6 +1,6 @@
 //! Embeds the web client (`web/` at the repository root) into the relay binary: every file
 //! becomes an `include_bytes!` entry of `$OUT_DIR/web_assets.rs` with an ETag computed from
-//! its bytes. No build step and no dependency: the files are served as they are.
+//! its bytes (weak: the compression layer may serve it gzip- or brotli-encoded). No build step and no dependency: the files are served as they are.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ fn main() {
         let bytes = std::fs::read(path).expect("read a web/ file");
         let _ = writeln!(
             out,
-            "    Asset {{ path: {url:?}, body: include_bytes!({:?}), etag: \"\\\"{:016x}\\\"\" }},",
+            "    Asset {{ path: {url:?}, body: include_bytes!({:?}), etag: \"W/\\\"{:016x}\\\"\" }},",
             path.canonicalize().expect("canonical path"),
             fnv1a(&bytes)
         );

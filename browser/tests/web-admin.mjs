@@ -35,9 +35,10 @@ try {
   await messageItem(pageA, 'an answer!').locator('.reply', { hasText: 'a question?' }).waitFor();
   checks.reply_shown = true;
 
-  // Presence: B reconnects (reload) and A sees B online.
-  await pageB.reload();
-  await messageText(pageB, 'an answer!').waitFor();
+  // Presence: B sets "Idle", A sees it; back to online.
+  await pageB.getByLabel('Status').selectOption('idle');
+  await pageA.locator('#member-list li', { hasText: nameB }).locator('.presence.idle').waitFor();
+  await pageB.getByLabel('Status').selectOption('online');
   await pageA.locator('#member-list li', { hasText: nameB }).locator('.presence.online').waitFor();
   checks.presence_seen = true;
 

@@ -22,7 +22,7 @@ pub struct Asset {
     /// URL path, e.g. `/js/app.js`.
     pub path: &'static str,
     pub body: &'static [u8],
-    /// Quoted content hash.
+    /// Weak validator from the content hash, `W/"…"` (the body may be served compressed).
     pub etag: &'static str,
 }
 
@@ -90,8 +90,11 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|tags| {
+            // Weak comparison (RFC 9110 §13.1.2): the opaque tags match, W/ or not.
+            let ours = file.etag.trim_start_matches("W/");
             tags.split(',')
-                .any(|t| t.trim() == file.etag || t.trim() == "*")
+                .map(|t| t.trim())
+                .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
         });
     let csp = HeaderValue::from_str(&content_security_policy(&app.audiences))
         .expect("CSP is a valid header value");
@@ -127,7 +130,7 @@ mod tests {
         let text = std::str::from_utf8(index.body).expect("utf-8");
         assert!(text.contains("<script type=\"module\""));
         assert!(asset("/js/app.js").is_some());
-        assert!(ASSETS.iter().all(|a| a.etag.starts_with('"')));
+        assert!(ASSETS.iter().all(|a| a.etag.starts_with("W/\"")));
     }
 
     #[test]

@@ -323,6 +323,10 @@ function wireApp() {
   $('#role-delete').addEventListener('click', deleteRole);
   $('#role-create').addEventListener('click', createRole);
   $('#reply-cancel').addEventListener('click', () => setReply(null));
+  $('#status-select').addEventListener('change', () => {
+    state.gateway?.send('presence', { status: $('#status-select').value });
+    renderMembers();
+  });
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden) ackOpenChannel();
   });
@@ -430,6 +434,7 @@ function forgetInvite() {
 // ---- gateway state --------------------------------------------------------------------------
 
 function onReady(d) {
+  if ($('#status-select').value !== 'online') state.gateway.send('presence', { status: $('#status-select').value });
   state.me = d.user;
   learnUser(d.user);
   setText($('#me-name'), d.user.username);
@@ -821,7 +826,7 @@ function renderMembers() {
   const members = [...(state.members.get(state.guildId)?.values() ?? [])]
     .sort((a, b) => a.user.username.localeCompare(b.user.username));
   const items = members.map((m) => {
-    const status = m.user.id === state.me?.id && state.connected ? 'online' : state.presence.get(m.user.id);
+    const status = m.user.id === state.me?.id ? (state.connected ? $('#status-select').value : 'offline') : state.presence.get(m.user.id);
     const dot = status ? h('span', { class: `presence ${status}`, role: 'img', 'aria-label': status }) : '';
     const label = m.user.id === state.me?.id ? `${m.user.username} (you)` : m.user.username;
     const chips = m.roles.filter((id) => roleNames.has(id)).map((id) => h('span', { class: 'role-chip' }, roleNames.get(id)));
