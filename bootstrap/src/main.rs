@@ -6,27 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use concord_bootstrap::cli::{Cli, Command};
 use concord_bootstrap::{Bootstrap, BootstrapConfig};
-use tracing_subscriber::EnvFilter;
-
-fn init_tracing(filter: Option<&str>) {
-    let filter = filter.map(EnvFilter::new).unwrap_or_else(|| {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-}
+use concord_svc::{init_tracing, wait_for_signal};
 
 async fn serve(config: BootstrapConfig) -> anyhow::Result<()> {
     let server = Bootstrap::spawn(config).await?;

@@ -4,29 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use concord_svc::{init_tracing, wait_for_signal};
 use concord_turn::cli::{Cli, Command};
 use concord_turn::{TurnConfig, TurnServer};
-use tracing_subscriber::EnvFilter;
-
-fn init_tracing(filter: Option<&str>) {
-    let filter = filter.map(EnvFilter::new).unwrap_or_else(|| {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-}
 
 async fn serve(config: TurnConfig) -> anyhow::Result<()> {
     let server = TurnServer::spawn(config).await?;

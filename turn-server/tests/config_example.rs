@@ -2,84 +2,14 @@
 //! test fails when an option is added without documentation, when a documented default
 //! drifts from the code, or when a commented-out example would not parse.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use concord_svc::config_example;
 use concord_turn::TurnConfig;
 use concord_turn::config::TlsConfig;
 
 fn example_text() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/turn.example.toml");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Dotted paths of every leaf value in a TOML table (arrays count as leaves).
-fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
-    for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            toml::Value::Table(inner) => leaf_keys(inner, &path, out),
-            _ => {
-                out.insert(path);
-            }
-        }
-    }
-}
-
-/// `# key = value` or `# [table]`: a commented-out option rather than prose.
-fn commented_out(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix('#')?.trim_start();
-    let is_header = rest.starts_with('[') && rest.trim_end().ends_with(']');
-    let is_key = rest
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .is_some_and(|k| {
-            !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        });
-    (is_header || is_key).then_some(rest)
-}
-
-/// Dotted paths of every key the file mentions, live or commented out, following the table
-/// headers (live or commented out) above them.
-fn documented_keys(text: &str) -> BTreeSet<String> {
-    let mut table = String::new();
-    let mut keys = BTreeSet::new();
-    for raw in text.lines() {
-        let line = raw.trim();
-        let line = if line.starts_with('#') {
-            match commented_out(line) {
-                Some(rest) => rest,
-                None => continue,
-            }
-        } else {
-            line
-        };
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = header.trim().to_owned();
-        } else if let Some((key, _)) = line.split_once('=') {
-            let key = key.trim();
-            keys.insert(if table.is_empty() {
-                key.to_owned()
-            } else {
-                format!("{table}.{key}")
-            });
-        }
-    }
-    keys
-}
-
-/// The example with its commented-out options switched on.
-fn uncommented(text: &str) -> String {
-    text.lines()
-        .map(|line| commented_out(line.trim()).unwrap_or(line))
-        .collect::<Vec<_>>()
-        .join("\n")
+    config_example::read(env!("CARGO_MANIFEST_DIR"), "turn.example.toml")
 }
 
 #[test]
@@ -95,8 +25,8 @@ fn example_parses_to_the_defaults_and_validates() {
 
 #[test]
 fn commented_out_options_parse_too() {
-    let config: TurnConfig =
-        toml::from_str(&uncommented(&example_text())).expect("the uncommented example parses");
+    let config: TurnConfig = toml::from_str(&config_example::uncommented(&example_text()))
+        .expect("the uncommented example parses");
     config
         .validate()
         .expect("the uncommented example validates");
@@ -125,43 +55,14 @@ fn every_option_is_documented() {
         external_ip: Some("127.0.0.2".parse().unwrap()),
         ..TurnConfig::default()
     };
-    let mut expected = BTreeSet::new();
-    for config in [TurnConfig::default(), all] {
-        let text = toml::to_string(&config).expect("the config serialises");
-        let table: toml::Table = toml::from_str(&text).expect("serialised config parses");
-        leaf_keys(&table, "", &mut expected);
-    }
-    assert!(expected.contains("limits.user_quota"));
-    assert!(expected.contains("tls.cert"));
-
-    let documented = documented_keys(&example_text());
-    let missing: Vec<_> = expected.difference(&documented).collect();
-    assert!(
-        missing.is_empty(),
-        "options missing from config/turn.example.toml (add them with their default and a comment): {missing:?}"
-    );
-    let unknown: Vec<_> = documented.difference(&expected).collect();
-    assert!(
-        unknown.is_empty(),
-        "config/turn.example.toml documents options TurnConfig does not have: {unknown:?}"
+    config_example::assert_every_option_documented(
+        &example_text(),
+        "config/turn.example.toml",
+        &[TurnConfig::default(), all],
     );
 }
 
 #[test]
 fn every_option_has_a_comment() {
-    let text = example_text();
-    let lines: Vec<&str> = text.lines().map(str::trim).collect();
-    for (i, line) in lines.iter().enumerate() {
-        let is_option = !line.is_empty()
-            && (commented_out(line).is_some_and(|l| !l.starts_with('['))
-                || (!line.starts_with('#') && !line.starts_with('[')));
-        if is_option {
-            let previous = i.checked_sub(1).map(|j| lines[j]).unwrap_or("");
-            assert!(
-                previous.starts_with('#') && commented_out(previous).is_none(),
-                "line {}: `{line}` needs a one-line comment above it",
-                i + 1
-            );
-        }
-    }
+    config_example::assert_every_option_has_a_comment(&example_text());
 }
