@@ -45,6 +45,14 @@ pub struct App {
     pub p2p: std::sync::OnceLock<crate::p2p::Shared>,
 }
 
+/// The lock stripe of a channel. Ids end in a per-millisecond sequence that is mostly 0, so
+/// `id % stripes` would put nearly every channel on one lock (serialising all sends): mix the
+/// bits first (Fibonacci hashing).
+fn stripe(channel_id: Id) -> usize {
+    let mixed = (channel_id.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as usize % CHANNEL_LOCK_STRIPES
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,9 +99,7 @@ impl App {
     }
 
     pub async fn lock_channel(&self, channel_id: Id) -> tokio::sync::MutexGuard<'_, ()> {
-        self.channel_locks[(channel_id.0 as u64 % CHANNEL_LOCK_STRIPES as u64) as usize]
-            .lock()
-            .await
+        self.channel_locks[stripe(channel_id)].lock().await
     }
 
     /// Refuses the sessions' access tokens at once and closes their gateway sockets.
@@ -123,5 +129,20 @@ impl App {
 
     pub fn is_ready(&self) -> bool {
         self.db_ok() && !self.is_draining()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_spread_over_the_lock_stripes() {
+        // Ids made in different milliseconds, each with sequence 0: the common case.
+        let mut ids = IdGenerator::new(0);
+        let used: std::collections::HashSet<usize> = (0..1_000)
+            .map(|ms| stripe(ids.next(1_800_000_000_000 + ms * 7)))
+            .collect();
+        assert!(used.len() > 500, "{} stripes used", used.len());
     }
 }
