@@ -3,6 +3,7 @@
 //! (history pages and search while text traffic runs). They share the relay process, the
 //! population, the gateway clients, /proc sampling, the report and the plots.
 
+pub mod baseline;
 pub mod client;
 pub mod history;
 pub mod idle;

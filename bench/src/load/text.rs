@@ -34,6 +34,9 @@ pub struct Args {
     /// connections over 500 channels at 5,000 msg/s.
     #[arg(long, value_parser = ["seed", "10x"])]
     pub preset: Option<String>,
+    /// Seconds for each raw insert loop of the database baseline (0 skips it).
+    #[arg(long, default_value_t = 3.0)]
+    pub baseline_secs: f64,
     #[command(flatten)]
     pub common: Common,
 }
@@ -78,6 +81,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
+        // The database alone first, so nothing else competes with it.
+        let baseline = if args.baseline_secs > 0.0 && args.common.target.is_none() {
+            Some(
+                super::baseline::measure(args.common.database_url.as_deref(), args.baseline_secs)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let out = measure(
             &args.common,
             &plan,
@@ -88,7 +100,41 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             None,
         )
         .await?;
-        finish_report(&plan, out, &json_path, json!({}), &[])
+        let mut rows = Vec::new();
+        let mut details = json!({});
+        if let Some(b) = baseline {
+            let t = &out.traffic;
+            let persisted = t.sent as f64 / (t.phase.1 - t.phase.0).max(1e-9);
+            let ratio = |raw: f64| {
+                if raw > 0.0 {
+                    super::round2(persisted / raw)
+                } else {
+                    0.0
+                }
+            };
+            details = json!({
+                "baseline": b,
+                "persisted_msgs_per_s": super::round2(persisted),
+                "persisted_vs_raw_unbatched": ratio(b.unbatched_rows_per_s),
+                "persisted_vs_raw_batched": ratio(b.batched_rows_per_s),
+            });
+            rows.push((
+                "raw inserts (1 / 256 per tx)".to_owned(),
+                format!(
+                    "{:.0} / {:.0} rows/s",
+                    b.unbatched_rows_per_s, b.batched_rows_per_s
+                ),
+            ));
+            rows.push((
+                "persisted vs raw".to_owned(),
+                format!(
+                    "{persisted:.0} msg/s = ×{} unbatched, ×{} batched",
+                    ratio(b.unbatched_rows_per_s),
+                    ratio(b.batched_rows_per_s)
+                ),
+            ));
+        }
+        finish_report(&plan, out, &json_path, details, &rows)
     })
 }
 
