@@ -1,5 +1,6 @@
-//! The relay restarts (same data dir, same port) under two open web clients in Chromium:
-//! reconnect banner, outbox, catch-up with no lost or duplicated message. The browser side
+//! A dropped network, then a relay restart (same data dir, same port), under two open web
+//! clients in Chromium: reconnect banner, resume or catch-up with no lost or duplicated
+//! message, outbox. The browser side
 //! is `browser/tests/web-reconnect.mjs`; it asks this test to stop and start the relay
 //! through its stdin/stdout.
 
@@ -10,10 +11,15 @@ use concord_testkit::{TestRelay, browser};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+/// 1 s heartbeats: a client notices a silently dead connection within about 2 s.
+fn fast_heartbeats(c: &mut concord_relay::RelayConfig) {
+    c.gateway.heartbeat_interval_ms = 1_000;
+}
+
 #[tokio::test]
 async fn relay_restart_under_open_clients() {
     let mut relay =
-        Some(TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |_| {}).await);
+        Some(TestRelay::start_with(tempfile::tempdir().expect("temp dir"), fast_heartbeats).await);
     let url = relay.as_ref().expect("running").url.clone();
     let listen: std::net::SocketAddr = url
         .trim_start_matches("http://")
@@ -54,7 +60,13 @@ async fn relay_restart_under_open_clients() {
                 Some("start") => {
                     let data = stopped.take().expect("stopped");
                     // Same data dir and port: the page's origin (the login audience) stays.
-                    relay = Some(TestRelay::start_with(data, |c| c.listen = listen).await);
+                    relay = Some(
+                        TestRelay::start_with(data, |c| {
+                            fast_heartbeats(c);
+                            c.listen = listen;
+                        })
+                        .await,
+                    );
                     stdin.write_all(b"ok\n").await.expect("write");
                 }
                 _ if v.get("ok").is_some() => result = Some(v),
@@ -70,6 +82,8 @@ async fn relay_restart_under_open_clients() {
     let result = result.unwrap_or_else(|| panic!("web-reconnect.mjs printed no result\n{errors}"));
     let pretty = serde_json::to_string_pretty(&result).expect("json");
     for check in [
+        "network_drop_recovered",
+        "resumed_after_drop",
         "no_console_errors_before",
         "banner_shown",
         "offline_message_waits",

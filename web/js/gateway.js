@@ -68,6 +68,9 @@ export class Gateway {
           this.connected();
           this.handlers.resumed?.(frame.d);
           break;
+        case 'heartbeat_ack':
+          this.awaitingAck = false;
+          break;
         case 'event':
           if (typeof frame.s === 'number') this.seq = frame.s;
           this.handlers.event(frame.t, frame.d);
@@ -102,9 +105,31 @@ export class Gateway {
 
   connected() {
     this.attempts = 0;
+    this.awaitingAck = false;
     clearInterval(this.heartbeat);
-    this.heartbeat = setInterval(() => this.send('heartbeat'), this.interval);
+    this.heartbeat = setInterval(() => this.beat(), this.interval);
     this.handlers.state('connected');
+  }
+
+  // A heartbeat whose predecessor was never acknowledged means a dead connection that the
+  // browser has not noticed: drop it and reconnect. The session stays resumable on the
+  // server (our close frame most likely never reaches it).
+  beat() {
+    if (this.awaitingAck) {
+      const ws = this.ws;
+      this.ws = null;
+      clearInterval(this.heartbeat);
+      try {
+        ws?.close(4000);
+      } catch {
+        // already closing
+      }
+      this.handlers.state('reconnecting');
+      this.schedule();
+      return;
+    }
+    this.awaitingAck = true;
+    this.send('heartbeat');
   }
 
   // Reconnect after 1–5 s (jittered, growing with failed attempts).
