@@ -97,7 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             readers(env, anchors.clone(), history_rate, search_rate, seed, stop).boxed()
         }),
     };
-    let (nofile, relay_cpu, pinning) = super::prepare(&args.common);
+    let host = super::prepare(&args.common);
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -105,9 +105,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             &args.common,
             &plan,
             &Tweaks::default(),
-            relay_cpu,
-            pinning,
-            nofile,
+            &host,
             Some(&hooks),
         )
         .await?;

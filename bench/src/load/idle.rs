@@ -54,21 +54,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .json
         .clone()
         .unwrap_or_else(|| PathBuf::from("bench/results/idle.json"));
-    let (nofile, relay_cpu, pinning) = super::prepare(&args.common);
+    let host = super::prepare(&args.common);
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let mut env = super::setup(
-            &args.common,
-            &plan,
-            &tweaks,
-            relay_cpu,
-            pinning,
-            nofile,
-            0,
-            None,
-        )
-        .await?;
+        let mut env = super::setup(&args.common, &plan, &tweaks, &host, 0, None).await?;
         let phase_start = env.start.elapsed().as_secs_f64();
         env.bar.set_length(args.duration);
         env.bar.set_position(0);
@@ -126,7 +116,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 "dropped_connections": dropped,
                 "connect_s": super::round2(connect_secs),
                 "pinning": pinning,
-                "nofile": nofile,
+                "nofile": host.nofile,
                 "machine": super::machine(),
             }),
         };

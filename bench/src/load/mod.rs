@@ -117,25 +117,34 @@ pub fn progress(quiet: bool) -> ProgressBar {
     bar
 }
 
+/// What was done to the host before the runtime started.
+pub struct Host {
+    pub nofile: u64,
+    /// The core the relay is pinned to.
+    pub relay_cpu: Option<usize>,
+    pub pinning: String,
+}
+
 /// Steps before the runtime starts: open files and CPU pinning (threads inherit both).
-pub fn prepare(common: &Common) -> (u64, Option<usize>, String) {
+pub fn prepare(common: &Common) -> Host {
     let nofile = relay::raise_nofile();
     let (relay_cpu, pinning) = relay::pin(common.pin == "auto", common.target.is_some());
-    (nofile, relay_cpu, pinning)
+    Host {
+        nofile,
+        relay_cpu,
+        pinning,
+    }
 }
 
 pub async fn setup(
     common: &Common,
     plan: &Plan,
     tweaks: &Tweaks,
-    relay_cpu: Option<usize>,
-    pinning: String,
-    nofile: u64,
+    host: &Host,
     max_messages: usize,
-    prefill: Option<
-        &(dyn Fn(&Env) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> + Sync),
-    >,
+    prefill: Option<&history::PrefillFn>,
 ) -> anyhow::Result<Env> {
+    let nofile = host.nofile;
     let start = Instant::now();
     let needed = plan.connections() as u64 * 2 + 1_000;
     anyhow::ensure!(
@@ -143,7 +152,7 @@ pub async fn setup(
         "the open-file limit is {nofile}, {needed} are needed; raise it (ulimit -n)"
     );
     let bar = progress(common.quiet);
-    let relay = Relay::start(common, tweaks, relay_cpu).await?;
+    let relay = Relay::start(common, tweaks, host.relay_cpu).await?;
     let sampler = Sampler::start(relay.pid, start, Duration::from_millis(250));
     let http = population::http_client();
     let accounts = population::accounts(&http, &relay.url, "u", plan.connections(), &bar).await?;
@@ -176,7 +185,7 @@ pub async fn setup(
         shared: Arc::new(Shared::new(start, max_messages)),
         clients: Vec::new(),
         bar,
-        pinning,
+        pinning: host.pinning.clone(),
         nofile,
         rss_before_kb: 0,
         rss_connected_kb: 0,
@@ -592,6 +601,8 @@ pub fn machine() -> serde_json::Value {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "cpu": cpu,
         "os": std::env::consts::OS,
+        // Other work on the machine during the run (these machines are shared).
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "date": crate::p2p::iso_date(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .json
         .clone()
         .unwrap_or_else(|| PathBuf::from("bench/results/text.json"));
-    let (nofile, relay_cpu, pinning) = super::prepare(&args.common);
+    let host = super::prepare(&args.common);
     concord_relay::listener::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -90,16 +90,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         } else {
             None
         };
-        let out = measure(
-            &args.common,
-            &plan,
-            &Tweaks::default(),
-            relay_cpu,
-            pinning,
-            nofile,
-            None,
-        )
-        .await?;
+        let out = measure(&args.common, &plan, &Tweaks::default(), &host, None).await?;
         let mut rows = Vec::new();
         let mut details = json!({});
         if let Some(b) = baseline {
@@ -167,24 +158,12 @@ pub async fn measure(
     common: &Common,
     plan: &Plan,
     tweaks: &Tweaks,
-    relay_cpu: Option<usize>,
-    pinning: String,
-    nofile: u64,
+    host: &super::Host,
     hooks: Option<&super::history::Hooks>,
 ) -> anyhow::Result<Outcome> {
     let max_messages = (plan.rate * plan.duration as f64) as usize + 16;
     let prefill = hooks.map(|h| &h.prefill as &super::history::PrefillFn);
-    let env = super::setup(
-        common,
-        plan,
-        tweaks,
-        relay_cpu,
-        pinning,
-        nofile,
-        max_messages,
-        prefill,
-    )
-    .await?;
+    let env = super::setup(common, plan, tweaks, host, max_messages, prefill).await?;
     let drain = Duration::from_secs(10);
     let bench_cpu_start = super::relay::read_proc(std::process::id(), env.start);
     let (traffic, extra) = match hooks {
