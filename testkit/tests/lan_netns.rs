@@ -200,7 +200,10 @@ fn two_nodes_on_a_lan_exchange_dms_without_a_relay() {
         .parse()
         .unwrap();
     let first = cb.json(&["dm", &ana_id.to_string(), "hello through the relay"]);
-    let dm = first["channel_id"].as_str().unwrap().to_owned();
+    let dm = first["channel_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("dm failed: {first}"))
+        .to_owned();
     wait_until("ana has the DM", || {
         ca.json(&["history", &dm])
             .to_string()

@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use concord_net::Request;
 use concord_net::protocol::{PeerInfo, Response};
 use concord_proto::Id;
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +81,13 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
     if !inner.allow_direct() {
         return;
     }
+    let me = inner.identity.peer_id();
+    let members: Vec<PeerId> = learnt
+        .iter()
+        .filter_map(|p| p.peer_id.parse().ok())
+        .filter(|p| *p != me)
+        .collect();
+    tokio::spawn(dial_through_relay(inner.clone(), members));
     for peer in learnt {
         let Ok(id) = peer.peer_id.parse::<PeerId>() else {
             continue;
@@ -95,5 +104,40 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
                 ))
                 .await;
         }
+    }
+}
+
+/// How long direct dials get before a member is dialed through the relay's circuit.
+const DIRECT_DIAL_GRACE: Duration = Duration::from_secs(3);
+
+/// Members still not connected after the grace period are dialed through the relay (they
+/// hold a reservation there unless they are relay-only); DCUtR then tries to make the
+/// connection direct.
+async fn dial_through_relay(inner: Arc<Inner>, members: Vec<PeerId>) {
+    let Some(relay) = inner.relay() else { return };
+    let addrs: Vec<Multiaddr> = relay.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    // QUIC first: it shares its socket between listening and dialing, which hole punching needs.
+    let Some(base) = addrs
+        .iter()
+        .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
+        .or(addrs.first())
+        .cloned()
+    else {
+        return;
+    };
+    tokio::time::sleep(DIRECT_DIAL_GRACE).await;
+    let connected = inner.connections.lock().expect("connections lock").peers();
+    for member in members {
+        if connected.contains(&member) {
+            continue;
+        }
+        let circuit = base
+            .clone()
+            .with(Protocol::P2pCircuit)
+            .with(Protocol::P2p(member));
+        let _ = inner
+            .commands
+            .send(super::swarm::Command::Dial(circuit))
+            .await;
     }
 }

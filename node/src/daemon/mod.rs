@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<LocalEvent>,
     pub relay: RwLock<Option<RelayInfo>>,
     pub relay_connected: AtomicBool,
+    /// A circuit relay reservation at the relay is held (members can reach us through it).
+    pub relay_reserved: AtomicBool,
     /// Connected and the hello answered: the relay pushes to this node.
     pub relay_ready: AtomicBool,
     pub relay_changed: Notify,
@@ -232,6 +234,7 @@ impl Node {
             events,
             relay: RwLock::new(relay),
             relay_connected: AtomicBool::new(false),
+            relay_reserved: AtomicBool::new(false),
             relay_ready: AtomicBool::new(false),
             relay_changed: Notify::new(),
             outbox_wake: Notify::new(),
@@ -273,6 +276,11 @@ impl Node {
 
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
+    }
+
+    /// Whether this node holds a circuit relay reservation at its relay.
+    pub fn has_relay_reservation(&self) -> bool {
+        self.inner.relay_reserved.load(Ordering::Relaxed)
     }
 
     pub fn is_relay_connected(&self) -> bool {

@@ -301,6 +301,20 @@ fn event_received(
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 inner.relay_changed.notify_waiters();
                 tokio::spawn(super::relay_link::on_connected(inner.clone()));
+                // Reserve a slot at the relay so members who cannot reach us directly connect
+                // through it; DCUtR then tries to turn that into a direct connection.
+                if inner.allow_direct()
+                    && let ConnectedPoint::Dialer { address, .. } = &endpoint
+                {
+                    let circuit = address
+                        .clone()
+                        .with_p2p(peer_id)
+                        .unwrap_or_else(|a| a)
+                        .with(Protocol::P2pCircuit);
+                    if let Err(e) = swarm.listen_on(circuit) {
+                        tracing::debug!(error = %e, "no relay reservation");
+                    }
+                }
             }
         }
         SwarmEvent::ConnectionClosed {
@@ -404,6 +418,22 @@ fn event_received(
                 .expect("connections lock")
                 .rtt
                 .insert(peer, rtt);
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::RelayClient(
+            libp2p::relay::client::Event::ReservationReqAccepted { .. },
+        )) => {
+            inner
+                .relay_reserved
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        SwarmEvent::ListenerClosed { addresses, .. }
+            if addresses
+                .iter()
+                .any(|a| a.iter().any(|p| matches!(p, Protocol::P2pCircuit))) =>
+        {
+            inner
+                .relay_reserved
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
         SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(dcutr::Event {
             remote_peer_id,
