@@ -146,7 +146,9 @@ pub async fn setup(
 ) -> anyhow::Result<Env> {
     let nofile = host.nofile;
     let start = Instant::now();
-    let needed = plan.connections() as u64 * 2 + 1_000;
+    // Client sockets, HTTP connections, and the rest (the relay, a separate process, has
+    // its own table).
+    let needed = (plan.connections() + MAX_INFLIGHT + 1_000) as u64;
     anyhow::ensure!(
         nofile >= needed,
         "the open-file limit is {nofile}, {needed} are needed; raise it (ulimit -n)"
@@ -598,7 +600,9 @@ pub fn machine() -> serde_json::Value {
         })
         .unwrap_or_default();
     json!({
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // The machine's, not this (pinned) process's.
+        "cores": std::fs::read_to_string("/proc/cpuinfo")
+            .map_or(0, |c| c.lines().filter(|l| l.starts_with("processor")).count()),
         "cpu": cpu,
         "os": std::env::consts::OS,
         // Other work on the machine during the run (these machines are shared).

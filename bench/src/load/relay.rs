@@ -230,19 +230,30 @@ fn config_toml(dir: &Path, database_url: Option<&str>, tweaks: &Tweaks) -> Strin
     out
 }
 
-/// Raises this process's open-file limit to its hard limit (children inherit it); returns
-/// the new soft limit.
+/// Raises this process's open-file limit (children inherit it): to fs.nr_open when allowed
+/// (root), else to the hard limit. Returns the new soft limit.
 pub fn raise_nofile() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
-    let hard = limit.maximum;
-    let want = hard.unwrap_or(1 << 20);
-    let raised = rustix::process::Rlimit {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let want = nr_open.min(1 << 20);
+    let raised = Rlimit {
         current: Some(want),
-        maximum: hard,
+        maximum: Some(want.max(limit.maximum.unwrap_or(0))),
     };
     if setrlimit(Resource::Nofile, raised).is_ok() {
-        want
+        return want;
+    }
+    let hard = limit.maximum.unwrap_or(want);
+    let soft = Rlimit {
+        current: Some(hard),
+        maximum: limit.maximum,
+    };
+    if setrlimit(Resource::Nofile, soft).is_ok() {
+        hard
     } else {
         limit.current.unwrap_or(0)
     }
@@ -388,7 +399,7 @@ mod tests {
             cpu_s: s.cpu_s + 1.0,
             rss_kb: 0,
         };
-        assert_eq!(cpu_pct(&s, &later), 50.0);
+        assert!((cpu_pct(&s, &later) - 50.0).abs() < 1e-9);
     }
 
     #[test]
