@@ -518,11 +518,20 @@ pub fn write_plots(
             &[
                 plot::Series {
                     name: "p50",
-                    points: timeline.iter().map(|t| (t.0, t.1)).collect(),
+                    // Seconds with no delivery have no latency to show.
+                    points: timeline
+                        .iter()
+                        .filter(|t| t.3 > 0)
+                        .map(|t| (t.0, t.1))
+                        .collect(),
                 },
                 plot::Series {
                     name: "p99",
-                    points: timeline.iter().map(|t| (t.0, t.2)).collect(),
+                    points: timeline
+                        .iter()
+                        .filter(|t| t.3 > 0)
+                        .map(|t| (t.0, t.2))
+                        .collect(),
                 },
             ],
         ),
