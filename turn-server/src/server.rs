@@ -270,8 +270,8 @@ impl Shared {
                 let data = &buf[..n];
                 self.drive(|core, now| core.handle_client(now, tuple, data));
             }
-            // Let the relay readers and timers run between batches.
-            tokio::task::yield_now().await;
+            // No explicit yield: the readiness await above yields when the socket is empty,
+            // and tokio's cooperative budget bounds a busy loop.
         }
     }
 
