@@ -161,6 +161,11 @@ pub struct Ready {
     pub guilds: Vec<ReadyGuild>,
     /// The user's direct-message channels.
     pub dms: Vec<Channel>,
+    /// Who, among the users sharing a guild with this one, is online or idle right now
+    /// (`presence_update` events carry changes from here on). Users who appear offline are
+    /// absent.
+    #[serde(default)]
+    pub presences: Vec<PresenceUpdate>,
     pub heartbeat_interval_ms: u64,
 }
 

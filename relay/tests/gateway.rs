@@ -295,6 +295,36 @@ async fn presence_goes_to_guild_mates_only() {
 }
 
 #[tokio::test]
+async fn ready_carries_who_is_already_online() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let carol = relay.register("carol").await;
+    let dave = relay.register("dave").await;
+    let (guild, _) = ana.create_guild("g").await;
+    for u in [&bob, &carol] {
+        u.join(&ana.invite(guild).await).await;
+    }
+    let mut ana_gw = ana.gateway().await;
+    let mut carol_gw = carol.gateway().await;
+    // Carol appears offline; Dave is online but shares no guild with Bob.
+    carol_gw
+        .send_json(json!({ "op": "presence", "d": { "status": "offline" } }))
+        .await;
+    let _ = ana_gw.event("presence_update").await; // carol online
+    assert_eq!(ana_gw.event("presence_update").await["status"], "offline");
+    let _dave_gw = dave.gateway().await;
+
+    let bob_gw = bob.gateway().await;
+    assert_eq!(
+        bob_gw.ready["presences"],
+        json!([{ "user_id": ana.id.to_string(), "status": "online" }]),
+        "{}",
+        bob_gw.ready
+    );
+}
+
+#[tokio::test]
 async fn events_reach_only_authorised_members() {
     let relay = TestRelay::start(Backend::Postgres).await;
     let ana = relay.register("ana").await;

@@ -442,6 +442,9 @@ function onReady(d) {
   for (const g of d.guilds) state.guilds.set(g.id, g);
   state.dms.clear();
   for (const c of d.dms) addDm(c);
+  // Who was already online before we connected; presence_update events carry changes.
+  state.presence.clear();
+  for (const p of d.presences ?? []) state.presence.set(p.user_id, p.status);
   const keep = state.guildId === HOME || state.guilds.has(state.guildId) ? state.guildId : d.guilds[0]?.id ?? null;
   renderGuilds();
   const open = state.view && channelById(state.view.channel.id);

@@ -288,6 +288,7 @@ async fn ready_payload(
         },
         guilds: views,
         dms,
+        presences: app.hub.co_member_presences(caller.user_id),
         heartbeat_interval_ms: app.config.gateway.heartbeat_interval_ms,
     })
 }

@@ -274,6 +274,22 @@ impl Hub {
         Ok(allowed)
     }
 
+    /// The presence of everyone sharing a guild with `user` who does not appear offline
+    /// (the snapshot in `ready`), sorted by user id.
+    pub fn co_member_presences(&self, user: Id) -> Vec<PresenceUpdate> {
+        let members = self.co_members(user);
+        let st = self.lock();
+        let mut out: Vec<_> = members
+            .into_iter()
+            .filter_map(|u| {
+                let status = st.presence.get(&u).copied()?;
+                (status != PresenceStatus::Offline).then_some(PresenceUpdate { user_id: u, status })
+            })
+            .collect();
+        out.sort_by_key(|p| p.user_id);
+        out
+    }
+
     /// Users who share a guild with `user` and are online (for presence).
     fn co_members(&self, user: Id) -> HashSet<Id> {
         let st = self.lock();
