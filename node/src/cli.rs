@@ -71,6 +71,8 @@ pub enum Command {
     /// Join a guild on a relay by invite (registers this account on its first join).
     Join {
         relay_url: String,
+        /// The invite code or link (codes may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         invite: String,
         /// Username for a new account (asked for on a terminal when missing).
         #[arg(long)]
@@ -83,6 +85,8 @@ pub enum Command {
     /// Send a message; returns once the relay has acknowledged it.
     Send {
         channel: String,
+        /// The message (it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         text: String,
         /// Return at once; the outbox delivers the message when the relay is reachable.
         #[arg(long)]
@@ -105,6 +109,8 @@ pub enum Command {
     /// Send a direct message to a user (by account id).
     Dm {
         user: String,
+        /// The message (it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         text: String,
         #[arg(long)]
         no_wait: bool,
@@ -122,6 +128,8 @@ pub enum Command {
 pub enum DeviceCommand {
     /// Certify another device (its code is the device key `concord init --link` printed).
     Link {
+        /// The code `concord init --link` printed on the new device (it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         code: String,
         #[arg(long, default_value = "linked device")]
         label: String,
@@ -476,4 +484,31 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn codes_and_messages_may_start_with_a_dash() {
+        // Invite codes and device keys are base64url: about one in 64 starts with `-`.
+        let cli =
+            Cli::try_parse_from(["concord", "join", "http://127.0.0.1:8080", "-KpCPLYq"]).unwrap();
+        assert!(matches!(cli.command, Command::Join { ref invite, .. } if invite == "-KpCPLYq"));
+        let cli = Cli::try_parse_from(["concord", "device", "link", "-abc"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Device(DeviceCommand::Link { ref code, .. }) if code == "-abc")
+        );
+        let cli = Cli::try_parse_from(["concord", "send", "123", "- a list item"]).unwrap();
+        assert!(matches!(cli.command, Command::Send { ref text, .. } if text == "- a list item"));
+        let cli = Cli::try_parse_from(["concord", "dm", "123", "-1"]).unwrap();
+        assert!(matches!(cli.command, Command::Dm { ref text, .. } if text == "-1"));
+    }
 }
