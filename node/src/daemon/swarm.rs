@@ -449,6 +449,21 @@ fn event_received(
                 c.kind = "hole_punched";
             }
             tracing::info!(peer = %remote_peer_id, "hole punched");
+            // The direct connection replaces the relayed one for every protocol: requests
+            // and gossip can no longer pick the slower path, and the relay's circuit is freed.
+            let peer = remote_peer_id.to_string();
+            let relayed: Vec<ConnectionId> = inner
+                .connections
+                .lock()
+                .expect("connections lock")
+                .open
+                .iter()
+                .filter(|(_, c)| c.peer_id == peer && c.kind == "relayed")
+                .map(|(id, _)| *id)
+                .collect();
+            for id in relayed {
+                swarm.close_connection(id);
+            }
         }
         _ => {}
     }
