@@ -9,46 +9,16 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("reading certificate {0}: {1}")]
-    Cert(String, String),
-    #[error("reading key {0}: {1}")]
-    Key(String, String),
-    #[error("TLS configuration: {0}")]
-    Config(#[from] rustls::Error),
-}
-
-/// Installs ring as rustls's process-wide provider (several crates enable more than one, and
-/// rustls then refuses to guess).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use concord_svc::tls::{TlsError, install_crypto_provider};
 
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    install_crypto_provider();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|iter| iter.collect::<Result<_, _>>())
-        .map_err(|e| TlsError::Cert(cert.display().to_string(), e.to_string()))?;
-    if certs.is_empty() {
-        return Err(TlsError::Cert(
-            cert.display().to_string(),
-            "no certificate in the file".into(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key(key.display().to_string(), e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let mut config = concord_svc::tls::server_config(cert, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

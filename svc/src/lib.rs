@@ -1,8 +1,9 @@
 //! What every Concord server binary shares (`concord-relay`, `concord-turn`,
-//! `concord-bootstrap`): tracing setup, waiting for SIGTERM/SIGINT, and the checks that keep
-//! each `config/*.example.toml` in step with its config struct.
+//! `concord-bootstrap`): tracing setup, waiting for SIGTERM/SIGINT, TLS certificate loading,
+//! and the checks that keep each `config/*.example.toml` in step with its config struct.
 
 pub mod config_example;
+pub mod tls;
 
 use tracing_subscriber::EnvFilter;
 
