@@ -506,6 +506,24 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Device(DeviceCommand::Link { ref code, .. }) if code == "-abc")
         );
+        let key = "-_YyOQr8FH1U1Y7Unm_Ya-kdIDnt6H1M6L3VzmWo14M";
+        let cli = Cli::try_parse_from([
+            "concord",
+            "--data-dir",
+            "/tmp/x",
+            "device",
+            "link",
+            key,
+            "--label",
+            "phone",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Device(DeviceCommand::Link { ref code, .. }) if code == key)
+        );
+        let cli = Cli::try_parse_from(["concord", "join", "http://x", "-_ab", "--username", "bo"])
+            .unwrap();
+        assert!(matches!(cli.command, Command::Join { ref invite, .. } if invite == "-_ab"));
         let cli = Cli::try_parse_from(["concord", "send", "123", "- a list item"]).unwrap();
         assert!(matches!(cli.command, Command::Send { ref text, .. } if text == "- a list item"));
         let cli = Cli::try_parse_from(["concord", "dm", "123", "-1"]).unwrap();

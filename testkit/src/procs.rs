@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A binary of the workspace, next to the running test in the target dir; built when this
-/// test runs without it (a single test target).
+/// A binary of the workspace, next to the running test in the target dir. It is built (a
+/// no-op when up to date) once per test process: cargo builds only the binaries of the
+/// package under test, so a binary of another package in a reused target dir may be stale.
 pub fn binary(package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     // target/<profile>/deps/<test> → target/<profile>
     let dir = std::env::current_exe()
         .expect("test path")
@@ -17,16 +19,17 @@ pub fn binary(package: &str, name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .to_owned();
-    let path = dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-p", package, "--bin", name])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building {name}");
+        built.push(name.to_owned());
     }
-    path
+    dir.join(name)
 }
 
 /// A child process killed when dropped.
