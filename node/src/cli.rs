@@ -117,6 +117,8 @@ pub enum Command {
     },
     /// Open connections: direct, hole-punched or relayed, transport, RTT.
     Peers,
+    /// Guild members' devices the relay told this node about, with their addresses.
+    Members,
     /// Node status: identity, relay connection, outbox.
     Status,
     /// Manage this account's devices.
@@ -389,6 +391,29 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                             "  (relay)"
                         } else {
                             ""
+                        }
+                    )
+                })
+            });
+        }
+        Command::Members => {
+            let v = c.call(Method::GET, "/v1/members", None).await?;
+            print(json_out, &v, |v| {
+                lines(v, |m| {
+                    let addrs = m["addrs"].as_array().map_or(String::new(), |a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    });
+                    format!(
+                        "{}  user {}  {}",
+                        m["peer_id"].as_str().unwrap_or(""),
+                        m["user_id"].as_str().unwrap_or(""),
+                        if addrs.is_empty() {
+                            "(no fresh addresses)"
+                        } else {
+                            &addrs
                         }
                     )
                 })

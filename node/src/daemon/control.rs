@@ -112,6 +112,7 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
         .route("/v1/search", get(search))
         .route("/v1/dms", post(dm))
         .route("/v1/peers", get(peers))
+        .route("/v1/members", get(members))
         .route("/v1/devices", get(devices).post(link_device))
         .route("/v1/devices/{key}", axum::routing::delete(revoke_device))
         .layer(middleware::from_fn_with_state(control.clone(), guard))
@@ -133,7 +134,7 @@ async fn status(State(c): State<Shared>) -> Response {
         "device_key": inner.identity.device_key(),
         "account_key": inner.identity.account_key(),
         "user": cache.me().ok().flatten(),
-        "relay": inner.relay().map(|r| json!({ "url": r.url, "peer_id": r.peer_id, "connected": inner.is_relay_connected(), "ready": inner.relay_ready.load(std::sync::atomic::Ordering::Relaxed) })),
+        "relay": inner.relay().map(|r| json!({ "url": r.url, "peer_id": r.peer_id, "connected": inner.is_relay_connected(), "ready": inner.relay_ready.load(std::sync::atomic::Ordering::Relaxed), "reserved": inner.relay_reserved.load(std::sync::atomic::Ordering::Relaxed), "reserved_at_ms": *inner.relay_reserved_at_ms.lock().expect("reserved lock") })),
         "outbox": cache.outbox_len().unwrap_or(0),
         "connections": inner.connections.lock().expect("connections lock").list().len(),
         "relay_only": inner.config.relay_only,
@@ -241,6 +242,19 @@ async fn search(State(c): State<Shared>, Query(q): Query<SearchQuery>) -> Respon
 
 async fn peers(State(c): State<Shared>) -> Response {
     Json(c.inner.connections.lock().expect("connections lock").list()).into_response()
+}
+
+/// Guild members' devices the relay reported, with their addresses while fresh.
+async fn members(State(c): State<Shared>) -> Response {
+    let now = super::now_ms();
+    Json(
+        c.inner
+            .directory
+            .lock()
+            .expect("directory lock")
+            .members(now),
+    )
+    .into_response()
 }
 
 /// Live events of one channel as JSON lines, until the client goes away.

@@ -23,6 +23,31 @@ const MAX_ENTRIES: usize = 4_096;
 pub struct Directory {
     /// PeerId (string) → account id.
     devices: HashMap<String, Id>,
+    /// The addresses the relay last reported per device; not persisted: addresses go stale
+    /// (new ports, new networks), so they expire and are asked for again.
+    #[serde(skip)]
+    addrs: HashMap<String, AddrRecord>,
+}
+
+/// A member's addresses as the relay reported them: when this set was first reported and
+/// when last (unix ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct AddrRecord {
+    pub addrs: Vec<String>,
+    pub learnt_at_ms: i64,
+    pub seen_at_ms: i64,
+}
+
+/// How long a member's addresses are trusted without the relay repeating them.
+const ADDR_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// One device the relay reported, as `concord members` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberDevice {
+    pub peer_id: String,
+    pub user_id: Id,
+    #[serde(flatten)]
+    pub record: Option<AddrRecord>,
 }
 
 impl Directory {
@@ -46,13 +71,45 @@ impl Directory {
         self.devices.get(&peer.to_string()).copied()
     }
 
-    fn learn(&mut self, peers: &[PeerInfo]) -> bool {
+    /// Devices with their unexpired addresses, sorted by PeerId.
+    pub fn members(&mut self, now_ms: i64) -> Vec<MemberDevice> {
+        self.addrs
+            .retain(|_, r| now_ms.saturating_sub(r.seen_at_ms) < ADDR_TTL_MS);
+        let mut out: Vec<MemberDevice> = self
+            .devices
+            .iter()
+            .map(|(peer, user)| MemberDevice {
+                peer_id: peer.clone(),
+                user_id: *user,
+                record: self.addrs.get(peer).cloned(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        out
+    }
+
+    fn learn(&mut self, peers: &[PeerInfo], now_ms: i64) -> bool {
         let mut changed = false;
         for p in peers {
             if self.devices.len() >= MAX_ENTRIES && !self.devices.contains_key(&p.peer_id) {
                 break;
             }
             changed |= self.devices.insert(p.peer_id.clone(), p.user_id) != Some(p.user_id);
+            if !p.addrs.is_empty() {
+                match self.addrs.get_mut(&p.peer_id) {
+                    Some(r) if r.addrs == p.addrs => r.seen_at_ms = now_ms,
+                    _ => {
+                        self.addrs.insert(
+                            p.peer_id.clone(),
+                            AddrRecord {
+                                addrs: p.addrs.clone(),
+                                learnt_at_ms: now_ms,
+                                seen_at_ms: now_ms,
+                            },
+                        );
+                    }
+                }
+            }
         }
         changed
     }
@@ -74,7 +131,7 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
     }
     {
         let mut directory = inner.directory.lock().expect("directory lock");
-        if directory.learn(&learnt) {
+        if directory.learn(&learnt, super::now_ms()) {
             directory.save(&inner);
         }
     }
@@ -92,6 +149,9 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
         let Ok(id) = peer.peer_id.parse::<PeerId>() else {
             continue;
         };
+        if id == me {
+            continue;
+        }
         for addr in peer
             .addrs
             .iter()
@@ -107,8 +167,11 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
     }
 }
 
-/// How long direct dials get before a member is dialed through the relay's circuit.
-const DIRECT_DIAL_GRACE: Duration = Duration::from_secs(3);
+/// How long direct dials get before a member is dialed through the relay's circuit: enough
+/// for a handshake with a reachable address, short enough that hole punching (which needs
+/// the relayed connection first) starts at once when the member is behind a NAT. go-libp2p's
+/// dial ranking delays relay addresses by the same 500 ms.
+const DIRECT_DIAL_GRACE: Duration = Duration::from_millis(500);
 
 /// Members still not connected after the grace period are dialed through the relay (they
 /// hold a reservation there unless they are relay-only); DCUtR then tries to make the

@@ -3,6 +3,7 @@
 //! starts it; `shutdown()` stops it.
 
 mod apply;
+mod backoff;
 mod control;
 mod directory;
 mod outbox;
@@ -139,6 +140,8 @@ pub(crate) struct Inner {
     pub relay_connected: AtomicBool,
     /// A circuit relay reservation at the relay is held (members can reach us through it).
     pub relay_reserved: AtomicBool,
+    /// When the current relay reservation was first accepted (unix ms).
+    pub relay_reserved_at_ms: Mutex<Option<i64>>,
     /// Connected and the hello answered: the relay pushes to this node.
     pub relay_ready: AtomicBool,
     pub relay_changed: Notify,
@@ -235,6 +238,7 @@ impl Node {
             relay: RwLock::new(relay),
             relay_connected: AtomicBool::new(false),
             relay_reserved: AtomicBool::new(false),
+            relay_reserved_at_ms: Mutex::new(None),
             relay_ready: AtomicBool::new(false),
             relay_changed: Notify::new(),
             outbox_wake: Notify::new(),

@@ -14,12 +14,13 @@ use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, mdns, noise, ping, tcp, yamux};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::backoff::Backoff;
 use super::{Inner, NodeError};
 
 pub enum Command {
@@ -54,6 +55,8 @@ pub struct ConnectionInfo {
     pub transport: &'static str,
     pub rtt_ms: Option<u64>,
     pub is_relay: bool,
+    /// When the connection was established (unix ms).
+    pub established_at_ms: i64,
 }
 
 #[derive(Default)]
@@ -97,7 +100,11 @@ impl Connections {
 
 fn describe(endpoint: &ConnectedPoint) -> (String, &'static str, &'static str) {
     let addr = endpoint.get_remote_address();
-    let relayed = addr.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    // An inbound circuit's remote address is only `/p2p/<peer>`; its local address is the
+    // relay's `…/p2p-circuit`.
+    let circuit = |a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+    let relayed = circuit(addr)
+        || matches!(endpoint, ConnectedPoint::Listener { local_addr, .. } if circuit(local_addr));
     let quic = addr.iter().any(|p| matches!(p, Protocol::QuicV1));
     (
         addr.to_string(),
@@ -198,6 +205,7 @@ async fn run(
 ) {
     let mut pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>> =
         HashMap::new();
+    let mut backoff = Backoff::default();
     let mut refresh =
         tokio::time::interval_at(tokio::time::Instant::now() + DHT_REFRESH, DHT_REFRESH);
     loop {
@@ -205,8 +213,8 @@ async fn run(
             _ = inner.shutdown.cancelled() => break,
             // No known DHT peers is the usual case without bootstrap servers: nothing to do.
             _ = refresh.tick() => { let _ = swarm.behaviour_mut().kad.bootstrap(); }
-            Some(command) = commands.recv() => command_received(&mut swarm, &mut pending, command),
-            event = swarm.select_next_some() => event_received(&inner, &mut swarm, &mut pending, event),
+            Some(command) = commands.recv() => command_received(&mut swarm, &mut backoff, &mut pending, command),
+            event = swarm.select_next_some() => event_received(&inner, &mut swarm, &mut backoff, &mut pending, event),
         }
     }
     for (_, reply) in pending.drain() {
@@ -216,6 +224,7 @@ async fn run(
 
 fn command_received(
     swarm: &mut Swarm<NodeBehaviour>,
+    backoff: &mut Backoff,
     pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
     command: Command,
 ) {
@@ -232,6 +241,19 @@ fn command_received(
             let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
         }
         Command::Dial(addr) => {
+            let peer = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(peer),
+                _ => None,
+            };
+            if peer == Some(*swarm.local_peer_id()) {
+                return;
+            }
+            if let Some(peer) = peer
+                && backoff.is_backed_off(peer, &addr, std::time::Instant::now())
+            {
+                tracing::debug!(%addr, "address backed off");
+                return;
+            }
             if let Err(e) = swarm.dial(addr) {
                 tracing::debug!(error = %e, "dial failed");
             }
@@ -265,6 +287,7 @@ fn command_received(
 fn event_received(
     inner: &Arc<Inner>,
     swarm: &mut Swarm<NodeBehaviour>,
+    backoff: &mut Backoff,
     pending: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
     event: SwarmEvent<NodeBehaviourEvent>,
 ) {
@@ -293,8 +316,15 @@ fn event_received(
                         transport,
                         rtt_ms: None,
                         is_relay,
+                        established_at_ms: super::now_ms(),
                     },
                 );
+            backoff.succeeded(peer_id, endpoint.get_remote_address());
+            // A direct connection replaces relayed ones to the same peer for every protocol
+            // (DCUtR's own success is handled below; this covers direct dials and mDNS).
+            if kind == "direct" && !is_relay {
+                close_relayed(inner, swarm, peer_id);
+            }
             if is_relay && num_established.get() == 1 {
                 inner
                     .relay_connected
@@ -420,11 +450,15 @@ fn event_received(
                 .insert(peer, rtt);
         }
         SwarmEvent::Behaviour(NodeBehaviourEvent::RelayClient(
-            libp2p::relay::client::Event::ReservationReqAccepted { .. },
+            libp2p::relay::client::Event::ReservationReqAccepted { renewal, .. },
         )) => {
             inner
                 .relay_reserved
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut at = inner.relay_reserved_at_ms.lock().expect("reserved lock");
+            if !renewal || at.is_none() {
+                *at = Some(super::now_ms());
+            }
         }
         SwarmEvent::ListenerClosed { addresses, .. }
             if addresses
@@ -434,6 +468,7 @@ fn event_received(
             inner
                 .relay_reserved
                 .store(false, std::sync::atomic::Ordering::Relaxed);
+            *inner.relay_reserved_at_ms.lock().expect("reserved lock") = None;
         }
         SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(dcutr::Event {
             remote_peer_id,
@@ -449,22 +484,42 @@ fn event_received(
                 c.kind = "hole_punched";
             }
             tracing::info!(peer = %remote_peer_id, "hole punched");
-            // The direct connection replaces the relayed one for every protocol: requests
-            // and gossip can no longer pick the slower path, and the relay's circuit is freed.
-            let peer = remote_peer_id.to_string();
-            let relayed: Vec<ConnectionId> = inner
-                .connections
-                .lock()
-                .expect("connections lock")
-                .open
-                .iter()
-                .filter(|(_, c)| c.peer_id == peer && c.kind == "relayed")
-                .map(|(id, _)| *id)
-                .collect();
-            for id in relayed {
-                swarm.close_connection(id);
+            close_relayed(inner, swarm, remote_peer_id);
+        }
+        SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(dcutr::Event {
+            remote_peer_id,
+            result: Err(error),
+        })) => {
+            tracing::info!(peer = %remote_peer_id, %error, "hole punch failed; staying relayed");
+        }
+        SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer),
+            error: DialError::Transport(failed),
+            ..
+        } => {
+            for (addr, error) in failed {
+                tracing::debug!(%peer, %addr, %error, "address failed");
+                backoff.failed(peer, &addr, std::time::Instant::now());
             }
         }
         _ => {}
+    }
+}
+
+/// The direct connection replaces relayed ones for every protocol: requests and gossip can
+/// no longer pick the slower path, and the relay's circuit is freed.
+fn close_relayed(inner: &Arc<Inner>, swarm: &mut Swarm<NodeBehaviour>, peer: PeerId) {
+    let peer = peer.to_string();
+    let relayed: Vec<ConnectionId> = inner
+        .connections
+        .lock()
+        .expect("connections lock")
+        .open
+        .iter()
+        .filter(|(_, c)| c.peer_id == peer && c.kind == "relayed")
+        .map(|(id, _)| *id)
+        .collect();
+    for id in relayed {
+        swarm.close_connection(id);
     }
 }
