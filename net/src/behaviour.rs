@@ -173,8 +173,18 @@ impl RelayBehaviour {
             max_circuits_per_peer: options.max_circuits_per_peer,
             max_circuit_duration: options.max_circuit_duration,
             max_circuit_bytes: options.max_circuit_bytes,
+            reservation_rate_limiters: Vec::new(),
+            circuit_src_rate_limiters: Vec::new(),
             ..Default::default()
-        };
+        }
+        // Token buckets (burst, then one more per interval). libp2p's defaults are for anonymous
+        // public relays (one reservation or circuit per 2 minutes after a burst of 30): a member
+        // whose node restarts a few times would be locked out for an hour. Per IP is generous,
+        // since a household, an office or a carrier-grade NAT share one address.
+        .reservation_rate_per_peer(nonzero(30), Duration::from_secs(4))
+        .reservation_rate_per_ip(nonzero(240), Duration::from_millis(250))
+        .circuit_src_per_peer(nonzero(60), Duration::from_secs(2))
+        .circuit_src_per_ip(nonzero(480), Duration::from_millis(125));
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(options.max_connections))
             .with_max_established_per_peer(Some(options.max_connections_per_peer))
@@ -194,4 +204,8 @@ impl RelayBehaviour {
             rpc: protocol::behaviour(options.request_timeout),
         }
     }
+}
+
+fn nonzero(n: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(n).expect("a positive constant")
 }

@@ -164,7 +164,10 @@ impl Node {
             .concord()
             .arg("daemon")
             .args(args)
-            .env("CONCORD_LOG", "info,libp2p=warn")
+            .env(
+                "CONCORD_LOG",
+                std::env::var("NETLAB_NODE_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

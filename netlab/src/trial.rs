@@ -149,12 +149,22 @@ pub fn run(
             }
         }
     }
+    // Delivered = in the other's history; then wait for every one to be confirmed by the
+    // relay (seq order; until then a message that came by gossip sorts after confirmed ones).
     let seen = |node: &Node, side: &str| received(node, &world.channel_id, &tag, side);
+    let all_confirmed = |v: &[(usize, bool)]| {
+        v.len() == messages_per_side && v.iter().all(|(_, confirmed)| *confirmed)
+    };
     let _ = wait_until(DELIVERY_WINDOW, || {
-        seen(nb, "a").len() == messages_per_side && seen(na, "b").len() == messages_per_side
+        all_confirmed(&seen(nb, "a")) && all_confirmed(&seen(na, "b"))
     });
-    let (at_b, at_a) = (seen(nb, "a"), seen(na, "b"));
-    if std::env::var_os("NETLAB_DEBUG").is_some() {
+    let numbers = |v: Vec<(usize, bool)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+    let (at_b, at_a) = (numbers(seen(nb, "a")), numbers(seen(na, "b")));
+    if std::env::var_os("NETLAB_DEBUG").is_some() && direct_at.is_none() {
+        for n in [na, nb] {
+            let log = std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default();
+            eprintln!("--- {} daemon.log\n{log}", n.host);
+        }
         eprintln!(
             "{} #{trial}: ready {ready_after:?}, watched {watched_after:?}, delivered {:?}; at a {at_a:?}, at b {at_b:?}\n{:#}\n{:#}",
             pair.name,
@@ -214,8 +224,9 @@ fn reserved_at(node: &Node) -> Option<i64> {
     node.json(&["status"]).ok()?["relay"]["reserved_at_ms"].as_i64()
 }
 
-/// The numbers of `side`'s messages of this trial in `node`'s history, in history order.
-fn received(node: &Node, channel: &str, tag: &str, side: &str) -> Vec<usize> {
+/// The numbers of `side`'s messages of this trial in `node`'s history, in history order,
+/// and whether each is confirmed by the relay.
+fn received(node: &Node, channel: &str, tag: &str, side: &str) -> Vec<(usize, bool)> {
     let prefix = format!("{tag} {side} ");
     let Ok(history) = node.json(&["history", channel, "--limit", "500"]) else {
         return Vec::new();
@@ -224,7 +235,10 @@ fn received(node: &Node, channel: &str, tag: &str, side: &str) -> Vec<usize> {
         .as_array()
         .map(|msgs| {
             msgs.iter()
-                .filter_map(|m| m["content"].as_str()?.strip_prefix(&prefix)?.parse().ok())
+                .filter_map(|m| {
+                    let n = m["content"].as_str()?.strip_prefix(&prefix)?.parse().ok()?;
+                    Some((n, m["confirmed"] == true))
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -152,16 +152,18 @@ pub async fn refresh(inner: Arc<Inner>, guilds: Vec<Id>) {
         if id == me {
             continue;
         }
-        for addr in peer
+        // One dial per member over all its addresses (direct ones and its relay circuit, tried
+        // concurrently), and none while connected or already dialing: a presence change
+        // re-runs this, and every circuit counts against the relay's rate limits.
+        let addrs: Vec<Multiaddr> = peer
             .addrs
             .iter()
             .filter_map(|a| a.parse::<Multiaddr>().ok())
-        {
+            .collect();
+        if !addrs.is_empty() {
             let _ = inner
                 .commands
-                .send(super::swarm::Command::Dial(
-                    addr.with_p2p(id).unwrap_or_else(|a| a),
-                ))
+                .send(super::swarm::Command::DialPeer { peer: id, addrs })
                 .await;
         }
     }

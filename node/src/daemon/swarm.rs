@@ -14,6 +14,7 @@ use libp2p::core::ConnectedPoint;
 use libp2p::gossipsub;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, dcutr, identify, mdns, noise, ping, tcp, yamux};
 use serde::Serialize;
@@ -34,6 +35,11 @@ pub enum Command {
         response: Response,
     },
     Dial(Multiaddr),
+    /// Dial a member over these addresses unless connected or already dialing it.
+    DialPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
     /// Bootstrap servers to enter the DHT through (`.../p2p/<peer id>`).
     Bootstrap(Vec<Multiaddr>),
     Subscribe(Id),
@@ -256,6 +262,23 @@ fn command_received(
             }
             if let Err(e) = swarm.dial(addr) {
                 tracing::debug!(error = %e, "dial failed");
+            }
+        }
+        Command::DialPeer { peer, addrs } => {
+            let now = std::time::Instant::now();
+            let addrs: Vec<Multiaddr> = addrs
+                .into_iter()
+                .filter(|a| !backoff.is_backed_off(peer, a, now))
+                .collect();
+            if peer == *swarm.local_peer_id() || addrs.is_empty() {
+                return;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .build();
+            if let Err(e) = swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "no dial");
             }
         }
         Command::Bootstrap(servers) => enter_dht(swarm, servers),
