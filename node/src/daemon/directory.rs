@@ -206,3 +206,47 @@ async fn dial_through_relay(inner: Arc<Inner>, members: Vec<PeerId>) {
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(peer: &str, user: i64, addrs: &[&str]) -> PeerInfo {
+        PeerInfo {
+            user_id: Id(user),
+            device_key: String::new(),
+            peer_id: peer.into(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn addresses_keep_their_first_learnt_time_and_expire_unless_repeated() {
+        let mut d = Directory::default();
+        let a = "/ip4/60.0.0.21/udp/4001/quic-v1";
+        assert!(d.learn(&[info("p1", 7, &[a])], 1_000));
+        // The same addresses again: only last-seen moves; the mapping did not change.
+        assert!(!d.learn(&[info("p1", 7, &[a])], 5_000));
+        let m = d.members(5_000);
+        let r = m[0].record.as_ref().expect("fresh addresses");
+        assert_eq!((r.learnt_at_ms, r.seen_at_ms), (1_000, 5_000));
+        // New addresses start a new record.
+        d.learn(&[info("p1", 7, &["/ip4/60.0.0.22/udp/9/quic-v1"])], 6_000);
+        assert_eq!(d.members(6_000)[0].record.as_ref().unwrap().learnt_at_ms, 6_000);
+        // Not repeated for ADDR_TTL_MS: the addresses go, the device → account mapping stays.
+        let m = d.members(6_000 + ADDR_TTL_MS);
+        assert!(m[0].record.is_none());
+        assert_eq!(m[0].user_id, Id(7));
+    }
+
+    #[test]
+    fn the_directory_is_bounded() {
+        let mut d = Directory::default();
+        let many: Vec<PeerInfo> = (0..MAX_ENTRIES + 10)
+            .map(|i| info(&format!("p{i}"), i as i64, &["/ip4/60.0.0.1/tcp/1"]))
+            .collect();
+        d.learn(&many, 0);
+        assert_eq!(d.members(0).len(), MAX_ENTRIES);
+        assert!(d.addrs.len() <= MAX_ENTRIES);
+    }
+}
