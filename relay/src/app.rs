@@ -43,6 +43,10 @@ pub struct App {
     pub commit_gate: tokio::sync::RwLock<()>,
     /// The libp2p side, once it listens (absent when disabled).
     pub p2p: std::sync::OnceLock<crate::p2p::Shared>,
+    /// Session revocations for the other instances of a cluster.
+    pub outbox: crate::cluster::Outbox,
+    /// The cluster's Redis subscription is up (true on a single instance).
+    redis_ok: AtomicBool,
 }
 
 /// The lock stripe of a channel. Ids end in a per-millisecond sequence that is mostly 0, so
@@ -91,6 +95,8 @@ impl App {
             shutdown: CancellationToken::new(),
             p2p: std::sync::OnceLock::new(),
             commit_gate: tokio::sync::RwLock::new(()),
+            outbox: crate::cluster::Outbox::default(),
+            redis_ok: AtomicBool::new(true),
         }
     }
 
@@ -107,8 +113,23 @@ impl App {
         let forget_after = now_ms() + (self.tokens.access_ttl_secs() + 60) * 1000;
         for sid in session_ids {
             self.revoked.insert(*sid, forget_after);
-            self.hub.close_auth_session(*sid, CloseReason::Revoked);
+            self.hub
+                .close_auth_session_local(*sid, CloseReason::Revoked);
         }
+        self.outbox.publish(|| crate::cluster::Fanout::Revoke {
+            sessions: session_ids.to_vec(),
+            forget_after,
+        });
+    }
+
+    pub fn set_redis_ok(&self, ok: bool) {
+        self.redis_ok.store(ok, Ordering::Relaxed);
+        metrics::gauge!("concord_cluster_redis_up").set(if ok { 1.0 } else { 0.0 });
+    }
+
+    /// False while a clustered instance cannot reach Redis (it still serves its own clients).
+    pub fn redis_ok(&self) -> bool {
+        self.redis_ok.load(Ordering::Relaxed)
     }
 
     pub fn set_db_ok(&self, ok: bool) {

@@ -32,6 +32,15 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
+    /// Redis for several instances (redis://HOST:PORT or rediss://…) [default: none, one
+    /// instance].
+    #[arg(long, env = "CONCORD_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of Redis channels and keys shared by one cluster's instances [default: concord].
+    #[arg(long, env = "CONCORD_REDIS_PREFIX", global = true)]
+    pub redis_prefix: Option<String>,
+
     /// Public origin clients use (scheme://host[:port]); repeat for several. The first is the
     /// default login audience [default: the listen address].
     #[arg(
@@ -150,6 +159,12 @@ impl Cli {
         }
         if let Some(v) = &self.database_url {
             config.database_url = Some(v.clone());
+        }
+        if let Some(v) = &self.redis_url {
+            config.redis.url = Some(v.clone());
+        }
+        if let Some(v) = &self.redis_prefix {
+            config.redis.prefix = v.clone();
         }
         if !self.public_url.is_empty() {
             config.public_url = self.public_url.clone();

@@ -37,6 +37,26 @@ pub struct RelayConfig {
     pub database: DatabaseConfig,
     pub p2p: P2pConfig,
     pub voice: VoiceConfig,
+    pub redis: RedisConfig,
+}
+
+/// Several relay instances on one PostgreSQL: Redis carries fan-out between them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…`; unset on a single instance.
+    pub url: Option<String>,
+    /// Prefix of every Redis channel and key; the instances of one cluster share it.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig {
+            url: None,
+            prefix: "concord".into(),
+        }
+    }
 }
 
 /// Where clients find STUN and TURN (concord-turn), and the secret shared with it.
@@ -294,6 +314,7 @@ impl Default for RelayConfig {
             database: DatabaseConfig::default(),
             p2p: P2pConfig::default(),
             voice: VoiceConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -320,6 +341,24 @@ impl RelayConfig {
 
     /// Checks what serde cannot: ranges and URL shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::Invalid(
+                "redis.url must start with redis:// or rediss://".into(),
+            ));
+        }
+        let prefix = &self.redis.prefix;
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_:-".contains(&b))
+        {
+            return Err(ConfigError::Invalid(
+                "redis.prefix must be 1-64 of A-Z a-z 0-9 _ : -".into(),
+            ));
+        }
         for url in &self.public_url {
             normalize_origin(url).map_err(|e| ConfigError::PublicUrl(url.clone(), e))?;
         }

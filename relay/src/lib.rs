@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 mod background;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod gateway;
 pub mod hub;

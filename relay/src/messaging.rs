@@ -209,15 +209,15 @@ pub async fn typing(app: &App, caller: &Caller, channel_id: Id) -> ApiResult<()>
         user_id: caller.user_id,
         timestamp: now_ms(),
     };
-    let viewers = app
-        .hub
-        .channel_viewers(&app.perms, &access.channel, Permissions::VIEW_CHANNEL)
-        .await?;
-    app.hub.to_users(
-        viewers.into_iter().filter(|u| *u != caller.user_id),
-        "typing_start",
-        &d,
-    );
+    app.hub
+        .to_channel_viewers_except(
+            &app.perms,
+            &access.channel,
+            Some(caller.user_id),
+            "typing_start",
+            &d,
+        )
+        .await;
     Ok(())
 }
 

@@ -76,6 +76,22 @@ pub const METRICS: &[(&str, &str)] = &[
         "concord_p2p_events_pushed_total",
         "Relay-signed events pushed to nodes",
     ),
+    (
+        "concord_cluster_published_total",
+        "Fan-outs published to the other instances through Redis",
+    ),
+    (
+        "concord_cluster_received_total",
+        "Fan-outs from other instances applied here",
+    ),
+    (
+        "concord_cluster_dropped_total",
+        "Fan-outs not published (Redis down or the queue full)",
+    ),
+    (
+        "concord_cluster_redis_up",
+        "1 while the Redis subscription of a clustered instance is up",
+    ),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -34,6 +34,8 @@ pub struct PermCache {
     caches: Mutex<Caches>,
     /// Bumped by every invalidation; a load that raced one does not fill the cache.
     generation: AtomicU64,
+    /// Invalidations for the other instances of a cluster.
+    pub outbox: crate::cluster::Outbox,
 }
 
 /// What a caller may do in one channel.
@@ -49,6 +51,7 @@ impl PermCache {
             store,
             caches: Mutex::new(Caches::default()),
             generation: AtomicU64::new(0),
+            outbox: crate::cluster::Outbox::default(),
         }
     }
 
@@ -60,7 +63,14 @@ impl PermCache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Drops a guild's snapshot here and on every other instance.
     pub fn invalidate_guild(&self, guild_id: Id) {
+        self.invalidate_guild_local(guild_id);
+        self.outbox
+            .publish(|| crate::cluster::Fanout::InvalidateGuild { guild: guild_id });
+    }
+
+    pub fn invalidate_guild_local(&self, guild_id: Id) {
         self.bump();
         let mut c = self.lock();
         c.guilds.remove(&guild_id);
@@ -68,6 +78,15 @@ impl PermCache {
     }
 
     pub fn invalidate_member(&self, guild_id: Id, user_id: Id) {
+        self.invalidate_member_local(guild_id, user_id);
+        self.outbox
+            .publish(|| crate::cluster::Fanout::InvalidateMember {
+                guild: guild_id,
+                user: user_id,
+            });
+    }
+
+    pub fn invalidate_member_local(&self, guild_id: Id, user_id: Id) {
         self.bump();
         self.lock().members.remove(&(guild_id, user_id));
     }

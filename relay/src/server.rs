@@ -35,6 +35,8 @@ pub enum ServerError {
     DataDir(String, std::io::Error),
     #[error("libp2p: {0}")]
     P2p(#[from] crate::p2p::swarm::P2pError),
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 pub struct Server {
@@ -116,6 +118,13 @@ impl Server {
             tracing::info!(peer_id = %shared.peer_id, addrs = ?shared.addrs(), "libp2p listening");
             let _ = app.p2p.set(shared);
             background.push(task);
+        }
+
+        if let Some(url) = &app.config.redis.url {
+            let tasks = crate::cluster::spawn(app.clone(), url, &app.config.redis.prefix)
+                .map_err(|e| ServerError::Redis(e.to_string()))?;
+            tracing::info!(prefix = %app.config.redis.prefix, "cluster fan-out through Redis");
+            background.extend(tasks);
         }
 
         let stop_accepting = CancellationToken::new();

@@ -1,6 +1,5 @@
 //! Channels: read, update, delete, permission overwrites, typing, read state, event log.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -81,28 +80,9 @@ async fn announce_visibility(app: &App, guild_id: Id, channel_id: Id) -> ApiResu
     let Some(access) = app.store.channel(channel_id).await? else {
         return Ok(());
     };
-    let viewers: HashSet<Id> = app
-        .hub
-        .channel_viewers(&app.perms, &access, Permissions::VIEW_CHANNEL)
-        .await?
-        .into_iter()
-        .collect();
     app.hub
-        .to_users(viewers.iter().copied(), "channel_update", &access);
-    let hidden: Vec<Id> = app
-        .hub
-        .guild_online(guild_id)
-        .into_iter()
-        .filter(|u| !viewers.contains(u))
-        .collect();
-    app.hub.to_users(
-        hidden,
-        "channel_delete",
-        &ChannelDeleted {
-            id: channel_id,
-            guild_id: Some(guild_id),
-        },
-    );
+        .channel_visibility_changed(&app.perms, &access)
+        .await?;
     Ok(())
 }
 
@@ -164,15 +144,17 @@ pub async fn delete_channel(
         .channel_viewers(&app.perms, &access.channel, Permissions::VIEW_CHANNEL)
         .await?;
     app.store.delete_channel(channel_id).await?;
-    app.perms.invalidate_guild(guild_id);
-    app.hub.to_users(
+    // Before the invalidation: other instances find their viewers in their cached snapshot.
+    app.hub.to_viewers_found(
         viewers,
+        &access.channel,
         "channel_delete",
         &ChannelDeleted {
             id: channel_id,
             guild_id: Some(guild_id),
         },
     );
+    app.perms.invalidate_guild(guild_id);
     Ok(StatusCode::NO_CONTENT)
 }
 

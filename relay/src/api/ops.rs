@@ -19,6 +19,9 @@ pub struct Health {
 pub struct Readiness {
     pub status: &'static str,
     pub database: &'static str,
+    /// `ok`, `down` (the instance still serves its own clients: degraded) or `none` (a
+    /// single instance without Redis).
+    pub redis: &'static str,
     pub draining: bool,
 }
 
@@ -31,9 +34,19 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Readiness>) {
     let ready = app.is_ready();
+    let redis = match (&app.config.redis.url, app.redis_ok()) {
+        (None, _) => "none",
+        (Some(_), true) => "ok",
+        (Some(_), false) => "down",
+    };
     let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
+        status: match (ready, redis) {
+            (false, _) => "not_ready",
+            (true, "down") => "degraded",
+            (true, _) => "ready",
+        },
         database: if app.db_ok() { "ok" } else { "down" },
+        redis,
         draining: app.is_draining(),
     };
     (

@@ -30,6 +30,8 @@ struct State {
 
 pub struct Hub {
     state: Mutex<State>,
+    /// Fan-outs for the other instances of a cluster (unset on a single instance).
+    pub outbox: crate::cluster::Outbox,
 }
 
 fn serialise<T: Serialize>(d: &T) -> Arc<str> {
@@ -46,6 +48,7 @@ impl Hub {
     pub fn new() -> Hub {
         Hub {
             state: Mutex::new(State::default()),
+            outbox: crate::cluster::Outbox::default(),
         }
     }
 
@@ -104,23 +107,26 @@ impl Hub {
         }
         st.by_user.remove(&user);
         st.presence.remove(&user);
-        for g in st.user_guilds.remove(&user).unwrap_or_default() {
-            if let Some(users) = st.guild_users.get_mut(&g) {
+        let guilds = st.user_guilds.remove(&user).unwrap_or_default();
+        for g in &guilds {
+            if let Some(users) = st.guild_users.get_mut(g) {
                 users.remove(&user);
                 if users.is_empty() {
-                    st.guild_users.remove(&g);
+                    st.guild_users.remove(g);
                 }
             }
         }
         drop(st);
-        self.to_users(
-            recipients,
-            "presence_update",
-            &PresenceUpdate {
-                user_id: user,
-                status: PresenceStatus::Offline,
-            },
-        );
+        let offline = PresenceUpdate {
+            user_id: user,
+            status: PresenceStatus::Offline,
+        };
+        self.push_local(recipients, "presence_update", serialise(&offline));
+        self.outbox.publish(|| crate::cluster::Fanout::Presence {
+            user,
+            status: PresenceStatus::Offline,
+            guilds: guilds.into_iter().collect(),
+        });
         true
     }
 
@@ -140,8 +146,14 @@ impl Hub {
             .unwrap_or(PresenceStatus::Offline)
     }
 
-    /// The user's sessions start receiving the guild's events.
+    /// The user's sessions (on every instance) start receiving the guild's events.
     pub fn join_guild(&self, user: Id, guild: Id) {
+        self.join_guild_local(user, guild);
+        self.outbox
+            .publish(|| crate::cluster::Fanout::JoinGuild { user, guild });
+    }
+
+    pub fn join_guild_local(&self, user: Id, guild: Id) {
         let mut st = self.lock();
         if st.by_user.contains_key(&user) {
             st.user_guilds.entry(user).or_default().insert(guild);
@@ -150,6 +162,12 @@ impl Hub {
     }
 
     pub fn leave_guild(&self, user: Id, guild: Id) {
+        self.leave_guild_local(user, guild);
+        self.outbox
+            .publish(|| crate::cluster::Fanout::LeaveGuild { user, guild });
+    }
+
+    pub fn leave_guild_local(&self, user: Id, guild: Id) {
         let mut st = self.lock();
         if let Some(g) = st.user_guilds.get_mut(&user) {
             g.remove(&guild);
@@ -160,6 +178,12 @@ impl Hub {
     }
 
     pub fn forget_guild(&self, guild: Id) {
+        self.forget_guild_local(guild);
+        self.outbox
+            .publish(|| crate::cluster::Fanout::ForgetGuild { guild });
+    }
+
+    pub fn forget_guild_local(&self, guild: Id) {
         let mut st = self.lock();
         if let Some(users) = st.guild_users.remove(&guild) {
             for u in users {
@@ -192,14 +216,32 @@ impl Hub {
         delivered
     }
 
-    /// Sends to every listed user's sessions.
+    /// Sends to every listed user's sessions, on every instance.
     pub fn to_users<T: Serialize>(
         &self,
         users: impl IntoIterator<Item = Id>,
         t: &'static str,
         d: &T,
     ) -> usize {
-        self.push_to_users(users, t, &serialise(d), None)
+        let users: Vec<Id> = users.into_iter().collect();
+        let d = serialise(d);
+        let delivered = self.push_to_users(users.iter().copied(), t, &d, None);
+        self.outbox.publish(|| crate::cluster::Fanout::Users {
+            users,
+            t: t.to_owned(),
+            d: d.to_string(),
+        });
+        delivered
+    }
+
+    /// Sends to the listed users' sessions on this instance only.
+    pub fn push_local(
+        &self,
+        users: impl IntoIterator<Item = Id>,
+        t: &'static str,
+        d: Arc<str>,
+    ) -> usize {
+        self.push_to_users(users, t, &d, None)
     }
 
     /// Members of the guild with a session here.
@@ -211,16 +253,38 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Sends to every online member of a guild (guild-wide events: roles, members, guild).
+    /// Sends to every online member of a guild (guild-wide events: roles, members, guild),
+    /// on every instance.
     pub fn to_guild<T: Serialize>(&self, guild: Id, t: &'static str, d: &T) -> usize {
-        self.to_users(self.guild_online(guild), t, d)
+        let d = serialise(d);
+        let delivered = self.push_local(self.guild_online(guild), t, d.clone());
+        self.outbox.publish(|| crate::cluster::Fanout::Guild {
+            guild,
+            t: t.to_owned(),
+            d: d.to_string(),
+        });
+        delivered
     }
 
-    /// Sends to online users who may view the channel (DM: its two participants).
+    /// Sends to online users who may view the channel (DM: its two participants), on every
+    /// instance.
     pub async fn to_channel_viewers<T: Serialize>(
         &self,
         perms: &PermCache,
         channel: &Channel,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        self.to_channel_viewers_except(perms, channel, None, t, d)
+            .await
+    }
+
+    /// Like `to_channel_viewers`, leaving out one user (typing: not to the typist).
+    pub async fn to_channel_viewers_except<T: Serialize>(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+        except: Option<Id>,
         t: &'static str,
         d: &T,
     ) -> usize {
@@ -234,7 +298,96 @@ impl Hub {
                 return 0;
             }
         };
-        self.to_users(users, t, d)
+        let d = serialise(d);
+        let delivered = self.push_local(
+            users.into_iter().filter(|u| Some(*u) != except),
+            t,
+            d.clone(),
+        );
+        self.publish_to_viewers(channel, except, t, &d);
+        delivered
+    }
+
+    /// To viewers of `channel` found here beforehand (the channel is gone by now); other
+    /// instances work out theirs from their permission snapshot, which the invalidation
+    /// published after this has not reached yet.
+    pub fn to_viewers_found<T: Serialize>(
+        &self,
+        viewers_here: impl IntoIterator<Item = Id>,
+        channel: &Channel,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        let d = serialise(d);
+        let delivered = self.push_local(viewers_here, t, d.clone());
+        self.publish_to_viewers(channel, None, t, &d);
+        delivered
+    }
+
+    /// Every other instance checks its own sessions' permissions.
+    fn publish_to_viewers(
+        &self,
+        channel: &Channel,
+        except: Option<Id>,
+        t: &'static str,
+        d: &Arc<str>,
+    ) {
+        self.outbox
+            .publish(|| crate::cluster::Fanout::ChannelViewers {
+                channel: Box::new(channel.clone()),
+                except,
+                t: t.to_owned(),
+                d: d.to_string(),
+            });
+    }
+
+    /// After a change that may alter who sees a guild channel: viewers get the new channel,
+    /// other online members a delete (a client that never saw it ignores that). On every
+    /// instance.
+    pub async fn channel_visibility_changed(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+    ) -> crate::store::StoreResult<()> {
+        self.channel_visibility_local(perms, channel).await?;
+        self.outbox.publish(|| crate::cluster::Fanout::Visibility {
+            channel: Box::new(channel.clone()),
+        });
+        Ok(())
+    }
+
+    pub async fn channel_visibility_local(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+    ) -> crate::store::StoreResult<()> {
+        let Some(guild_id) = channel.guild_id else {
+            return Ok(());
+        };
+        let viewers: HashSet<Id> = self
+            .channel_viewers(perms, channel, Permissions::VIEW_CHANNEL)
+            .await?
+            .into_iter()
+            .collect();
+        self.push_local(
+            viewers.iter().copied(),
+            "channel_update",
+            serialise(channel),
+        );
+        let hidden: Vec<Id> = self
+            .guild_online(guild_id)
+            .into_iter()
+            .filter(|u| !viewers.contains(u))
+            .collect();
+        self.push_local(
+            hidden,
+            "channel_delete",
+            serialise(&concord_proto::gateway::ChannelDeleted {
+                id: channel.id,
+                guild_id: Some(guild_id),
+            }),
+        );
+        Ok(())
     }
 
     /// Online users holding `needed` in the channel.
@@ -309,18 +462,50 @@ impl Hub {
             self.lock().presence.insert(user, status);
         }
         let recipients = self.co_members(user);
-        self.to_users(
+        self.push_local(
             recipients,
             "presence_update",
-            &PresenceUpdate {
+            serialise(&PresenceUpdate {
                 user_id: user,
                 status,
-            },
+            }),
+        );
+        let guilds: Vec<Id> = self
+            .lock()
+            .user_guilds
+            .get(&user)
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default();
+        self.outbox.publish(|| crate::cluster::Fanout::Presence {
+            user,
+            status,
+            guilds,
+        });
+    }
+
+    /// Another instance's user changed presence: tell their guild mates who are here.
+    pub fn presence_from_peer(&self, user: Id, status: PresenceStatus, guilds: &[Id]) {
+        let recipients: HashSet<Id> = {
+            let st = self.lock();
+            guilds
+                .iter()
+                .flat_map(|g| st.guild_users.get(g).into_iter().flatten().copied())
+                .filter(|u| *u != user)
+                .collect()
+        };
+        self.push_local(
+            recipients,
+            "presence_update",
+            serialise(&PresenceUpdate {
+                user_id: user,
+                status,
+            }),
         );
     }
 
-    /// Closes every gateway socket of an auth session (logout, revocation).
-    pub fn close_auth_session(&self, auth_session: Id, reason: CloseReason) {
+    /// Closes every gateway socket of an auth session here (logout, revocation; the app
+    /// tells the other instances).
+    pub fn close_auth_session_local(&self, auth_session: Id, reason: CloseReason) {
         let st = self.lock();
         for s in st
             .sessions

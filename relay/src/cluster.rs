@@ -1,0 +1,348 @@
+//! Several relay instances on one PostgreSQL and one Redis. The instance a client talks to
+//! persists what it submits (seq stays gapless through the channel row lock in the
+//! database) and fans the event out to its own sessions; the same fan-out, described by what
+//! it means rather than by recipient list, goes on Redis pub/sub, and every other instance
+//! applies it to its own sessions with its own permission checks. Cache invalidations and
+//! session revocations travel the same way.
+//!
+//! Redis being down costs only cross-instance delivery: each instance keeps serving its own
+//! clients, the publisher drops (and counts) what it cannot send, and the subscriber
+//! reconnects with backoff. Durable work does not ride on pub/sub (see ARCHITECTURE.md).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use concord_proto::Id;
+use concord_proto::gateway::PresenceStatus;
+use concord_proto::model::Channel;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::hub::CloseReason;
+
+/// One fan-out (or cache/session change) another instance must repeat locally.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Fanout {
+    /// To these users' sessions (recipients the caller took from the database).
+    Users {
+        users: Vec<Id>,
+        t: String,
+        d: String,
+    },
+    /// To every online member of the guild.
+    Guild {
+        guild: Id,
+        t: String,
+        d: String,
+    },
+    /// To online users allowed to view the channel (checked by the receiving instance),
+    /// except one.
+    ChannelViewers {
+        channel: Box<Channel>,
+        except: Option<Id>,
+        t: String,
+        d: String,
+    },
+    /// A channel's visibility changed: its viewers get it, everyone else a delete.
+    Visibility {
+        channel: Box<Channel>,
+    },
+    /// A user's presence, to their guild mates.
+    Presence {
+        user: Id,
+        status: PresenceStatus,
+        guilds: Vec<Id>,
+    },
+    JoinGuild {
+        user: Id,
+        guild: Id,
+    },
+    LeaveGuild {
+        user: Id,
+        guild: Id,
+    },
+    ForgetGuild {
+        guild: Id,
+    },
+    /// Auth sessions revoked: refuse their tokens and close their sockets.
+    Revoke {
+        sessions: Vec<Id>,
+        forget_after: i64,
+    },
+    InvalidateGuild {
+        guild: Id,
+    },
+    InvalidateMember {
+        guild: Id,
+        user: Id,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    /// The publishing instance; it skips its own messages.
+    origin: String,
+    #[serde(flatten)]
+    fanout: Fanout,
+}
+
+/// Where hub, permission cache and app publish; unset on a single instance.
+#[derive(Default)]
+pub struct Outbox {
+    tx: OnceLock<mpsc::Sender<Fanout>>,
+}
+
+/// Fan-outs queued for Redis at most; beyond that they are dropped and counted.
+const QUEUE: usize = 16_384;
+
+impl Outbox {
+    pub fn publish(&self, fanout: impl FnOnce() -> Fanout) {
+        let Some(tx) = self.tx.get() else { return };
+        if tx.try_send(fanout()).is_err() {
+            metrics::counter!("concord_cluster_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Gateway event names arriving from other instances, interned once each (the session
+/// queue holds `&'static str`). Names are checked and bounded, so nothing can grow this.
+fn event_name(name: &str) -> Option<&'static str> {
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    if name.is_empty()
+        || name.len() > 32
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        return None;
+    }
+    let mut names = NAMES.lock().expect("event names lock");
+    let names = names.get_or_insert_with(HashSet::new);
+    if let Some(n) = names.get(name) {
+        return Some(n);
+    }
+    if names.len() >= 128 {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    Some(leaked)
+}
+
+/// The pub/sub channel of one cluster.
+fn channel_name(prefix: &str) -> String {
+    format!("{prefix}:fanout")
+}
+
+/// Starts the publisher and the subscriber; they stop with the app's shutdown token.
+pub fn spawn(
+    app: Arc<App>,
+    url: &str,
+    prefix: &str,
+) -> Result<Vec<JoinHandle<()>>, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    // Not ready for the cluster until the subscription is up.
+    app.set_redis_ok(false);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    for outbox in [&app.hub.outbox, &app.perms.outbox, &app.outbox] {
+        let _ = outbox.tx.set(tx.clone());
+    }
+    let channel = channel_name(prefix);
+    Ok(vec![
+        tokio::spawn(publish(app.clone(), client.clone(), channel.clone(), rx)),
+        tokio::spawn(subscribe(app, client, channel)),
+    ])
+}
+
+async fn publish(
+    app: Arc<App>,
+    client: redis::Client,
+    channel: String,
+    mut rx: mpsc::Receiver<Fanout>,
+) {
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    loop {
+        let fanout = tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            f = rx.recv() => match f { Some(f) => f, None => return },
+        };
+        let body = match serde_json::to_string(&Envelope {
+            origin: app.instance.clone(),
+            fanout,
+        }) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "fan-out does not serialise");
+                continue;
+            }
+        };
+        if conn.is_none() {
+            conn = client.get_multiplexed_async_connection().await.ok();
+        }
+        let sent = match conn.as_mut() {
+            Some(c) => redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(&body)
+                .query_async::<i64>(c)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if sent {
+            metrics::counter!("concord_cluster_published_total").increment(1);
+        } else {
+            conn = None;
+            metrics::counter!("concord_cluster_dropped_total").increment(1);
+        }
+    }
+}
+
+async fn subscribe(app: Arc<App>, client: redis::Client, channel: String) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            p = session => p,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                app.set_redis_ok(true);
+                backoff = Duration::from_millis(200);
+                let mut messages = pubsub.on_message();
+                loop {
+                    let msg = tokio::select! {
+                        _ = app.shutdown.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(msg) = msg else { break };
+                    let Ok(body) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Envelope>(&body) {
+                        Ok(env) if env.origin != app.instance => {
+                            metrics::counter!("concord_cluster_received_total").increment(1);
+                            apply(&app, env.fanout).await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable fan-out from Redis ignored")
+                        }
+                    }
+                }
+                tracing::warn!("Redis subscription lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "Redis unreachable; serving local clients only"),
+        }
+        app.set_redis_ok(false);
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Repeats another instance's fan-out here (never republished).
+pub async fn apply(app: &App, fanout: Fanout) {
+    match fanout {
+        Fanout::Users { users, t, d } => {
+            if let Some(t) = event_name(&t) {
+                app.hub.push_local(users, t, Arc::from(d));
+            }
+        }
+        Fanout::Guild { guild, t, d } => {
+            if let Some(t) = event_name(&t) {
+                app.hub
+                    .push_local(app.hub.guild_online(guild), t, Arc::from(d));
+            }
+        }
+        Fanout::ChannelViewers {
+            channel,
+            except,
+            t,
+            d,
+        } => {
+            let Some(t) = event_name(&t) else { return };
+            match app
+                .hub
+                .channel_viewers(
+                    &app.perms,
+                    &channel,
+                    concord_proto::Permissions::VIEW_CHANNEL,
+                )
+                .await
+            {
+                Ok(users) => {
+                    let users = users.into_iter().filter(|u| Some(*u) != except);
+                    app.hub.push_local(users, t, Arc::from(d));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "fan-out from another instance could not check permissions")
+                }
+            }
+        }
+        Fanout::Presence {
+            user,
+            status,
+            guilds,
+        } => app.hub.presence_from_peer(user, status, &guilds),
+        Fanout::Visibility { channel } => {
+            if let Err(e) = app.hub.channel_visibility_local(&app.perms, &channel).await {
+                tracing::error!(error = %e, "visibility change from another instance not applied");
+            }
+        }
+        Fanout::JoinGuild { user, guild } => app.hub.join_guild_local(user, guild),
+        Fanout::LeaveGuild { user, guild } => app.hub.leave_guild_local(user, guild),
+        Fanout::ForgetGuild { guild } => app.hub.forget_guild_local(guild),
+        Fanout::Revoke {
+            sessions,
+            forget_after,
+        } => {
+            for sid in sessions {
+                app.revoked.insert(sid, forget_after);
+                app.hub.close_auth_session_local(sid, CloseReason::Revoked);
+            }
+        }
+        Fanout::InvalidateGuild { guild } => app.perms.invalidate_guild_local(guild),
+        Fanout::InvalidateMember { guild, user } => app.perms.invalidate_member_local(guild, user),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_checked_and_interned() {
+        let a = event_name("message_create").unwrap();
+        let b = event_name("message_create").unwrap();
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(event_name(""), None);
+        assert_eq!(event_name("Message"), None);
+        assert_eq!(event_name(&"x".repeat(33)), None);
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let env = Envelope {
+            origin: "i1".into(),
+            fanout: Fanout::Presence {
+                user: Id(5),
+                status: PresenceStatus::Idle,
+                guilds: vec![Id(9)],
+            },
+        };
+        let text = serde_json::to_string(&env).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.origin, "i1");
+        assert!(matches!(back.fanout, Fanout::Presence { user: Id(5), .. }));
+    }
+}

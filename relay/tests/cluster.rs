@@ -1,0 +1,194 @@
+//! Two relay instances on one PostgreSQL schema and one Redis (a prefix of their own): users
+//! on different instances get each other's messages, typing and presence through the
+//! gateway; seq stays gapless when both instances write one channel; a logout on one
+//! instance closes the session's socket on the other and its token stops working there.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{Backend, Got, TestRelay, rand_suffix, relaxed};
+use common::db::fresh_postgres_url;
+use concord_proto::gateway::close;
+use serde_json::{Value, json};
+
+fn redis_url() -> String {
+    std::env::var("CONCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Two instances sharing a fresh schema and a fresh Redis prefix.
+async fn cluster() -> (TestRelay, TestRelay) {
+    let db = fresh_postgres_url().await;
+    let prefix = format!("test{}", rand_suffix());
+    let start = || {
+        let (db, prefix) = (db.clone(), prefix.clone());
+        // Backend::Sqlite only picks the temp dir; the database URL is replaced.
+        TestRelay::start_with(Backend::Sqlite, move |c| {
+            relaxed(c);
+            c.database_url = Some(db);
+            c.redis.url = Some(redis_url());
+            c.redis.prefix = prefix;
+        })
+    };
+    let a = start().await;
+    let b = start().await;
+    for relay in [&a, &b] {
+        wait_for_redis(relay).await;
+    }
+    (a, b)
+}
+
+async fn wait_for_redis(relay: &TestRelay) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r: Value = relay
+            .http
+            .get(format!("{}/readyz", relay.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["redis"] == "ok" {
+            assert_eq!(r["status"], "ready");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis subscription never came up: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn users_on_two_instances_talk_through_redis() {
+    let (a, b) = cluster().await;
+    assert_ne!(a.url, b.url);
+    let ana = a.register("ana").await;
+    let bob = b.register("bob").await;
+    let (guild, channel) = ana.create_guild("cluster").await;
+    bob.join(&ana.invite(guild).await).await;
+    let mut ana_gw = ana.gateway().await;
+    let mut bob_gw = bob.gateway().await;
+
+    // Presence crosses: bob came online on B, ana on A hears it.
+    let online = ana_gw
+        .event_where("presence_update", |d| d["user_id"] == bob.id.to_string())
+        .await;
+    assert_eq!(online["status"], "online");
+
+    // Messages both ways.
+    ana.say(channel, "hello from A").await;
+    let got = bob_gw.event("message_create").await;
+    assert_eq!(got["content"], "hello from A");
+    bob.say(channel, "hello from B").await;
+    let got = ana_gw
+        .event_where("message_create", |d| d["content"] == "hello from B")
+        .await;
+    assert_eq!(got["author"], bob.id.to_string());
+
+    // Typing crosses too.
+    bob.post(&format!("/api/v1/channels/{channel}/typing"), json!({}))
+        .await
+        .ok(204);
+    let typing = ana_gw.event("typing_start").await;
+    assert_eq!(typing["user_id"], bob.id.to_string());
+
+    // A member joining on B is announced to ana on A.
+    let carol = b.register("carol").await;
+    carol.join(&ana.invite(guild).await).await;
+    let added = ana_gw.event("member_add").await;
+    assert_eq!(added["user"]["id"], carol.id.to_string());
+
+    // Bob goes offline on B: ana hears it on A.
+    bob_gw.ws.close(None).await.unwrap();
+    let offline = ana_gw
+        .event_where("presence_update", |d| {
+            d["user_id"] == bob.id.to_string() && d["status"] == "offline"
+        })
+        .await;
+    assert_eq!(offline["status"], "offline");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn seq_is_gapless_when_both_instances_write_one_channel() {
+    let (a, b) = cluster().await;
+    let ana = a.register("ana").await;
+    let bob = b.register("bob").await;
+    let (guild, channel) = ana.create_guild("seq").await;
+    bob.join(&ana.invite(guild).await).await;
+    let path = format!("/api/v1/channels/{channel}/messages");
+    let sends = (0..20).flat_map(|i| {
+        [
+            ana.post(
+                &path,
+                json!({ "content": format!("a{i}"), "nonce": format!("a{i}") }),
+            ),
+            bob.post(
+                &path,
+                json!({ "content": format!("b{i}"), "nonce": format!("b{i}") }),
+            ),
+        ]
+    });
+    for r in futures_util::future::join_all(sends).await {
+        r.ok(201);
+    }
+    let page = bob
+        .get(&format!("/api/v1/channels/{channel}/messages?limit=100"))
+        .await
+        .ok(200);
+    let mut seqs: Vec<i64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<_>>(),
+        "one seq per message, no gaps"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_on_one_instance_closes_the_socket_on_the_other() {
+    let (a, b) = cluster().await;
+    let bob = b.register("bob").await;
+    let mut bob_gw = bob.gateway().await;
+    let started = Instant::now();
+    let r = a
+        .http
+        .post(format!("{}/api/v1/auth/logout", a.url))
+        .json(&json!({ "refresh_token": bob.refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let closed = loop {
+        match bob_gw.next(Duration::from_secs(5)).await {
+            Got::Frame(_) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(closed, Got::Closed(Some(code)) if code == close::SESSION_REVOKED),
+        "bob's socket on B closed as revoked: {closed:?}"
+    );
+    // Timing is measured, not asserted (shared machines are noisy); Redis carries it in ms.
+    eprintln!(
+        "revocation reached the other instance in {:?}",
+        started.elapsed()
+    );
+    // The access token is refused on B too.
+    let me = bob.get("/api/v1/users/@me").await;
+    assert_eq!(me.status, 401);
+    a.shutdown().await;
+    b.shutdown().await;
+}
