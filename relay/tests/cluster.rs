@@ -192,3 +192,145 @@ async fn logout_on_one_instance_closes_the_socket_on_the_other() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A Redis of the test's own on a free port, so it can die and come back.
+struct OwnRedis {
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn readyz(relay: &TestRelay) -> Value {
+    relay
+        .http
+        .get(format!("{}/readyz", relay.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_readyz(relay: &TestRelay, redis: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = readyz(relay).await;
+        if r["redis"] == redis {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "redis never became {redis}: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_redis_each_instance_serves_its_own_clients_and_recovers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Some(OwnRedis::start(port));
+    let db = fresh_postgres_url().await;
+    let start = || {
+        let db = db.clone();
+        TestRelay::start_with(Backend::Sqlite, move |c| {
+            relaxed(c);
+            c.database_url = Some(db);
+            c.redis.url = Some(format!("redis://127.0.0.1:{port}"));
+        })
+    };
+    let (a, b) = (start().await, start().await);
+    wait_readyz(&a, "ok").await;
+    wait_readyz(&b, "ok").await;
+    let ana = a.register("ana").await;
+    let bob = b.register("bob").await;
+    let (guild, channel) = ana.create_guild("degraded").await;
+    bob.join(&ana.invite(guild).await).await;
+    let mut ana_gw = ana.gateway().await;
+    let mut bob_gw = bob.gateway().await;
+    ana.say(channel, "before").await;
+    assert_eq!(bob_gw.event("message_create").await["content"], "before");
+
+    // Redis dies: both report degraded and still serve their own clients.
+    drop(redis.take());
+    assert_eq!(wait_readyz(&a, "down").await["status"], "degraded");
+    wait_readyz(&b, "down").await;
+    ana.say(channel, "while down").await;
+    assert_eq!(
+        ana_gw
+            .event_where("message_create", |d| d["content"] == "while down")
+            .await["content"],
+        "while down"
+    );
+
+    // Redis returns: the instances resubscribe without a restart and talk again.
+    let _redis = OwnRedis::start(port);
+    wait_readyz(&a, "ok").await;
+    wait_readyz(&b, "ok").await;
+    ana.say(channel, "after").await;
+    let got = bob_gw
+        .event_where("message_create", |d| d["content"] != "while down")
+        .await;
+    assert_eq!(got["content"], "after");
+    // What could not cross while Redis was down is in the history (persisted by A).
+    let history = bob
+        .get(&format!("/api/v1/channels/{channel}/messages"))
+        .await
+        .ok(200);
+    assert!(history.to_string().contains("while down"));
+
+    let metrics = a
+        .http
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "concord_cluster_published_total",
+        "concord_cluster_received_total",
+        "concord_cluster_dropped_total",
+        "concord_cluster_redis_up 1",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -35,6 +35,7 @@ fn commented_out_options_parse_too() {
         config.database_url.is_some(),
         "the example shows database_url"
     );
+    assert!(config.redis.url.is_some(), "the example shows redis.url");
 }
 
 #[test]
@@ -49,6 +50,10 @@ fn every_option_is_documented() {
         database_url: Some("postgres://localhost/concord".into()),
         voice: concord_relay::config::VoiceConfig {
             turn_secret: Some("secret".into()),
+            ..Default::default()
+        },
+        redis: concord_relay::config::RedisConfig {
+            url: Some("redis://127.0.0.1:6379".into()),
             ..Default::default()
         },
         ..RelayConfig::default()
