@@ -89,6 +89,10 @@ pub const METRICS: &[(&str, &str)] = &[
         "Fan-outs not published (Redis down or the queue full)",
     ),
     (
+        "concord_breaker_state",
+        "Circuit breaker per dependency: 0 closed, 1 open (failing fast), 2 half-open",
+    ),
+    (
         "concord_cluster_redis_up",
         "1 while the Redis subscription of a clustered instance is up",
     ),

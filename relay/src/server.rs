@@ -95,13 +95,25 @@ impl Server {
                 .collect()
         };
         let limiter = Arc::new(MemoryLimiter::new(config.rate_limits.max_tracked_keys));
+        // Several instances share their limits through Redis (the memory one is its fallback).
+        let shared_limiter: Arc<dyn crate::ratelimit::RateLimiter> = match &config.redis.url {
+            Some(url) => Arc::new(
+                crate::cluster::ratelimit::RedisLimiter::new(
+                    url,
+                    &config.redis.prefix,
+                    limiter.clone(),
+                )
+                .map_err(|e| ServerError::Redis(e.to_string()))?,
+            ),
+            None => limiter.clone(),
+        };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let app = Arc::new(App::new(AppParts {
             config,
             audiences,
             store: store.clone(),
             tokens,
-            limiter: limiter.clone(),
+            limiter: shared_limiter,
             worker_id,
             instance,
         }));

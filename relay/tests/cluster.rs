@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{Backend, Got, TestRelay, rand_suffix, relaxed};
+use common::client::{Backend, Got, TestRelay, rand_suffix, relaxed, send};
 use common::db::fresh_postgres_url;
 use concord_proto::gateway::close;
 use serde_json::{Value, json};
@@ -18,13 +18,17 @@ fn redis_url() -> String {
 
 /// Two instances sharing a fresh schema and a fresh Redis prefix.
 async fn cluster() -> (TestRelay, TestRelay) {
+    cluster_with(relaxed).await
+}
+
+async fn cluster_with(tweak: fn(&mut concord_relay::RelayConfig)) -> (TestRelay, TestRelay) {
     let db = fresh_postgres_url().await;
     let prefix = format!("test{}", rand_suffix());
     let start = || {
         let (db, prefix) = (db.clone(), prefix.clone());
         // Backend::Sqlite only picks the temp dir; the database URL is replaced.
         TestRelay::start_with(Backend::Sqlite, move |c| {
-            relaxed(c);
+            tweak(c);
             c.database_url = Some(db);
             c.redis.url = Some(redis_url());
             c.redis.prefix = prefix;
@@ -328,9 +332,50 @@ async fn without_redis_each_instance_serves_its_own_clients_and_recovers() {
         "concord_cluster_received_total",
         "concord_cluster_dropped_total",
         "concord_cluster_redis_up 1",
+        // The shared rate limiter failed over to the local one while Redis was down.
+        "concord_breaker_state{dependency=\"redis\"}",
     ] {
         assert!(metrics.contains(name), "{name} in /metrics");
     }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_instances() {
+    let (a, b) = cluster_with(|c| {
+        relaxed(c);
+        c.rate_limits.message_send.requests = 6;
+        c.rate_limits.message_send.window_secs = 60;
+    })
+    .await;
+    let ana = a.register("ana").await;
+    let (_, channel) = ana.create_guild("limits").await;
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for i in 0..10 {
+        // Alternate instances: each alone would allow 6, together they still allow 6.
+        let relay = if i % 2 == 0 { &a } else { &b };
+        let r = send(
+            &relay.http,
+            reqwest::Method::POST,
+            format!("{}/api/v1/channels/{channel}/messages", relay.url),
+            Some(&ana.access),
+            Some(json!({ "content": format!("m{i}"), "nonce": format!("n{i}") })),
+        )
+        .await;
+        statuses.push(r.status);
+        last = Some(r);
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 201, 429, 429, 429, 429],
+        "six sends in the window, wherever they land"
+    );
+    let last = last.unwrap();
+    assert_eq!(last.header("x-ratelimit-limit"), Some("6"));
+    assert_eq!(last.header("x-ratelimit-remaining"), Some("0"));
+    assert!(last.header("retry-after").is_some());
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::hub::CloseReason;
 
+pub mod breaker;
+pub mod ratelimit;
+
 /// One fan-out (or cache/session change) another instance must repeat locally.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
