@@ -231,3 +231,31 @@ pub async fn wait_for(timeout: Duration, mut pred: impl FnMut() -> bool) {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// The test PostgreSQL (`CONCORD_TEST_DATABASE_URL`) pointed at a new, empty schema, made
+/// with `psql` (several relays of one test share it).
+pub fn fresh_postgres_url() -> String {
+    let base = std::env::var("CONCORD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    let schema = format!("tk_{}_{nanos}", std::process::id());
+    let out = std::process::Command::new("psql")
+        .args([&base, "-qc", &format!("CREATE SCHEMA \"{schema}\"")])
+        .output()
+        .expect("psql runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "create schema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options[search_path]={schema}")
+}
+
+/// The test Redis (`CONCORD_TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("CONCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,30 +12,6 @@ use concord_node::identity::{self, Identity};
 use concord_node::relay_http::RelayHttp;
 use concord_testkit::procs::{self, Proc};
 use serde_json::{Value, json};
-
-fn database_url() -> String {
-    let base = std::env::var("CONCORD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("failover_{}_{}", std::process::id(), now_nanos());
-    let out = Command::new("psql")
-        .args([&base, "-qc", &format!("CREATE SCHEMA \"{schema}\"")])
-        .output()
-        .expect("psql runs (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "create schema: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options[search_path]={schema}")
-}
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 fn relay(dir: &Path, config: &Path, db: &str, prefix: &str) -> (Proc, String) {
     let redis =
@@ -87,8 +62,8 @@ async fn sigkill_of_an_instance_loses_and_duplicates_no_acknowledged_message() {
         "[rate_limits.message_send]\nrequests = 100000\nwindow_secs = 10\n",
     )
     .unwrap();
-    let db = database_url();
-    let prefix = format!("failover{}", now_nanos());
+    let db = concord_testkit::fresh_postgres_url();
+    let prefix = format!("failover{}", std::process::id());
     let (proc_a, url_a) = relay(&root.path().join("a"), &config, &db, &prefix);
     let (_proc_b, url_b) = relay(&root.path().join("b"), &config, &db, &prefix);
 
