@@ -128,6 +128,28 @@ pub enum Command {
     CheckConfig,
     /// Print the OpenAPI document and exit.
     Openapi,
+    /// Copy every row of one database into another, empty one (e.g. the single-VPS SQLite
+    /// into PostgreSQL); the source may keep running (it is read as one snapshot).
+    MigrateStore {
+        /// Source database URL (sqlite://PATH or postgres://…).
+        #[arg(long)]
+        from: String,
+        /// Destination database URL; created and migrated, and it must hold no rows.
+        #[arg(long)]
+        to: String,
+    },
+    /// Write the configured database to a new SQLite file (the relay's own schema).
+    Backup {
+        /// The backup file to create (it must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Load a backup file into the configured database, which must hold no rows.
+    Restore {
+        /// A file written by `backup`.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,25 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies one database into another and prints the rows per table.
+async fn transfer(config: &RelayConfig, from: &str, to: &str) -> anyhow::Result<()> {
+    use concord_relay::store::sql::transfer::copy_all;
+    let pool = config.database.pool();
+    let source = SqlStore::connect(from, &pool).await?;
+    let dest = SqlStore::connect(to, &pool).await?;
+    let copied = copy_all(&source, &dest).await?;
+    let mut out = std::io::stdout().lock();
+    for c in &copied {
+        writeln!(out, "{:<16} {:>10} rows", c.table, c.rows)?;
+    }
+    writeln!(
+        out,
+        "copied {} rows; row counts match",
+        copied.iter().map(|c| c.rows).sum::<i64>()
+    )?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,6 +72,32 @@ async fn main() -> ExitCode {
         Command::Openapi => {
             println!("{}", concord_relay::api::openapi_json());
             Ok(())
+        }
+        Command::MigrateStore { from, to } => transfer(&config, &from, &to).await,
+        Command::Backup { to } => {
+            if to.exists() {
+                Err(anyhow::anyhow!(
+                    "{} exists; a backup goes to a new file",
+                    to.display()
+                ))
+            } else {
+                let dest = format!("sqlite://{}?mode=rwc", to.display());
+                if config.database_url.is_none() {
+                    let _ = std::fs::create_dir_all(&config.data_dir);
+                }
+                transfer(&config, &config.database_url(), &dest).await
+            }
+        }
+        Command::Restore { from } => {
+            if !from.is_file() {
+                Err(anyhow::anyhow!("{} is not a backup file", from.display()))
+            } else {
+                if config.database_url.is_none() {
+                    let _ = std::fs::create_dir_all(&config.data_dir);
+                }
+                let source = format!("sqlite://{}?mode=rw", from.display());
+                transfer(&config, &source, &config.database_url()).await
+            }
         }
     };
     match result {

@@ -12,6 +12,7 @@ mod messages;
 mod rows;
 mod search;
 mod server;
+pub mod transfer;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
