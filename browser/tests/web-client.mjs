@@ -195,8 +195,12 @@ try {
   await messageText(pageA, 'news in random').waitFor();
   await pageB.locator('#channel-list button.unread .badge', { hasText: '1' }).waitFor();
   checks.unread_badge = true;
+  // B's read acknowledgement (sent 500 ms after reading) must land before A deletes the
+  // channel, or it races the deletion and gets a 404.
+  const ackB = pageB.waitForResponse((r) => r.url().endsWith('/ack') && r.request().method() === 'POST');
   await randomB.click();
   await messageText(pageB, 'news in random').waitFor();
+  await ackB;
   checks.unread_divider = await pageB.locator('#messages li.divider').isVisible();
   await pageB.locator('#channel-list .badge').waitFor({ state: 'detached' });
   checks.unread_cleared = true;
