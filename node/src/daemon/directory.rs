@@ -232,7 +232,10 @@ mod tests {
         assert_eq!((r.learnt_at_ms, r.seen_at_ms), (1_000, 5_000));
         // New addresses start a new record.
         d.learn(&[info("p1", 7, &["/ip4/60.0.0.22/udp/9/quic-v1"])], 6_000);
-        assert_eq!(d.members(6_000)[0].record.as_ref().unwrap().learnt_at_ms, 6_000);
+        assert_eq!(
+            d.members(6_000)[0].record.as_ref().unwrap().learnt_at_ms,
+            6_000
+        );
         // Not repeated for ADDR_TTL_MS: the addresses go, the device → account mapping stays.
         let m = d.members(6_000 + ADDR_TTL_MS);
         assert!(m[0].record.is_none());
