@@ -379,3 +379,53 @@ async fn a_rate_limit_holds_across_instances() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_spans_instances() {
+    let (a, b) = cluster().await;
+    let ana = a.register("ana").await;
+    let bob = b.register("bob").await;
+    let (guild, _) = ana.create_guild("presence").await;
+    bob.join(&ana.invite(guild).await).await;
+    let bob_id = bob.id.to_string();
+
+    // Bob is online on B before ana connects on A: ana's ready lists him.
+    let mut bob_on_b = bob.gateway().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ana_gw = loop {
+        let gw = ana.gateway().await;
+        let listed = gw.ready["presences"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["user_id"] == bob_id.as_str()));
+        if listed {
+            break gw;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ready never listed bob: {}",
+            gw.ready
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Bob also connects on A, then leaves B: for ana he never goes offline.
+    let _bob_on_a = common::client::Gateway::identify(&a.url, &bob.access).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob_on_b.ws.close(None).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match ana_gw.next(left).await {
+            Got::Frame(f) if f.t.as_deref() == Some("presence_update") => {
+                assert!(
+                    !(f.d["user_id"] == bob_id.as_str() && f.d["status"] == "offline"),
+                    "bob is still online on A"
+                );
+            }
+            Got::Frame(_) => {}
+            Got::Timeout => break,
+            Got::Closed(c) => panic!("ana's gateway closed: {c:?}"),
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

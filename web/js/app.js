@@ -608,11 +608,17 @@ function onEvent(t, d) {
       if (d.id === state.guildId) setText($('#guild-name'), d.name);
       break;
     }
-    case 'guild_delete':
+    case 'guild_delete': {
+      // Kicked, banned or deleted: read acks still pending for its channels would be refused.
+      for (const c of state.guilds.get(d.id)?.channels ?? []) {
+        clearTimeout(state.acks.get(c.id));
+        state.acks.delete(c.id);
+      }
       state.guilds.delete(d.id);
       renderGuilds();
       if (state.guildId === d.id) selectGuild(state.guilds.keys().next().value ?? HOME);
       break;
+    }
     case 'channel_create':
     case 'channel_update': {
       if (!d.guild_id) {

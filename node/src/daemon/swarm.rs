@@ -35,7 +35,8 @@ pub enum Command {
         response: Response,
     },
     Dial(Multiaddr),
-    /// Dial a member over these addresses unless connected or already dialing it.
+    /// Dial a member over these addresses unless connected or already dialing it; addresses
+    /// that failed recently are skipped (backoff).
     DialPeer {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
@@ -251,13 +252,9 @@ fn command_received(
                 Some(Protocol::P2p(peer)) => Some(peer),
                 _ => None,
             };
+            // Explicit dials (the relay link with its own retry schedule, `dial`) are not
+            // backed off; member dials (`DialPeer`) are.
             if peer == Some(*swarm.local_peer_id()) {
-                return;
-            }
-            if let Some(peer) = peer
-                && backoff.is_backed_off(peer, &addr, std::time::Instant::now())
-            {
-                tracing::debug!(%addr, "address backed off");
                 return;
             }
             if let Err(e) = swarm.dial(addr) {

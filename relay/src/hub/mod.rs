@@ -26,7 +26,13 @@ struct State {
     /// Users with a session, per guild.
     guild_users: HashMap<Id, HashSet<Id>>,
     presence: HashMap<Id, PresenceStatus>,
+    /// Users online on other instances of a cluster (from their presence fan-outs) and the
+    /// guilds they are in: `ready`'s presence snapshot includes them. Bounded.
+    remote_presence: HashMap<Id, (PresenceStatus, Vec<Id>)>,
 }
+
+/// Most users online elsewhere that one instance remembers for `ready` snapshots.
+const MAX_REMOTE_PRESENCE: usize = 200_000;
 
 pub struct Hub {
     state: Mutex<State>,
@@ -117,11 +123,17 @@ impl Hub {
             }
         }
         drop(st);
-        let offline = PresenceUpdate {
+        // Still online on another instance: guild mates here see that, not offline.
+        let status = self
+            .lock()
+            .remote_presence
+            .get(&user)
+            .map_or(PresenceStatus::Offline, |(s, _)| *s);
+        let update = PresenceUpdate {
             user_id: user,
-            status: PresenceStatus::Offline,
+            status,
         };
-        self.push_local(recipients, "presence_update", serialise(&offline));
+        self.push_local(recipients, "presence_update", serialise(&update));
         self.outbox.publish(|| crate::cluster::Fanout::Presence {
             user,
             status: PresenceStatus::Offline,
@@ -433,12 +445,30 @@ impl Hub {
         let members = self.co_members(user);
         let st = self.lock();
         let mut out: Vec<_> = members
-            .into_iter()
+            .iter()
             .filter_map(|u| {
-                let status = st.presence.get(&u).copied()?;
-                (status != PresenceStatus::Offline).then_some(PresenceUpdate { user_id: u, status })
+                let status = st.presence.get(u).copied()?;
+                (status != PresenceStatus::Offline).then_some(PresenceUpdate {
+                    user_id: *u,
+                    status,
+                })
             })
             .collect();
+        // Guild mates online on other instances.
+        let my_guilds = st.user_guilds.get(&user);
+        for (u, (status, guilds)) in &st.remote_presence {
+            if *u != user
+                && !members.contains(u)
+                && guilds
+                    .iter()
+                    .any(|g| my_guilds.is_some_and(|m| m.contains(g)))
+            {
+                out.push(PresenceUpdate {
+                    user_id: *u,
+                    status: *status,
+                });
+            }
+        }
         out.sort_by_key(|p| p.user_id);
         out
     }
@@ -483,8 +513,27 @@ impl Hub {
         });
     }
 
-    /// Another instance's user changed presence: tell their guild mates who are here.
+    /// Another instance's user changed presence: tell their guild mates who are here. A user
+    /// who went offline there but still has a session here is not offline: this instance
+    /// says so again instead.
     pub fn presence_from_peer(&self, user: Id, status: PresenceStatus, guilds: &[Id]) {
+        let local = {
+            let mut st = self.lock();
+            if status == PresenceStatus::Offline {
+                st.remote_presence.remove(&user);
+            } else if st.remote_presence.len() < MAX_REMOTE_PRESENCE
+                || st.remote_presence.contains_key(&user)
+            {
+                st.remote_presence.insert(user, (status, guilds.to_vec()));
+            }
+            st.presence.get(&user).copied()
+        };
+        if status == PresenceStatus::Offline
+            && let Some(here) = local
+        {
+            self.announce_presence(user, here);
+            return;
+        }
         let recipients: HashSet<Id> = {
             let st = self.lock();
             guilds
