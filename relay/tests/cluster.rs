@@ -37,33 +37,9 @@ async fn cluster_with(tweak: fn(&mut concord_relay::RelayConfig)) -> (TestRelay,
     let a = start().await;
     let b = start().await;
     for relay in [&a, &b] {
-        wait_for_redis(relay).await;
+        assert_eq!(wait_readyz(relay, "ok").await["status"], "ready");
     }
     (a, b)
-}
-
-async fn wait_for_redis(relay: &TestRelay) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r: Value = relay
-            .http
-            .get(format!("{}/readyz", relay.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["redis"] == "ok" {
-            assert_eq!(r["status"], "ready");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis subscription never came up: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -129,11 +129,7 @@ impl Hub {
             .remote_presence
             .get(&user)
             .map_or(PresenceStatus::Offline, |(s, _)| *s);
-        let update = PresenceUpdate {
-            user_id: user,
-            status,
-        };
-        self.push_local(recipients, "presence_update", serialise(&update));
+        self.push_presence(recipients, user, status);
         self.outbox.publish(|| crate::cluster::Fanout::Presence {
             user,
             status: PresenceStatus::Offline,
@@ -492,14 +488,7 @@ impl Hub {
             self.lock().presence.insert(user, status);
         }
         let recipients = self.co_members(user);
-        self.push_local(
-            recipients,
-            "presence_update",
-            serialise(&PresenceUpdate {
-                user_id: user,
-                status,
-            }),
-        );
+        self.push_presence(recipients, user, status);
         let guilds: Vec<Id> = self
             .lock()
             .user_guilds
@@ -511,6 +500,20 @@ impl Hub {
             status,
             guilds,
         });
+    }
+
+    /// A user's presence to these users' sessions here.
+    fn push_presence(
+        &self,
+        recipients: impl IntoIterator<Item = Id>,
+        user: Id,
+        status: PresenceStatus,
+    ) {
+        let update = PresenceUpdate {
+            user_id: user,
+            status,
+        };
+        self.push_local(recipients, "presence_update", serialise(&update));
     }
 
     /// Another instance's user changed presence: tell their guild mates who are here. A user
@@ -542,14 +545,7 @@ impl Hub {
                 .filter(|u| *u != user)
                 .collect()
         };
-        self.push_local(
-            recipients,
-            "presence_update",
-            serialise(&PresenceUpdate {
-                user_id: user,
-                status,
-            }),
-        );
+        self.push_presence(recipients, user, status);
     }
 
     /// Closes every gateway socket of an auth session here (logout, revocation; the app
