@@ -47,6 +47,8 @@ pub struct App {
     pub outbox: crate::cluster::Outbox,
     /// The cluster's Redis subscription is up (true on a single instance).
     redis_ok: AtomicBool,
+    /// Clients whose reads stay on the primary (with read replicas only).
+    pub recent_writers: crate::api::read_your_writes::RecentWriters,
 }
 
 /// The lock stripe of a channel. Ids end in a per-millisecond sequence that is mostly 0, so
@@ -75,6 +77,9 @@ pub struct AppParts {
 
 impl App {
     pub fn new(parts: AppParts) -> App {
+        let recent_writers = crate::api::read_your_writes::RecentWriters::new(
+            std::time::Duration::from_secs(parts.config.database.read_your_writes_secs),
+        );
         App {
             perms: PermCache::new(parts.store.clone()),
             config: parts.config,
@@ -97,6 +102,7 @@ impl App {
             commit_gate: tokio::sync::RwLock::new(()),
             outbox: crate::cluster::Outbox::default(),
             redis_ok: AtomicBool::new(true),
+            recent_writers,
         }
     }
 

@@ -32,10 +32,24 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
 
+    /// PostgreSQL read replica URL; repeatable (or comma-separated in the environment)
+    /// [default: none, all reads on the primary].
+    #[arg(
+        long = "database-read-url",
+        env = "CONCORD_DATABASE_READ_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub database_read_urls: Vec<String>,
+
     /// Redis for several instances (redis://HOST:PORT or rediss://…) [default: none, one
     /// instance].
     #[arg(long, env = "CONCORD_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+
+    /// The Redis URL lists Redis Cluster seed nodes, separated by commas [default: false].
+    #[arg(long, env = "CONCORD_REDIS_CLUSTER", global = true)]
+    pub redis_cluster: bool,
 
     /// Prefix of Redis channels and keys shared by one cluster's instances [default: concord].
     #[arg(long, env = "CONCORD_REDIS_PREFIX", global = true)]
@@ -182,8 +196,14 @@ impl Cli {
         if let Some(v) = &self.database_url {
             config.database_url = Some(v.clone());
         }
+        if !self.database_read_urls.is_empty() {
+            config.database.read_urls = self.database_read_urls.clone();
+        }
         if let Some(v) = &self.redis_url {
             config.redis.url = Some(v.clone());
+        }
+        if self.redis_cluster {
+            config.redis.cluster = true;
         }
         if let Some(v) = &self.redis_prefix {
             config.redis.prefix = v.clone();

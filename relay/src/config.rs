@@ -45,7 +45,10 @@ pub struct RelayConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` or `rediss://…`; unset on a single instance.
+    /// With `cluster`, one or more seed nodes of a Redis Cluster separated by commas.
     pub url: Option<String>,
+    /// The URL names Redis Cluster nodes (keys routed by slot) rather than one server.
+    pub cluster: bool,
     /// Prefix of every Redis channel and key; the instances of one cluster share it.
     pub prefix: String,
 }
@@ -54,6 +57,7 @@ impl Default for RedisConfig {
     fn default() -> RedisConfig {
         RedisConfig {
             url: None,
+            cluster: false,
             prefix: "concord".into(),
         }
     }
@@ -272,8 +276,13 @@ impl Default for AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub max_write_connections: u32,
+    /// Per read pool: the primary's, and each replica's.
     pub max_read_connections: u32,
     pub acquire_timeout_secs: u64,
+    /// PostgreSQL read replicas (`postgres://…`); reads spread over them.
+    pub read_urls: Vec<String>,
+    /// After a client writes, its reads stay on the primary this long.
+    pub read_your_writes_secs: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -282,6 +291,8 @@ impl Default for DatabaseConfig {
             max_write_connections: 16,
             max_read_connections: 16,
             acquire_timeout_secs: 10,
+            read_urls: Vec::new(),
+            read_your_writes_secs: 5,
         }
     }
 }
@@ -292,6 +303,8 @@ impl DatabaseConfig {
             max_write_connections: self.max_write_connections,
             max_read_connections: self.max_read_connections,
             acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
+            read_urls: self.read_urls.clone(),
+            ..PoolConfig::default()
         }
     }
 }
@@ -341,11 +354,32 @@ impl RelayConfig {
 
     /// Checks what serde cannot: ranges and URL shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.redis.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
+        if let Some(url) = &self.redis.url {
+            let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+            if urls
+                .iter()
+                .any(|u| !(u.starts_with("redis://") || u.starts_with("rediss://")))
+            {
+                return Err(ConfigError::Invalid(
+                    "redis.url must start with redis:// or rediss://".into(),
+                ));
+            }
+            if urls.len() > 1 && !self.redis.cluster {
+                return Err(ConfigError::Invalid(
+                    "several redis.url entries need redis.cluster = true".into(),
+                ));
+            }
+        }
+        for url in &self.database.read_urls {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "database.read_urls entries must be postgres:// URLs".into(),
+                ));
+            }
+        }
+        if self.database.read_urls.len() > 16 {
             return Err(ConfigError::Invalid(
-                "redis.url must start with redis:// or rediss://".into(),
+                "database.read_urls takes at most 16 replicas".into(),
             ));
         }
         let prefix = &self.redis.prefix;

@@ -96,15 +96,19 @@ impl Server {
         };
         let limiter = Arc::new(MemoryLimiter::new(config.rate_limits.max_tracked_keys));
         // Several instances share their limits through Redis (the memory one is its fallback).
-        let shared_limiter: Arc<dyn crate::ratelimit::RateLimiter> = match &config.redis.url {
-            Some(url) => Arc::new(
-                crate::cluster::ratelimit::RedisLimiter::new(
-                    url,
-                    &config.redis.prefix,
-                    limiter.clone(),
-                )
-                .map_err(|e| ServerError::Redis(e.to_string()))?,
+        let redis = match &config.redis.url {
+            Some(url) => Some(
+                crate::cluster::link::Redis::open(url, config.redis.cluster)
+                    .map_err(|e| ServerError::Redis(e.to_string()))?,
             ),
+            None => None,
+        };
+        let shared_limiter: Arc<dyn crate::ratelimit::RateLimiter> = match &redis {
+            Some(redis) => Arc::new(crate::cluster::ratelimit::RedisLimiter::new(
+                redis.clone(),
+                &config.redis.prefix,
+                limiter.clone(),
+            )),
             None => limiter.clone(),
         };
         let grace = Duration::from_secs(config.shutdown_grace_secs);
@@ -132,11 +136,14 @@ impl Server {
             background.push(task);
         }
 
-        if let Some(url) = &app.config.redis.url {
-            let tasks = crate::cluster::spawn(app.clone(), url, &app.config.redis.prefix)
-                .map_err(|e| ServerError::Redis(e.to_string()))?;
-            tracing::info!(prefix = %app.config.redis.prefix, "cluster fan-out through Redis");
-            background.extend(tasks);
+        if let Some(redis) = redis {
+            let mode = redis.mode();
+            background.extend(crate::cluster::spawn(
+                app.clone(),
+                redis,
+                &app.config.redis.prefix,
+            ));
+            tracing::info!(prefix = %app.config.redis.prefix, mode, "cluster fan-out through Redis");
         }
 
         let stop_accepting = CancellationToken::new();

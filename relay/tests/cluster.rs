@@ -22,15 +22,25 @@ async fn cluster() -> (TestRelay, TestRelay) {
 }
 
 async fn cluster_with(tweak: fn(&mut concord_relay::RelayConfig)) -> (TestRelay, TestRelay) {
+    cluster_on(redis_url(), false, tweak).await
+}
+
+/// Two instances on the given Redis (one server, or Redis Cluster seeds).
+async fn cluster_on(
+    redis: String,
+    redis_cluster: bool,
+    tweak: fn(&mut concord_relay::RelayConfig),
+) -> (TestRelay, TestRelay) {
     let db = fresh_postgres_url().await;
     let prefix = format!("test{}", rand_suffix());
     let start = || {
-        let (db, prefix) = (db.clone(), prefix.clone());
+        let (db, prefix, redis) = (db.clone(), prefix.clone(), redis.clone());
         // Backend::Sqlite only picks the temp dir; the database URL is replaced.
         TestRelay::start_with(Backend::Sqlite, move |c| {
             tweak(c);
             c.database_url = Some(db);
-            c.redis.url = Some(redis_url());
+            c.redis.url = Some(redis);
+            c.redis.cluster = redis_cluster;
             c.redis.prefix = prefix;
         })
     };
@@ -180,7 +190,12 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> OwnRedis {
+        OwnRedis::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> OwnRedis {
         let child = std::process::Command::new("redis-server")
+            .args(extra)
             .args([
                 "--port",
                 &port.to_string(),
@@ -211,6 +226,99 @@ impl Drop for OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A three-node Redis Cluster of the test's own (the seed's phase 4): three masters on free
+/// ports, slots spread by `redis-cli --cluster create`.
+struct OwnRedisCluster {
+    ports: Vec<u16>,
+    _nodes: Vec<OwnRedis>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedisCluster {
+    fn start() -> OwnRedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = cluster_ports(3);
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                let node_dir = dir.path().join(port.to_string());
+                std::fs::create_dir(&node_dir).unwrap();
+                let node_dir = node_dir.to_str().unwrap().to_owned();
+                OwnRedis::start_with(
+                    *port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--dir",
+                        &node_dir,
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (scripts/test installs redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &ports {
+            loop {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster on {port} never became ok"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        OwnRedisCluster {
+            ports,
+            _nodes: nodes,
+            _dir: dir,
+        }
+    }
+
+    /// Seed URLs as the relay takes them: comma-separated.
+    fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Free ports whose cluster-bus port (+10000) is free too.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if port > 55_000 || ports.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 async fn readyz(relay: &TestRelay) -> Value {
@@ -352,6 +460,63 @@ async fn a_rate_limit_holds_across_instances() {
     assert_eq!(last.header("x-ratelimit-limit"), Some("6"));
     assert_eq!(last.header("x-ratelimit-remaining"), Some("0"));
     assert!(last.header("retry-after").is_some());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_carries_events_and_limits() {
+    let redis = tokio::task::spawn_blocking(OwnRedisCluster::start)
+        .await
+        .unwrap();
+    let (a, b) = cluster_on(redis.url(), true, |c| {
+        relaxed(c);
+        c.rate_limits.message_send.requests = 4;
+        c.rate_limits.message_send.window_secs = 60;
+    })
+    .await;
+    let ana = a.register("ana").await;
+    let bob = b.register("bob").await;
+    let (guild, channel) = ana.create_guild("sharded").await;
+    bob.join(&ana.invite(guild).await).await;
+    let mut bob_gw = bob.gateway().await;
+
+    // Pub/sub crosses the cluster bus: A's subscriber and B's may sit on different nodes.
+    ana.say(channel, "through the cluster").await;
+    let got = bob_gw.event("message_create").await;
+    assert_eq!(got["content"], "through the cluster");
+
+    // The limiter's keys live in the cluster (slot-routed Lua): alternating instances
+    // still get four sends, not eight. Ana has used one already.
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let relay = if i % 2 == 0 { &b } else { &a };
+        let r = send(
+            &relay.http,
+            reqwest::Method::POST,
+            format!("{}/api/v1/channels/{channel}/messages", relay.url),
+            Some(&ana.access),
+            Some(json!({ "content": format!("m{i}"), "nonce": format!("c{i}") })),
+        )
+        .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429]);
+    let keys: usize = redis
+        .ports
+        .iter()
+        .map(|p| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "dbsize"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert!(keys > 0, "rate-limit windows are stored in the cluster");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -102,6 +102,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(code) => ApiError::Conflict(code, "conflicts with existing data"),
+            StoreError::Unavailable => {
+                ApiError::Unavailable("the database is unavailable; retry shortly")
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -11,6 +11,7 @@ pub mod invites;
 pub mod members;
 pub mod messages;
 pub mod ops;
+pub mod read_your_writes;
 pub mod users;
 pub mod voice;
 
@@ -168,9 +169,16 @@ pub fn router(app: Arc<App>) -> Router {
                 header::RETRY_AFTER,
             ])
     };
-    router
+    let mut router = router
         // Outside the API: the embedded web client (unknown paths stay a JSON 404).
-        .fallback(crate::web::serve)
+        .fallback(crate::web::serve);
+    if !app.config.database.read_urls.is_empty() {
+        router = router.layer(middleware::from_fn_with_state(
+            app.clone(),
+            read_your_writes::route,
+        ));
+    }
+    router
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::ratelimit::enforce,

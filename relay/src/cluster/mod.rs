@@ -25,7 +25,10 @@ use crate::app::App;
 use crate::hub::CloseReason;
 
 pub mod breaker;
+pub mod link;
 pub mod ratelimit;
+
+use link::Redis;
 
 /// One fan-out (or cache/session change) another instance must repeat locally.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,12 +144,7 @@ fn channel_name(prefix: &str) -> String {
 }
 
 /// Starts the publisher and the subscriber; they stop with the app's shutdown token.
-pub fn spawn(
-    app: Arc<App>,
-    url: &str,
-    prefix: &str,
-) -> Result<Vec<JoinHandle<()>>, redis::RedisError> {
-    let client = redis::Client::open(url)?;
+pub fn spawn(app: Arc<App>, redis: Redis, prefix: &str) -> Vec<JoinHandle<()>> {
     // Not ready for the cluster until the subscription is up.
     app.set_redis_ok(false);
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -154,19 +152,14 @@ pub fn spawn(
         let _ = outbox.tx.set(tx.clone());
     }
     let channel = channel_name(prefix);
-    Ok(vec![
-        tokio::spawn(publish(app.clone(), client.clone(), channel.clone(), rx)),
-        tokio::spawn(subscribe(app, client, channel)),
-    ])
+    vec![
+        tokio::spawn(publish(app.clone(), redis.clone(), channel.clone(), rx)),
+        tokio::spawn(subscribe(app, redis, channel)),
+    ]
 }
 
-async fn publish(
-    app: Arc<App>,
-    client: redis::Client,
-    channel: String,
-    mut rx: mpsc::Receiver<Fanout>,
-) {
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+async fn publish(app: Arc<App>, redis: Redis, channel: String, mut rx: mpsc::Receiver<Fanout>) {
+    let mut conn: Option<link::Conn> = None;
     loop {
         let fanout = tokio::select! {
             _ = app.shutdown.cancelled() => return,
@@ -183,7 +176,7 @@ async fn publish(
             }
         };
         if conn.is_none() {
-            conn = client.get_multiplexed_async_connection().await.ok();
+            conn = redis.connect().await.ok();
         }
         let sent = match conn.as_mut() {
             Some(c) => redis::cmd("PUBLISH")
@@ -203,11 +196,11 @@ async fn publish(
     }
 }
 
-async fn subscribe(app: Arc<App>, client: redis::Client, channel: String) {
+async fn subscribe(app: Arc<App>, redis: Redis, channel: String) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = redis.pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use concord_proto::ratelimit::{Decision, Rule};
 
 use super::breaker::Breaker;
+use super::link::{Conn, Redis};
 use crate::ratelimit::{MemoryLimiter, RateLimiter};
 
 /// KEYS[1]: the key's hash-tagged base; ARGV: window ms, limit. Returns allowed (0/1),
@@ -40,8 +41,8 @@ return {allowed, remaining, window - (now - start)}
 ";
 
 pub struct RedisLimiter {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    redis: Redis,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     script: redis::Script,
     prefix: String,
     breaker: Mutex<Breaker>,
@@ -52,27 +53,23 @@ pub struct RedisLimiter {
 const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl RedisLimiter {
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        fallback: Arc<MemoryLimiter>,
-    ) -> Result<RedisLimiter, redis::RedisError> {
-        Ok(RedisLimiter {
-            client: redis::Client::open(url)?,
+    pub fn new(redis: Redis, prefix: &str, fallback: Arc<MemoryLimiter>) -> RedisLimiter {
+        RedisLimiter {
+            redis,
             conn: tokio::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             prefix: prefix.to_owned(),
             breaker: Mutex::new(Breaker::new(3, Duration::from_secs(2))),
             fallback,
-        })
+        }
     }
 
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+    async fn connection(&self) -> Result<Conn, redis::RedisError> {
         let mut conn = self.conn.lock().await;
         if let Some(c) = conn.as_ref() {
             return Ok(c.clone());
         }
-        let c = redis::aio::ConnectionManager::new(self.client.clone()).await?;
+        let c = self.redis.connect().await?;
         *conn = Some(c.clone());
         Ok(c)
     }

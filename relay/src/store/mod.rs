@@ -14,6 +14,8 @@ use concord_proto::permissions::Overwrite;
 
 pub use records::*;
 
+pub mod consistency;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -27,6 +29,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// The database is down (its breaker is open): the call failed fast without trying.
+    #[error("database unavailable; retry shortly")]
+    Unavailable,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -28,6 +28,7 @@ pub fn pool_config() -> PoolConfig {
         max_write_connections: 4,
         max_read_connections: 4,
         acquire_timeout: Duration::from_secs(30),
+        ..PoolConfig::default()
     }
 }
 

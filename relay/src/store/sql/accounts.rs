@@ -3,7 +3,7 @@ use concord_proto::Id;
 use sqlx::AssertSqlSafe;
 
 use super::rows::{self, id, int, opt_int};
-use super::{QueryTimer, SqlStore, is_unique_violation, placeholders};
+use super::{SqlStore, is_unique_violation, placeholders};
 use crate::store::{
     AccountRecord, AccountStore, ChallengeRecord, DeviceRecord, RefreshOutcome, SessionRecord,
     StoreError, StoreResult,
@@ -39,7 +39,7 @@ impl AccountStore for SqlStore {
         account: &AccountRecord,
         device: &DeviceRecord,
     ) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_account");
+        let _t = self.begin("create_account")?;
         let mut tx = self.write.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, username, account_key, created_at) VALUES ($1, $2, $3, $4)",
@@ -79,18 +79,18 @@ impl AccountStore for SqlStore {
     }
 
     async fn account(&self, account_id: Id) -> StoreResult<Option<AccountRecord>> {
-        let _t = QueryTimer::new("account");
+        let _t = self.begin("account")?;
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(account_id.0)
-            .fetch_optional(&self.read)
+            .fetch_optional(&mut *self.read.acquire().await?)
             .await?
             .map(|r| rows::account(&r))
             .transpose()
     }
 
     async fn account_by_key(&self, account_key: &str) -> StoreResult<Option<AccountRecord>> {
-        let _t = QueryTimer::new("account_by_key");
+        let _t = self.begin("account_by_key")?;
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE account_key = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(account_key)
@@ -101,7 +101,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn accounts(&self, ids: &[Id]) -> StoreResult<Vec<AccountRecord>> {
-        let _t = QueryTimer::new("accounts");
+        let _t = self.begin("accounts")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -113,7 +113,7 @@ impl AccountStore for SqlStore {
         for i in ids {
             q = q.bind(i.0);
         }
-        q.fetch_all(&self.read)
+        q.fetch_all(&mut *self.read.acquire().await?)
             .await?
             .iter()
             .map(rows::account)
@@ -121,7 +121,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn device(&self, device_key: &str) -> StoreResult<Option<DeviceRecord>> {
-        let _t = QueryTimer::new("device");
+        let _t = self.begin("device")?;
         let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_key = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(device_key)
@@ -132,7 +132,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_device(&self, device: &DeviceRecord) -> StoreResult<()> {
-        let _t = QueryTimer::new("add_device");
+        let _t = self.begin("add_device")?;
         match bind_device(sqlx::query(insert_device_sql()), device)
             .execute(&self.write)
             .await
@@ -144,7 +144,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn devices(&self, account_id: Id) -> StoreResult<Vec<DeviceRecord>> {
-        let _t = QueryTimer::new("devices");
+        let _t = self.begin("devices")?;
         let sql = format!(
             "SELECT {DEVICE_COLS} FROM devices WHERE account_id = $1 ORDER BY added_at, device_key"
         );
@@ -163,7 +163,7 @@ impl AccountStore for SqlStore {
         device_key: &str,
         now: i64,
     ) -> StoreResult<Vec<Id>> {
-        let _t = QueryTimer::new("revoke_device");
+        let _t = self.begin("revoke_device")?;
         let mut tx = self.write.begin().await?;
         let n = sqlx::query("UPDATE devices SET revoked_at = $1 WHERE device_key = $2 AND account_id = $3 AND revoked_at IS NULL")
             .bind(now)
@@ -188,7 +188,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn put_challenge(&self, c: &ChallengeRecord) -> StoreResult<()> {
-        let _t = QueryTimer::new("put_challenge");
+        let _t = self.begin("put_challenge")?;
         sqlx::query("INSERT INTO auth_challenges (challenge, device_key, audience, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(&c.challenge)
             .bind(&c.device_key)
@@ -204,7 +204,7 @@ impl AccountStore for SqlStore {
         challenge: &str,
         now: i64,
     ) -> StoreResult<Option<ChallengeRecord>> {
-        let _t = QueryTimer::new("take_challenge");
+        let _t = self.begin("take_challenge")?;
         // DELETE … RETURNING makes the challenge single-use even under concurrent logins.
         let row = sqlx::query("DELETE FROM auth_challenges WHERE challenge = $1 RETURNING challenge, device_key, audience, expires_at")
             .bind(challenge)
@@ -221,7 +221,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn purge_challenges(&self, now: i64) -> StoreResult<u64> {
-        let _t = QueryTimer::new("purge_challenges");
+        let _t = self.begin("purge_challenges")?;
         Ok(
             sqlx::query("DELETE FROM auth_challenges WHERE expires_at <= $1")
                 .bind(now)
@@ -232,7 +232,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn create_session(&self, s: &SessionRecord, refresh_hash: &str) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_session");
+        let _t = self.begin("create_session")?;
         let mut tx = self.write.begin().await?;
         sqlx::query("INSERT INTO sessions (id, account_id, device_key, created_at, refreshed_at) VALUES ($1, $2, $3, $4, $4)")
             .bind(s.id.0)
@@ -254,7 +254,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn session(&self, session_id: Id) -> StoreResult<Option<SessionRecord>> {
-        let _t = QueryTimer::new("session");
+        let _t = self.begin("session")?;
         let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(session_id.0)
@@ -265,7 +265,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn session_by_refresh(&self, refresh_hash: &str) -> StoreResult<Option<SessionRecord>> {
-        let _t = QueryTimer::new("session_by_refresh");
+        let _t = self.begin("session_by_refresh")?;
         let sql = format!(
             "SELECT {SESSION_COLS} FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1"
         );
@@ -285,7 +285,7 @@ impl AccountStore for SqlStore {
         grace_ms: i64,
         idle_ms: i64,
     ) -> StoreResult<RefreshOutcome> {
-        let _t = QueryTimer::new("rotate_refresh");
+        let _t = self.begin("rotate_refresh")?;
         let mut tx = self.write.begin().await?;
         let sql = format!(
             "SELECT {SESSION_COLS}, rt.used_at, rt.created_at AS issued_at FROM refresh_tokens rt \
@@ -353,7 +353,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn revoke_session(&self, session_id: Id, now: i64) -> StoreResult<bool> {
-        let _t = QueryTimer::new("revoke_session");
+        let _t = self.begin("revoke_session")?;
         let n =
             sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
@@ -365,7 +365,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<Id>> {
-        let _t = QueryTimer::new("revoked_sessions_since");
+        let _t = self.begin("revoked_sessions_since")?;
         sqlx::query("SELECT id FROM sessions WHERE revoked_at >= $1")
             .bind(since)
             .fetch_all(&self.write)

@@ -7,7 +7,7 @@ use concord_proto::permissions::Overwrite;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::rows::{self, id, int, text};
-use super::{QueryTimer, SqlStore, is_unique_violation, placeholders};
+use super::{SqlStore, is_unique_violation, placeholders};
 use crate::store::{
     AcceptedInvite, ChannelUpdate, GuildSnapshot, GuildStore, InviteRefusal, StoreError,
     StoreResult,
@@ -210,7 +210,7 @@ impl GuildStore for SqlStore {
         everyone: &Role,
         channels: &[Channel],
     ) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_guild");
+        let _t = self.begin("create_guild")?;
         let mut tx = self.write.begin().await?;
         sqlx::query("INSERT INTO guilds (id, name, owner_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(guild.id.0)
@@ -237,7 +237,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn guild(&self, guild_id: Id) -> StoreResult<Option<Guild>> {
-        let _t = QueryTimer::new("guild");
+        let _t = self.begin("guild")?;
         let sql = format!("SELECT {GUILD_COLS} FROM guilds g WHERE g.id = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(guild_id.0)
@@ -248,7 +248,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn rename_guild(&self, guild_id: Id, name: &str) -> StoreResult<Guild> {
-        let _t = QueryTimer::new("rename_guild");
+        let _t = self.begin("rename_guild")?;
         let row = sqlx::query(
             "UPDATE guilds SET name = $1 WHERE id = $2 RETURNING id, name, owner_id, created_at",
         )
@@ -261,7 +261,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn delete_guild(&self, guild_id: Id) -> StoreResult<()> {
-        let _t = QueryTimer::new("delete_guild");
+        let _t = self.begin("delete_guild")?;
         let n = sqlx::query("DELETE FROM guilds WHERE id = $1")
             .bind(guild_id.0)
             .execute(&self.write)
@@ -275,7 +275,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn guilds_of(&self, user_id: Id) -> StoreResult<Vec<Guild>> {
-        let _t = QueryTimer::new("guilds_of");
+        let _t = self.begin("guilds_of")?;
         let sql = format!(
             "SELECT {GUILD_COLS} FROM guilds g JOIN members m ON m.guild_id = g.id WHERE m.user_id = $1 ORDER BY g.id"
         );
@@ -289,7 +289,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn guild_snapshot(&self, guild_id: Id) -> StoreResult<Option<GuildSnapshot>> {
-        let _t = QueryTimer::new("guild_snapshot");
+        let _t = self.begin("guild_snapshot")?;
         // Permission checks must see the latest writes: read from the primary.
         let mut conn = self.write.acquire().await?;
         let sql = format!("SELECT {GUILD_COLS} FROM guilds g WHERE g.id = $1");
@@ -329,7 +329,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn create_channel(&self, channel: &Channel) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_channel");
+        let _t = self.begin("create_channel")?;
         let mut tx = self.write.begin().await?;
         insert_channel(&mut tx, channel, channel.id.unix_ms()).await?;
         tx.commit().await?;
@@ -337,7 +337,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn channel(&self, channel_id: Id) -> StoreResult<Option<Channel>> {
-        let _t = QueryTimer::new("channel");
+        let _t = self.begin("channel")?;
         let mut conn = self.write.acquire().await?;
         let sql = format!("SELECT {CHANNEL_COLS} FROM channels c WHERE c.id = $1");
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
@@ -352,7 +352,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn channel_seqs(&self, ids: &[Id]) -> StoreResult<Vec<(Id, i64)>> {
-        let _t = QueryTimer::new("channel_seqs");
+        let _t = self.begin("channel_seqs")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -372,7 +372,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn update_channel(&self, channel_id: Id, u: &ChannelUpdate) -> StoreResult<Channel> {
-        let _t = QueryTimer::new("update_channel");
+        let _t = self.begin("update_channel")?;
         let n = sqlx::query(
             "UPDATE channels SET name = COALESCE($1, name), topic = COALESCE($2, topic), \
              position = COALESCE($3, position), private = COALESCE($4, private) WHERE id = $5",
@@ -392,7 +392,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn delete_channel(&self, channel_id: Id) -> StoreResult<()> {
-        let _t = QueryTimer::new("delete_channel");
+        let _t = self.begin("delete_channel")?;
         let n = sqlx::query("DELETE FROM channels WHERE id = $1")
             .bind(channel_id.0)
             .execute(&self.write)
@@ -406,13 +406,13 @@ impl GuildStore for SqlStore {
     }
 
     async fn put_overwrite(&self, channel_id: Id, overwrite: &Overwrite) -> StoreResult<()> {
-        let _t = QueryTimer::new("put_overwrite");
+        let _t = self.begin("put_overwrite")?;
         let mut conn = self.write.acquire().await?;
         upsert_overwrite(&mut conn, channel_id, overwrite).await
     }
 
     async fn delete_overwrite(&self, channel_id: Id, target_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("delete_overwrite");
+        let _t = self.begin("delete_overwrite")?;
         let n = sqlx::query("DELETE FROM overwrites WHERE channel_id = $1 AND target_id = $2")
             .bind(channel_id.0)
             .bind(target_id.0)
@@ -423,7 +423,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn create_role(&self, role: &Role) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_role");
+        let _t = self.begin("create_role")?;
         sqlx::query("INSERT INTO roles (id, guild_id, name, permissions, position, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(role.id.0)
             .bind(role.guild_id.0)
@@ -437,7 +437,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn update_role(&self, role: &Role) -> StoreResult<()> {
-        let _t = QueryTimer::new("update_role");
+        let _t = self.begin("update_role")?;
         let n = sqlx::query("UPDATE roles SET name = $1, permissions = $2, position = $3 WHERE id = $4 AND guild_id = $5")
             .bind(&role.name)
             .bind(role.permissions.0 as i64)
@@ -455,7 +455,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn delete_role(&self, guild_id: Id, role_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("delete_role");
+        let _t = self.begin("delete_role")?;
         let mut tx = self.write.begin().await?;
         let n = sqlx::query("DELETE FROM roles WHERE id = $1 AND guild_id = $2")
             .bind(role_id.0)
@@ -476,7 +476,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn member(&self, guild_id: Id, user_id: Id) -> StoreResult<Option<Member>> {
-        let _t = QueryTimer::new("member");
+        let _t = self.begin("member")?;
         let mut conn = self.write.acquire().await?;
         let rows_ = sqlx::query(
             "SELECT m.user_id, m.joined_at, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
@@ -495,7 +495,7 @@ impl GuildStore for SqlStore {
         after: Option<Id>,
         limit: u32,
     ) -> StoreResult<Vec<Member>> {
-        let _t = QueryTimer::new("members");
+        let _t = self.begin("members")?;
         let mut conn = self.read.acquire().await?;
         let rows_ = sqlx::query(
             "SELECT m.user_id, m.joined_at, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
@@ -510,16 +510,16 @@ impl GuildStore for SqlStore {
     }
 
     async fn member_count(&self, guild_id: Id) -> StoreResult<i64> {
-        let _t = QueryTimer::new("member_count");
+        let _t = self.begin("member_count")?;
         let row = sqlx::query("SELECT count(*) AS n FROM members WHERE guild_id = $1")
             .bind(guild_id.0)
-            .fetch_one(&self.read)
+            .fetch_one(&mut *self.read.acquire().await?)
             .await?;
         int(&row, "n")
     }
 
     async fn add_member_role(&self, guild_id: Id, user_id: Id, role_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("add_member_role");
+        let _t = self.begin("add_member_role")?;
         let result = sqlx::query(
             "INSERT INTO member_roles (guild_id, user_id, role_id) SELECT $1, $2, $3 \
              WHERE EXISTS (SELECT 1 FROM roles WHERE id = $3 AND guild_id = $1) \
@@ -540,7 +540,7 @@ impl GuildStore for SqlStore {
         user_id: Id,
         role_id: Id,
     ) -> StoreResult<bool> {
-        let _t = QueryTimer::new("remove_member_role");
+        let _t = self.begin("remove_member_role")?;
         let n = sqlx::query(
             "DELETE FROM member_roles WHERE guild_id = $1 AND user_id = $2 AND role_id = $3",
         )
@@ -554,7 +554,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn remove_member(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("remove_member");
+        let _t = self.begin("remove_member")?;
         let n = sqlx::query("DELETE FROM members WHERE guild_id = $1 AND user_id = $2")
             .bind(guild_id.0)
             .bind(user_id.0)
@@ -572,7 +572,7 @@ impl GuildStore for SqlStore {
         by: Id,
         now: i64,
     ) -> StoreResult<()> {
-        let _t = QueryTimer::new("ban");
+        let _t = self.begin("ban")?;
         let mut tx = self.write.begin().await?;
         let lock = format!("SELECT id FROM guilds WHERE id = $1{}", self.for_update());
         sqlx::query(AssertSqlSafe(lock))
@@ -600,7 +600,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn unban(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("unban");
+        let _t = self.begin("unban")?;
         let n = sqlx::query("DELETE FROM bans WHERE guild_id = $1 AND user_id = $2")
             .bind(guild_id.0)
             .bind(user_id.0)
@@ -611,7 +611,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn is_banned(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
-        let _t = QueryTimer::new("is_banned");
+        let _t = self.begin("is_banned")?;
         Ok(
             sqlx::query("SELECT 1 FROM bans WHERE guild_id = $1 AND user_id = $2")
                 .bind(guild_id.0)
@@ -623,13 +623,13 @@ impl GuildStore for SqlStore {
     }
 
     async fn bans(&self, guild_id: Id) -> StoreResult<Vec<Ban>> {
-        let _t = QueryTimer::new("bans");
+        let _t = self.begin("bans")?;
         sqlx::query(
             "SELECT b.guild_id, b.user_id, a.username, b.reason, b.created_at FROM bans b JOIN accounts a ON a.id = b.user_id \
              WHERE b.guild_id = $1 ORDER BY b.created_at, b.user_id",
         )
         .bind(guild_id.0)
-        .fetch_all(&self.read)
+        .fetch_all(&mut *self.read.acquire().await?)
         .await?
         .iter()
         .map(rows::ban)
@@ -637,7 +637,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn create_invite(&self, invite: &Invite) -> StoreResult<()> {
-        let _t = QueryTimer::new("create_invite");
+        let _t = self.begin("create_invite")?;
         let result = sqlx::query(
             "INSERT INTO invites (code, guild_id, inviter_id, max_uses, uses, expires_at, created_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
         )
@@ -657,7 +657,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn invite(&self, code: &str) -> StoreResult<Option<Invite>> {
-        let _t = QueryTimer::new("invite");
+        let _t = self.begin("invite")?;
         let sql = format!("SELECT {INVITE_COLS} FROM invites WHERE code = $1");
         sqlx::query(AssertSqlSafe(sql))
             .bind(code)
@@ -668,13 +668,13 @@ impl GuildStore for SqlStore {
     }
 
     async fn invites(&self, guild_id: Id) -> StoreResult<Vec<Invite>> {
-        let _t = QueryTimer::new("invites");
+        let _t = self.begin("invites")?;
         let sql = format!(
             "SELECT {INVITE_COLS} FROM invites WHERE guild_id = $1 ORDER BY created_at, code"
         );
         sqlx::query(AssertSqlSafe(sql))
             .bind(guild_id.0)
-            .fetch_all(&self.read)
+            .fetch_all(&mut *self.read.acquire().await?)
             .await?
             .iter()
             .map(rows::invite)
@@ -682,7 +682,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn revoke_invite(&self, guild_id: Id, code: &str, now: i64) -> StoreResult<bool> {
-        let _t = QueryTimer::new("revoke_invite");
+        let _t = self.begin("revoke_invite")?;
         let n = sqlx::query("UPDATE invites SET revoked_at = $1 WHERE code = $2 AND guild_id = $3 AND revoked_at IS NULL")
             .bind(now)
             .bind(code)
@@ -699,7 +699,7 @@ impl GuildStore for SqlStore {
         user_id: Id,
         now: i64,
     ) -> StoreResult<Result<AcceptedInvite, InviteRefusal>> {
-        let _t = QueryTimer::new("accept_invite");
+        let _t = self.begin("accept_invite")?;
         let mut tx = self.write.begin().await?;
         let sql = format!("SELECT {INVITE_COLS} FROM invites WHERE code = $1");
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
@@ -778,7 +778,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn open_dm(&self, new_channel: &Channel, a: Id, b: Id) -> StoreResult<Channel> {
-        let _t = QueryTimer::new("open_dm");
+        let _t = self.begin("open_dm")?;
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         let find = "SELECT channel_id FROM dm_channels WHERE user_low = $1 AND user_high = $2";
         let existing = sqlx::query(find)
@@ -821,7 +821,7 @@ impl GuildStore for SqlStore {
     }
 
     async fn dm_channels(&self, user_id: Id) -> StoreResult<Vec<Channel>> {
-        let _t = QueryTimer::new("dm_channels");
+        let _t = self.begin("dm_channels")?;
         self.channels_where(
             "JOIN dm_channels d ON d.channel_id = c.id WHERE d.user_low = $1 OR d.user_high = $1 ORDER BY c.id",
             user_id.0,

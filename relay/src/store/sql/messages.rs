@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::rows::{id, int, opt_id, opt_int, text};
-use super::{QueryTimer, SqlStore, is_unique_violation, placeholders};
+use super::{SqlStore, is_unique_violation, placeholders};
 use crate::store::{
     HistoryAnchor, InsertedMessage, MessageStore, NewMessage, SearchParams, StoreError, StoreResult,
 };
@@ -319,7 +319,7 @@ pub(super) async fn insert_one(pool: &AnyPool, m: &NewMessage) -> StoreResult<In
 #[async_trait]
 impl MessageStore for SqlStore {
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<InsertedMessage> {
-        let _t = QueryTimer::new("insert_message");
+        let _t = self.begin("insert_message")?;
         self.batcher.insert(m.clone()).await
     }
 
@@ -331,7 +331,7 @@ impl MessageStore for SqlStore {
         mentions: &[Id],
         now: i64,
     ) -> StoreResult<ChannelEvent> {
-        let _t = QueryTimer::new("edit_message");
+        let _t = self.begin("edit_message")?;
         let mut tx = self.write.begin().await?;
         live_message(&mut tx, channel_id, message_id).await?;
         sqlx::query(
@@ -370,7 +370,7 @@ impl MessageStore for SqlStore {
         message_id: Id,
         now: i64,
     ) -> StoreResult<ChannelEvent> {
-        let _t = QueryTimer::new("delete_message");
+        let _t = self.begin("delete_message")?;
         let mut tx = self.write.begin().await?;
         let message = live_message(&mut tx, channel_id, message_id).await?;
         sqlx::query(
@@ -442,7 +442,7 @@ impl MessageStore for SqlStore {
         emoji: &str,
         now: i64,
     ) -> StoreResult<Option<ChannelEvent>> {
-        let _t = QueryTimer::new("add_reaction");
+        let _t = self.begin("add_reaction")?;
         self.reaction_change(channel_id, message_id, user_id, emoji, now, true)
             .await
     }
@@ -455,13 +455,13 @@ impl MessageStore for SqlStore {
         emoji: &str,
         now: i64,
     ) -> StoreResult<Option<ChannelEvent>> {
-        let _t = QueryTimer::new("remove_reaction");
+        let _t = self.begin("remove_reaction")?;
         self.reaction_change(channel_id, message_id, user_id, emoji, now, false)
             .await
     }
 
     async fn message(&self, channel_id: Id, message_id: Id) -> StoreResult<Option<Message>> {
-        let _t = QueryTimer::new("message");
+        let _t = self.begin("message")?;
         let mut conn = self.write.acquire().await?;
         Ok(load_message(&mut conn, channel_id, message_id)
             .await?
@@ -474,7 +474,7 @@ impl MessageStore for SqlStore {
         anchor: HistoryAnchor,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
-        let _t = QueryTimer::new("history");
+        let _t = self.begin("history")?;
         let mut conn = self.read.acquire().await?;
         let base = format!(
             "SELECT {MESSAGE_COLS} FROM messages m JOIN channels c ON c.id = m.channel_id WHERE m.channel_id = $1 AND m.deleted_at IS NULL"
@@ -528,7 +528,7 @@ impl MessageStore for SqlStore {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<ChannelEvent>> {
-        let _t = QueryTimer::new("events");
+        let _t = self.begin("events")?;
         sqlx::query(
             "SELECT channel_id, seq, kind, message_id, payload, created_at FROM channel_events \
              WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -536,7 +536,7 @@ impl MessageStore for SqlStore {
         .bind(channel_id.0)
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.read)
+        .fetch_all(&mut *self.read.acquire().await?)
         .await?
         .iter()
         .map(|r| {
@@ -556,7 +556,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn ack(&self, user_id: Id, channel_id: Id, message_id: Id) -> StoreResult<()> {
-        let _t = QueryTimer::new("ack");
+        let _t = self.begin("ack")?;
         sqlx::query(
             "INSERT INTO read_states (user_id, channel_id, last_read_id) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id, channel_id) DO UPDATE SET last_read_id = excluded.last_read_id",
@@ -570,7 +570,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn read_states(&self, user_id: Id, channel_ids: &[Id]) -> StoreResult<Vec<ReadState>> {
-        let _t = QueryTimer::new("read_states");
+        let _t = self.begin("read_states")?;
         if channel_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -593,7 +593,7 @@ impl MessageStore for SqlStore {
         for c in channel_ids {
             q = q.bind(c.0);
         }
-        q.fetch_all(&self.read)
+        q.fetch_all(&mut *self.read.acquire().await?)
             .await?
             .iter()
             .map(|r| {
@@ -608,7 +608,7 @@ impl MessageStore for SqlStore {
     }
 
     async fn search(&self, params: &SearchParams) -> StoreResult<Vec<SearchHit>> {
-        let _t = QueryTimer::new("search");
+        let _t = self.begin("search")?;
         self.search_messages(params).await
     }
 }

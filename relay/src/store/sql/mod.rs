@@ -3,18 +3,24 @@
 //!
 //! SQLite gets a single-connection write pool (one writer, no SQLITE_BUSY on upgrades) and a
 //! read-only pool beside it (WAL lets readers run during writes). PostgreSQL gets a write pool
-//! and a read pool that later points at replicas.
+//! and a read pool on the primary, plus one pool per read replica (readers.rs).
+//!
+//! A breaker guards every call: when the background probe ([`ServerStore::ping`]) finds the
+//! database down, calls fail fast with [`StoreError::Unavailable`] instead of each waiting out
+//! the acquire timeout; the next probes (half-open) close it again when the database is back.
 
 mod accounts;
 mod batch;
 mod guilds;
 mod messages;
+mod readers;
 mod rows;
 mod search;
 mod server;
 pub mod transfer;
 
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -22,6 +28,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
 use super::{Backend, StoreError, StoreResult};
+use crate::cluster::breaker::{Breaker, State};
+use readers::{Readers, Replica};
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -30,6 +38,10 @@ pub struct PoolConfig {
     /// Read pool size (both backends).
     pub max_read_connections: u32,
     pub acquire_timeout: Duration,
+    /// PostgreSQL read replicas; reads spread over them, the primary when none answers.
+    pub read_urls: Vec<String>,
+    /// How long one replica may take to hand out a connection before it is skipped.
+    pub replica_acquire_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -38,6 +50,8 @@ impl Default for PoolConfig {
             max_write_connections: 16,
             max_read_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            read_urls: Vec::new(),
+            replica_acquire_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -45,7 +59,9 @@ impl Default for PoolConfig {
 pub struct SqlStore {
     backend: Backend,
     write: AnyPool,
-    read: AnyPool,
+    read: Readers,
+    /// Open while the database is down (fed by `ping`).
+    breaker: Mutex<Breaker>,
     /// Group commit of new messages (batch.rs).
     batcher: batch::Batcher,
 }
@@ -98,6 +114,11 @@ impl SqlStore {
             )));
         };
         let options = AnyConnectOptions::from_str(url)?;
+        if backend == Backend::Sqlite && !config.read_urls.is_empty() {
+            return Err(StoreError::Corrupt(
+                "read replicas (database.read_urls) need PostgreSQL".into(),
+            ));
+        }
         let (write, read) = match backend {
             Backend::Sqlite => {
                 let write = AnyPoolOptions::new()
@@ -138,12 +159,57 @@ impl SqlStore {
                 (write, read)
             }
         };
+        let mut replicas = Vec::new();
+        for url in &config.read_urls {
+            // Lazy: a replica that is down at start costs nothing until a read tries it.
+            let pool = AnyPoolOptions::new()
+                .max_connections(config.max_read_connections)
+                .acquire_timeout(config.replica_acquire_timeout)
+                .connect_lazy_with(AnyConnectOptions::from_str(url)?);
+            replicas.push(Replica::new(pool));
+        }
         Ok(SqlStore {
             backend,
             batcher: batch::Batcher::spawn(write.clone()),
             write,
-            read,
+            read: Readers::new(read, replicas),
+            // Two failed probes in a row (2 s apart) open it; probes go on, one success closes it.
+            breaker: Mutex::new(Breaker::new(2, Duration::from_secs(2))),
         })
+    }
+
+    /// Starts one store call: fails fast while the breaker is open, else times it. SQLite is
+    /// a local file with no outage to wait out: never gated.
+    pub(crate) fn begin(&self, op: &'static str) -> StoreResult<QueryTimer> {
+        if self.backend == Backend::Sqlite {
+            return Ok(QueryTimer::new(op));
+        }
+        let state = self
+            .breaker
+            .lock()
+            .expect("db breaker")
+            .state(Instant::now());
+        if state != State::Closed {
+            metrics::counter!("concord_db_fast_failures_total").increment(1);
+            return Err(StoreError::Unavailable);
+        }
+        Ok(QueryTimer::new(op))
+    }
+
+    /// The probe's verdict feeds the breaker; exported as a metric.
+    pub(crate) fn record_probe(&self, ok: bool) {
+        if self.backend == Backend::Sqlite {
+            return;
+        }
+        let mut breaker = self.breaker.lock().expect("db breaker");
+        let now = Instant::now();
+        if ok {
+            breaker.success();
+        } else {
+            breaker.failure(now);
+        }
+        metrics::gauge!("concord_breaker_state", "dependency" => "database")
+            .set(breaker.state(now).as_gauge());
     }
 }
 

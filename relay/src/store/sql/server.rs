@@ -4,6 +4,9 @@ use super::rows::{int, text};
 use super::{QueryTimer, SqlStore};
 use crate::store::{Backend, PoolStats, ServerStore, SigningKeyRecord, StoreError, StoreResult};
 
+/// Longer than any healthy `SELECT 1`, shorter than the probe period.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
+
 const MAX_WORKERS: i64 = concord_proto::id::MAX_WORKER_ID as i64 + 1;
 
 #[async_trait]
@@ -16,16 +19,25 @@ impl ServerStore for SqlStore {
         PoolStats {
             write_size: self.write.size(),
             write_idle: self.write.num_idle() as u32,
-            read_size: self.read.size(),
-            read_idle: self.read.num_idle() as u32,
+            read_size: self.read.primary().size(),
+            read_idle: self.read.primary().num_idle() as u32,
         }
     }
 
+    /// The breaker's probe: never gated by it, always feeds it.
     async fn ping(&self) -> StoreResult<()> {
         let _t = QueryTimer::new("ping");
-        sqlx::query("SELECT 1").execute(&self.write).await?;
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
+        let check = async {
+            sqlx::query("SELECT 1").execute(&self.write).await?;
+            sqlx::query("SELECT 1").execute(self.read.primary()).await?;
+            Ok(())
+        };
+        let result = match tokio::time::timeout(PING_TIMEOUT, check).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Unavailable),
+        };
+        self.record_probe(result.is_ok());
+        result
     }
 
     async fn close(&self) {
@@ -34,7 +46,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn lease_worker_id(&self, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<u16> {
-        let _t = QueryTimer::new("lease_worker_id");
+        let _t = self.begin("lease_worker_id")?;
         let taken: Vec<i64> = sqlx::query(
             "SELECT worker_id FROM worker_leases WHERE expires_at > $1 ORDER BY worker_id",
         )
@@ -72,7 +84,7 @@ impl ServerStore for SqlStore {
         now: i64,
         ttl_ms: i64,
     ) -> StoreResult<bool> {
-        let _t = QueryTimer::new("renew_worker_id");
+        let _t = self.begin("renew_worker_id")?;
         let n = sqlx::query(
             "UPDATE worker_leases SET expires_at = $1 WHERE worker_id = $2 AND holder = $3",
         )
@@ -86,7 +98,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn release_worker_id(&self, worker_id: u16, holder: &str) -> StoreResult<()> {
-        let _t = QueryTimer::new("release_worker_id");
+        let _t = self.begin("release_worker_id")?;
         sqlx::query("DELETE FROM worker_leases WHERE worker_id = $1 AND holder = $2")
             .bind(i64::from(worker_id))
             .bind(holder)
@@ -96,7 +108,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
-        let _t = QueryTimer::new("signing_keys");
+        let _t = self.begin("signing_keys")?;
         sqlx::query("SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC")
             .fetch_all(&self.write)
             .await?
@@ -112,7 +124,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
-        let _t = QueryTimer::new("insert_signing_key");
+        let _t = self.begin("insert_signing_key")?;
         sqlx::query("INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
             .bind(&key.kid)
             .bind(&key.secret)
@@ -123,7 +135,7 @@ impl ServerStore for SqlStore {
     }
 
     async fn secret_or_insert(&self, name: &str, generated: &str) -> StoreResult<String> {
-        let _t = QueryTimer::new("secret_or_insert");
+        let _t = self.begin("secret_or_insert")?;
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(generated)
