@@ -19,7 +19,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Redis {
     Standalone(redis::Client),
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         /// The seed nodes, tried in turn for the subscription.
         nodes: Vec<redis::Client>,
     },
@@ -44,7 +44,10 @@ impl Redis {
             .connection_timeout(CONNECT_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             .build()?;
-        Ok(Redis::Cluster { client, nodes })
+        Ok(Redis::Cluster {
+            client: Box::new(client),
+            nodes,
+        })
     }
 
     pub fn mode(&self) -> &'static str {
