@@ -49,6 +49,8 @@ pub struct App {
     redis_ok: AtomicBool,
     /// Clients whose reads stay on the primary (with read replicas only).
     pub recent_writers: crate::api::read_your_writes::RecentWriters,
+    /// Messages with smaller ids are archived (0: none); history responses say so.
+    archived_before: std::sync::atomic::AtomicI64,
 }
 
 /// The lock stripe of a channel. Ids end in a per-millisecond sequence that is mostly 0, so
@@ -103,6 +105,7 @@ impl App {
             outbox: crate::cluster::Outbox::default(),
             redis_ok: AtomicBool::new(true),
             recent_writers,
+            archived_before: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -126,6 +129,26 @@ impl App {
             sessions: session_ids.to_vec(),
             forget_after,
         });
+    }
+
+    /// Messages older than this id are archived.
+    pub fn archived_before(&self) -> Option<Id> {
+        match self.archived_before.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(Id(id)),
+        }
+    }
+
+    /// Re-reads where the archive begins (after archiving, and periodically: another
+    /// instance may have archived).
+    pub async fn refresh_archived_before(&self) {
+        match self.store.archived_months().await {
+            Ok(months) => self.archived_before.store(
+                crate::archive::archived_before(&months).map_or(0, |id| id.0),
+                Ordering::Relaxed,
+            ),
+            Err(e) => tracing::debug!(error = %e, "reading archived months failed"),
+        }
     }
 
     pub fn set_redis_ok(&self, ok: bool) {

@@ -61,6 +61,7 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
             async move {
                 limiter.purge();
                 app.revoked.purge(now_ms());
+                app.refresh_archived_before().await;
             }
         }),
         every(&app, Duration::from_secs(60), |app| async move {

@@ -164,6 +164,31 @@ pub enum Command {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Move old months of messages to the archive store, list archived months, or bring one
+    /// back (retention.archive_location; a running relay archives by itself too).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum ArchiveCommand {
+    /// Archive every month that ended more than N days ago.
+    Run {
+        /// Days to keep in the database [default: retention.archive_after_days].
+        #[arg(long)]
+        older_than_days: Option<u32>,
+    },
+    /// Print the archived months.
+    List,
+    /// Put one archived month (YYYY-MM) back into the database.
+    Restore {
+        #[arg(long, value_parser = parse_month)]
+        month: crate::archive::Month,
+    },
+}
+
+fn parse_month(s: &str) -> Result<crate::archive::Month, String> {
+    s.parse()
 }
 
 #[derive(Debug, thiserror::Error)]

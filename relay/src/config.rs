@@ -38,6 +38,30 @@ pub struct RelayConfig {
     pub p2p: P2pConfig,
     pub voice: VoiceConfig,
     pub redis: RedisConfig,
+    pub retention: RetentionConfig,
+}
+
+/// Moving old messages out of the database (see `archive`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Months that ended more than this many days ago are archived; 0 keeps everything.
+    pub archive_after_days: u32,
+    /// Where archives go: a directory, `file:///…` or `s3://bucket/prefix` (credentials and
+    /// endpoint from `AWS_*` variables) [default: `archive` in the data dir].
+    pub archive_location: Option<String>,
+    /// How often each instance looks for months to archive (and partitions to create).
+    pub check_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> RetentionConfig {
+        RetentionConfig {
+            archive_after_days: 183,
+            archive_location: None,
+            check_interval_secs: 3600,
+        }
+    }
 }
 
 /// Several relay instances on one PostgreSQL: Redis carries fan-out between them.
@@ -328,6 +352,7 @@ impl Default for RelayConfig {
             p2p: P2pConfig::default(),
             voice: VoiceConfig::default(),
             redis: RedisConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -350,6 +375,14 @@ impl RelayConfig {
                 self.data_dir.join("relay.db").display()
             ),
         }
+    }
+
+    /// Where archives go: the configured location, or `archive` in the data dir.
+    pub fn archive_location(&self) -> String {
+        self.retention
+            .archive_location
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("archive").display().to_string())
     }
 
     /// Checks what serde cannot: ranges and URL shapes.
@@ -380,6 +413,19 @@ impl RelayConfig {
         if self.database.read_urls.len() > 16 {
             return Err(ConfigError::Invalid(
                 "database.read_urls takes at most 16 replicas".into(),
+            ));
+        }
+        if self.retention.check_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.check_interval_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(loc) = &self.retention.archive_location
+            && loc.contains("://")
+            && !(loc.starts_with("file://") || loc.starts_with("s3://"))
+        {
+            return Err(ConfigError::Invalid(
+                "retention.archive_location is a directory, file:// or s3:// URL".into(),
             ));
         }
         let prefix = &self.redis.prefix;

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod auth;
 mod background;
 pub mod cli;

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use concord_relay::cli::{Cli, Command};
+use std::sync::Arc;
+
+use concord_relay::cli::{ArchiveCommand, Cli, Command};
+use concord_relay::store::Store;
 use concord_relay::store::sql::SqlStore;
 use concord_relay::{RelayConfig, Server};
 use concord_svc::{init_tracing, wait_for_signal};
@@ -44,6 +47,49 @@ async fn transfer(config: &RelayConfig, from: &str, to: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// `archive run|list|restore` against the configured database and archive store.
+async fn archive(config: &RelayConfig, command: ArchiveCommand) -> anyhow::Result<()> {
+    use concord_relay::archive::Archiver;
+    if config.database_url.is_none() {
+        let _ = std::fs::create_dir_all(&config.data_dir);
+    }
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::connect(&config.database_url(), &config.database.pool()).await?);
+    let archiver = Archiver::open(store.clone(), &config.archive_location())?;
+    let now = concord_relay::app::now_ms();
+    let mut out = std::io::stdout().lock();
+    match command {
+        ArchiveCommand::Run { older_than_days } => {
+            let keep = older_than_days.unwrap_or(config.retention.archive_after_days);
+            if keep == 0 {
+                anyhow::bail!("retention is off (archive_after_days = 0); pass --older-than-days");
+            }
+            archiver.ensure_partitions(now).await?;
+            let done = archiver.archive_due(now, keep).await?;
+            for (month, n) in &done {
+                writeln!(out, "{month} {n:>10} messages archived")?;
+            }
+            writeln!(
+                out,
+                "{} months archived to {}",
+                done.len(),
+                config.archive_location()
+            )?;
+        }
+        ArchiveCommand::List => {
+            for m in archiver.list().await? {
+                writeln!(out, "{} {:>10} messages  {}", m.month, m.messages, m.object)?;
+            }
+        }
+        ArchiveCommand::Restore { month } => {
+            let n = archiver.restore_month(month).await?;
+            writeln!(out, "{month} {n:>10} messages restored")?;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,6 +120,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::MigrateStore { from, to } => transfer(&config, &from, &to).await,
+        Command::Archive(command) => archive(&config, command).await,
         Command::Backup { to } => {
             if to.exists() {
                 Err(anyhow::anyhow!(

@@ -35,6 +35,8 @@ pub enum ServerError {
     DataDir(String, std::io::Error),
     #[error("libp2p: {0}")]
     P2p(#[from] crate::p2p::swarm::P2pError),
+    #[error("archive: {0}")]
+    Archive(String),
     #[error("redis: {0}")]
     Redis(String),
 }
@@ -135,6 +137,21 @@ impl Server {
             let _ = app.p2p.set(shared);
             background.push(task);
         }
+
+        let archiver = Arc::new(
+            crate::archive::Archiver::open(app.store.clone(), &app.config.archive_location())
+                .map_err(|e| ServerError::Archive(e.to_string()))?,
+        );
+        let jobs = redis.as_ref().map(|redis| {
+            Arc::new(crate::cluster::jobs::JobQueue::new(
+                redis.clone(),
+                &app.config.redis.prefix,
+                &app.instance,
+                crate::archive::schedule::CLAIM_AFTER,
+            ))
+        });
+        app.refresh_archived_before().await;
+        background.extend(crate::archive::schedule::spawn(app.clone(), archiver, jobs));
 
         if let Some(redis) = redis {
             let mode = redis.mode();

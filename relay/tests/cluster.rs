@@ -570,3 +570,52 @@ async fn presence_spans_instances() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_job_abandoned_by_a_dead_instance_is_finished_by_another() {
+    use concord_relay::cluster::jobs::{Job, JobQueue};
+    use concord_relay::cluster::link::Redis;
+    let prefix = format!("test{}", rand_suffix());
+    let redis = Redis::open(&redis_url(), false).unwrap();
+    let claim_after = Duration::from_millis(300);
+    let a = JobQueue::new(redis.clone(), &prefix, "instance-a", claim_after);
+    let b = JobQueue::new(redis, &prefix, "instance-b", claim_after);
+    let job = Job::ArchiveMonth {
+        month: "2025-03".into(),
+    };
+
+    // Every instance's scheduler offers the job; one copy is queued.
+    assert!(
+        a.enqueue_once(&job, "archive:2025-03", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.enqueue_once(&job, "archive:2025-03", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+
+    // A takes it and dies before acknowledging: the job stays pending, B does not get it yet.
+    let (_, taken) = a
+        .next(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .expect("a job");
+    assert_eq!(taken, job);
+    drop(a);
+    assert_eq!(b.pending().await.unwrap(), 1);
+    assert!(b.next(Duration::from_millis(50)).await.unwrap().is_none());
+
+    // Once it has been idle long enough, B claims it, runs it and acknowledges it.
+    tokio::time::sleep(claim_after + Duration::from_millis(100)).await;
+    let (id, reclaimed) = b
+        .next(Duration::from_millis(50))
+        .await
+        .unwrap()
+        .expect("reclaimed");
+    assert_eq!(reclaimed, job);
+    b.ack(&id).await.unwrap();
+    assert_eq!(b.pending().await.unwrap(), 0);
+    assert!(b.next(Duration::from_millis(50)).await.unwrap().is_none());
+}

@@ -12,6 +12,8 @@ use concord_proto::{Id, Permissions};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
+use axum::response::IntoResponse;
+
 use crate::app::App;
 use crate::auth::Caller;
 use crate::messaging;
@@ -19,19 +21,21 @@ use crate::store::HistoryAnchor;
 
 #[utoipa::path(get, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("channel_id" = Id, Path), HistoryQuery),
-    responses((status = 200, body = Vec<Message>, description = "oldest first"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Message>, description = "oldest first",
+        headers(("concord-archived-before" = String, description = "present when old messages were archived: messages with smaller ids are no longer in history or search"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn history(
     State(app): State<Arc<App>>,
     caller: Caller,
     PathParams(channel_id): PathParams<Id>,
     ValidQuery(q): ValidQuery<HistoryQuery>,
-) -> ApiResult<Json<Vec<Message>>> {
+) -> ApiResult<axum::response::Response> {
     let access = app
         .perms
         .require_channel(channel_id, caller.user_id, Permissions::READ_HISTORY)
         .await?;
     if access.channel.kind == ChannelKind::Voice {
-        return Ok(Json(Vec::new()));
+        return Ok(Json(Vec::<Message>::new()).into_response());
     }
     let anchor = match (q.before, q.after, q.around) {
         (Some(b), _, _) => HistoryAnchor::Before(b),
@@ -39,12 +43,21 @@ pub async fn history(
         (_, _, Some(x)) => HistoryAnchor::Around(x),
         _ => HistoryAnchor::Latest,
     };
-    Ok(Json(
-        app.store
-            .history(channel_id, anchor, limits::page_limit(q.limit)?)
-            .await?,
-    ))
+    let page = app
+        .store
+        .history(channel_id, anchor, limits::page_limit(q.limit)?)
+        .await?;
+    let mut response = Json(page).into_response();
+    if let Some(before) = app.archived_before() {
+        response
+            .headers_mut()
+            .insert(ARCHIVED_BEFORE, axum::http::HeaderValue::from(before.0));
+    }
+    Ok(response)
 }
+
+/// Tells clients where the archive begins (older messages left history).
+pub const ARCHIVED_BEFORE: &str = "concord-archived-before";
 
 #[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("channel_id" = Id, Path)), request_body = SendMessage,

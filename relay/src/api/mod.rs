@@ -167,6 +167,7 @@ pub fn router(app: Arc<App>) -> Router {
                 HeaderName::from_static("x-ratelimit-remaining"),
                 HeaderName::from_static("x-ratelimit-reset"),
                 header::RETRY_AFTER,
+                HeaderName::from_static(messages::ARCHIVED_BEFORE),
             ])
     };
     let mut router = router

@@ -25,6 +25,7 @@ use crate::app::App;
 use crate::hub::CloseReason;
 
 pub mod breaker;
+pub mod jobs;
 pub mod link;
 pub mod ratelimit;
 

@@ -60,8 +60,40 @@ pub struct PoolStats {
 }
 
 /// Everything the relay persists.
-pub trait Store: ServerStore + AccountStore + GuildStore + MessageStore {}
-impl<T: ServerStore + AccountStore + GuildStore + MessageStore> Store for T {}
+pub trait Store: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore {}
+impl<T: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore> Store for T {}
+
+/// Monthly partitions (PostgreSQL) and moving whole months of messages out and back in.
+/// A month is an id range `[lo, hi)` (ids are time-ordered).
+#[async_trait]
+pub trait ArchiveStore: Send + Sync + 'static {
+    /// Creates the partitions of these months if missing (PostgreSQL; a no-op on SQLite).
+    async fn ensure_partitions(&self, months: &[(String, Id, Id)]) -> StoreResult<u32>;
+    /// The oldest message still in the database.
+    async fn oldest_message(&self) -> StoreResult<Option<Id>>;
+    /// Up to `limit` messages of `[lo, hi)` after `after`, oldest first, with reactions.
+    async fn export_messages(
+        &self,
+        lo: Id,
+        hi: Id,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<ArchivedMessage>>;
+    /// Deletes `[lo, hi)` (reactions, nonces, messages; the empty partition on PostgreSQL) and
+    /// records the month as archived, in one transaction.
+    async fn drop_archived(
+        &self,
+        month: &ArchivedMonth,
+        lo: Id,
+        hi: Id,
+        partition: &str,
+    ) -> StoreResult<u64>;
+    /// Puts archived messages back (existing ids are left alone).
+    async fn restore_messages(&self, messages: &[ArchivedMessage]) -> StoreResult<u64>;
+    /// Forgets that a month is archived (after its messages were restored).
+    async fn unmark_archived(&self, month: &str) -> StoreResult<()>;
+    async fn archived_months(&self) -> StoreResult<Vec<ArchivedMonth>>;
+}
 
 #[async_trait]
 pub trait ServerStore: Send + Sync + 'static {

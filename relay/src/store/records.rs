@@ -130,3 +130,41 @@ pub struct SearchParams {
     pub after: Option<Id>,
     pub limit: u32,
 }
+
+/// One message as an archive holds it: every column but the derived search ones, with its
+/// reactions (compressed JSON lines, one per message).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchivedMessage {
+    pub id: Id,
+    pub channel_id: Id,
+    pub author_id: Id,
+    pub device_key: String,
+    pub nonce: String,
+    pub content: String,
+    pub reply_to: Option<Id>,
+    /// The stored JSON list of mentioned user ids.
+    pub mentions: String,
+    pub seq: i64,
+    pub created_at: i64,
+    pub edited_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+    pub reactions: Vec<ArchivedReaction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchivedReaction {
+    pub emoji: String,
+    pub user_id: Id,
+    pub created_at: i64,
+}
+
+/// A month moved out of the database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArchivedMonth {
+    /// `YYYY-MM`
+    pub month: String,
+    /// Where the archive is, relative to the archive store's root.
+    pub object: String,
+    pub messages: i64,
+    pub archived_at: i64,
+}

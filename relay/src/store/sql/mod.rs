@@ -10,6 +10,7 @@
 //! the acquire timeout; the next probes (half-open) close it again when the database is back.
 
 mod accounts;
+mod archive;
 mod batch;
 mod guilds;
 mod messages;
@@ -66,24 +67,44 @@ pub struct SqlStore {
     batcher: batch::Batcher,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../../migrations/relay/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../../migrations/relay/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../../migrations/relay/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "archive",
+        include_str!("../../../../migrations/relay/sqlite/0002_archive.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../../migrations/relay/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "partition_messages",
+        include_str!("../../../../migrations/relay/postgres/0002_partition_messages.sql"),
+    ),
+];
 
 fn migrator(backend: Backend) -> Migrator {
+    migrator_to(backend, i64::MAX)
+}
+
+/// The migrations up to `version`.
+fn migrator_to(backend: Backend, version: i64) -> Migrator {
     let list = match backend {
         Backend::Sqlite => SQLITE_MIGRATIONS,
         Backend::Postgres => POSTGRES_MIGRATIONS,
     };
     Migrator::with_migrations(
         list.iter()
+            .filter(|(v, _, _)| *v <= version)
             .map(|(version, name, sql)| {
                 Migration::new(
                     *version,
@@ -101,6 +122,25 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NO
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY;";
 
 impl SqlStore {
+    /// Applies migrations up to `version` only: for upgrade tests, which need a database as an
+    /// older release left it.
+    #[doc(hidden)]
+    pub async fn migrate_to(url: &str, version: i64) -> StoreResult<()> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_with(AnyConnectOptions::from_str(url)?)
+            .await?;
+        migrator_to(backend, version).run(&pool).await?;
+        pool.close().await;
+        Ok(())
+    }
+
     /// Connects, creating the SQLite file if needed, and applies pending migrations.
     pub async fn connect(url: &str, config: &PoolConfig) -> StoreResult<SqlStore> {
         sqlx::any::install_default_drivers();

@@ -13,7 +13,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// Every table, parents before children (foreign keys). `worker_leases` is left out: a lease
 /// belongs to a running instance, not to the data.
-pub const TABLES: [&str; 20] = [
+pub const TABLES: [&str; 21] = [
     "accounts",
     "devices",
     "auth_challenges",
@@ -34,6 +34,7 @@ pub const TABLES: [&str; 20] = [
     "reactions",
     "channel_events",
     "read_states",
+    "archived_months",
 ];
 
 /// Rows per INSERT: far below both backends' bound-parameter limits.
@@ -112,6 +113,25 @@ pub async fn copy_all(from: &SqlStore, to: &SqlStore) -> StoreResult<Vec<Copied>
             return Err(StoreError::Corrupt(format!(
                 "the destination is not empty ({table} has rows); copy only into a new database"
             )));
+        }
+    }
+    // PostgreSQL: every month of the source's messages gets its partition first (else
+    // they would all land in the default partition).
+    if to.backend == Backend::Postgres {
+        let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM messages")
+            .fetch_one(&from.write)
+            .await?;
+        if let Some(oldest) = oldest {
+            use crate::store::ArchiveStore;
+            let mut month = crate::archive::Month::of_id(concord_proto::Id(oldest));
+            let stop = crate::archive::Month::of_unix_ms(crate::app::now_ms());
+            let mut months = Vec::new();
+            while month <= stop {
+                let (lo, hi) = month.id_range();
+                months.push((month.partition(), lo, hi));
+                month = month.next();
+            }
+            to.ensure_partitions(&months).await?;
         }
     }
     // Column lists first: a SQLite destination has a single connection, which the
