@@ -51,6 +51,15 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_REDIS_CLUSTER", global = true)]
     pub redis_cluster: bool,
 
+    /// Export OpenTelemetry traces to this OTLP/HTTP collector (http://HOST:4318) [default:
+    /// none, no export].
+    #[arg(long, env = "CONCORD_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of exported spans [default: concord-relay].
+    #[arg(long, env = "CONCORD_OTLP_SERVICE_NAME", global = true)]
+    pub otlp_service_name: Option<String>,
+
     /// Prefix of Redis channels and keys shared by one cluster's instances [default: concord].
     #[arg(long, env = "CONCORD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
@@ -226,6 +235,12 @@ impl Cli {
         }
         if let Some(v) = &self.redis_url {
             config.redis.url = Some(v.clone());
+        }
+        if let Some(v) = &self.otlp_endpoint {
+            config.telemetry.otlp_endpoint = Some(v.clone());
+        }
+        if let Some(v) = &self.otlp_service_name {
+            config.telemetry.service_name = v.clone();
         }
         if self.redis_cluster {
             config.redis.cluster = true;

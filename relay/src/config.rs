@@ -39,6 +39,26 @@ pub struct RelayConfig {
     pub voice: VoiceConfig,
     pub redis: RedisConfig,
     pub retention: RetentionConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry traces (off unless an endpoint is set).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (spans go to `/v1/traces` as JSON).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of this instance's spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: "concord-relay".into(),
+        }
+    }
 }
 
 /// Moving old messages out of the database (see `archive`).
@@ -353,6 +373,7 @@ impl Default for RelayConfig {
             voice: VoiceConfig::default(),
             redis: RedisConfig::default(),
             retention: RetentionConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -413,6 +434,18 @@ impl RelayConfig {
         if self.database.read_urls.len() > 16 {
             return Err(ConfigError::Invalid(
                 "database.read_urls takes at most 16 replicas".into(),
+            ));
+        }
+        if let Some(e) = &self.telemetry.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "telemetry.otlp_endpoint must be an http:// or https:// URL".into(),
+            ));
+        }
+        if self.telemetry.service_name.is_empty() || self.telemetry.service_name.len() > 64 {
+            return Err(ConfigError::Invalid(
+                "telemetry.service_name must be 1-64 characters".into(),
             ));
         }
         if self.retention.check_interval_secs == 0 {

@@ -19,6 +19,7 @@ pub mod perms;
 pub mod ratelimit;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 pub use config::RelayConfig;

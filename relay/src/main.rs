@@ -10,7 +10,7 @@ use concord_relay::cli::{ArchiveCommand, Cli, Command};
 use concord_relay::store::Store;
 use concord_relay::store::sql::SqlStore;
 use concord_relay::{RelayConfig, Server};
-use concord_svc::{init_tracing, wait_for_signal};
+use concord_svc::wait_for_signal;
 
 async fn serve(config: RelayConfig) -> anyhow::Result<()> {
     let server = Server::spawn(config).await?;
@@ -93,9 +93,16 @@ async fn archive(config: &RelayConfig, command: ArchiveCommand) -> anyhow::Resul
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log.as_deref());
     let config = match cli.relay_config() {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("concord-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Flushes exported spans when main returns.
+    let _telemetry = match concord_relay::telemetry::init(cli.log.as_deref(), &config.telemetry) {
+        Ok(t) => t,
         Err(e) => {
             eprintln!("concord-relay: {e}");
             return ExitCode::from(2);

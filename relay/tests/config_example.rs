@@ -56,6 +56,10 @@ fn every_option_is_documented() {
             url: Some("redis://127.0.0.1:6379".into()),
             ..Default::default()
         },
+        telemetry: concord_relay::config::TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+            ..Default::default()
+        },
         retention: concord_relay::config::RetentionConfig {
             archive_location: Some("s3://bucket/prefix".into()),
             ..Default::default()

@@ -64,8 +64,14 @@ fn command(ns: Option<&str>, program: &Path) -> Command {
 /// Starts `concord-relay` with `args`; returns the process and its URL. Its stdout is drained
 /// by a thread, so it never blocks or breaks.
 pub fn relay(args: &[&str]) -> (Proc, String) {
+    relay_with_env(args, &[])
+}
+
+/// [`relay`] with extra environment variables.
+pub fn relay_with_env(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let mut child = Command::new(binary("concord-relay", "concord-relay"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("relay starts");

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::hub::CloseReason;
@@ -94,6 +95,9 @@ pub enum Fanout {
 struct Envelope {
     /// The publishing instance; it skips its own messages.
     origin: String,
+    /// W3C trace context of the span that published it (when traces are exported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tp: Option<String>,
     #[serde(flatten)]
     fanout: Fanout,
 }
@@ -101,7 +105,7 @@ struct Envelope {
 /// Where hub, permission cache and app publish; unset on a single instance.
 #[derive(Default)]
 pub struct Outbox {
-    tx: OnceLock<mpsc::Sender<Fanout>>,
+    tx: OnceLock<mpsc::Sender<(Fanout, Option<String>)>>,
 }
 
 /// Fan-outs queued for Redis at most; beyond that they are dropped and counted.
@@ -110,7 +114,8 @@ const QUEUE: usize = 16_384;
 impl Outbox {
     pub fn publish(&self, fanout: impl FnOnce() -> Fanout) {
         let Some(tx) = self.tx.get() else { return };
-        if tx.try_send(fanout()).is_err() {
+        let traceparent = crate::telemetry::current_traceparent();
+        if tx.try_send((fanout(), traceparent)).is_err() {
             metrics::counter!("concord_cluster_dropped_total").increment(1);
         }
     }
@@ -159,15 +164,21 @@ pub fn spawn(app: Arc<App>, redis: Redis, prefix: &str) -> Vec<JoinHandle<()>> {
     ]
 }
 
-async fn publish(app: Arc<App>, redis: Redis, channel: String, mut rx: mpsc::Receiver<Fanout>) {
+async fn publish(
+    app: Arc<App>,
+    redis: Redis,
+    channel: String,
+    mut rx: mpsc::Receiver<(Fanout, Option<String>)>,
+) {
     let mut conn: Option<link::Conn> = None;
     loop {
-        let fanout = tokio::select! {
+        let (fanout, tp) = tokio::select! {
             _ = app.shutdown.cancelled() => return,
             f = rx.recv() => match f { Some(f) => f, None => return },
         };
         let body = match serde_json::to_string(&Envelope {
             origin: app.instance.clone(),
+            tp,
             fanout,
         }) {
             Ok(b) => b,
@@ -226,7 +237,11 @@ async fn subscribe(app: Arc<App>, redis: Redis, channel: String) {
                     match serde_json::from_str::<Envelope>(&body) {
                         Ok(env) if env.origin != app.instance => {
                             metrics::counter!("concord_cluster_received_total").increment(1);
-                            apply(&app, env.fanout).await;
+                            let span = tracing::info_span!("cluster.apply", origin = %env.origin);
+                            if let Some(tp) = &env.tp {
+                                crate::telemetry::set_remote_parent(&span, tp);
+                            }
+                            apply(&app, env.fanout).instrument(span).await;
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -331,6 +346,7 @@ mod tests {
     fn envelopes_round_trip() {
         let env = Envelope {
             origin: "i1".into(),
+            tp: None,
             fanout: Fanout::Presence {
                 user: Id(5),
                 status: PresenceStatus::Idle,

@@ -34,6 +34,7 @@ fn bind_device<'q>(
 
 #[async_trait]
 impl AccountStore for SqlStore {
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_account"))]
     async fn create_account(
         &self,
         account: &AccountRecord,
@@ -78,6 +79,7 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "account"))]
     async fn account(&self, account_id: Id) -> StoreResult<Option<AccountRecord>> {
         let _t = self.begin("account")?;
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1");
@@ -89,6 +91,7 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "account_by_key"))]
     async fn account_by_key(&self, account_key: &str) -> StoreResult<Option<AccountRecord>> {
         let _t = self.begin("account_by_key")?;
         let sql = format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE account_key = $1");
@@ -100,6 +103,7 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "accounts"))]
     async fn accounts(&self, ids: &[Id]) -> StoreResult<Vec<AccountRecord>> {
         let _t = self.begin("accounts")?;
         if ids.is_empty() {
@@ -120,6 +124,7 @@ impl AccountStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "device"))]
     async fn device(&self, device_key: &str) -> StoreResult<Option<DeviceRecord>> {
         let _t = self.begin("device")?;
         let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_key = $1");
@@ -131,6 +136,7 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "add_device"))]
     async fn add_device(&self, device: &DeviceRecord) -> StoreResult<()> {
         let _t = self.begin("add_device")?;
         match bind_device(sqlx::query(insert_device_sql()), device)
@@ -143,6 +149,7 @@ impl AccountStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "devices"))]
     async fn devices(&self, account_id: Id) -> StoreResult<Vec<DeviceRecord>> {
         let _t = self.begin("devices")?;
         let sql = format!(
@@ -157,6 +164,7 @@ impl AccountStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "revoke_device"))]
     async fn revoke_device(
         &self,
         account_id: Id,
@@ -187,6 +195,7 @@ impl AccountStore for SqlStore {
         Ok(revoked)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "put_challenge"))]
     async fn put_challenge(&self, c: &ChallengeRecord) -> StoreResult<()> {
         let _t = self.begin("put_challenge")?;
         sqlx::query("INSERT INTO auth_challenges (challenge, device_key, audience, expires_at) VALUES ($1, $2, $3, $4)")
@@ -199,6 +208,7 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "take_challenge"))]
     async fn take_challenge(
         &self,
         challenge: &str,
@@ -220,6 +230,7 @@ impl AccountStore for SqlStore {
         Ok((record.expires_at > now).then_some(record))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "purge_challenges"))]
     async fn purge_challenges(&self, now: i64) -> StoreResult<u64> {
         let _t = self.begin("purge_challenges")?;
         Ok(
@@ -231,6 +242,7 @@ impl AccountStore for SqlStore {
         )
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_session"))]
     async fn create_session(&self, s: &SessionRecord, refresh_hash: &str) -> StoreResult<()> {
         let _t = self.begin("create_session")?;
         let mut tx = self.write.begin().await?;
@@ -253,6 +265,7 @@ impl AccountStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "session"))]
     async fn session(&self, session_id: Id) -> StoreResult<Option<SessionRecord>> {
         let _t = self.begin("session")?;
         let sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.id = $1");
@@ -264,6 +277,7 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "session_by_refresh"))]
     async fn session_by_refresh(&self, refresh_hash: &str) -> StoreResult<Option<SessionRecord>> {
         let _t = self.begin("session_by_refresh")?;
         let sql = format!(
@@ -277,6 +291,7 @@ impl AccountStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "rotate_refresh"))]
     async fn rotate_refresh(
         &self,
         hash: &str,
@@ -352,6 +367,7 @@ impl AccountStore for SqlStore {
         Ok(outcome)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "revoke_session"))]
     async fn revoke_session(&self, session_id: Id, now: i64) -> StoreResult<bool> {
         let _t = self.begin("revoke_session")?;
         let n =
@@ -364,6 +380,7 @@ impl AccountStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "revoked_sessions_since"))]
     async fn revoked_sessions_since(&self, since: i64) -> StoreResult<Vec<Id>> {
         let _t = self.begin("revoked_sessions_since")?;
         sqlx::query("SELECT id FROM sessions WHERE revoked_at >= $1")

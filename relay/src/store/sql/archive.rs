@@ -27,6 +27,7 @@ fn check_partition(name: &str) -> StoreResult<()> {
 
 #[async_trait]
 impl ArchiveStore for SqlStore {
+    #[tracing::instrument(name = "db", skip_all, fields(op = "ensure_partitions"))]
     async fn ensure_partitions(&self, months: &[(String, Id, Id)]) -> StoreResult<u32> {
         if self.backend != Backend::Postgres {
             return Ok(0);
@@ -53,6 +54,7 @@ impl ArchiveStore for SqlStore {
         Ok(created)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "oldest_message"))]
     async fn oldest_message(&self) -> StoreResult<Option<Id>> {
         let _t = self.begin("oldest_message")?;
         let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM messages")
@@ -61,6 +63,7 @@ impl ArchiveStore for SqlStore {
         Ok(oldest.map(Id))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "export_messages"))]
     async fn export_messages(
         &self,
         lo: Id,
@@ -122,6 +125,7 @@ impl ArchiveStore for SqlStore {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "drop_archived"))]
     async fn drop_archived(
         &self,
         month: &ArchivedMonth,
@@ -186,6 +190,7 @@ impl ArchiveStore for SqlStore {
         Ok(deleted)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "restore_messages"))]
     async fn restore_messages(&self, messages: &[ArchivedMessage]) -> StoreResult<u64> {
         let _t = self.begin("restore_messages")?;
         let mut tx = self.write.begin().await?;
@@ -251,6 +256,7 @@ impl ArchiveStore for SqlStore {
         Ok(restored)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "unmark_archived"))]
     async fn unmark_archived(&self, month: &str) -> StoreResult<()> {
         let _t = self.begin("unmark_archived")?;
         sqlx::query("DELETE FROM archived_months WHERE month = $1")
@@ -260,6 +266,7 @@ impl ArchiveStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "archived_months"))]
     async fn archived_months(&self) -> StoreResult<Vec<ArchivedMonth>> {
         let _t = self.begin("archived_months")?;
         let rows = sqlx::query(

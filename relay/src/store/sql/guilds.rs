@@ -204,6 +204,7 @@ impl SqlStore {
 
 #[async_trait]
 impl GuildStore for SqlStore {
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_guild"))]
     async fn create_guild(
         &self,
         guild: &Guild,
@@ -236,6 +237,7 @@ impl GuildStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "guild"))]
     async fn guild(&self, guild_id: Id) -> StoreResult<Option<Guild>> {
         let _t = self.begin("guild")?;
         let sql = format!("SELECT {GUILD_COLS} FROM guilds g WHERE g.id = $1");
@@ -247,6 +249,7 @@ impl GuildStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "rename_guild"))]
     async fn rename_guild(&self, guild_id: Id, name: &str) -> StoreResult<Guild> {
         let _t = self.begin("rename_guild")?;
         let row = sqlx::query(
@@ -260,6 +263,7 @@ impl GuildStore for SqlStore {
         rows::guild(&row)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "delete_guild"))]
     async fn delete_guild(&self, guild_id: Id) -> StoreResult<()> {
         let _t = self.begin("delete_guild")?;
         let n = sqlx::query("DELETE FROM guilds WHERE id = $1")
@@ -274,6 +278,7 @@ impl GuildStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "guilds_of"))]
     async fn guilds_of(&self, user_id: Id) -> StoreResult<Vec<Guild>> {
         let _t = self.begin("guilds_of")?;
         let sql = format!(
@@ -288,6 +293,7 @@ impl GuildStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "guild_snapshot"))]
     async fn guild_snapshot(&self, guild_id: Id) -> StoreResult<Option<GuildSnapshot>> {
         let _t = self.begin("guild_snapshot")?;
         // Permission checks must see the latest writes: read from the primary.
@@ -328,6 +334,7 @@ impl GuildStore for SqlStore {
         }))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_channel"))]
     async fn create_channel(&self, channel: &Channel) -> StoreResult<()> {
         let _t = self.begin("create_channel")?;
         let mut tx = self.write.begin().await?;
@@ -336,6 +343,7 @@ impl GuildStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "channel"))]
     async fn channel(&self, channel_id: Id) -> StoreResult<Option<Channel>> {
         let _t = self.begin("channel")?;
         let mut conn = self.write.acquire().await?;
@@ -351,6 +359,7 @@ impl GuildStore for SqlStore {
         Ok(complete_channels(&mut conn, vec![channel]).await?.pop())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "channel_seqs"))]
     async fn channel_seqs(&self, ids: &[Id]) -> StoreResult<Vec<(Id, i64)>> {
         let _t = self.begin("channel_seqs")?;
         if ids.is_empty() {
@@ -371,6 +380,7 @@ impl GuildStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "update_channel"))]
     async fn update_channel(&self, channel_id: Id, u: &ChannelUpdate) -> StoreResult<Channel> {
         let _t = self.begin("update_channel")?;
         let n = sqlx::query(
@@ -391,6 +401,7 @@ impl GuildStore for SqlStore {
         self.channel(channel_id).await?.ok_or(StoreError::NotFound)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "delete_channel"))]
     async fn delete_channel(&self, channel_id: Id) -> StoreResult<()> {
         let _t = self.begin("delete_channel")?;
         let n = sqlx::query("DELETE FROM channels WHERE id = $1")
@@ -405,12 +416,14 @@ impl GuildStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "put_overwrite"))]
     async fn put_overwrite(&self, channel_id: Id, overwrite: &Overwrite) -> StoreResult<()> {
         let _t = self.begin("put_overwrite")?;
         let mut conn = self.write.acquire().await?;
         upsert_overwrite(&mut conn, channel_id, overwrite).await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "delete_overwrite"))]
     async fn delete_overwrite(&self, channel_id: Id, target_id: Id) -> StoreResult<bool> {
         let _t = self.begin("delete_overwrite")?;
         let n = sqlx::query("DELETE FROM overwrites WHERE channel_id = $1 AND target_id = $2")
@@ -422,6 +435,7 @@ impl GuildStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_role"))]
     async fn create_role(&self, role: &Role) -> StoreResult<()> {
         let _t = self.begin("create_role")?;
         sqlx::query("INSERT INTO roles (id, guild_id, name, permissions, position, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
@@ -436,6 +450,7 @@ impl GuildStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "update_role"))]
     async fn update_role(&self, role: &Role) -> StoreResult<()> {
         let _t = self.begin("update_role")?;
         let n = sqlx::query("UPDATE roles SET name = $1, permissions = $2, position = $3 WHERE id = $4 AND guild_id = $5")
@@ -454,6 +469,7 @@ impl GuildStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "delete_role"))]
     async fn delete_role(&self, guild_id: Id, role_id: Id) -> StoreResult<bool> {
         let _t = self.begin("delete_role")?;
         let mut tx = self.write.begin().await?;
@@ -475,6 +491,7 @@ impl GuildStore for SqlStore {
         Ok(true)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "member"))]
     async fn member(&self, guild_id: Id, user_id: Id) -> StoreResult<Option<Member>> {
         let _t = self.begin("member")?;
         let mut conn = self.write.acquire().await?;
@@ -489,6 +506,7 @@ impl GuildStore for SqlStore {
         Ok(members_with_roles(&mut conn, guild_id, rows_).await?.pop())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "members"))]
     async fn members(
         &self,
         guild_id: Id,
@@ -509,6 +527,7 @@ impl GuildStore for SqlStore {
         members_with_roles(&mut conn, guild_id, rows_).await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "member_count"))]
     async fn member_count(&self, guild_id: Id) -> StoreResult<i64> {
         let _t = self.begin("member_count")?;
         let row = sqlx::query("SELECT count(*) AS n FROM members WHERE guild_id = $1")
@@ -518,6 +537,7 @@ impl GuildStore for SqlStore {
         int(&row, "n")
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "add_member_role"))]
     async fn add_member_role(&self, guild_id: Id, user_id: Id, role_id: Id) -> StoreResult<bool> {
         let _t = self.begin("add_member_role")?;
         let result = sqlx::query(
@@ -534,6 +554,7 @@ impl GuildStore for SqlStore {
         Ok(result.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "remove_member_role"))]
     async fn remove_member_role(
         &self,
         guild_id: Id,
@@ -553,6 +574,7 @@ impl GuildStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "remove_member"))]
     async fn remove_member(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
         let _t = self.begin("remove_member")?;
         let n = sqlx::query("DELETE FROM members WHERE guild_id = $1 AND user_id = $2")
@@ -564,6 +586,7 @@ impl GuildStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "ban"))]
     async fn ban(
         &self,
         guild_id: Id,
@@ -599,6 +622,7 @@ impl GuildStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "unban"))]
     async fn unban(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
         let _t = self.begin("unban")?;
         let n = sqlx::query("DELETE FROM bans WHERE guild_id = $1 AND user_id = $2")
@@ -610,6 +634,7 @@ impl GuildStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "is_banned"))]
     async fn is_banned(&self, guild_id: Id, user_id: Id) -> StoreResult<bool> {
         let _t = self.begin("is_banned")?;
         Ok(
@@ -622,6 +647,7 @@ impl GuildStore for SqlStore {
         )
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "bans"))]
     async fn bans(&self, guild_id: Id) -> StoreResult<Vec<Ban>> {
         let _t = self.begin("bans")?;
         sqlx::query(
@@ -636,6 +662,7 @@ impl GuildStore for SqlStore {
         .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_invite"))]
     async fn create_invite(&self, invite: &Invite) -> StoreResult<()> {
         let _t = self.begin("create_invite")?;
         let result = sqlx::query(
@@ -656,6 +683,7 @@ impl GuildStore for SqlStore {
         }
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "invite"))]
     async fn invite(&self, code: &str) -> StoreResult<Option<Invite>> {
         let _t = self.begin("invite")?;
         let sql = format!("SELECT {INVITE_COLS} FROM invites WHERE code = $1");
@@ -667,6 +695,7 @@ impl GuildStore for SqlStore {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "invites"))]
     async fn invites(&self, guild_id: Id) -> StoreResult<Vec<Invite>> {
         let _t = self.begin("invites")?;
         let sql = format!(
@@ -681,6 +710,7 @@ impl GuildStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "revoke_invite"))]
     async fn revoke_invite(&self, guild_id: Id, code: &str, now: i64) -> StoreResult<bool> {
         let _t = self.begin("revoke_invite")?;
         let n = sqlx::query("UPDATE invites SET revoked_at = $1 WHERE code = $2 AND guild_id = $3 AND revoked_at IS NULL")
@@ -693,6 +723,7 @@ impl GuildStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "accept_invite"))]
     async fn accept_invite(
         &self,
         code: &str,
@@ -777,6 +808,7 @@ impl GuildStore for SqlStore {
         Ok(Ok(AcceptedInvite { guild, joined }))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "open_dm"))]
     async fn open_dm(&self, new_channel: &Channel, a: Id, b: Id) -> StoreResult<Channel> {
         let _t = self.begin("open_dm")?;
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
@@ -820,6 +852,7 @@ impl GuildStore for SqlStore {
         self.channel(channel_id).await?.ok_or(StoreError::NotFound)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "dm_channels"))]
     async fn dm_channels(&self, user_id: Id) -> StoreResult<Vec<Channel>> {
         let _t = self.begin("dm_channels")?;
         self.channels_where(

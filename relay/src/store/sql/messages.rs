@@ -318,11 +318,13 @@ pub(super) async fn insert_one(pool: &AnyPool, m: &NewMessage) -> StoreResult<In
 
 #[async_trait]
 impl MessageStore for SqlStore {
+    #[tracing::instrument(name = "db", skip_all, fields(op = "insert_message"))]
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<InsertedMessage> {
         let _t = self.begin("insert_message")?;
         self.batcher.insert(m.clone()).await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "edit_message"))]
     async fn edit_message(
         &self,
         channel_id: Id,
@@ -364,6 +366,7 @@ impl MessageStore for SqlStore {
         Ok(event)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "delete_message"))]
     async fn delete_message(
         &self,
         channel_id: Id,
@@ -434,6 +437,7 @@ impl MessageStore for SqlStore {
         Ok(event)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "add_reaction"))]
     async fn add_reaction(
         &self,
         channel_id: Id,
@@ -447,6 +451,7 @@ impl MessageStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "remove_reaction"))]
     async fn remove_reaction(
         &self,
         channel_id: Id,
@@ -460,6 +465,7 @@ impl MessageStore for SqlStore {
             .await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "message"))]
     async fn message(&self, channel_id: Id, message_id: Id) -> StoreResult<Option<Message>> {
         let _t = self.begin("message")?;
         let mut conn = self.write.acquire().await?;
@@ -468,6 +474,7 @@ impl MessageStore for SqlStore {
             .filter(|m| !m.deleted))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "history"))]
     async fn history(
         &self,
         channel_id: Id,
@@ -522,6 +529,7 @@ impl MessageStore for SqlStore {
         with_reactions(&mut conn, messages).await
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "events"))]
     async fn events(
         &self,
         channel_id: Id,
@@ -555,6 +563,7 @@ impl MessageStore for SqlStore {
         .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "ack"))]
     async fn ack(&self, user_id: Id, channel_id: Id, message_id: Id) -> StoreResult<()> {
         let _t = self.begin("ack")?;
         sqlx::query(
@@ -569,6 +578,7 @@ impl MessageStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "read_states"))]
     async fn read_states(&self, user_id: Id, channel_ids: &[Id]) -> StoreResult<Vec<ReadState>> {
         let _t = self.begin("read_states")?;
         if channel_ids.is_empty() {
@@ -607,6 +617,7 @@ impl MessageStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "search"))]
     async fn search(&self, params: &SearchParams) -> StoreResult<Vec<SearchHit>> {
         let _t = self.begin("search")?;
         self.search_messages(params).await

@@ -45,6 +45,7 @@ impl ServerStore for SqlStore {
         self.write.close().await;
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "lease_worker_id"))]
     async fn lease_worker_id(&self, holder: &str, now: i64, ttl_ms: i64) -> StoreResult<u16> {
         let _t = self.begin("lease_worker_id")?;
         let taken: Vec<i64> = sqlx::query(
@@ -77,6 +78,7 @@ impl ServerStore for SqlStore {
         Err(StoreError::Conflict("no_free_worker_id"))
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "renew_worker_id"))]
     async fn renew_worker_id(
         &self,
         worker_id: u16,
@@ -97,6 +99,7 @@ impl ServerStore for SqlStore {
         Ok(n == 1)
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "release_worker_id"))]
     async fn release_worker_id(&self, worker_id: u16, holder: &str) -> StoreResult<()> {
         let _t = self.begin("release_worker_id")?;
         sqlx::query("DELETE FROM worker_leases WHERE worker_id = $1 AND holder = $2")
@@ -107,6 +110,7 @@ impl ServerStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "signing_keys"))]
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         let _t = self.begin("signing_keys")?;
         sqlx::query("SELECT kid, secret, created_at FROM signing_keys ORDER BY created_at DESC")
@@ -123,6 +127,7 @@ impl ServerStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "insert_signing_key"))]
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         let _t = self.begin("insert_signing_key")?;
         sqlx::query("INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, $3)")
@@ -134,6 +139,7 @@ impl ServerStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db", skip_all, fields(op = "secret_or_insert"))]
     async fn secret_or_insert(&self, name: &str, generated: &str) -> StoreResult<String> {
         let _t = self.begin("secret_or_insert")?;
         sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
