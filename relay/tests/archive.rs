@@ -223,3 +223,103 @@ async fn upgrading_postgres_partitions_existing_messages_by_month() {
     use concord_relay::store::ServerStore;
     store.close().await;
 }
+
+#[tokio::test]
+async fn three_months_land_in_three_partitions_and_come_back_from_the_archive() {
+    use concord_relay::store::{ArchiveStore, MessageStore, NewMessage, ServerStore};
+    use sqlx::Connection;
+    let url = fresh_postgres_url().await;
+    let store: std::sync::Arc<dyn concord_relay::store::Store> = std::sync::Arc::new(
+        concord_relay::store::sql::SqlStore::connect(&url, &common::db::pool_config())
+            .await
+            .unwrap(),
+    );
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "INSERT INTO accounts (id, username, account_key, created_at) VALUES (1, 'old', 'k', 0)",
+        "INSERT INTO guilds (id, name, owner_id, created_at) VALUES (2, 'g', 1, 0)",
+        "INSERT INTO channels (id, guild_id, name, kind, position, created_at) VALUES (3, 2, 'c', 'text', 0, 0)",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let months: Vec<Month> = ["2025-01", "2025-02", "2025-03"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    // The months are older than the migration's partitions: create theirs, as migrate-store
+    // does for old data.
+    let parts: Vec<_> = months
+        .iter()
+        .map(|m| (m.partition(), m.id_range().0, m.id_range().1))
+        .collect();
+    assert_eq!(store.ensure_partitions(&parts).await.unwrap(), 3);
+    for (i, month) in months.iter().enumerate() {
+        for j in 0..4 {
+            let id = concord_proto::Id(month.id_range().0.0 + (j << 22) + 1);
+            store
+                .insert_message(&NewMessage {
+                    id,
+                    channel_id: concord_proto::Id(3),
+                    author: concord_proto::Id(1),
+                    device: "d".into(),
+                    nonce: format!("m{i}-{j}"),
+                    content: format!("month {month} message {j}"),
+                    reply_to: None,
+                    mentions: Vec::new(),
+                    created_at: id.unix_ms(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let placement = || async {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT tableoid::regclass::text, COUNT(*) FROM messages GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        placement().await,
+        [
+            ("messages_p202501".to_owned(), 4),
+            ("messages_p202502".to_owned(), 4),
+            ("messages_p202503".to_owned(), 4)
+        ]
+    );
+    let everything = |store: std::sync::Arc<dyn concord_relay::store::Store>| async move {
+        store
+            .export_messages(concord_proto::Id(0), concord_proto::Id(i64::MAX), None, 100)
+            .await
+            .unwrap()
+    };
+    let before = everything(store.clone()).await;
+    assert_eq!(before.len(), 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    let archiver = Archiver::open(store.clone(), dir.path().to_str().unwrap()).unwrap();
+    let done = archiver
+        .archive_due(concord_relay::app::now_ms(), 183)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        months.iter().map(|m| (*m, 4)).collect::<Vec<_>>(),
+        "three months archived, four messages each"
+    );
+    assert!(everything(store.clone()).await.is_empty());
+    assert_eq!(placement().await, []);
+    for month in &months {
+        assert_eq!(archiver.restore_month(*month).await.unwrap(), 4);
+    }
+    assert_eq!(
+        everything(store.clone()).await,
+        before,
+        "the same rows come back"
+    );
+    assert_eq!(placement().await.len(), 3, "in their partitions again");
+    assert!(archiver.list().await.unwrap().is_empty());
+    store.close().await;
+}

@@ -150,7 +150,15 @@ async fn seq_is_gapless_when_both_instances_write_one_channel() {
 #[tokio::test]
 async fn logout_on_one_instance_closes_the_socket_on_the_other() {
     let (a, b) = cluster().await;
-    let bob = b.register("bob").await;
+    logout_crosses(&a, &b, "bob").await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A user connected to B logs out through A: B closes the socket as revoked and refuses the
+/// token.
+async fn logout_crosses(a: &TestRelay, b: &TestRelay, name: &str) {
+    let bob = b.register(name).await;
     let mut bob_gw = bob.gateway().await;
     let started = Instant::now();
     let r = a
@@ -179,8 +187,6 @@ async fn logout_on_one_instance_closes_the_socket_on_the_other() {
     // The access token is refused on B too.
     let me = bob.get("/api/v1/users/@me").await;
     assert_eq!(me.status, 401);
-    a.shutdown().await;
-    b.shutdown().await;
 }
 
 /// A Redis of the test's own on a free port, so it can die and come back.
@@ -517,6 +523,53 @@ async fn a_redis_cluster_carries_events_and_limits() {
         })
         .sum();
     assert!(keys > 0, "rate-limit windows are stored in the cluster");
+    // Revocation crosses the cluster too.
+    logout_crosses(&a, &b, "carol").await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_instance_started_later_learns_who_is_online() {
+    let db = fresh_postgres_url().await;
+    let prefix = format!("test{}", rand_suffix());
+    let start = |db: String, prefix: String| {
+        TestRelay::start_with(Backend::Sqlite, move |c| {
+            relaxed(c);
+            c.database_url = Some(db);
+            c.redis.url = Some(redis_url());
+            c.redis.prefix = prefix;
+        })
+    };
+    let a = start(db.clone(), prefix.clone()).await;
+    wait_readyz(&a, "ok").await;
+    let ana = a.register("ana").await;
+    let (guild, _) = ana.create_guild("early").await;
+    let code = ana.invite(guild).await;
+    let _ana_gw = ana.gateway().await;
+
+    // B starts after ana came online on A: its hello brings A's list of who is online.
+    let b = start(db, prefix).await;
+    wait_readyz(&b, "ok").await;
+    let bob = b.register("bob").await;
+    bob.join(&code).await;
+    let ana_id = ana.id.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let gw = bob.gateway().await;
+        let listed = gw.ready["presences"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["user_id"] == ana_id.as_str()));
+        if listed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's ready never listed ana: {}",
+            gw.ready
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

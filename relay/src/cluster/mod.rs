@@ -89,7 +89,21 @@ pub enum Fanout {
         guild: Id,
         user: Id,
     },
+    /// An instance (re)joined: everyone answers with who is online there.
+    Hello,
+    /// Who is online on the sending instance (an answer to `Hello`, and every
+    /// `PRESENCE_REFRESH`); entries not refreshed in `PRESENCE_EXPIRY` are dropped.
+    PresenceBatch {
+        entries: Vec<crate::hub::PresenceEntry>,
+    },
 }
+
+/// How often each instance tells the others who is online there.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(30);
+/// A remote user not refreshed for this long is taken as gone (their instance died).
+pub const PRESENCE_EXPIRY: Duration = Duration::from_secs(95);
+/// Users per presence batch message.
+const PRESENCE_BATCH: usize = 500;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
@@ -160,7 +174,8 @@ pub fn spawn(app: Arc<App>, redis: Redis, prefix: &str) -> Vec<JoinHandle<()>> {
     let channel = channel_name(prefix);
     vec![
         tokio::spawn(publish(app.clone(), redis.clone(), channel.clone(), rx)),
-        tokio::spawn(subscribe(app, redis, channel)),
+        tokio::spawn(subscribe(app.clone(), redis, channel)),
+        tokio::spawn(refresh_presence(app)),
     ]
 }
 
@@ -224,6 +239,8 @@ async fn subscribe(app: Arc<App>, redis: Redis, channel: String) {
             Ok(mut pubsub) => {
                 app.set_redis_ok(true);
                 backoff = Duration::from_millis(200);
+                // Whatever happened while this instance was not listening, ask who is online.
+                app.outbox.publish(|| Fanout::Hello);
                 let mut messages = pubsub.on_message();
                 loop {
                     let msg = tokio::select! {
@@ -325,6 +342,42 @@ pub async fn apply(app: &App, fanout: Fanout) {
         }
         Fanout::InvalidateGuild { guild } => app.perms.invalidate_guild_local(guild),
         Fanout::InvalidateMember { guild, user } => app.perms.invalidate_member_local(guild, user),
+        Fanout::Hello => publish_presence(app),
+        Fanout::PresenceBatch { entries } => app
+            .hub
+            .presence_refresh_from_peer(&entries, std::time::Instant::now()),
+    }
+}
+
+/// Tells the other instances who is online here, in bounded batches.
+fn publish_presence(app: &App) {
+    let entries = app.hub.local_presences();
+    for chunk in entries.chunks(PRESENCE_BATCH) {
+        app.outbox.publish(|| Fanout::PresenceBatch {
+            entries: chunk.to_vec(),
+        });
+    }
+}
+
+/// Refreshes this instance's users on the others, and expires theirs that stopped coming.
+async fn refresh_presence(app: Arc<App>) {
+    let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        publish_presence(&app);
+        let expired = app
+            .hub
+            .expire_remote_presence(std::time::Instant::now(), PRESENCE_EXPIRY);
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "remote users expired (their instance stopped refreshing)"
+            );
+        }
     }
 }
 

@@ -5,7 +5,7 @@ mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concord_proto::gateway::PresenceStatus;
 use concord_proto::gateway::PresenceUpdate;
@@ -26,13 +26,50 @@ struct State {
     /// Users with a session, per guild.
     guild_users: HashMap<Id, HashSet<Id>>,
     presence: HashMap<Id, PresenceStatus>,
-    /// Users online on other instances of a cluster (from their presence fan-outs) and the
-    /// guilds they are in: `ready`'s presence snapshot includes them. Bounded.
-    remote_presence: HashMap<Id, (PresenceStatus, Vec<Id>)>,
+    /// Users online on other instances of a cluster (from their presence fan-outs and
+    /// periodic refreshes) and the guilds they are in: `ready`'s presence snapshot includes
+    /// them. Bounded; entries not refreshed in time expire (their instance died).
+    remote_presence: HashMap<Id, RemotePresence>,
+}
+
+struct RemotePresence {
+    status: PresenceStatus,
+    guilds: Vec<Id>,
+    seen: Instant,
+}
+
+/// One user's presence as instances exchange it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PresenceEntry {
+    pub user: Id,
+    pub status: PresenceStatus,
+    pub guilds: Vec<Id>,
 }
 
 /// Most users online elsewhere that one instance remembers for `ready` snapshots.
 const MAX_REMOTE_PRESENCE: usize = 200_000;
+
+/// Records a remote user's presence (bounded); false when the table is full.
+fn remember_remote(
+    st: &mut State,
+    user: Id,
+    status: PresenceStatus,
+    guilds: &[Id],
+    now: Instant,
+) -> bool {
+    if st.remote_presence.len() >= MAX_REMOTE_PRESENCE && !st.remote_presence.contains_key(&user) {
+        return false;
+    }
+    st.remote_presence.insert(
+        user,
+        RemotePresence {
+            status,
+            guilds: guilds.to_vec(),
+            seen: now,
+        },
+    );
+    true
+}
 
 pub struct Hub {
     state: Mutex<State>,
@@ -128,7 +165,7 @@ impl Hub {
             .lock()
             .remote_presence
             .get(&user)
-            .map_or(PresenceStatus::Offline, |(s, _)| *s);
+            .map_or(PresenceStatus::Offline, |r| r.status);
         self.push_presence(recipients, user, status);
         self.outbox.publish(|| crate::cluster::Fanout::Presence {
             user,
@@ -452,16 +489,17 @@ impl Hub {
             .collect();
         // Guild mates online on other instances.
         let my_guilds = st.user_guilds.get(&user);
-        for (u, (status, guilds)) in &st.remote_presence {
+        for (u, remote) in &st.remote_presence {
             if *u != user
                 && !members.contains(u)
-                && guilds
+                && remote
+                    .guilds
                     .iter()
                     .any(|g| my_guilds.is_some_and(|m| m.contains(g)))
             {
                 out.push(PresenceUpdate {
                     user_id: *u,
-                    status: *status,
+                    status: remote.status,
                 });
             }
         }
@@ -524,10 +562,8 @@ impl Hub {
             let mut st = self.lock();
             if status == PresenceStatus::Offline {
                 st.remote_presence.remove(&user);
-            } else if st.remote_presence.len() < MAX_REMOTE_PRESENCE
-                || st.remote_presence.contains_key(&user)
-            {
-                st.remote_presence.insert(user, (status, guilds.to_vec()));
+            } else {
+                remember_remote(&mut st, user, status, guilds, Instant::now());
             }
             st.presence.get(&user).copied()
         };
@@ -537,15 +573,83 @@ impl Hub {
             self.announce_presence(user, here);
             return;
         }
-        let recipients: HashSet<Id> = {
-            let st = self.lock();
-            guilds
+        let recipients = self.guild_mates_here(user, guilds);
+        self.push_presence(recipients, user, status);
+    }
+
+    /// Everyone online here, for the other instances (answering a hello, refreshing).
+    pub fn local_presences(&self) -> Vec<PresenceEntry> {
+        let st = self.lock();
+        st.presence
+            .iter()
+            .filter(|(_, s)| **s != PresenceStatus::Offline)
+            .map(|(user, status)| PresenceEntry {
+                user: *user,
+                status: *status,
+                guilds: st
+                    .user_guilds
+                    .get(user)
+                    .map(|g| g.iter().copied().collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Another instance's periodic list of who is online there: keeps those entries fresh,
+    /// and tells guild mates here about users they did not know were online (this instance
+    /// started, or Redis came back, after those users connected).
+    pub fn presence_refresh_from_peer(&self, entries: &[PresenceEntry], now: Instant) {
+        let mut news = Vec::new();
+        {
+            let mut st = self.lock();
+            for e in entries {
+                let known = st
+                    .remote_presence
+                    .get(&e.user)
+                    .is_some_and(|r| r.status == e.status);
+                if remember_remote(&mut st, e.user, e.status, &e.guilds, now) && !known {
+                    news.push(e.clone());
+                }
+            }
+        }
+        for e in news {
+            let recipients = self.guild_mates_here(e.user, &e.guilds);
+            self.push_presence(recipients, e.user, e.status);
+        }
+    }
+
+    /// Forgets users whose instance stopped refreshing them (it died without saying
+    /// goodbye); their guild mates here see them go offline unless they are online here.
+    pub fn expire_remote_presence(&self, now: Instant, max_age: Duration) -> usize {
+        let expired: Vec<(Id, Vec<Id>)> = {
+            let mut st = self.lock();
+            let old: Vec<Id> = st
+                .remote_presence
                 .iter()
-                .flat_map(|g| st.guild_users.get(g).into_iter().flatten().copied())
-                .filter(|u| *u != user)
+                .filter(|(_, r)| now.duration_since(r.seen) > max_age)
+                .map(|(u, _)| *u)
+                .collect();
+            old.into_iter()
+                .filter_map(|u| {
+                    let r = st.remote_presence.remove(&u)?;
+                    (!st.presence.contains_key(&u)).then_some((u, r.guilds))
+                })
                 .collect()
         };
-        self.push_presence(recipients, user, status);
+        for (user, guilds) in &expired {
+            let recipients = self.guild_mates_here(*user, guilds);
+            self.push_presence(recipients, *user, PresenceStatus::Offline);
+        }
+        expired.len()
+    }
+
+    fn guild_mates_here(&self, user: Id, guilds: &[Id]) -> HashSet<Id> {
+        let st = self.lock();
+        guilds
+            .iter()
+            .flat_map(|g| st.guild_users.get(g).into_iter().flatten().copied())
+            .filter(|u| *u != user)
+            .collect()
     }
 
     /// Closes every gateway socket of an auth session here (logout, revocation; the app
@@ -580,5 +684,40 @@ impl Hub {
             self.unregister(id);
         }
         expired.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_users_expire_unless_refreshed() {
+        let hub = Hub::new();
+        let t0 = Instant::now();
+        let entry = |user| PresenceEntry {
+            user: Id(user),
+            status: PresenceStatus::Online,
+            guilds: vec![Id(9)],
+        };
+        hub.presence_refresh_from_peer(&[entry(1), entry(2)], t0);
+        let max_age = Duration::from_secs(90);
+        assert_eq!(
+            hub.expire_remote_presence(t0 + Duration::from_secs(60), max_age),
+            0
+        );
+        // User 1 is refreshed, user 2's instance went quiet.
+        hub.presence_refresh_from_peer(&[entry(1)], t0 + Duration::from_secs(60));
+        assert_eq!(
+            hub.expire_remote_presence(t0 + Duration::from_secs(100), max_age),
+            1
+        );
+        let left: Vec<Id> = hub.lock().remote_presence.keys().copied().collect();
+        assert_eq!(left, [Id(1)]);
+        assert_eq!(
+            hub.expire_remote_presence(t0 + Duration::from_secs(200), max_age),
+            1
+        );
+        assert!(hub.lock().remote_presence.is_empty());
     }
 }
