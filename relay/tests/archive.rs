@@ -226,7 +226,7 @@ async fn upgrading_postgres_partitions_existing_messages_by_month() {
 
 #[tokio::test]
 async fn three_months_land_in_three_partitions_and_come_back_from_the_archive() {
-    use concord_relay::store::{ArchiveStore, MessageStore, NewMessage, ServerStore};
+    use concord_relay::store::NewMessage;
     use sqlx::Connection;
     let url = fresh_postgres_url().await;
     let store: std::sync::Arc<dyn concord_relay::store::Store> = std::sync::Arc::new(
