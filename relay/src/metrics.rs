@@ -96,6 +96,22 @@ pub const METRICS: &[(&str, &str)] = &[
         "concord_cluster_redis_up",
         "1 while the Redis subscription of a clustered instance is up",
     ),
+    (
+        "concord_db_reads_total",
+        "Reads with read replicas configured, by target (replica, primary_fallback)",
+    ),
+    (
+        "concord_db_fast_failures_total",
+        "Store calls refused at once while the database breaker is open",
+    ),
+    (
+        "concord_jobs_total",
+        "Durable queue jobs, by event (enqueued, reclaimed, done)",
+    ),
+    (
+        "concord_archive_messages_total",
+        "Messages moved to the archive or restored from it, by op",
+    ),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -142,6 +142,12 @@ impl Server {
             crate::archive::Archiver::open(app.store.clone(), &app.config.archive_location())
                 .map_err(|e| ServerError::Archive(e.to_string()))?,
         );
+        if redis.is_some() && app.config.retention.archive_location.is_none() {
+            tracing::warn!(
+                location = %app.config.archive_location(),
+                "several instances archive to their own data dirs; set retention.archive_location to storage they share (s3://…) so any instance can restore"
+            );
+        }
         let jobs = redis.as_ref().map(|redis| {
             Arc::new(crate::cluster::jobs::JobQueue::new(
                 redis.clone(),

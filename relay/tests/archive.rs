@@ -323,3 +323,103 @@ async fn three_months_land_in_three_partitions_and_come_back_from_the_archive() 
     assert!(archiver.list().await.unwrap().is_empty());
     store.close().await;
 }
+
+/// moto's S3-compatible server on a free port, stopped on drop.
+struct Moto(std::process::Child, u16);
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = std::env::var("CONCORD_TEST_MOTO").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/concord/moto/bin/moto_server",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{bin} runs (scripts/test installs moto): {e}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto never listened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Moto(child, port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn archives_go_to_s3_compatible_storage() {
+    let moto = tokio::task::spawn_blocking(Moto::start).await.unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", moto.1);
+    // A bucket to archive into (moto takes the unsigned create).
+    let created = reqwest::Client::new()
+        .put(format!("{endpoint}/concord-archive"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+
+    let relay = TestRelay::start(Backend::Postgres).await;
+    let ana = relay.register("ana").await;
+    let (_, channel) = ana.create_guild("to s3").await;
+    ana.say(channel, "off to the bucket").await;
+    let (before, _) = history(&ana, channel).await;
+
+    let app = relay.server().app().clone();
+    let options = [
+        ("aws_endpoint", endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let archiver =
+        Archiver::open_with(app.store.clone(), "s3://concord-archive/relay", options).unwrap();
+    let now = concord_relay::app::now_ms();
+    let month = Month::of_unix_ms(now);
+    let done = archiver.archive_due(now + 365 * DAY_MS, 183).await.unwrap();
+    assert_eq!(done, [(month, before.as_array().unwrap().len() as u64)]);
+
+    // The object is in the bucket, under the prefix.
+    let listing = reqwest::Client::new()
+        .get(format!(
+            "{endpoint}/concord-archive?list-type=2&prefix=relay/"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains(&format!("relay/messages/{month}.jsonl.gz")),
+        "{listing}"
+    );
+    app.refresh_archived_before().await;
+    assert_eq!(
+        contents(&history(&ana, channel).await.0),
+        Vec::<String>::new()
+    );
+
+    archiver.restore_month(month).await.unwrap();
+    assert_eq!(history(&ana, channel).await.0, before);
+    relay.shutdown().await;
+}

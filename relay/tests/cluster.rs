@@ -29,12 +29,13 @@ async fn cluster_with(tweak: fn(&mut concord_relay::RelayConfig)) -> (TestRelay,
 async fn cluster_on(
     redis: String,
     redis_cluster: bool,
-    tweak: fn(&mut concord_relay::RelayConfig),
+    tweak: impl Fn(&mut concord_relay::RelayConfig) + Clone + Send + 'static,
 ) -> (TestRelay, TestRelay) {
     let db = fresh_postgres_url().await;
     let prefix = format!("test{}", rand_suffix());
     let start = || {
         let (db, prefix, redis) = (db.clone(), prefix.clone(), redis.clone());
+        let tweak = tweak.clone();
         // Backend::Sqlite only picks the temp dir; the database URL is replaced.
         TestRelay::start_with(Backend::Sqlite, move |c| {
             tweak(c);
@@ -671,4 +672,79 @@ async fn a_job_abandoned_by_a_dead_instance_is_finished_by_another() {
     b.ack(&id).await.unwrap();
     assert_eq!(b.pending().await.unwrap(), 0);
     assert!(b.next(Duration::from_millis(50)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_archive_job_on_the_queue_is_run_by_an_instance() {
+    use concord_relay::archive::Month;
+    use concord_relay::cluster::jobs::{Job, JobQueue};
+    use concord_relay::cluster::link::Redis;
+    use concord_relay::store::NewMessage;
+    // Archives of a cluster go to storage every instance shares.
+    let shared = tempfile::tempdir().unwrap();
+    let location = shared.path().to_str().unwrap().to_owned();
+    let (a, b) = cluster_on(redis_url(), false, move |c| {
+        relaxed(c);
+        c.retention.archive_location = Some(location.clone());
+    })
+    .await;
+    let ana = a.register("ana").await;
+    let (_, channel) = ana.create_guild("archived").await;
+    let store = a.server().app().store.clone();
+    let march: Month = "2025-03".parse().unwrap();
+    let (lo, hi) = march.id_range();
+    store
+        .ensure_partitions(&[(march.partition(), lo, hi)])
+        .await
+        .unwrap();
+    let old = concord_proto::Id(lo.0 + 1);
+    store
+        .insert_message(&NewMessage {
+            id: old,
+            channel_id: channel,
+            author: ana.id,
+            device: "d".into(),
+            nonce: "old".into(),
+            content: "from march".into(),
+            reply_to: None,
+            mentions: Vec::new(),
+            created_at: old.unix_ms(),
+        })
+        .await
+        .unwrap();
+
+    // The job goes on the queue; whichever instance's worker takes it archives the month.
+    let prefix = a.server().app().config.redis.prefix.clone();
+    let queue = JobQueue::new(
+        Redis::open(&redis_url(), false).unwrap(),
+        &prefix,
+        "test",
+        Duration::from_secs(600),
+    );
+    let job = Job::ArchiveMonth {
+        month: march.to_string(),
+    };
+    assert!(
+        queue
+            .enqueue_once(&job, "archive:2025-03", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let months = store.archived_months().await.unwrap();
+        if months.iter().any(|m| m.month == "2025-03") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the archive job never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shared.path().join("messages/2025-03.jsonl.gz").is_file());
+    assert_eq!(
+        queue.pending().await.unwrap(),
+        0,
+        "the job was acknowledged"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -33,6 +33,9 @@ export class Api {
       throw new ApiError(0, 'network', 'the relay cannot be reached');
     }
     if (resp.status === 204) return null;
+    // History says where the relay's archive begins: older messages left history.
+    const archived = resp.headers.get('concord-archived-before');
+    if (archived !== null) this.archivedBefore = archived;
     const data = await resp.json().catch(() => null);
     if (!resp.ok) throw new ApiError(resp.status, data?.code ?? `http_${resp.status}`, data?.message ?? resp.statusText);
     return data;

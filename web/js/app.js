@@ -1357,7 +1357,11 @@ function renderMessages() {
   }
   const items = [];
   if (!view.busy && !view.hasMore) {
-    view.startNode ??= h('li', { class: 'system' }, `This is the start of ${channelTitle(view.channel)}.`);
+    // A channel older than the archive boundary may have had older messages archived.
+    const archived = state.api.archivedBefore && compareIds(view.channel.id, state.api.archivedBefore) < 0;
+    view.startNode ??= h('li', { class: 'system' }, archived
+      ? `Older messages of ${channelTitle(view.channel)} are archived by this relay.`
+      : `This is the start of ${channelTitle(view.channel)}.`);
     items.push(view.startNode);
   }
   const ids = [...view.messages.keys()].sort(compareIds);

@@ -60,12 +60,25 @@ impl Archiver {
     /// `location`: a directory path, or a URL (`file:///…`, `s3://bucket/prefix`; S3
     /// credentials and endpoint from the usual `AWS_*` environment variables).
     pub fn open(store: Arc<dyn Store>, location: &str) -> Result<Archiver, ArchiveError> {
+        let aws: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        Archiver::open_with(store, location, aws)
+    }
+
+    /// [`Archiver::open`] with object store options given rather than read from the
+    /// environment (`aws_endpoint`, `aws_access_key_id`, `aws_allow_http`, …).
+    pub fn open_with(
+        store: Arc<dyn Store>,
+        location: &str,
+        options: Vec<(String, String)>,
+    ) -> Result<Archiver, ArchiveError> {
         let bad = |e: String| ArchiveError::Location(location.to_owned(), e);
         let (objects, root): (Arc<dyn ObjectStore>, ObjectPath) = if location.contains("://") {
             let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
-            let aws = std::env::vars().filter(|(k, _)| k.starts_with("AWS_"));
             let (objects, root) =
-                object_store::parse_url_opts(&url, aws).map_err(|e| bad(e.to_string()))?;
+                object_store::parse_url_opts(&url, options).map_err(|e| bad(e.to_string()))?;
             (Arc::from(objects), root)
         } else {
             std::fs::create_dir_all(location).map_err(|e| bad(e.to_string()))?;

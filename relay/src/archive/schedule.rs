@@ -93,7 +93,7 @@ async fn work(app: Arc<App>, archiver: Arc<Archiver>, queue: Arc<JobQueue>) {
     loop {
         let next = tokio::select! {
             _ = app.shutdown.cancelled() => return,
-            n = queue.next(Duration::from_secs(5)) => n,
+            n = queue.next(crate::cluster::jobs::MAX_BLOCK) => n,
         };
         match next {
             Ok(Some((id, Job::ArchiveMonth { month }))) => {

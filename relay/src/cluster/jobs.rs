@@ -33,7 +33,14 @@ pub struct JobQueue {
     consumer: String,
     /// How long a job may stay unacknowledged before another instance takes it over.
     claim_after: Duration,
+    /// One connection for short commands, one for the blocking read (a blocked command
+    /// would hold up everything queued behind it on a multiplexed connection).
+    commands: tokio::sync::Mutex<Option<Conn>>,
+    reader: tokio::sync::Mutex<Option<Conn>>,
 }
+
+/// The longest a read blocks: below the connection's response timeout (2 s).
+pub const MAX_BLOCK: Duration = Duration::from_millis(1_000);
 
 impl JobQueue {
     pub fn new(redis: Redis, prefix: &str, consumer: &str, claim_after: Duration) -> JobQueue {
@@ -44,18 +51,40 @@ impl JobQueue {
             prefix: prefix.to_owned(),
             consumer: consumer.to_owned(),
             claim_after,
+            commands: tokio::sync::Mutex::new(None),
+            reader: tokio::sync::Mutex::new(None),
         }
     }
 
-    async fn conn(&self) -> redis::RedisResult<Conn> {
+    /// A cached connection (made, and the group created, on first use or after an error).
+    async fn conn(&self, slot: &tokio::sync::Mutex<Option<Conn>>) -> redis::RedisResult<Conn> {
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
         let mut conn = self.redis.connect().await?;
         // Creating the group twice answers BUSYGROUP: it exists, which is what we want.
         let created: redis::RedisResult<()> =
             conn.xgroup_create_mkstream(&self.stream, GROUP, "0").await;
         match created {
             Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
-            _ => Ok(conn),
+            _ => {
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
         }
+    }
+
+    /// Drops a connection that failed, so the next call makes a new one.
+    async fn forget<T>(
+        &self,
+        slot: &tokio::sync::Mutex<Option<Conn>>,
+        r: redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        if r.is_err() {
+            *slot.lock().await = None;
+        }
+        r
     }
 
     /// Adds the job unless the same `key` was enqueued within `dedupe_for` (every instance's
@@ -66,7 +95,17 @@ impl JobQueue {
         key: &str,
         dedupe_for: Duration,
     ) -> redis::RedisResult<bool> {
-        let mut conn = self.conn().await?;
+        let r = self.enqueue(job, key, dedupe_for).await;
+        self.forget(&self.commands, r).await
+    }
+
+    async fn enqueue(
+        &self,
+        job: &Job,
+        key: &str,
+        dedupe_for: Duration,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn(&self.commands).await?;
         let marker = format!("{{{}:jobs}}:once:{key}", self.prefix);
         let fresh: bool = redis::cmd("SET")
             .arg(&marker)
@@ -98,7 +137,21 @@ impl JobQueue {
     /// The next job for this instance: first one abandoned by a dead instance, else a new
     /// one (waiting up to `block`). Unreadable entries are acknowledged and skipped.
     pub async fn next(&self, block: Duration) -> redis::RedisResult<Option<(String, Job)>> {
-        let mut conn = self.conn().await?;
+        let r = self.read(block.min(MAX_BLOCK)).await;
+        match self.forget(&self.reader, r).await? {
+            Some((id, Some(job))) => Ok(Some((id, job))),
+            Some((id, None)) => {
+                tracing::warn!(%id, "unreadable job dropped");
+                self.ack(&id).await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The next entry, with its job unless it is unreadable.
+    async fn read(&self, block: Duration) -> redis::RedisResult<Option<(String, Option<Job>)>> {
+        let mut conn = self.conn(&self.reader).await?;
         let claimed: StreamAutoClaimReply = conn
             .xautoclaim_options(
                 &self.stream,
@@ -135,30 +188,31 @@ impl JobQueue {
         } else {
             metrics::counter!("concord_jobs_total", "event" => "reclaimed").increment(1);
         }
-        for (id, body) in entries {
-            match body.as_deref().map(serde_json::from_str::<Job>) {
-                Some(Ok(job)) => return Ok(Some((id, job))),
-                _ => {
-                    tracing::warn!(%id, "unreadable job dropped");
-                    self.ack(&id).await?;
-                }
-            }
-        }
-        Ok(None)
+        Ok(entries.into_iter().next().map(|(id, body)| {
+            let job = body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Job>(b).ok());
+            (id, job)
+        }))
     }
 
     /// Marks a job done: it leaves the stream.
     pub async fn ack(&self, id: &str) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        let _: i64 = conn.xack(&self.stream, GROUP, &[id]).await?;
-        let _: i64 = conn.xdel(&self.stream, &[id]).await?;
+        let r = async {
+            let mut conn = self.conn(&self.commands).await?;
+            let _: i64 = conn.xack(&self.stream, GROUP, &[id]).await?;
+            let _: i64 = conn.xdel(&self.stream, &[id]).await?;
+            Ok(())
+        }
+        .await;
+        self.forget(&self.commands, r).await?;
         metrics::counter!("concord_jobs_total", "event" => "done").increment(1);
         Ok(())
     }
 
     /// Jobs read but not yet acknowledged, by any instance.
     pub async fn pending(&self) -> redis::RedisResult<usize> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn(&self.commands).await?;
         let reply: redis::streams::StreamPendingReply = conn.xpending(&self.stream, GROUP).await?;
         Ok(reply.count())
     }

@@ -186,6 +186,9 @@ async fn publish(
     mut rx: mpsc::Receiver<(Fanout, Option<String>)>,
 ) {
     let mut conn: Option<link::Conn> = None;
+    // While Redis is unreachable, fan-outs are dropped at once instead of each waiting out
+    // a connection attempt; one probe per cool-down finds it back.
+    let mut breaker = breaker::Breaker::new(3, Duration::from_secs(2));
     loop {
         let (fanout, tp) = tokio::select! {
             _ = app.shutdown.cancelled() => return,
@@ -202,6 +205,10 @@ async fn publish(
                 continue;
             }
         };
+        if !breaker.allow(std::time::Instant::now()) {
+            metrics::counter!("concord_cluster_dropped_total").increment(1);
+            continue;
+        }
         if conn.is_none() {
             conn = redis.connect().await.ok();
         }
@@ -214,12 +221,17 @@ async fn publish(
                 .is_ok(),
             None => false,
         };
+        let now = std::time::Instant::now();
         if sent {
+            breaker.success();
             metrics::counter!("concord_cluster_published_total").increment(1);
         } else {
+            breaker.failure(now);
             conn = None;
             metrics::counter!("concord_cluster_dropped_total").increment(1);
         }
+        metrics::gauge!("concord_breaker_state", "dependency" => "redis_fanout")
+            .set(breaker.state(now).as_gauge());
     }
 }
 
