@@ -58,6 +58,10 @@ pub struct LoginRequest {
     pub certificate: Option<DeviceCertificate>,
     /// Needed on the first login of an unknown account key.
     pub username: Option<String>,
+    /// A guild invite code: on an invite-only relay a new account needs one; a new account
+    /// joins that guild in any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 impl Validate for LoginRequest {

@@ -47,6 +47,11 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
+    /// Who may create an account: open, invite_only (the first login carries a guild
+    /// invite) or closed [default: open].
+    #[arg(long, env = "CONCORD_REGISTRATION", value_enum, global = true)]
+    pub registration: Option<crate::config::Registration>,
+
     /// The Redis URL lists Redis Cluster seed nodes, separated by commas [default: false].
     #[arg(long, env = "CONCORD_REDIS_CLUSTER", global = true)]
     pub redis_cluster: bool,
@@ -241,6 +246,9 @@ impl Cli {
         }
         if let Some(v) = &self.otlp_service_name {
             config.telemetry.service_name = v.clone();
+        }
+        if let Some(v) = self.registration {
+            config.auth.registration = v;
         }
         if self.redis_cluster {
             config.redis.cluster = true;

@@ -218,6 +218,8 @@ pub struct Limit {
 pub struct RateLimits {
     /// Login, challenge and refresh, per client IP.
     pub auth: Limit,
+    /// New accounts, per client IP.
+    pub signup: Limit,
     /// Sending messages, per account.
     pub message_send: Limit,
     /// Every other API route, per account (per IP when anonymous).
@@ -234,6 +236,10 @@ impl Default for RateLimits {
             auth: Limit {
                 requests: 30,
                 window_secs: 60,
+            },
+            signup: Limit {
+                requests: 10,
+                window_secs: 3600,
             },
             message_send: Limit {
                 requests: 20,
@@ -300,8 +306,32 @@ pub struct AuthConfig {
     pub challenge_ttl_secs: u64,
     /// A refresh token unused for this many days expires (the device logs in again).
     pub refresh_idle_days: u64,
-    /// Whether unknown account keys may register on first login.
+    /// Who may create an account: `open`, `invite_only` (the first login carries a guild
+    /// invite) or `closed`.
+    pub registration: Registration,
+    /// Older form: `false` means `registration = "closed"`.
     pub open_registration: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Registration {
+    #[default]
+    Open,
+    InviteOnly,
+    Closed,
+}
+
+impl AuthConfig {
+    /// The policy in force (the older `open_registration = false` closes registration).
+    pub fn registration(&self) -> Registration {
+        if self.open_registration {
+            self.registration
+        } else {
+            Registration::Closed
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -311,6 +341,7 @@ impl Default for AuthConfig {
             refresh_grace_secs: 10,
             challenge_ttl_secs: 120,
             refresh_idle_days: 30,
+            registration: Registration::Open,
             open_registration: true,
         }
     }
@@ -478,6 +509,7 @@ impl RelayConfig {
         let limits = &self.rate_limits;
         for (name, l) in [
             ("auth", limits.auth),
+            ("signup", limits.signup),
             ("message_send", limits.message_send),
             ("general", limits.general),
             ("gateway", limits.gateway),

@@ -111,6 +111,10 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .unwrap_or(peer)
 }
 
+/// The client's address as `enforce` worked it out (behind trusted proxies too).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 pub fn peer_ip(req: &Request) -> IpAddr {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -148,6 +152,8 @@ pub async fn enforce(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     };
     let limits = &app.config.rate_limits;
     let ip = client_ip(peer_ip(&req), req.headers(), &app.config.trusted_proxies);
+    // Handlers that limit something finer (sign-ups per IP) read it from here.
+    req.extensions_mut().insert(ClientIp(ip));
     let (limit, subject) = match class {
         Class::Auth => (limits.auth, format!("ip:{ip}")),
         Class::MessageSend | Class::General => {

@@ -41,6 +41,7 @@ pub fn relay_config(dir: &std::path::Path) -> RelayConfig {
     ];
     for limit in [
         &mut config.rate_limits.auth,
+        &mut config.rate_limits.signup,
         &mut config.rate_limits.message_send,
         &mut config.rate_limits.general,
     ] {

@@ -54,20 +54,17 @@ export class Api {
   }
 
   // Challenge → signature → login. `certificate`/`username` only for a new device/account.
-  async login({ certificate = null, username = null } = {}) {
+  // `invite`: on an invite-only relay a new account's first login carries one.
+  async login({ certificate = null, username = null, invite = null } = {}) {
     const device = this.device;
     const c = await this.raw('POST', '/api/v1/auth/challenge', { device_key: device.public });
     if (c.audience !== location.origin) {
       throw new ApiError(0, 'wrong_audience', `the relay answered for ${c.audience}, not ${location.origin}`);
     }
     const signature = await sign(device.privateKey, loginBytes(c.audience, c.challenge));
-    const answer = await this.raw('POST', '/api/v1/auth/login', {
-      device_key: device.public,
-      challenge: c.challenge,
-      signature,
-      certificate,
-      username,
-    });
+    const body = { device_key: device.public, challenge: c.challenge, signature, certificate, username };
+    if (invite) body.invite = invite;
+    const answer = await this.raw('POST', '/api/v1/auth/login', body);
     await this.save(answer);
     return answer;
   }

@@ -137,7 +137,14 @@ function wireWelcome() {
     try {
       const account = await newKeyPair();
       const cert = await signCertificate(account, state.device.public, deviceLabel(), Math.floor(Date.now() / 1000));
-      await state.api.login({ certificate: cert, username });
+      try {
+        await state.api.login({ certificate: cert, username });
+      } catch (err) {
+        // An invite-only relay: the invite this page was opened with lets the account in
+        // (and joins its guild).
+        if (!(err instanceof ApiError && err.code === 'invite_required' && state.inviteCode)) throw err;
+        await state.api.login({ certificate: cert, username, invite: state.inviteCode });
+      }
       await kv.set('account', account);
       state.account = account;
       startApp();
@@ -166,6 +173,7 @@ function describe(err) {
       username_taken: 'That username is taken.',
       validation_failed: err.message,
       registration_closed: 'This relay does not accept new accounts.',
+      invite_required: 'This relay accepts new accounts by invite only: open an invite link first.',
       network: 'The relay cannot be reached.',
       rate_limited: 'Too many attempts; wait a moment.',
     };

@@ -210,7 +210,7 @@ fn config_toml(dir: &Path, database_url: Option<&str>, tweaks: &Tweaks) -> Strin
         out.push_str(&format!("database_url = {url:?}\n"));
     }
     out.push_str("[rate_limits]\nmax_tracked_keys = 10000000\n");
-    for class in ["auth", "message_send", "general", "gateway"] {
+    for class in ["auth", "signup", "message_send", "general", "gateway"] {
         out.push_str(&format!(
             "[rate_limits.{class}]\nrequests = {UNLIMITED}\nwindow_secs = 1\n"
         ));

@@ -17,6 +17,7 @@ use super::extract::Valid;
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::auth::tokens::{hash_refresh, random_token};
+use crate::config::Registration;
 use crate::store::{
     AccountRecord, ChallengeRecord, DeviceRecord, RefreshOutcome, SessionRecord, StoreError,
 };
@@ -71,6 +72,7 @@ pub async fn challenge(
         (status = 409, body = concord_proto::api::ErrorBody), (status = 429, body = concord_proto::api::ErrorBody)))]
 pub async fn login(
     State(app): State<Arc<App>>,
+    client_ip: Option<axum::Extension<crate::ratelimit::ClientIp>>,
     Valid(body): Valid<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let now = now_ms();
@@ -137,16 +139,40 @@ pub async fn login(
                     (account, "login")
                 }
                 None => {
-                    if !app.config.auth.open_registration {
-                        return Err(ApiError::Forbidden(
-                            "registration_closed",
-                            "this relay does not accept new accounts",
-                        ));
+                    match app.config.auth.registration() {
+                        Registration::Closed => {
+                            return Err(ApiError::Forbidden(
+                                "registration_closed",
+                                "this relay does not accept new accounts",
+                            ));
+                        }
+                        Registration::InviteOnly if body.invite.is_none() => {
+                            return Err(ApiError::Forbidden(
+                                "invite_required",
+                                "new accounts on this relay need an invite",
+                            ));
+                        }
+                        _ => {}
                     }
                     let username = body.username.clone().ok_or(ApiError::BadRequest(
                         "username_required",
                         "a new account needs a username".into(),
                     ))?;
+                    // A bad invite refuses the sign-up before anything is written.
+                    if let Some(code) = &body.invite {
+                        super::invites::check_usable(&app, code).await?;
+                    }
+                    let ip = client_ip.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0);
+                    let decision = app
+                        .limiter
+                        .check(
+                            &format!("signup:{ip}"),
+                            crate::ratelimit::rule(app.config.rate_limits.signup),
+                        )
+                        .await;
+                    if !decision.allowed {
+                        return Err(ApiError::RateLimited(decision));
+                    }
                     let account = AccountRecord {
                         id: app.next_id(),
                         username,
@@ -171,6 +197,15 @@ pub async fn login(
                             ));
                         }
                         other => other?,
+                    }
+                    if let Some(code) = &body.invite {
+                        // Checked above; a race (last use taken meanwhile) leaves the account
+                        // without the guild, which the user can join later.
+                        if let Err(e) =
+                            super::invites::join_with_invite(&app, code, account.id).await
+                        {
+                            tracing::info!(error = %e, "new account could not use its invite");
+                        }
                     }
                     (account, "register")
                 }

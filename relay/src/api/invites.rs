@@ -102,17 +102,23 @@ pub async fn accept(
     caller: Caller,
     PathParams(code): PathParams<String>,
 ) -> ApiResult<Json<ReadyGuild>> {
-    check_code(&code)?;
+    Ok(Json(join_with_invite(&app, &code, caller.user_id).await?))
+}
+
+/// Joins `user` to the invite's guild and tells everyone concerned (also used by a new
+/// account's first login that carries an invite).
+pub async fn join_with_invite(app: &App, code: &str, user: Id) -> ApiResult<ReadyGuild> {
+    check_code(code)?;
     let accepted = app
         .store
-        .accept_invite(&code, caller.user_id, now_ms())
+        .accept_invite(code, user, now_ms())
         .await?
         .map_err(refusal)?;
     let guild_id = accepted.guild.id;
     if accepted.joined {
-        app.perms.invalidate_member(guild_id, caller.user_id);
-        app.hub.join_guild(caller.user_id, guild_id);
-        if let Some(member) = app.store.member(guild_id, caller.user_id).await? {
+        app.perms.invalidate_member(guild_id, user);
+        app.hub.join_guild(user, guild_id);
+        if let Some(member) = app.store.member(guild_id, user).await? {
             app.hub.to_guild(guild_id, "member_add", &member);
         }
     }
@@ -121,9 +127,20 @@ pub async fn accept(
         .snapshot(guild_id)
         .await?
         .ok_or(ApiError::NotFound("guild"))?;
-    let view = super::guilds::guild_view(&app, &snapshot, caller.user_id).await?;
+    let view = super::guilds::guild_view(app, &snapshot, user).await?;
     if accepted.joined {
-        app.hub.to_users([caller.user_id], "guild_create", &view);
+        app.hub.to_users([user], "guild_create", &view);
     }
-    Ok(Json(view))
+    Ok(view)
+}
+
+/// Whether a code names an invite that would let a new account in now.
+pub async fn check_usable(app: &App, code: &str) -> ApiResult<()> {
+    check_code(code)?;
+    let invite = app
+        .store
+        .invite(code)
+        .await?
+        .ok_or(ApiError::NotFound("invite"))?;
+    usable(&invite, now_ms()).map_err(refusal)
 }

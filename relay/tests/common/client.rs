@@ -39,6 +39,7 @@ pub fn random_key() -> SigningKey {
 pub fn relaxed(config: &mut RelayConfig) {
     for l in [
         &mut config.rate_limits.auth,
+        &mut config.rate_limits.signup,
         &mut config.rate_limits.message_send,
         &mut config.rate_limits.general,
         &mut config.rate_limits.gateway,
@@ -139,6 +140,18 @@ pub async fn login(
     cert: Option<&DeviceCertificate>,
     username: Option<&str>,
 ) -> (u16, Value) {
+    login_with(http, url, device, cert, username, None).await
+}
+
+/// [`login`] with an invite code (invite-only registration).
+pub async fn login_with(
+    http: &reqwest::Client,
+    url: &str,
+    device: &SigningKey,
+    cert: Option<&DeviceCertificate>,
+    username: Option<&str>,
+    invite: Option<&str>,
+) -> (u16, Value) {
     let device_key = signed::public_key_string(&device.verifying_key());
     let challenge: Value = http
         .post(format!("{url}/api/v1/auth/challenge"))
@@ -160,6 +173,9 @@ pub async fn login(
     }
     if let Some(name) = username {
         body["username"] = json!(name);
+    }
+    if let Some(code) = invite {
+        body["invite"] = json!(code);
     }
     let resp = http
         .post(format!("{url}/api/v1/auth/login"))
