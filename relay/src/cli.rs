@@ -182,6 +182,26 @@ pub enum Command {
     /// back (retention.archive_location; a running relay archives by itself too).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Instance admins: make an account one (the first admin of a new relay), take it
+    /// away, or list them.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// Make an existing account an instance admin.
+    Grant {
+        #[arg(long)]
+        username: String,
+    },
+    /// Take instance admin away from an account.
+    Revoke {
+        #[arg(long)]
+        username: String,
+    },
+    /// Print the instance admins.
+    List,
 }
 
 #[derive(Debug, Subcommand, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use std::sync::Arc;
 
-use concord_relay::cli::{ArchiveCommand, Cli, Command};
-use concord_relay::store::Store;
+use concord_relay::cli::{AdminCommand, ArchiveCommand, Cli, Command};
 use concord_relay::store::sql::SqlStore;
+use concord_relay::store::{AdminStore, ServerStore, Store};
 use concord_relay::{RelayConfig, Server};
 use concord_svc::wait_for_signal;
 
@@ -90,6 +90,51 @@ async fn archive(config: &RelayConfig, command: ArchiveCommand) -> anyhow::Resul
     Ok(())
 }
 
+/// `admin grant|revoke|list` against the configured database.
+async fn admin(config: &RelayConfig, command: AdminCommand) -> anyhow::Result<()> {
+    use concord_relay::store::AuditEntry;
+    if config.database_url.is_none() {
+        let _ = std::fs::create_dir_all(&config.data_dir);
+    }
+    let store = SqlStore::connect(&config.database_url(), &config.database.pool()).await?;
+    let mut out = std::io::stdout().lock();
+    let change = match &command {
+        AdminCommand::Grant { username } => Some((username, true)),
+        AdminCommand::Revoke { username } => Some((username, false)),
+        AdminCommand::List => None,
+    };
+    match change {
+        Some((username, admin)) => {
+            let account = store
+                .admin_account_by_username(username)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account named {username:?}"))?;
+            store.set_instance_admin(account.id, admin).await?;
+            // Ids from worker 0 with the time: this process holds no worker lease.
+            let id = concord_proto::IdGenerator::new(0).next(concord_relay::app::now_ms());
+            store
+                .add_audit(&AuditEntry {
+                    id,
+                    actor_id: None,
+                    action: if admin { "admin_grant" } else { "admin_revoke" }.into(),
+                    target_id: Some(account.id),
+                    detail: "command line".into(),
+                    created_at: concord_relay::app::now_ms(),
+                })
+                .await?;
+            let verb = if admin { "is now" } else { "is no longer" };
+            writeln!(out, "{username} ({}) {verb} an instance admin", account.id)?;
+        }
+        None => {
+            for a in store.instance_admins().await? {
+                writeln!(out, "{} {}", a.id, a.username)?;
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -128,6 +173,7 @@ async fn main() -> ExitCode {
         }
         Command::MigrateStore { from, to } => transfer(&config, &from, &to).await,
         Command::Archive(command) => archive(&config, command).await,
+        Command::Admin(command) => admin(&config, command).await,
         Command::Backup { to } => {
             if to.exists() {
                 Err(anyhow::anyhow!(

@@ -148,6 +148,14 @@ const ROWS: &[Row] = &[
     ("PATCH",  "/api/v1/guilds/{guild_id}",                              [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
     // Only the owner deletes a guild, administrators included (as on Discord).
     ("DELETE", "/api/v1/guilds/{guild_id}",                              [204,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // Instance administration: none of these callers is an instance admin.
+    ("GET",    "/api/v1/admin/stats",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/users",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/users/{user_id}",                          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/admin/users/{user_id}/suspend",                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("DELETE", "/api/v1/admin/users/{user_id}/suspend",                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/admin/users/{user_id}/sessions/revoke",          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/audit",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}/channels",                     [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
     // MANAGE_CHANNELS.
     ("POST",   "/api/v1/guilds/{guild_id}/channels",                     [201,  201,  403,  403,  403,  403,  401,  401,  401,  401]),

@@ -212,6 +212,17 @@ pub async fn login(
             }
         }
     };
+    if app
+        .store
+        .admin_account(account.id)
+        .await?
+        .is_some_and(|a| a.suspended_at.is_some())
+    {
+        return Err(ApiError::Forbidden(
+            "account_suspended",
+            "this account is suspended by the relay's admins",
+        ));
+    }
     let session = SessionRecord {
         id: app.next_id(),
         account_id: account.id,

@@ -2,6 +2,7 @@
 //! OpenAPI document and the route table come from the same list (the authorization matrix
 //! test reads it).
 
+pub mod admin;
 pub mod auth;
 pub mod channels;
 pub mod error;
@@ -48,6 +49,12 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(users::get_user))
         .routes(routes!(users::devices, users::add_device))
         .routes(routes!(users::revoke_device))
+        .routes(routes!(admin::stats))
+        .routes(routes!(admin::users))
+        .routes(routes!(admin::user))
+        .routes(routes!(admin::suspend, admin::unsuspend))
+        .routes(routes!(admin::revoke_sessions))
+        .routes(routes!(admin::audit_log))
         .routes(routes!(users::guilds))
         .routes(routes!(users::leave_guild))
         .routes(routes!(users::dms, users::open_dm))

@@ -60,8 +60,40 @@ pub struct PoolStats {
 }
 
 /// Everything the relay persists.
-pub trait Store: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore {}
-impl<T: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore> Store for T {}
+pub trait Store:
+    ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore + AdminStore
+{
+}
+impl<T: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore + AdminStore> Store
+    for T
+{
+}
+
+/// Instance administration: admins, suspensions, statistics, the instance audit log.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
+    async fn admin_account(&self, id: Id) -> StoreResult<Option<AdminAccount>>;
+    async fn admin_account_by_username(&self, username: &str) -> StoreResult<Option<AdminAccount>>;
+    /// Accounts whose username contains `query` (case-insensitive), by id after `after`.
+    async fn search_accounts(
+        &self,
+        query: &str,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<AdminAccount>>;
+    async fn instance_admins(&self) -> StoreResult<Vec<AdminAccount>>;
+    /// False when the account does not exist.
+    async fn set_instance_admin(&self, id: Id, admin: bool) -> StoreResult<bool>;
+    /// Suspends the account and revokes every session it has (returned), or with `None`
+    /// lifts the suspension. `NotFound` for an unknown account.
+    async fn set_suspended(&self, id: Id, at: Option<i64>) -> StoreResult<Vec<Id>>;
+    /// Revokes every live session of the account (returned).
+    async fn revoke_account_sessions(&self, id: Id, now: i64) -> StoreResult<Vec<Id>>;
+    async fn instance_stats(&self) -> StoreResult<InstanceStats>;
+    async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Newest first, before `before`.
+    async fn audit_log(&self, before: Option<Id>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+}
 
 /// Monthly partitions (PostgreSQL) and moving whole months of messages out and back in.
 /// A month is an id range `[lo, hi)` (ids are time-ordered).

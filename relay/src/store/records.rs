@@ -168,3 +168,35 @@ pub struct ArchivedMonth {
     pub messages: i64,
     pub archived_at: i64,
 }
+
+/// What instance administration knows about an account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AdminAccount {
+    pub id: Id,
+    pub username: String,
+    pub created_at: i64,
+    pub instance_admin: bool,
+    /// Set while the account is suspended (it cannot log in).
+    pub suspended_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InstanceStats {
+    pub accounts: i64,
+    pub suspended_accounts: i64,
+    pub guilds: i64,
+    pub messages: i64,
+    pub active_sessions: i64,
+}
+
+/// One instance admin action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: Id,
+    /// None: done on the server's command line.
+    pub actor_id: Option<Id>,
+    pub action: String,
+    pub target_id: Option<Id>,
+    pub detail: String,
+    pub created_at: i64,
+}

@@ -10,6 +10,7 @@
 //! the acquire timeout; the next probes (half-open) close it again when the database is back.
 
 mod accounts;
+mod admin;
 mod archive;
 mod batch;
 mod guilds;
@@ -78,6 +79,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "archive",
         include_str!("../../../../migrations/relay/sqlite/0002_archive.sql"),
     ),
+    (
+        3,
+        "admin",
+        include_str!("../../../../migrations/relay/sqlite/0003_admin.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -89,6 +95,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "partition_messages",
         include_str!("../../../../migrations/relay/postgres/0002_partition_messages.sql"),
+    ),
+    (
+        3,
+        "admin",
+        include_str!("../../../../migrations/relay/postgres/0003_admin.sql"),
     ),
 ];
 

@@ -13,7 +13,7 @@ use crate::store::{StoreError, StoreResult};
 
 /// Every table, parents before children (foreign keys). `worker_leases` is left out: a lease
 /// belongs to a running instance, not to the data.
-pub const TABLES: [&str; 21] = [
+pub const TABLES: [&str; 22] = [
     "accounts",
     "devices",
     "auth_challenges",
@@ -35,6 +35,7 @@ pub const TABLES: [&str; 21] = [
     "channel_events",
     "read_states",
     "archived_months",
+    "instance_audit",
 ];
 
 /// Rows per INSERT: far below both backends' bound-parameter limits.

@@ -1,0 +1,244 @@
+//! Instance administration: a role separate from guild roles (`accounts.instance_admin`,
+//! granted with `concord-relay admin grant`). Admins list and search accounts, suspend and
+//! unsuspend them (a suspended account cannot log in and its sessions end at once), revoke an
+//! account's sessions, and read instance statistics and the instance audit log, which records
+//! every one of these actions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use concord_proto::Id;
+use concord_proto::api::{ErrorBody, Validate};
+use concord_proto::limits::{Invalid, invalid, page_limit};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{PathParams, ValidQuery};
+use crate::app::{App, now_ms};
+use crate::auth::Caller;
+use crate::store::{AdminAccount, AuditEntry, InstanceStats};
+
+/// The caller must be an instance admin (and not suspended).
+async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
+    match app.store.admin_account(caller.user_id).await? {
+        Some(a) if a.instance_admin && a.suspended_at.is_none() => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "not_instance_admin",
+            "this needs an instance admin",
+        )),
+    }
+}
+
+/// Records an admin action in the instance audit log.
+pub async fn audit(
+    app: &App,
+    actor: Option<Id>,
+    action: &str,
+    target: Option<Id>,
+    detail: &str,
+) -> ApiResult<()> {
+    app.store
+        .add_audit(&AuditEntry {
+            id: app.next_id(),
+            actor_id: actor,
+            action: action.to_owned(),
+            target_id: target,
+            detail: detail.to_owned(),
+            created_at: now_ms(),
+        })
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AccountQuery {
+    /// Part of a username (case-insensitive); empty or absent lists everyone.
+    pub q: Option<String>,
+    /// Accounts with larger ids than this (paging).
+    pub after: Option<Id>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+}
+
+impl Validate for AccountQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.q.as_ref().is_some_and(|q| q.chars().count() > 64) {
+            return Err(invalid("q", "at most 64 characters"));
+        }
+        page_limit(self.limit).map(|_| ())
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries older than this id (paging).
+    pub before: Option<Id>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+}
+
+impl Validate for AuditQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        page_limit(self.limit).map(|_| ())
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    #[serde(flatten)]
+    pub stored: InstanceStats,
+    /// Gateway sessions on this instance now.
+    pub gateway_sessions: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn stats(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<Stats>> {
+    require_admin(&app, &caller).await?;
+    Ok(Json(Stats {
+        stored: app.store.instance_stats().await?,
+        gateway_sessions: app.hub.session_count(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(AccountQuery),
+    responses((status = 200, body = Vec<AdminAccount>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn users(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ValidQuery(q): ValidQuery<AccountQuery>,
+) -> ApiResult<Json<Vec<AdminAccount>>> {
+    require_admin(&app, &caller).await?;
+    let limit = page_limit(q.limit)?;
+    Ok(Json(
+        app.store
+            .search_accounts(q.q.as_deref().unwrap_or(""), q.after, limit)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users/{user_id}", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 200, body = AdminAccount), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn user(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<Json<AdminAccount>> {
+    require_admin(&app, &caller).await?;
+    app.store
+        .admin_account(user_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("user"))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{user_id}/suspend", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 204, description = "suspended; every session of the account ended"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn suspend(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    if user_id == caller.user_id {
+        return Err(ApiError::BadRequest(
+            "cannot_suspend_self",
+            "an admin cannot suspend their own account".into(),
+        ));
+    }
+    let sessions = app
+        .store
+        .set_suspended(user_id, Some(now_ms()))
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::NotFound("user"),
+            other => other.into(),
+        })?;
+    app.revoke_sessions(&sessions);
+    audit(
+        &app,
+        Some(caller.user_id),
+        "account_suspend",
+        Some(user_id),
+        "",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/users/{user_id}/suspend", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 204, description = "the account may log in again"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn unsuspend(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    app.store
+        .set_suspended(user_id, None)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::NotFound("user"),
+            other => other.into(),
+        })?;
+    audit(
+        &app,
+        Some(caller.user_id),
+        "account_unsuspend",
+        Some(user_id),
+        "",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{user_id}/sessions/revoke", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 204, description = "every session of the account ended (its devices log in again)"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_sessions(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    if app.store.admin_account(user_id).await?.is_none() {
+        return Err(ApiError::NotFound("user"));
+    }
+    let sessions = app.store.revoke_account_sessions(user_id, now_ms()).await?;
+    app.revoke_sessions(&sessions);
+    let detail = format!("{} sessions", sessions.len());
+    audit(
+        &app,
+        Some(caller.user_id),
+        "sessions_revoke",
+        Some(user_id),
+        &detail,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>, description = "newest first"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn audit_log(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    ValidQuery(q): ValidQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    require_admin(&app, &caller).await?;
+    Ok(Json(
+        app.store.audit_log(q.before, page_limit(q.limit)?).await?,
+    ))
+}
