@@ -154,3 +154,47 @@ async fn the_first_admin_is_made_on_the_command_line() {
     assert_eq!(log[0]["actor_id"], Value::Null);
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_user_exports_their_own_data_and_nobody_elses() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let (guild, channel) = ana.create_guild("exported").await;
+    bob.join(&ana.invite(guild).await).await;
+    ana.say(channel, "mine one").await;
+    bob.say(channel, "not ana's").await;
+    ana.say(channel, "mine two").await;
+
+    let r = relay
+        .http
+        .get(format!("{}/api/v1/users/@me/export", relay.url))
+        .bearer_auth(&ana.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let disposition = r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    let export: Value = r.json().await.unwrap();
+    assert_eq!(export["account"]["username"], "ana");
+    assert_eq!(export["devices"].as_array().unwrap().len(), 1);
+    assert!(
+        export["guilds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == guild.to_string())
+    );
+    let contents: Vec<&str> = export["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["mine one", "mine two"]);
+    relay.shutdown().await;
+}

@@ -148,6 +148,8 @@ const ROWS: &[Row] = &[
     ("PATCH",  "/api/v1/guilds/{guild_id}",                              [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
     // Only the owner deletes a guild, administrators included (as on Discord).
     ("DELETE", "/api/v1/guilds/{guild_id}",                              [204,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // Anyone signed in exports their own data.
+    ("GET",    "/api/v1/users/@me/export",                               [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
     // Instance administration: none of these callers is an instance admin.
     ("GET",    "/api/v1/admin/stats",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/admin/users",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),

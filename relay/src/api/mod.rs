@@ -49,6 +49,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(users::get_user))
         .routes(routes!(users::devices, users::add_device))
         .routes(routes!(users::revoke_device))
+        .routes(routes!(users::export))
         .routes(routes!(admin::stats))
         .routes(routes!(admin::users))
         .routes(routes!(admin::user))

@@ -248,3 +248,80 @@ pub async fn read_states(
         app.store.read_states(caller.user_id, &channels).await?,
     ))
 }
+
+/// Everything the relay holds about the caller, as one JSON document.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DataExport {
+    pub exported_at: i64,
+    pub account: User,
+    pub devices: Vec<ExportedDevice>,
+    pub guilds: Vec<Guild>,
+    /// Every message the account wrote (deleted ones included, as stored), oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<crate::store::ArchivedMessage>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExportedDevice {
+    pub device_key: String,
+    pub label: String,
+    pub added_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// Messages per page while building an export.
+const EXPORT_PAGE: u32 = 1_000;
+
+#[utoipa::path(get, path = "/api/v1/users/@me/export", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = DataExport, description = "a JSON archive of the caller's own data, sent as a download"), (status = 401, body = ErrorBody)))]
+pub async fn export(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let account = user(&app, caller.user_id).await?;
+    let devices = app
+        .store
+        .devices(caller.user_id)
+        .await?
+        .into_iter()
+        .map(|d| ExportedDevice {
+            device_key: d.device_key,
+            label: d.label,
+            added_at: d.added_at,
+            revoked_at: d.revoked_at,
+        })
+        .collect();
+    let guilds = app.store.guilds_of(caller.user_id).await?;
+    let mut messages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = app
+            .store
+            .messages_by_author(caller.user_id, after, EXPORT_PAGE)
+            .await?;
+        let full = page.len() == EXPORT_PAGE as usize;
+        after = page.last().map(|m| m.id);
+        messages.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let export = DataExport {
+        exported_at: now_ms(),
+        account,
+        devices,
+        guilds,
+        messages,
+    };
+    let disposition = format!(
+        "attachment; filename=\"concord-export-{}.json\"",
+        caller.user_id
+    );
+    Ok((
+        [(
+            axum::http::header::CONTENT_DISPOSITION,
+            axum::http::HeaderValue::from_str(&disposition).expect("ascii header"),
+        )],
+        Json(export),
+    ))
+}

@@ -93,6 +93,13 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Newest first, before `before`.
     async fn audit_log(&self, before: Option<Id>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    /// Up to `limit` messages written by `author` after `after`, oldest first (data export).
+    async fn messages_by_author(
+        &self,
+        author: Id,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<ArchivedMessage>>;
 }
 
 /// Monthly partitions (PostgreSQL) and moving whole months of messages out and back in.

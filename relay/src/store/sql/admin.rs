@@ -6,7 +6,9 @@ use sqlx::any::AnyRow;
 
 use super::SqlStore;
 use super::rows::{boolean, id, int, opt_id, opt_int, text};
-use crate::store::{AdminAccount, AdminStore, AuditEntry, InstanceStats, StoreError, StoreResult};
+use crate::store::{
+    AdminAccount, AdminStore, ArchivedMessage, AuditEntry, InstanceStats, StoreError, StoreResult,
+};
 
 const ACCOUNT_COLS: &str = "id, username, created_at, instance_admin, suspended_at";
 
@@ -207,6 +209,45 @@ impl AdminStore for SqlStore {
                     target_id: opt_id(row, "target_id")?,
                     detail: text(row, "detail")?,
                     created_at: int(row, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "messages_by_author"))]
+    async fn messages_by_author(
+        &self,
+        author: Id,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<ArchivedMessage>> {
+        let _t = self.begin("messages_by_author")?;
+        let rows = sqlx::query(
+            "SELECT id, channel_id, author_id, device_key, nonce, content, reply_to, mentions, \
+             seq, created_at, edited_at, deleted_at FROM messages \
+             WHERE author_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(author.0)
+        .bind(after.map_or(i64::MIN, |a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.read.acquire().await?)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ArchivedMessage {
+                    id: id(row, "id")?,
+                    channel_id: id(row, "channel_id")?,
+                    author_id: id(row, "author_id")?,
+                    device_key: text(row, "device_key")?,
+                    nonce: text(row, "nonce")?,
+                    content: text(row, "content")?,
+                    reply_to: opt_id(row, "reply_to")?,
+                    mentions: text(row, "mentions")?,
+                    seq: int(row, "seq")?,
+                    created_at: int(row, "created_at")?,
+                    edited_at: opt_int(row, "edited_at")?,
+                    deleted_at: opt_int(row, "deleted_at")?,
+                    reactions: Vec::new(),
                 })
             })
             .collect()
