@@ -5,6 +5,7 @@ use concord_proto::Id;
 use sqlx::any::AnyRow;
 
 use super::SqlStore;
+use super::archive::{ARCHIVED_COLS, archived_message};
 use super::rows::{boolean, id, int, opt_id, opt_int, text};
 use crate::store::{
     AdminAccount, AdminStore, ArchivedMessage, AuditEntry, InstanceStats, StoreError, StoreResult,
@@ -222,35 +223,15 @@ impl AdminStore for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<ArchivedMessage>> {
         let _t = self.begin("messages_by_author")?;
-        let rows = sqlx::query(
-            "SELECT id, channel_id, author_id, device_key, nonce, content, reply_to, mentions, \
-             seq, created_at, edited_at, deleted_at FROM messages \
-             WHERE author_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ARCHIVED_COLS} FROM messages WHERE author_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )))
         .bind(author.0)
         .bind(after.map_or(i64::MIN, |a| a.0))
         .bind(i64::from(limit))
         .fetch_all(&mut *self.read.acquire().await?)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ArchivedMessage {
-                    id: id(row, "id")?,
-                    channel_id: id(row, "channel_id")?,
-                    author_id: id(row, "author_id")?,
-                    device_key: text(row, "device_key")?,
-                    nonce: text(row, "nonce")?,
-                    content: text(row, "content")?,
-                    reply_to: opt_id(row, "reply_to")?,
-                    mentions: text(row, "mentions")?,
-                    seq: int(row, "seq")?,
-                    created_at: int(row, "created_at")?,
-                    edited_at: opt_int(row, "edited_at")?,
-                    deleted_at: opt_int(row, "deleted_at")?,
-                    reactions: Vec::new(),
-                })
-            })
-            .collect()
+        rows.iter().map(archived_message).collect()
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use concord_proto::{Id, limits};
 use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
 
 use super::rows::{id, int, opt_id, opt_int, text};
 use super::{SqlStore, placeholders};
@@ -12,6 +13,29 @@ use crate::store::{
     ArchiveStore, ArchivedMessage, ArchivedMonth, ArchivedReaction, Backend, StoreError,
     StoreResult,
 };
+
+/// The columns an archived (or exported) message is read from.
+pub(super) const ARCHIVED_COLS: &str = "id, channel_id, author_id, device_key, nonce, content, \
+     reply_to, mentions, seq, created_at, edited_at, deleted_at";
+
+/// A message row as archives and exports hold it (reactions added by the caller).
+pub(super) fn archived_message(row: &AnyRow) -> StoreResult<ArchivedMessage> {
+    Ok(ArchivedMessage {
+        id: id(row, "id")?,
+        channel_id: id(row, "channel_id")?,
+        author_id: id(row, "author_id")?,
+        device_key: text(row, "device_key")?,
+        nonce: text(row, "nonce")?,
+        content: text(row, "content")?,
+        reply_to: opt_id(row, "reply_to")?,
+        mentions: text(row, "mentions")?,
+        seq: int(row, "seq")?,
+        created_at: int(row, "created_at")?,
+        edited_at: opt_int(row, "edited_at")?,
+        deleted_at: opt_int(row, "deleted_at")?,
+        reactions: Vec::new(),
+    })
+}
 
 /// A partition name is interpolated into DDL: only `messages_pYYYYMM` passes.
 fn check_partition(name: &str) -> StoreResult<()> {
@@ -73,34 +97,18 @@ impl ArchiveStore for SqlStore {
     ) -> StoreResult<Vec<ArchivedMessage>> {
         let _t = self.begin("export_messages")?;
         let from = after.map_or(lo.0, |a| (a.0 + 1).max(lo.0));
-        let rows = sqlx::query(
-            "SELECT id, channel_id, author_id, device_key, nonce, content, reply_to, mentions, \
-             seq, created_at, edited_at, deleted_at FROM messages \
-             WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ARCHIVED_COLS} FROM messages WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3"
+        )))
         .bind(from)
         .bind(hi.0)
         .bind(i64::from(limit))
         .fetch_all(&self.write)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            out.push(ArchivedMessage {
-                id: id(row, "id")?,
-                channel_id: id(row, "channel_id")?,
-                author_id: id(row, "author_id")?,
-                device_key: text(row, "device_key")?,
-                nonce: text(row, "nonce")?,
-                content: text(row, "content")?,
-                reply_to: opt_id(row, "reply_to")?,
-                mentions: text(row, "mentions")?,
-                seq: int(row, "seq")?,
-                created_at: int(row, "created_at")?,
-                edited_at: opt_int(row, "edited_at")?,
-                deleted_at: opt_int(row, "deleted_at")?,
-                reactions: Vec::new(),
-            });
-        }
+        let mut out = rows
+            .iter()
+            .map(archived_message)
+            .collect::<StoreResult<Vec<_>>>()?;
         if let (Some(first), Some(last)) = (out.first(), out.last()) {
             let rows = sqlx::query(
                 "SELECT message_id, emoji, user_id, created_at FROM reactions \
