@@ -23,6 +23,24 @@ fn account(row: &AnyRow) -> StoreResult<AdminAccount> {
     })
 }
 
+/// Revokes every live session of an account; returns their ids.
+async fn revoke_sessions_of(
+    conn: &mut sqlx::AnyConnection,
+    account_id: Id,
+    now: i64,
+) -> StoreResult<Vec<Id>> {
+    sqlx::query(
+        "UPDATE sessions SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
+    )
+    .bind(now)
+    .bind(account_id.0)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|r| id(r, "id"))
+    .collect()
+}
+
 /// `%` and `_` in a search are literal.
 fn like_pattern(query: &str) -> String {
     let mut out = String::from("%");
@@ -119,16 +137,7 @@ impl AdminStore for SqlStore {
             return Err(StoreError::NotFound);
         }
         let revoked = match at {
-            Some(now) => sqlx::query(
-                "UPDATE sessions SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
-            )
-            .bind(now)
-            .bind(account_id.0)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| id(r, "id"))
-            .collect::<StoreResult<Vec<_>>>()?,
+            Some(now) => revoke_sessions_of(&mut tx, account_id, now).await?,
             None => Vec::new(),
         };
         tx.commit().await?;
@@ -138,16 +147,8 @@ impl AdminStore for SqlStore {
     #[tracing::instrument(name = "db", skip_all, fields(op = "revoke_account_sessions"))]
     async fn revoke_account_sessions(&self, account_id: Id, now: i64) -> StoreResult<Vec<Id>> {
         let _t = self.begin("revoke_account_sessions")?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(account_id.0)
-        .fetch_all(&self.write)
-        .await?
-        .iter()
-        .map(|r| id(r, "id"))
-        .collect()
+        let mut conn = self.write.acquire().await?;
+        revoke_sessions_of(&mut conn, account_id, now).await
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "instance_stats"))]
