@@ -165,7 +165,7 @@ fn create_guild(url: &str, dir: &std::path::Path) -> anyhow::Result<(String, Str
             async move {
                 tokio::time::timeout(
                     Duration::from_secs(20),
-                    http.authed::<Value>(&identity, reqwest::Method::POST, &path, Some(body)),
+                    http.authed::<Value>(identity, reqwest::Method::POST, &path, Some(body)),
                 )
                 .await
                 .map_err(|_| anyhow!("{path} timed out"))?

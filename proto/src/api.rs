@@ -146,13 +146,18 @@ impl Validate for CreateGuild {
 #[serde(deny_unknown_fields)]
 pub struct UpdateGuild {
     pub name: Option<String>,
+    /// Hands the guild to another member (only the owner may).
+    pub owner_id: Option<Id>,
 }
 
 impl Validate for UpdateGuild {
     fn validate(&self) -> Result<(), Invalid> {
+        if self.name.is_none() && self.owner_id.is_none() {
+            return Err(invalid("name", "nothing to update"));
+        }
         match &self.name {
             Some(name) => limits::name("name", name),
-            None => Err(invalid("name", "nothing to update")),
+            None => Ok(()),
         }
     }
 }
@@ -191,12 +196,27 @@ pub struct UpdateChannel {
     pub name: Option<String>,
     pub topic: Option<String>,
     pub position: Option<i64>,
+    /// Slow mode in seconds, 0 (off) to 21600 (six hours).
+    pub slowmode_secs: Option<u32>,
 }
 
 impl Validate for UpdateChannel {
     fn validate(&self) -> Result<(), Invalid> {
-        if self.name.is_none() && self.topic.is_none() && self.position.is_none() {
+        if self.name.is_none()
+            && self.topic.is_none()
+            && self.position.is_none()
+            && self.slowmode_secs.is_none()
+        {
             return Err(invalid("name", "nothing to update"));
+        }
+        if self
+            .slowmode_secs
+            .is_some_and(|s| s > limits::MAX_SLOWMODE_SECS)
+        {
+            return Err(invalid(
+                "slowmode_secs",
+                format!("between 0 and {}", limits::MAX_SLOWMODE_SECS),
+            ));
         }
         if let Some(name) = &self.name {
             limits::name("name", name)?;
@@ -508,4 +528,173 @@ pub struct WellKnown {
     pub bootstrap_peers: Vec<String>,
     pub stun_urls: Vec<String>,
     pub turn_urls: Vec<String>,
+}
+
+/// `PUT /guilds/{guild_id}/members/{user_id}/timeout`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutMember {
+    /// 1 second to 28 days.
+    pub duration_secs: u32,
+    pub reason: Option<String>,
+}
+
+impl Validate for TimeoutMember {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(1..=limits::MAX_TIMEOUT_SECS).contains(&self.duration_secs) {
+            return Err(invalid(
+                "duration_secs",
+                format!("between 1 and {}", limits::MAX_TIMEOUT_SECS),
+            ));
+        }
+        limits::reason(self.reason.as_deref())
+    }
+}
+
+/// `POST /guilds/{guild_id}/members/{user_id}/messages/bulk-delete`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BulkDelete {
+    /// Deletes the member's messages of the last this many seconds (at most 7 days).
+    pub within_secs: u32,
+    pub reason: Option<String>,
+}
+
+impl Validate for BulkDelete {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(1..=limits::MAX_BULK_DELETE_SECS).contains(&self.within_secs) {
+            return Err(invalid(
+                "within_secs",
+                format!("between 1 and {}", limits::MAX_BULK_DELETE_SECS),
+            ));
+        }
+        limits::reason(self.reason.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct BulkDeleted {
+    pub deleted: u64,
+}
+
+/// A report of a message or a user, to a guild's moderators
+/// (`POST /guilds/{guild_id}/reports`) or to the instance admins (`POST /reports`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateReport {
+    /// The reported user; taken from the message when a message is reported.
+    pub user_id: Option<Id>,
+    /// The reported message, with its channel.
+    pub channel_id: Option<Id>,
+    pub message_id: Option<Id>,
+    /// 1 to 1000 characters.
+    pub reason: String,
+}
+
+impl Validate for CreateReport {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.channel_id.is_some() != self.message_id.is_some() {
+            return Err(invalid(
+                "message_id",
+                "a reported message needs both channel_id and message_id",
+            ));
+        }
+        if self.user_id.is_none() && self.message_id.is_none() {
+            return Err(invalid("user_id", "report a user or a message"));
+        }
+        let n = self.reason.trim().chars().count();
+        if n == 0 || self.reason.chars().count() > limits::MAX_REPORT_CHARS {
+            return Err(invalid(
+                "reason",
+                format!("1 to {} characters", limits::MAX_REPORT_CHARS),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `PATCH …/reports/{report_id}`: closes a report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HandleReport {
+    /// `resolved` (something was done) or `dismissed`.
+    pub status: String,
+    /// What was done, e.g. "message deleted, member timed out for 1 h" (at most 512).
+    #[serde(default)]
+    pub action: String,
+}
+
+impl Validate for HandleReport {
+    fn validate(&self) -> Result<(), Invalid> {
+        if !matches!(self.status.as_str(), "resolved" | "dismissed") {
+            return Err(invalid("status", "resolved or dismissed"));
+        }
+        limits::reason(Some(&self.action)).map_err(|_| invalid("action", "at most 512 characters"))
+    }
+}
+
+/// A report as moderators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Report {
+    pub id: Id,
+    /// Absent: sent to the instance admins.
+    pub guild_id: Option<Id>,
+    pub reporter_id: Id,
+    pub user_id: Id,
+    pub channel_id: Option<Id>,
+    pub message_id: Option<Id>,
+    /// The message's content when it was reported (kept even if the message is deleted).
+    pub message_content: Option<String>,
+    pub reason: String,
+    /// `open`, `resolved` or `dismissed`.
+    pub status: String,
+    pub action: Option<String>,
+    pub handled_by: Option<Id>,
+    pub handled_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// `?status=open&before=&limit=`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct ReportsQuery {
+    /// `open` (the default), `resolved`, `dismissed` or `all`.
+    pub status: Option<String>,
+    pub before: Option<Id>,
+    pub limit: Option<u32>,
+}
+
+impl Validate for ReportsQuery {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Some(s) = &self.status
+            && !matches!(s.as_str(), "open" | "resolved" | "dismissed" | "all")
+        {
+            return Err(invalid("status", "open, resolved, dismissed or all"));
+        }
+        limits::page_limit(self.limit).map(|_| ())
+    }
+}
+
+/// `POST /admin/setup`: the one-time token printed by a relay that has no admin yet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSetup {
+    pub token: String,
+}
+
+impl Validate for ClaimSetup {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.token.is_empty() || self.token.len() > 128 {
+            return Err(invalid("token", "1 to 128 characters"));
+        }
+        Ok(())
+    }
 }

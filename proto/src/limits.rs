@@ -14,6 +14,11 @@ pub const MAX_SEARCH_TERMS: usize = 16;
 pub const USERNAME_MIN: usize = 2;
 pub const USERNAME_MAX: usize = 32;
 pub const MAX_MENTIONS: usize = 50;
+pub const MAX_SLOWMODE_SECS: u32 = 6 * 3600;
+pub const MAX_TIMEOUT_SECS: u32 = 28 * 24 * 3600;
+pub const MAX_BULK_DELETE_SECS: u32 = 7 * 24 * 3600;
+pub const MAX_REPORT_CHARS: usize = 1_000;
+pub const MAX_REASON_CHARS: usize = 512;
 pub const MAX_CHANNELS_PER_GUILD: usize = 500;
 pub const MAX_ROLES_PER_GUILD: usize = 250;
 pub const MAX_DEVICES_PER_ACCOUNT: usize = 32;
@@ -203,6 +208,17 @@ pub fn search_terms(query: &str) -> Result<Vec<String>, Invalid> {
         return Err(invalid("q", format!("at most {MAX_SEARCH_TERMS} words")));
     }
     Ok(terms)
+}
+
+/// An optional moderation reason: at most 512 characters.
+pub fn reason(text: Option<&str>) -> Result<(), Invalid> {
+    match text {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(invalid(
+            "reason",
+            format!("at most {MAX_REASON_CHARS} characters"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,10 @@ pub struct Channel {
     pub position: i64,
     /// Private channels deny @everyone the view permission; overwrites grant it back.
     pub private: bool,
+    /// Slow mode: a member without manage_messages sends at most one message per this many
+    /// seconds here (0: off).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub slowmode_secs: u32,
     pub overwrites: Vec<Overwrite>,
     /// Seq of the channel's latest event (0 when it has none).
     pub last_seq: i64,
@@ -100,6 +104,9 @@ pub struct Member {
     pub user: User,
     pub roles: Vec<Id>,
     pub joined_at: i64,
+    /// Timed out (cannot send, react or speak) until this time, unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,4 +253,8 @@ pub struct SearchHit {
     pub highlight: String,
     /// Higher is better; comparable within one response only.
     pub score: f64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -26,9 +26,22 @@ impl Permissions {
     pub const MANAGE_GUILD: Permissions = Permissions(1 << 11);
     pub const ADD_REACTIONS: Permissions = Permissions(1 << 12);
     pub const READ_HISTORY: Permissions = Permissions(1 << 13);
+    /// Read the guild's audit log.
+    pub const VIEW_AUDIT_LOG: Permissions = Permissions(1 << 14);
+    /// Time members out and work the guild's reports queue.
+    pub const MODERATE_MEMBERS: Permissions = Permissions(1 << 15);
 
     pub const NONE: Permissions = Permissions(0);
-    pub const ALL: Permissions = Permissions((1 << 14) - 1);
+    pub const ALL: Permissions = Permissions((1 << 16) - 1);
+
+    /// What a timed-out member loses until the timeout ends (they can still read).
+    pub const TIMED_OUT_DENY: Permissions = Permissions(
+        Self::SEND_MESSAGES.0
+            | Self::ADD_REACTIONS.0
+            | Self::CREATE_INVITES.0
+            | Self::CONNECT.0
+            | Self::SPEAK.0,
+    );
 
     /// What @everyone may do in a new guild.
     pub const DEFAULT_EVERYONE: Permissions = Permissions(
@@ -51,7 +64,7 @@ impl Permissions {
             | Self::SPEAK.0,
     );
 
-    pub const NAMES: [(&'static str, Permissions); 14] = [
+    pub const NAMES: [(&'static str, Permissions); 16] = [
         ("view_channel", Self::VIEW_CHANNEL),
         ("send_messages", Self::SEND_MESSAGES),
         ("manage_messages", Self::MANAGE_MESSAGES),
@@ -66,6 +79,8 @@ impl Permissions {
         ("manage_guild", Self::MANAGE_GUILD),
         ("add_reactions", Self::ADD_REACTIONS),
         ("read_history", Self::READ_HISTORY),
+        ("view_audit_log", Self::VIEW_AUDIT_LOG),
+        ("moderate_members", Self::MODERATE_MEMBERS),
     ];
 
     pub fn contains(self, other: Permissions) -> bool {
@@ -152,6 +167,17 @@ pub fn base_permissions(
     }
 }
 
+/// A timed-out member keeps reading but loses `TIMED_OUT_DENY`; administrators (and the
+/// owner) are never limited.
+pub fn apply_timeout(perms: Permissions, timeout_until: Option<i64>, now_ms: i64) -> Permissions {
+    match timeout_until {
+        Some(until) if until > now_ms && !perms.contains(Permissions::ADMINISTRATOR) => {
+            perms & !Permissions::TIMED_OUT_DENY
+        }
+        _ => perms,
+    }
+}
+
 /// Channel permissions: @everyone overwrite, then the union of the member's role overwrites
 /// (deny before allow), then the member's own overwrite. Administrators skip overwrites.
 pub fn channel_permissions(
@@ -209,6 +235,21 @@ mod tests {
             allow: Permissions::NONE,
             deny: Permissions::VIEW_CHANNEL,
         }
+    }
+
+    #[test]
+    fn a_timeout_takes_sending_away_until_it_ends() {
+        let member = Permissions::DEFAULT_EVERYONE;
+        let limited = apply_timeout(member, Some(2_000), 1_000);
+        assert!(!limited.contains(Permissions::SEND_MESSAGES));
+        assert!(!limited.contains(Permissions::SPEAK));
+        assert!(limited.contains(Permissions::VIEW_CHANNEL | Permissions::READ_HISTORY));
+        assert_eq!(apply_timeout(member, Some(2_000), 2_000), member);
+        assert_eq!(apply_timeout(member, None, 1_000), member);
+        assert_eq!(
+            apply_timeout(Permissions::ALL, Some(2_000), 1_000),
+            Permissions::ALL
+        );
     }
 
     #[test]

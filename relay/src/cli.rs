@@ -202,6 +202,20 @@ pub enum AdminCommand {
     },
     /// Print the instance admins.
     List,
+    /// Print the one-time link that makes whoever opens it the first admin (only while the
+    /// relay has none).
+    SetupLink,
+    /// Delete an account (as `DELETE /api/v1/admin/users/{id}`; its messages are kept as a
+    /// deleted user's). It must not own guilds.
+    DeleteUser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Delete a guild with everything in it.
+    DeleteGuild {
+        #[arg(long)]
+        guild_id: concord_proto::Id,
+    },
 }
 
 #[derive(Debug, Subcommand, PartialEq, Eq)]

@@ -70,8 +70,11 @@ pub struct RetentionConfig {
     /// Where archives go: a directory, `file:///…` or `s3://bucket/prefix` (credentials and
     /// endpoint from `AWS_*` variables) [default: `archive` in the data dir].
     pub archive_location: Option<String>,
-    /// How often each instance looks for months to archive (and partitions to create).
+    /// How often each instance looks for months to archive (and partitions to create) and
+    /// purges old audit entries.
     pub check_interval_secs: u64,
+    /// Guild and instance audit entries are kept this many days; 0 keeps them forever.
+    pub audit_log_days: u32,
 }
 
 impl Default for RetentionConfig {
@@ -80,6 +83,7 @@ impl Default for RetentionConfig {
             archive_after_days: 183,
             archive_location: None,
             check_interval_secs: 3600,
+            audit_log_days: 365,
         }
     }
 }
@@ -311,6 +315,18 @@ pub struct AuthConfig {
     pub registration: Registration,
     /// Older form: `false` means `registration = "closed"`.
     pub open_registration: bool,
+    /// What happens to the messages of a deleted account: `keep` (shown as written by a
+    /// deleted user) or `erase` (their content is removed like any deleted message).
+    pub deleted_account_messages: DeletedMessages,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum DeletedMessages {
+    #[default]
+    Keep,
+    Erase,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -343,6 +359,7 @@ impl Default for AuthConfig {
             refresh_idle_days: 30,
             registration: Registration::Open,
             open_registration: true,
+            deleted_account_messages: DeletedMessages::Keep,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use concord_relay::cli::{AdminCommand, ArchiveCommand, Cli, Command};
 use concord_relay::store::sql::SqlStore;
-use concord_relay::store::{AdminStore, ServerStore, Store};
+use concord_relay::store::{
+    AdminStore, GuildStore, ModerationStore, ServerStore, Store, StoreError,
+};
 use concord_relay::{RelayConfig, Server};
 use concord_svc::wait_for_signal;
 
@@ -98,37 +100,89 @@ async fn admin(config: &RelayConfig, command: AdminCommand) -> anyhow::Result<()
     }
     let store = SqlStore::connect(&config.database_url(), &config.database.pool()).await?;
     let mut out = std::io::stdout().lock();
-    let change = match &command {
-        AdminCommand::Grant { username } => Some((username, true)),
-        AdminCommand::Revoke { username } => Some((username, false)),
-        AdminCommand::List => None,
+    let now = concord_relay::app::now_ms;
+    let audit = async |action: &str, target: concord_proto::Id| {
+        // Ids from worker 0 with the time: this process holds no worker lease.
+        let id = concord_proto::IdGenerator::new(0).next(now());
+        store
+            .add_audit(&AuditEntry {
+                id,
+                actor_id: None,
+                action: action.into(),
+                target_id: Some(target),
+                detail: "command line".into(),
+                created_at: now(),
+            })
+            .await
     };
-    match change {
-        Some((username, admin)) => {
-            let account = store
-                .admin_account_by_username(username)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no account named {username:?}"))?;
+    let account = async |username: &str| {
+        store
+            .admin_account_by_username(username)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no account named {username:?}"))
+    };
+    match &command {
+        AdminCommand::Grant { username } | AdminCommand::Revoke { username } => {
+            let admin = matches!(command, AdminCommand::Grant { .. });
+            let account = account(username).await?;
             store.set_instance_admin(account.id, admin).await?;
-            // Ids from worker 0 with the time: this process holds no worker lease.
-            let id = concord_proto::IdGenerator::new(0).next(concord_relay::app::now_ms());
-            store
-                .add_audit(&AuditEntry {
-                    id,
-                    actor_id: None,
-                    action: if admin { "admin_grant" } else { "admin_revoke" }.into(),
-                    target_id: Some(account.id),
-                    detail: "command line".into(),
-                    created_at: concord_relay::app::now_ms(),
-                })
-                .await?;
+            audit(
+                if admin { "admin_grant" } else { "admin_revoke" },
+                account.id,
+            )
+            .await?;
             let verb = if admin { "is now" } else { "is no longer" };
             writeln!(out, "{username} ({}) {verb} an instance admin", account.id)?;
         }
-        None => {
+        AdminCommand::List => {
             for a in store.instance_admins().await? {
                 writeln!(out, "{} {}", a.id, a.username)?;
             }
+        }
+        AdminCommand::SetupLink => {
+            if !store.instance_admins().await?.is_empty() {
+                anyhow::bail!("this relay already has an instance admin");
+            }
+            let token = store
+                .secret_or_insert(
+                    "setup_token",
+                    &concord_relay::auth::tokens::random_token(24),
+                )
+                .await?;
+            let origin = config
+                .public_url
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            writeln!(out, "{}/setup#{token}", origin.trim_end_matches('/'))?;
+        }
+        AdminCommand::DeleteUser { username } => {
+            let account = account(username).await?;
+            let deleted = store
+                .delete_account(account.id, now())
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => anyhow::anyhow!(
+                        "{username} owns guilds: hand them over or delete them first"
+                    ),
+                    other => other.into(),
+                })?;
+            audit("account_delete", account.id).await?;
+            writeln!(
+                out,
+                "{username} ({}) deleted; {} sessions ended, left {} guilds",
+                account.id,
+                deleted.sessions.len(),
+                deleted.guilds.len()
+            )?;
+        }
+        AdminCommand::DeleteGuild { guild_id } => {
+            store.delete_guild(*guild_id).await.map_err(|e| match e {
+                StoreError::NotFound => anyhow::anyhow!("no guild {guild_id}"),
+                other => other.into(),
+            })?;
+            audit("guild_delete", *guild_id).await?;
+            writeln!(out, "guild {guild_id} deleted")?;
         }
     }
     store.close().await;

@@ -95,6 +95,7 @@ pub async fn send(
         created_at: now_ms(),
     };
     let _order = app.lock_channel(channel_id).await;
+    check_slowmode(app, &access, &new).await?;
     let _gate = app.commit_gate.read().await;
     let inserted = app.store.insert_message(&new).await?;
     if inserted.created {
@@ -110,6 +111,31 @@ pub async fn send(
             .await;
     }
     Ok((inserted.message, inserted.created))
+}
+
+/// Slow mode: one message per `slowmode_secs` for members without manage_messages. Runs under
+/// the channel's lock, so two racing sends of one member cannot both pass; a retry of the
+/// same nonce passes (it returns the first message).
+async fn check_slowmode(app: &App, access: &ChannelAccess, new: &NewMessage) -> ApiResult<()> {
+    let secs = access.channel.slowmode_secs;
+    if secs == 0
+        || access.perms.contains(Permissions::MANAGE_MESSAGES)
+        || access.perms.contains(Permissions::MANAGE_CHANNELS)
+    {
+        return Ok(());
+    }
+    let window = i64::from(secs) * 1000;
+    let since = Id::from_unix_ms(new.created_at - window);
+    if let Some((nonce, at)) = app
+        .store
+        .latest_message_by(new.channel_id, new.author, since)
+        .await?
+        && nonce != new.nonce
+        && new.created_at - at < window
+    {
+        return Err(ApiError::SlowMode(window - (new.created_at - at)));
+    }
+    Ok(())
 }
 
 pub async fn edit(
@@ -153,15 +179,35 @@ pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) 
         .message(channel_id, message_id)
         .await?
         .ok_or(ApiError::NotFound("message"))?;
-    if existing.author != caller.user_id && !access.perms.contains(Permissions::MANAGE_MESSAGES) {
+    let by_moderator = existing.author != caller.user_id;
+    if by_moderator && !access.perms.contains(Permissions::MANAGE_MESSAGES) {
         return Err(ApiError::missing_permissions());
     }
+    delete_stored(app, &access, message_id).await?;
+    if by_moderator && let Some(guild_id) = access.channel.guild_id {
+        crate::api::moderation::audit_guild(
+            app,
+            guild_id,
+            caller.user_id,
+            "message_delete",
+            Some(existing.author),
+            format!("message {message_id} in channel {channel_id}"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes one message (its author's or a moderator's decision, already checked) and tells
+/// the channel.
+pub async fn delete_stored(app: &App, access: &ChannelAccess, message_id: Id) -> ApiResult<()> {
+    let channel_id = access.channel.id;
     let _order = app.lock_channel(channel_id).await;
     let event = app
         .store
         .delete_message(channel_id, message_id, now_ms())
         .await?;
-    fan_out(app, &access, &event).await;
+    fan_out(app, access, &event).await;
     Ok(())
 }
 

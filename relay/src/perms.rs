@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use concord_proto::model::{Channel, ChannelKind};
-use concord_proto::permissions::{base_permissions, channel_permissions};
+use concord_proto::permissions::{apply_timeout, base_permissions, channel_permissions};
 use concord_proto::{Id, Permissions};
 
 use crate::api::error::{ApiError, ApiResult};
@@ -18,8 +18,16 @@ const MAX_GUILDS: usize = 20_000;
 const MAX_MEMBERS: usize = 500_000;
 const MAX_CHANNELS: usize = 200_000;
 
-/// Role ids of a member; `None` in the cache means "not a member".
-type MemberRoles = Option<Arc<Vec<Id>>>;
+/// What permissions need of a membership.
+#[derive(Debug, Default)]
+pub struct MemberState {
+    pub roles: Vec<Id>,
+    /// Timed out until then (unix ms); the check compares with the clock on every use.
+    pub timeout_until: Option<i64>,
+}
+
+/// `None` in the cache means "not a member".
+type MemberRoles = Option<Arc<MemberState>>;
 
 #[derive(Default)]
 struct Caches {
@@ -121,11 +129,12 @@ impl PermCache {
             return Ok(m.clone());
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let roles = self
-            .store
-            .member(guild_id, user_id)
-            .await?
-            .map(|m| Arc::new(m.roles));
+        let roles = self.store.member(guild_id, user_id).await?.map(|m| {
+            Arc::new(MemberState {
+                roles: m.roles,
+                timeout_until: m.timeout_until,
+            })
+        });
         let mut c = self.lock();
         if self.generation.load(Ordering::SeqCst) == generation {
             if c.members.len() >= MAX_MEMBERS {
@@ -164,13 +173,15 @@ impl PermCache {
         let Some(snapshot) = self.snapshot(guild_id).await? else {
             return Ok(None);
         };
-        let Some(roles) = self.member_roles(guild_id, user_id).await? else {
+        let Some(member) = self.member_roles(guild_id, user_id).await? else {
             return Ok(None);
         };
-        Ok(Some((
-            snapshot.clone(),
-            guild_perms(&snapshot, user_id, &roles),
-        )))
+        let perms = apply_timeout(
+            guild_perms(&snapshot, user_id, &member.roles),
+            member.timeout_until,
+            crate::app::now_ms(),
+        );
+        Ok(Some((snapshot.clone(), perms)))
     }
 
     /// Permissions in a channel; `None` when the channel does not exist. A non-member or a
@@ -194,7 +205,7 @@ impl PermCache {
             Some(guild_id) => match self.guild_permissions(guild_id, user_id).await? {
                 None => Permissions::NONE,
                 Some((snapshot, base)) => {
-                    let roles = self
+                    let member = self
                         .member_roles(guild_id, user_id)
                         .await?
                         .unwrap_or_default();
@@ -205,7 +216,12 @@ impl PermCache {
                         .find(|c| c.id == channel_id)
                         .map(|c| c.overwrites.as_slice())
                         .unwrap_or(&[]);
-                    channel_permissions(base, guild_id, user_id, &roles, overwrites)
+                    // An overwrite must not give back what a timeout took.
+                    apply_timeout(
+                        channel_permissions(base, guild_id, user_id, &member.roles, overwrites),
+                        member.timeout_until,
+                        crate::app::now_ms(),
+                    )
                 }
             },
         };
@@ -256,14 +272,14 @@ impl PermCache {
         if snapshot.guild.owner_id == user_id {
             return Ok(i64::MAX);
         }
-        let roles = self
+        let member = self
             .member_roles(snapshot.guild.id, user_id)
             .await?
             .unwrap_or_default();
         Ok(snapshot
             .roles
             .iter()
-            .filter(|r| roles.contains(&r.id))
+            .filter(|r| member.roles.contains(&r.id))
             .map(|r| r.position)
             .max()
             .unwrap_or(0))
@@ -304,15 +320,16 @@ impl PermCache {
         user_id: Id,
     ) -> StoreResult<Vec<Channel>> {
         let guild_id = snapshot.guild.id;
-        let Some(roles) = self.member_roles(guild_id, user_id).await? else {
+        let Some(member) = self.member_roles(guild_id, user_id).await? else {
             return Ok(Vec::new());
         };
-        let base = guild_perms(snapshot, user_id, &roles);
+        let roles = &member.roles;
+        let base = guild_perms(snapshot, user_id, roles);
         let mut visible: Vec<Channel> = snapshot
             .channels
             .iter()
             .filter(|c| {
-                channel_permissions(base, guild_id, user_id, &roles, &c.overwrites)
+                channel_permissions(base, guild_id, user_id, roles, &c.overwrites)
                     .contains(Permissions::VIEW_CHANNEL)
             })
             .cloned()

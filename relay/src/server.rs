@@ -180,6 +180,14 @@ impl Server {
         ));
         background.extend(crate::background::spawn_all(app.clone(), limiter));
         tracing::info!(url = %app.audiences[0], %http_addr, worker_id, backend = store.backend().as_str(), "relay listening");
+        match crate::api::admin::setup_link(&app).await {
+            Ok(Some(link)) => tracing::warn!(
+                %link,
+                "this relay has no instance admin yet: open this one-time link while logged in to become its admin (or run `concord-relay admin grant --username NAME`)"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not prepare the setup link"),
+        }
         Ok(Server {
             app,
             http_addr,

@@ -125,6 +125,8 @@ async fn an_instance_admin_suspends_and_restores_an_account_with_an_audit_trail(
 async fn the_first_admin_is_made_on_the_command_line() {
     let relay = TestRelay::start(Backend::Sqlite).await;
     let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let (bobs_guild, _) = bob.create_guild("bob's").await;
     assert_eq!(ana.get("/api/v1/admin/stats").await.status, 403);
     let db = relay.server().app().config.database_url();
     let run = |args: &[&str]| {
@@ -139,8 +141,17 @@ async fn the_first_admin_is_made_on_the_command_line() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    // Before any admin exists, the setup link is there to print.
+    let (ok, link, stderr) = run(&["setup-link"]);
+    assert!(ok, "{stderr}");
+    assert!(link.trim().contains("/setup#"), "{link}");
     let (ok, stdout, stderr) = run(&["grant", "--username", "ana"]);
     assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(&["setup-link"]);
+    assert!(
+        !ok && stderr.contains("already has an instance admin"),
+        "{stderr}"
+    );
     assert!(stdout.contains("ana"), "{stdout}");
     let (ok, _, stderr) = run(&["grant", "--username", "nobody"]);
     assert!(!ok);
@@ -152,6 +163,25 @@ async fn the_first_admin_is_made_on_the_command_line() {
     let log = ana.get("/api/v1/admin/audit").await.ok(200);
     assert_eq!(log[0]["action"], "admin_grant");
     assert_eq!(log[0]["actor_id"], Value::Null);
+
+    // Deleting: an owner of guilds is refused until the guild is gone.
+    let (ok, _, stderr) = run(&["delete-user", "--username", "bob"]);
+    assert!(!ok && stderr.contains("owns guilds"), "{stderr}");
+    let (ok, _, stderr) = run(&["delete-guild", "--guild-id", &bobs_guild.to_string()]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(&["delete-guild", "--guild-id", &bobs_guild.to_string()]);
+    assert!(!ok && stderr.contains("no guild"), "{stderr}");
+    let (ok, stdout, stderr) = run(&["delete-user", "--username", "bob"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("deleted"), "{stdout}");
+    let account = ana
+        .get(&format!("/api/v1/admin/users/{}", bob.id))
+        .await
+        .ok(200);
+    assert_eq!(account["username"], format!("deleted-{}", bob.id.0));
+    let log = ana.get("/api/v1/admin/audit").await.ok(200);
+    assert_eq!(log[0]["action"], "account_delete");
+    assert_eq!(log[1]["action"], "guild_delete");
     relay.shutdown().await;
 }
 

@@ -158,6 +158,15 @@ const ROWS: &[Row] = &[
     ("DELETE", "/api/v1/admin/users/{user_id}/suspend",                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("POST",   "/api/v1/admin/users/{user_id}/sessions/revoke",          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/admin/audit",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("DELETE", "/api/v1/admin/users/{user_id}",                          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("DELETE", "/api/v1/admin/guilds/{guild_id}",                        [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/reports",                                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // report_id = an open report to the instance admins, made just before the call.
+    ("PATCH",  "/api/v1/admin/reports/{report_id}",                      [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // The relay has no admin yet, so the claim is checked, and the matrix's token is wrong.
+    ("POST",   "/api/v1/admin/setup",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // Anyone signed in reports a user to the instance admins.
+    ("POST",   "/api/v1/reports",                                        [201,  201,  201,  201,  201,  201,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}/channels",                     [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
     // MANAGE_CHANNELS.
     ("POST",   "/api/v1/guilds/{guild_id}/channels",                     [201,  201,  403,  403,  403,  403,  401,  401,  401,  401]),
@@ -184,6 +193,18 @@ const ROWS: &[Row] = &[
     ("GET",    "/api/v1/guilds/{guild_id}/bans",                         [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("PUT",    "/api/v1/guilds/{guild_id}/bans/{user_id}",               [204,  204,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("DELETE", "/api/v1/guilds/{guild_id}/bans/{user_id}",               [204,  204,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // VIEW_AUDIT_LOG.
+    ("GET",    "/api/v1/guilds/{guild_id}/audit-log",                    [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // MODERATE_MEMBERS: time the target out, or end it early.
+    ("PUT",    "/api/v1/guilds/{guild_id}/members/{user_id}/timeout",    [204,  204,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("DELETE", "/api/v1/guilds/{guild_id}/members/{user_id}/timeout",    [204,  204,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // MANAGE_MESSAGES: the target's messages of the last hour.
+    ("POST",   "/api/v1/guilds/{guild_id}/members/{user_id}/messages/bulk-delete", [200, 200, 403, 403, 403, 403, 401, 401, 401, 401]),
+    // Any member reports the target to the guild's moderators; MODERATE_MEMBERS reads and
+    // closes reports (report_id = an open report of the guild, made just before the call).
+    ("POST",   "/api/v1/guilds/{guild_id}/reports",                      [201,  201,  201,  201,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/guilds/{guild_id}/reports",                      [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("PATCH",  "/api/v1/guilds/{guild_id}/reports/{report_id}",          [200,  200,  403,  403,  403,  403,  401,  401,  401,  401]),
     // An invite preview is for anyone with an account (the banned too, as on Discord);
     // accepting is refused to the banned only (members get their guild back, 200).
     ("GET",    "/api/v1/invites/{code}",                                 [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
@@ -213,6 +234,9 @@ const ROWS: &[Row] = &[
     // the owner, admin and member) needs VIEW_CHANNEL.
     ("PUT",    "/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", [204, 204, 204, 403, 403, 403, 401, 401, 401, 401]),
     ("DELETE", "/api/v1/channels/{channel_id}/messages/{message_id}/reactions/{emoji}", [204, 204, 204, 403, 403, 403, 401, 401, 401, 401]),
+    // Deleting one's own account; last, because it does delete the callers' accounts. The
+    // owner owns guilds and must hand them over first (409 owns_guilds).
+    ("DELETE", "/api/v1/users/@me",                                      [409,  204,  204,  204,  204,  204,  401,  401,  401,  401]),
 ];
 
 /// 👍, URL-encoded.
@@ -549,8 +573,8 @@ fn param(
         }
         "user_id" => acc.target.id.to_string(),
         "emoji" => EMOJI.to_owned(),
-        "device_key" => device_key
-            .ok_or("{device_key} was not prepared")?
+        "device_key" | "report_id" => device_key
+            .ok_or(format!("{{{name}}} was not prepared"))?
             .to_owned(),
         other => return Err(format!("no fixture value for path parameter {{{other}}}")),
     })
@@ -636,6 +660,61 @@ async fn request(
             None
         }
         ("POST", "/api/v1/users/@me/dms") => Some(json!({ "recipient": acc.target.id })),
+        ("POST", "/api/v1/reports" | "/api/v1/guilds/{guild_id}/reports") => {
+            Some(json!({ "user_id": acc.target.id, "reason": "matrix report" }))
+        }
+        (
+            "PATCH",
+            "/api/v1/guilds/{guild_id}/reports/{report_id}" | "/api/v1/admin/reports/{report_id}",
+        ) => {
+            let path = match fx {
+                Some(fx) if template.starts_with("/api/v1/guilds") => {
+                    format!("/api/v1/guilds/{}/reports", fx.guild)
+                }
+                _ => "/api/v1/reports".to_owned(),
+            };
+            let report = acc
+                .member
+                .post(
+                    &path,
+                    json!({ "user_id": acc.target.id, "reason": "to close" }),
+                )
+                .await
+                .ok(201);
+            device_key = Some(id(&report["id"]).to_string());
+            Some(json!({ "status": "dismissed", "action": "nothing to do" }))
+        }
+        ("POST", "/api/v1/admin/setup") => Some(json!({ "token": "not-the-token" })),
+        // Callers other than the owner give up the guilds they made (POST /guilds) first, so
+        // the deletion itself is what is checked; the owner keeps its guilds (409).
+        ("DELETE", "/api/v1/users/@me")
+            if matches!(
+                who,
+                Who::Admin | Who::Member | Who::NoView | Who::NonMember | Who::Banned
+            ) =>
+        {
+            let user = acc.user(who);
+            for guild in user
+                .get("/api/v1/users/@me/guilds")
+                .await
+                .ok(200)
+                .as_array()
+                .unwrap()
+            {
+                if id(&guild["owner_id"]) == user.id {
+                    user.delete(&format!("/api/v1/guilds/{}", id(&guild["id"])))
+                        .await
+                        .ok(204);
+                }
+            }
+            None
+        }
+        ("PUT", "/api/v1/guilds/{guild_id}/members/{user_id}/timeout") => {
+            Some(json!({ "duration_secs": 60, "reason": "matrix" }))
+        }
+        ("POST", "/api/v1/guilds/{guild_id}/members/{user_id}/messages/bulk-delete") => {
+            Some(json!({ "within_secs": 3600 }))
+        }
         ("POST", "/api/v1/guilds") => Some(json!({ "name": "another guild" })),
         ("PATCH", "/api/v1/guilds/{guild_id}") => Some(json!({ "name": "renamed guild" })),
         ("POST", "/api/v1/guilds/{guild_id}/channels") => {

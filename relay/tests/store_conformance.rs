@@ -276,6 +276,7 @@ fn text_channel(id: Id, guild_id: Id, name: &str, position: i64) -> Channel {
         topic: None,
         position,
         private: false,
+        slowmode_secs: 0,
         overwrites: Vec::new(),
         last_seq: 0,
         recipients: Vec::new(),
@@ -869,6 +870,7 @@ async fn check_guild_create_and_snapshot(store: &dyn Store) {
     let secret = Channel {
         topic: Some("shh".to_owned()),
         private: true,
+        slowmode_secs: 0,
         overwrites: vec![
             overwrite(
                 gid,
@@ -924,7 +926,8 @@ async fn check_guild_create_and_snapshot(store: &dyn Store) {
             guild_id: gid,
             user: user(&owner),
             roles: vec![],
-            joined_at: guild.created_at
+            joined_at: guild.created_at,
+            timeout_until: None
         }),
         "the owner is the first member"
     );
@@ -1100,6 +1103,7 @@ async fn check_channels(store: &dyn Store) {
     let hidden = Channel {
         topic: Some("weekly".to_owned()),
         private: true,
+        slowmode_secs: 0,
         ..renamed
     };
     assert_eq!(
@@ -1115,6 +1119,7 @@ async fn check_channels(store: &dyn Store) {
     let moved = Channel {
         position: 7,
         private: false,
+        slowmode_secs: 0,
         ..hidden
     };
     assert_eq!(store.update_channel(news.id, &update).await.unwrap(), moved);
@@ -1558,7 +1563,8 @@ async fn check_members(store: &dyn Store) {
             guild_id: guild.id,
             user: user(&users[1]),
             roles: vec![role.id],
-            joined_at: joined_at[1]
+            joined_at: joined_at[1],
+            timeout_until: None
         })
     );
 
@@ -1587,7 +1593,8 @@ async fn check_members(store: &dyn Store) {
             guild_id: guild.id,
             user: user(&owner),
             roles: vec![],
-            joined_at: guild.created_at
+            joined_at: guild.created_at,
+            timeout_until: None
         }
     );
     assert_eq!(

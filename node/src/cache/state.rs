@@ -371,6 +371,8 @@ fn channel_row(r: &Row) -> Result<Channel> {
         topic: r.get(4)?,
         position: r.get(5)?,
         private: r.get(6)?,
+        // Slow mode is the relay's to enforce; the cache does not keep it.
+        slowmode_secs: 0,
         overwrites: serde_json::from_str(&overwrites).map_err(|e| corrupt("overwrites", e))?,
         last_seq: r.get(8)?,
         recipients: serde_json::from_str(&recipients).map_err(|e| corrupt("recipients", e))?,

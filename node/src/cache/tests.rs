@@ -108,6 +108,7 @@ fn channel(id: i64, guild: Option<i64>, position: i64) -> Channel {
         topic: None,
         position,
         private: false,
+        slowmode_secs: 0,
         overwrites: vec![],
         last_seq: 0,
         recipients: vec![],

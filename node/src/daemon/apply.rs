@@ -373,6 +373,7 @@ mod tests {
             topic: None,
             position: 0,
             private,
+            slowmode_secs: 0,
             overwrites: Vec::new(),
             last_seq: 0,
             recipients: Vec::new(),

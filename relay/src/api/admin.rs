@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use concord_proto::Id;
-use concord_proto::api::{ErrorBody, Validate};
+use concord_proto::api::{ClaimSetup, ErrorBody, Validate};
 use concord_proto::limits::{Invalid, invalid, page_limit};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::store::{AdminAccount, AuditEntry, InstanceStats};
 
 /// The caller must be an instance admin (and not suspended).
-async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
+pub async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
     match app.store.admin_account(caller.user_id).await? {
         Some(a) if a.instance_admin && a.suspended_at.is_none() => Ok(()),
         _ => Err(ApiError::Forbidden(
@@ -241,4 +241,116 @@ pub async fn audit_log(
     Ok(Json(
         app.store.audit_log(q.before, page_limit(q.limit)?).await?,
     ))
+}
+
+/// The server secret holding the one-time setup token while the instance has no admin.
+const SETUP_SECRET: &str = "setup_token";
+
+/// While no instance admin exists: the one-time link that makes whoever opens it (logged in)
+/// the first admin. `None` once there is an admin.
+pub async fn setup_link(app: &App) -> ApiResult<Option<String>> {
+    if !app.store.instance_admins().await?.is_empty() {
+        return Ok(None);
+    }
+    let token = app
+        .store
+        .secret_or_insert(SETUP_SECRET, &crate::auth::tokens::random_token(24))
+        .await?;
+    Ok(Some(format!(
+        "{}/setup#{token}",
+        app.audiences[0].trim_end_matches('/')
+    )))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/setup", tag = "admin", security(("bearer" = [])),
+    request_body = ClaimSetup,
+    responses((status = 204, description = "the caller is now the first instance admin"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn claim_setup(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    super::extract::Valid(body): super::extract::Valid<ClaimSetup>,
+) -> ApiResult<StatusCode> {
+    if !app.store.instance_admins().await?.is_empty() {
+        return Err(ApiError::Conflict(
+            "already_set_up",
+            "this instance already has an admin",
+        ));
+    }
+    let token = app
+        .store
+        .secret_or_insert(SETUP_SECRET, &crate::auth::tokens::random_token(24))
+        .await?;
+    if !crate::auth::tokens::constant_time_eq(token.as_bytes(), body.token.as_bytes()) {
+        return Err(ApiError::Forbidden(
+            "bad_setup_token",
+            "this setup link is not valid",
+        ));
+    }
+    app.store.set_instance_admin(caller.user_id, true).await?;
+    audit(
+        &app,
+        Some(caller.user_id),
+        "admin_grant",
+        Some(caller.user_id),
+        "setup link",
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/users/{user_id}", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 204, description = "the account is deleted (messages per auth.deleted_account_messages)"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_user(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    if user_id == caller.user_id {
+        return Err(ApiError::BadRequest(
+            "cannot_delete_self",
+            "delete your own account with DELETE /api/v1/users/@me".into(),
+        ));
+    }
+    let erased = super::deletion::delete_account(&app, user_id).await?;
+    audit(
+        &app,
+        Some(caller.user_id),
+        "account_delete",
+        Some(user_id),
+        &format!("{erased} messages erased"),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/guilds/{guild_id}", tag = "admin", security(("bearer" = [])),
+    params(("guild_id" = Id, Path)),
+    responses((status = 204, description = "the guild is deleted and its members told"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_guild(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(guild_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    let name = app
+        .store
+        .guild(guild_id)
+        .await?
+        .ok_or(ApiError::NotFound("guild"))?
+        .name;
+    super::guilds::remove_guild(&app, guild_id).await?;
+    audit(
+        &app,
+        Some(caller.user_id),
+        "guild_delete",
+        Some(guild_id),
+        &name,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

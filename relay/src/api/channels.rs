@@ -14,6 +14,7 @@ use concord_proto::{Id, Permissions};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
+use super::moderation::audit_guild;
 use crate::app::App;
 use crate::auth::Caller;
 use crate::messaging;
@@ -115,13 +116,24 @@ pub async fn update_channel(
     Valid(body): Valid<UpdateChannel>,
 ) -> ApiResult<Json<Channel>> {
     let (_, guild_id) = managed(&app, &caller, channel_id, Permissions::MANAGE_CHANNELS).await?;
+    let detail = serde_json::to_string(&body).unwrap_or_default();
     let update = ChannelUpdate {
         name: body.name,
         topic: body.topic,
         position: body.position,
         private: None,
+        slowmode_secs: body.slowmode_secs,
     };
     let channel = app.store.update_channel(channel_id, &update).await?;
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "channel_update",
+        Some(channel_id),
+        detail,
+    )
+    .await?;
     app.perms.invalidate_guild(guild_id);
     app.hub
         .to_channel_viewers(&app.perms, &channel, "channel_update", &channel)
@@ -144,6 +156,15 @@ pub async fn delete_channel(
         .channel_viewers(&app.perms, &access.channel, Permissions::VIEW_CHANNEL)
         .await?;
     app.store.delete_channel(channel_id).await?;
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "channel_delete",
+        Some(channel_id),
+        format!("#{}", access.channel.name),
+    )
+    .await?;
     // Before the invalidation: other instances find their viewers in their cached snapshot.
     app.hub.to_viewers_found(
         viewers,
@@ -195,6 +216,18 @@ pub async fn put_overwrite(
         deny: body.deny,
     };
     app.store.put_overwrite(channel_id, &overwrite).await?;
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "overwrite_update",
+        Some(target_id),
+        format!(
+            "channel {channel_id} allow {} deny {}",
+            body.allow.0, body.deny.0
+        ),
+    )
+    .await?;
     announce_visibility(&app, guild_id, channel_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -215,6 +248,15 @@ pub async fn delete_overwrite(
     if !app.store.delete_overwrite(channel_id, target_id).await? {
         return Err(ApiError::NotFound("overwrite"));
     }
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "overwrite_delete",
+        Some(target_id),
+        format!("channel {channel_id}"),
+    )
+    .await?;
     announce_visibility(&app, guild_id, channel_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

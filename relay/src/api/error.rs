@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 429.
     #[error("rate limited")]
     RateLimited(Decision),
+    /// 429 `slowmode`: the channel's slow mode; retry after this many milliseconds.
+    #[error("slow mode is on in this channel; wait {}s", (.0 + 999) / 1000)]
+    SlowMode(i64),
     /// 503 while shutting down or when a dependency is down.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -73,7 +76,7 @@ impl ApiError {
             ApiError::Gone(..) => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::SlowMode(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large".into(),
             ApiError::UnsupportedMediaType => "unsupported_media_type".into(),
             ApiError::RateLimited(_) => "rate_limited".into(),
+            ApiError::SlowMode(_) => "slowmode".into(),
             ApiError::Unavailable(_) => "unavailable".into(),
             ApiError::Internal(_) => "internal".into(),
         }
@@ -124,6 +128,10 @@ impl IntoResponse for ApiError {
         if let ApiError::RateLimited(decision) = &self {
             crate::ratelimit::set_headers(response.headers_mut(), decision);
             let retry = HeaderValue::from(decision.reset_secs());
+            response.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        if let ApiError::SlowMode(ms) = &self {
+            let retry = HeaderValue::from(((ms + 999) / 1000).max(1));
             response.headers_mut().insert(header::RETRY_AFTER, retry);
         }
         response

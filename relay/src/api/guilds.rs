@@ -18,6 +18,7 @@ use concord_proto::{Id, Permissions};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
+use super::moderation;
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::auth::tokens::random_token;
@@ -29,7 +30,7 @@ pub async fn guild_view(app: &App, snapshot: &GuildSnapshot, user_id: Id) -> Api
         .perms
         .member_roles(snapshot.guild.id, user_id)
         .await?
-        .map(|r| r.to_vec())
+        .map(|m| m.roles.clone())
         .unwrap_or_default();
     Ok(ReadyGuild {
         guild: snapshot.guild.clone(),
@@ -48,6 +49,7 @@ fn new_channel(app: &App, guild_id: Id, name: &str, kind: ChannelKind, position:
         topic: None,
         position,
         private: false,
+        slowmode_secs: 0,
         overwrites: Vec::new(),
         last_seq: 0,
         recipients: Vec::new(),
@@ -117,11 +119,48 @@ pub async fn update_guild(
     PathParams(guild_id): PathParams<Id>,
     Valid(body): Valid<UpdateGuild>,
 ) -> ApiResult<Json<Guild>> {
-    app.perms
+    let (snapshot, _) = app
+        .perms
         .require_guild(guild_id, caller.user_id, Permissions::MANAGE_GUILD)
         .await?;
-    let name = body.name.expect("validated: name is present");
-    let guild = app.store.rename_guild(guild_id, &name).await?;
+    let mut guild = snapshot.guild.clone();
+    if let Some(new_owner) = body.owner_id {
+        if guild.owner_id != caller.user_id {
+            return Err(ApiError::Forbidden(
+                "owner_only",
+                "only the owner can hand the guild over",
+            ));
+        }
+        guild = app
+            .store
+            .transfer_guild(guild_id, new_owner)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::NotFound("member"),
+                other => other.into(),
+            })?;
+        moderation::audit_guild(
+            &app,
+            guild_id,
+            caller.user_id,
+            "guild_transfer",
+            Some(new_owner),
+            String::new(),
+        )
+        .await?;
+    }
+    if let Some(name) = body.name {
+        guild = app.store.rename_guild(guild_id, &name).await?;
+        moderation::audit_guild(
+            &app,
+            guild_id,
+            caller.user_id,
+            "guild_update",
+            None,
+            format!("name: {name}"),
+        )
+        .await?;
+    }
     app.perms.invalidate_guild(guild_id);
     app.hub.to_guild(guild_id, "guild_update", &guild);
     Ok(Json(guild))
@@ -145,12 +184,24 @@ pub async fn delete_guild(
             "only the owner can delete a guild",
         ));
     }
-    app.store.delete_guild(guild_id).await?;
+    remove_guild(&app, guild_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a guild and tells its members (its owner, or an instance admin, decided).
+pub async fn remove_guild(app: &App, guild_id: Id) -> ApiResult<()> {
+    app.store
+        .delete_guild(guild_id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("guild"),
+            other => other.into(),
+        })?;
     app.hub
         .to_guild(guild_id, "guild_delete", &GuildDeleted { id: guild_id });
     app.hub.forget_guild(guild_id);
     app.perms.forget_guild(guild_id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/guilds/{guild_id}/channels", tag = "channels", security(("bearer" = [])),
@@ -218,6 +269,15 @@ pub async fn create_channel(
         }
     }
     app.store.create_channel(&channel).await?;
+    moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "channel_create",
+        Some(channel.id),
+        format!("#{}", channel.name),
+    )
+    .await?;
     app.perms.invalidate_guild(guild_id);
     app.hub
         .to_channel_viewers(&app.perms, &channel, "channel_create", &channel)
@@ -294,6 +354,15 @@ pub async fn create_role(
         position,
     };
     app.store.create_role(&role).await?;
+    moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "role_create",
+        Some(role.id),
+        format!("{} permissions {}", role.name, role.permissions.0),
+    )
+    .await?;
     app.perms.invalidate_guild(guild_id);
     app.hub.to_guild(guild_id, "role_create", &role);
     Ok((StatusCode::CREATED, Json(role)))
@@ -350,6 +419,18 @@ pub async fn update_role(
         role.position = position;
     }
     app.store.update_role(&role).await?;
+    moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "role_update",
+        Some(role.id),
+        format!(
+            "{} permissions {} position {}",
+            role.name, role.permissions.0, role.position
+        ),
+    )
+    .await?;
     app.perms.invalidate_guild(guild_id);
     app.hub.to_guild(guild_id, "role_update", &role);
     Ok(Json(role))
@@ -382,7 +463,17 @@ pub async fn delete_role(
         .require_above(&snapshot, caller.user_id, role.position)
         .await?;
     check_grant(perms, role.permissions)?;
+    let detail = role.name.clone();
     app.store.delete_role(guild_id, role_id).await?;
+    moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "role_delete",
+        Some(role_id),
+        detail,
+    )
+    .await?;
     app.perms.forget_guild(guild_id);
     app.hub
         .to_guild(guild_id, "role_delete", &RoleDeleted { guild_id, role_id });
@@ -431,6 +522,15 @@ pub async fn create_invite(
             Err(StoreError::Conflict(_)) => continue,
             other => other?,
         }
+        moderation::audit_guild(
+            &app,
+            guild_id,
+            caller.user_id,
+            "invite_create",
+            None,
+            invite.code.clone(),
+        )
+        .await?;
         return Ok((StatusCode::CREATED, Json(invite)));
     }
     Err(ApiError::Internal(
@@ -460,6 +560,15 @@ pub async fn revoke_invite(
         return Err(ApiError::missing_permissions());
     }
     app.store.revoke_invite(guild_id, &code, now_ms()).await?;
+    moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "invite_revoke",
+        Some(invite.inviter_id),
+        code,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,6 +13,7 @@ use concord_proto::{Id, Permissions};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, Valid, ValidQuery};
+use super::moderation::audit_guild;
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 
@@ -80,7 +81,7 @@ pub async fn get_member(
 }
 
 /// Moderation of `target` by `caller`: never the owner, never yourself.
-fn check_target(owner: Id, caller: Id, target: Id) -> ApiResult<()> {
+pub fn check_target(owner: Id, caller: Id, target: Id) -> ApiResult<()> {
     if target == owner {
         return Err(ApiError::Forbidden(
             "target_is_owner",
@@ -116,6 +117,15 @@ pub async fn kick(
         return Err(ApiError::NotFound("member"));
     }
     remove_member(&app, guild_id, user_id).await?;
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "member_kick",
+        Some(user_id),
+        String::new(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -167,6 +177,13 @@ async fn change_role(
     if let Some(member) = app.store.member(guild_id, user_id).await? {
         app.hub.to_guild(guild_id, "member_update", &member);
     }
+    let action = if add {
+        "member_role_add"
+    } else {
+        "member_role_remove"
+    };
+    let detail = format!("role {} ({role_id})", role.name);
+    audit_guild(app, guild_id, caller.user_id, action, Some(user_id), detail).await?;
     Ok(())
 }
 
@@ -240,6 +257,15 @@ pub async fn ban(
         )
         .await?;
     after_removal(&app, guild_id, user_id, member);
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "member_ban",
+        Some(user_id),
+        body.reason.unwrap_or_default(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -257,5 +283,14 @@ pub async fn unban(
     if !app.store.unban(guild_id, user_id).await? {
         return Err(ApiError::NotFound("ban"));
     }
+    audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        "member_unban",
+        Some(user_id),
+        String::new(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,14 +5,17 @@
 pub mod admin;
 pub mod auth;
 pub mod channels;
+pub mod deletion;
 pub mod error;
 pub mod extract;
 pub mod guilds;
 pub mod invites;
 pub mod members;
 pub mod messages;
+pub mod moderation;
 pub mod ops;
 pub mod read_your_writes;
+pub mod reports;
 pub mod users;
 pub mod voice;
 
@@ -45,7 +48,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
-        .routes(routes!(users::me))
+        .routes(routes!(users::me, users::delete_me))
         .routes(routes!(users::get_user))
         .routes(routes!(users::devices, users::add_device))
         .routes(routes!(users::revoke_device))
@@ -56,6 +59,12 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(admin::suspend, admin::unsuspend))
         .routes(routes!(admin::revoke_sessions))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(admin::claim_setup))
+        .routes(routes!(admin::delete_user))
+        .routes(routes!(admin::delete_guild))
+        .routes(routes!(reports::admin_reports))
+        .routes(routes!(reports::handle_admin_report))
+        .routes(routes!(reports::report_to_admins))
         .routes(routes!(users::guilds))
         .routes(routes!(users::leave_guild))
         .routes(routes!(users::dms, users::open_dm))
@@ -78,6 +87,11 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(members::add_role, members::remove_role))
         .routes(routes!(members::list_bans))
         .routes(routes!(members::ban, members::unban))
+        .routes(routes!(moderation::audit_log))
+        .routes(routes!(moderation::timeout, moderation::end_timeout))
+        .routes(routes!(moderation::bulk_delete))
+        .routes(routes!(reports::report_to_guild, reports::guild_reports))
+        .routes(routes!(reports::handle_guild_report))
         .routes(routes!(invites::preview))
         .routes(routes!(invites::accept))
         .routes(routes!(

@@ -43,6 +43,14 @@ pub async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<U
     Ok(Json(user(&app, caller.user_id).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/@me", tag = "users", security(("bearer" = [])),
+    responses((status = 204, description = "the account is deleted: sessions end, devices and personal data are erased; messages are kept as a deleted user's or erased, per auth.deleted_account_messages"),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody, description = "owns_guilds: hand them over or delete them first")))]
+pub async fn delete_me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<StatusCode> {
+    super::deletion::delete_account(&app, caller.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/api/v1/users/{user_id}", tag = "users", security(("bearer" = [])),
     params(("user_id" = Id, Path)),
     responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -204,6 +212,7 @@ pub async fn open_dm(
         topic: None,
         position: 0,
         private: true,
+        slowmode_secs: 0,
         overwrites: Vec::new(),
         last_seq: 0,
         recipients: Vec::new(),

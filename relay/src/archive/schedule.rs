@@ -57,6 +57,21 @@ async fn schedule(app: Arc<App>, archiver: Arc<Archiver>, queue: Option<Arc<JobQ
             }
         }
         app.refresh_archived_before().await;
+        purge_audit(&app).await;
+    }
+}
+
+/// Audit entries (guild and instance) older than `retention.audit_log_days` are deleted.
+async fn purge_audit(app: &App) {
+    let days = app.config.retention.audit_log_days;
+    if days == 0 {
+        return;
+    }
+    let before = now_ms() - i64::from(days) * 86_400_000;
+    match app.store.purge_audit(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, days, "old audit entries deleted"),
+        Err(e) => tracing::warn!(error = %e, "purging old audit entries failed"),
     }
 }
 

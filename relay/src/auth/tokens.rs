@@ -42,6 +42,16 @@ pub fn random_token(bytes: usize) -> String {
     b64::encode(buf)
 }
 
+/// Compares two secrets without an early exit on the first differing byte (the digests are
+/// equal-length, so the time does not depend on where they differ).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
 /// What the database stores instead of a refresh token.
 pub fn hash_refresh(token: &str) -> String {
     b64::encode(Sha256::digest(token.as_bytes()))

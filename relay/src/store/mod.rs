@@ -7,6 +7,7 @@ pub mod sql;
 
 use async_trait::async_trait;
 use concord_proto::Id;
+use concord_proto::api::Report;
 use concord_proto::model::{
     Ban, Channel, ChannelEvent, Guild, Invite, Member, Message, ReadState, Role, SearchHit,
 };
@@ -61,12 +62,84 @@ pub struct PoolStats {
 
 /// Everything the relay persists.
 pub trait Store:
-    ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore + AdminStore
+    ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore + AdminStore + ModerationStore
 {
 }
-impl<T: ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore + AdminStore> Store
-    for T
+impl<
+    T: ServerStore
+        + AccountStore
+        + GuildStore
+        + MessageStore
+        + ArchiveStore
+        + AdminStore
+        + ModerationStore,
+> Store for T
 {
+}
+
+/// Guild moderation (timeouts, the guild audit log, reports), ownership transfer and account
+/// deletion.
+#[async_trait]
+pub trait ModerationStore: Send + Sync + 'static {
+    async fn add_guild_audit(&self, guild_id: Id, entry: &AuditEntry) -> StoreResult<()>;
+    /// Newest first, before `before`, optionally only one action.
+    async fn guild_audit(
+        &self,
+        guild_id: Id,
+        action: Option<&str>,
+        before: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes guild and instance audit entries older than `before_ms`; returns how many.
+    async fn purge_audit(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Sets or (with `None`) clears a member's timeout. False when not a member.
+    async fn set_timeout(&self, guild_id: Id, user_id: Id, until: Option<i64>)
+    -> StoreResult<bool>;
+    /// The author's newest message in the channel with an id of at least `since`:
+    /// `(nonce, created_at)`. Slow mode reads it.
+    async fn latest_message_by(
+        &self,
+        channel_id: Id,
+        author: Id,
+        since: Id,
+    ) -> StoreResult<Option<(String, i64)>>;
+    /// The author's live (not deleted) messages with ids of at least `since`, newest first,
+    /// in one guild's channels or (with `None`) anywhere: `(channel_id, message_id)`.
+    async fn live_messages_by(
+        &self,
+        author: Id,
+        guild_id: Option<Id>,
+        since: Id,
+        limit: u32,
+    ) -> StoreResult<Vec<(Id, Id)>>;
+    async fn create_report(&self, report: &Report) -> StoreResult<()>;
+    async fn report(&self, id: Id) -> StoreResult<Option<Report>>;
+    /// A guild's queue, or (with `None`) the instance admins' one; newest first.
+    async fn reports(
+        &self,
+        guild_id: Option<Id>,
+        status: Option<&str>,
+        before: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<Report>>;
+    /// Closes an open report. `NotFound` when unknown, `Conflict` when already closed.
+    async fn handle_report(
+        &self,
+        id: Id,
+        status: &str,
+        action: &str,
+        by: Id,
+        at: i64,
+    ) -> StoreResult<Report>;
+    async fn owned_guilds(&self, user_id: Id) -> StoreResult<Vec<Id>>;
+    /// Makes `new_owner` (a member) the owner. `NotFound` when the guild or membership is not.
+    async fn transfer_guild(&self, guild_id: Id, new_owner: Id) -> StoreResult<Guild>;
+    /// Erases an account's personal data in one transaction: devices, sessions (their ids are
+    /// returned, revoked), memberships, read states, reactions and DM read access stay with the
+    /// other side; the username becomes `deleted-<id>` (never a valid username) and the
+    /// account key is replaced, so nobody can log in as it again. Messages stay (the caller
+    /// erases them per policy). `Conflict("owns_guilds")` while it owns a guild.
+    async fn delete_account(&self, id: Id, now: i64) -> StoreResult<DeletedAccount>;
 }
 
 /// Instance administration: admins, suspensions, statistics, the instance audit log.

@@ -72,6 +72,7 @@ pub struct ChannelUpdate {
     pub topic: Option<String>,
     pub position: Option<i64>,
     pub private: Option<bool>,
+    pub slowmode_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,4 +200,13 @@ pub struct AuditEntry {
     pub target_id: Option<Id>,
     pub detail: String,
     pub created_at: i64,
+}
+
+/// What `delete_account` removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAccount {
+    /// Sessions that were live (now revoked).
+    pub sessions: Vec<Id>,
+    /// Guilds the account was a member of.
+    pub guilds: Vec<Id>,
 }

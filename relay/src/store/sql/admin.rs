@@ -23,8 +23,20 @@ fn account(row: &AnyRow) -> StoreResult<AdminAccount> {
     })
 }
 
+/// An `instance_audit` or `guild_audit` row.
+pub(super) fn audit_entry(row: &AnyRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: id(row, "id")?,
+        actor_id: opt_id(row, "actor_id")?,
+        action: text(row, "action")?,
+        target_id: opt_id(row, "target_id")?,
+        detail: text(row, "detail")?,
+        created_at: int(row, "created_at")?,
+    })
+}
+
 /// Revokes every live session of an account; returns their ids.
-async fn revoke_sessions_of(
+pub(super) async fn revoke_sessions_of(
     conn: &mut sqlx::AnyConnection,
     account_id: Id,
     now: i64,
@@ -202,18 +214,7 @@ impl AdminStore for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(&self.write)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditEntry {
-                    id: id(row, "id")?,
-                    actor_id: opt_id(row, "actor_id")?,
-                    action: text(row, "action")?,
-                    target_id: opt_id(row, "target_id")?,
-                    detail: text(row, "detail")?,
-                    created_at: int(row, "created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_entry).collect()
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "messages_by_author"))]

@@ -6,7 +6,7 @@ use concord_proto::model::{Ban, Channel, ChannelKind, Guild, Invite, Member, Rol
 use concord_proto::permissions::Overwrite;
 use sqlx::{AnyConnection, AssertSqlSafe};
 
-use super::rows::{self, id, int, text};
+use super::rows::{self, id, int, opt_int, text};
 use super::{SqlStore, is_unique_violation, placeholders};
 use crate::store::{
     AcceptedInvite, ChannelUpdate, GuildSnapshot, GuildStore, InviteRefusal, StoreError,
@@ -16,14 +16,14 @@ use crate::store::{
 const GUILD_COLS: &str = "g.id, g.name, g.owner_id, g.created_at";
 const ROLE_COLS: &str = "id, guild_id, name, permissions, position";
 const CHANNEL_COLS: &str =
-    "c.id, c.guild_id, c.kind, c.name, c.topic, c.position, c.private, c.last_seq";
+    "c.id, c.guild_id, c.kind, c.name, c.topic, c.position, c.private, c.slowmode_secs, c.last_seq";
 const INVITE_COLS: &str =
     "code, guild_id, inviter_id, max_uses, uses, expires_at, revoked_at, created_at";
 
 async fn insert_channel(conn: &mut AnyConnection, c: &Channel, now: i64) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO channels (id, guild_id, kind, name, topic, position, private, last_seq, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
+        "INSERT INTO channels (id, guild_id, kind, name, topic, position, private, slowmode_secs, last_seq, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)",
     )
     .bind(c.id.0)
     .bind(c.guild_id.map(|g| g.0))
@@ -32,6 +32,7 @@ async fn insert_channel(conn: &mut AnyConnection, c: &Channel, now: i64) -> Stor
     .bind(&c.topic)
     .bind(c.position)
     .bind(i64::from(c.private))
+    .bind(i64::from(c.slowmode_secs))
     .bind(now)
     .execute(&mut *conn)
     .await?;
@@ -134,7 +135,7 @@ async fn complete_channels(
     Ok(channels)
 }
 
-/// Adds role ids to member rows (`guild_id, user_id, joined_at, username`).
+/// Adds role ids to member rows (`user_id, joined_at, timeout_until, username`).
 async fn members_with_roles(
     conn: &mut AnyConnection,
     guild_id: Id,
@@ -151,6 +152,7 @@ async fn members_with_roles(
                 },
                 roles: Vec::new(),
                 joined_at: int(r, "joined_at")?,
+                timeout_until: opt_int(r, "timeout_until")?,
             })
         })
         .collect::<StoreResult<_>>()?;
@@ -385,12 +387,14 @@ impl GuildStore for SqlStore {
         let _t = self.begin("update_channel")?;
         let n = sqlx::query(
             "UPDATE channels SET name = COALESCE($1, name), topic = COALESCE($2, topic), \
-             position = COALESCE($3, position), private = COALESCE($4, private) WHERE id = $5",
+             position = COALESCE($3, position), private = COALESCE($4, private), \
+             slowmode_secs = COALESCE($5, slowmode_secs) WHERE id = $6",
         )
         .bind(&u.name)
         .bind(&u.topic)
         .bind(u.position)
         .bind(u.private.map(i64::from))
+        .bind(u.slowmode_secs.map(i64::from))
         .bind(channel_id.0)
         .execute(&self.write)
         .await?
@@ -496,7 +500,7 @@ impl GuildStore for SqlStore {
         let _t = self.begin("member")?;
         let mut conn = self.write.acquire().await?;
         let rows_ = sqlx::query(
-            "SELECT m.user_id, m.joined_at, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
+            "SELECT m.user_id, m.joined_at, m.timeout_until, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
              WHERE m.guild_id = $1 AND m.user_id = $2",
         )
         .bind(guild_id.0)
@@ -516,7 +520,7 @@ impl GuildStore for SqlStore {
         let _t = self.begin("members")?;
         let mut conn = self.read.acquire().await?;
         let rows_ = sqlx::query(
-            "SELECT m.user_id, m.joined_at, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
+            "SELECT m.user_id, m.joined_at, m.timeout_until, a.username FROM members m JOIN accounts a ON a.id = m.user_id \
              WHERE m.guild_id = $1 AND m.user_id > $2 ORDER BY m.user_id LIMIT $3",
         )
         .bind(guild_id.0)

@@ -15,6 +15,7 @@ mod archive;
 mod batch;
 mod guilds;
 mod messages;
+mod moderation;
 mod readers;
 mod rows;
 mod search;
@@ -84,6 +85,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin",
         include_str!("../../../../migrations/relay/sqlite/0003_admin.sql"),
     ),
+    (
+        4,
+        "moderation",
+        include_str!("../../../../migrations/relay/sqlite/0004_moderation.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -100,6 +106,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "admin",
         include_str!("../../../../migrations/relay/postgres/0003_admin.sql"),
+    ),
+    (
+        4,
+        "moderation",
+        include_str!("../../../../migrations/relay/postgres/0004_moderation.sql"),
     ),
 ];
 

@@ -106,6 +106,8 @@ pub(crate) fn channel(row: &AnyRow) -> StoreResult<Channel> {
         topic: opt_text(row, "topic")?,
         position: int(row, "position")?,
         private: boolean(row, "private")?,
+        slowmode_secs: u32::try_from(int(row, "slowmode_secs")?)
+            .map_err(|_| StoreError::Corrupt("slowmode_secs out of range".into()))?,
         overwrites: Vec::new(),
         last_seq: int(row, "last_seq")?,
         recipients: Vec::new(),
