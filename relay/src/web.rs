@@ -4,7 +4,8 @@
 //! - An embedded file is served at its path (`/index.html`, `/js/app.js`, …) with its content
 //!   type, `Cache-Control: no-cache` and a content-hash `ETag` (so a browser revalidates and
 //!   gets `304` until the relay is upgraded), and a strict CSP (no inline script, no eval).
-//! - Client routes (`/`, `/invite/{code}`) serve `index.html`; the client reads the path.
+//! - Client routes (`/`, `/invite/{code}`, `/setup`) serve `index.html`; the client reads the
+//!   path (and the setup link's token from the fragment, which never reaches the server).
 //! - Anything else, and every unknown `/api/…` path, stays the API's JSON `404`.
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
 
 /// Paths the client routes itself: they all serve `index.html`.
 fn is_client_route(path: &str) -> bool {
-    if path == "/" {
+    if path == "/" || path == "/setup" {
         return true;
     }
     path.strip_prefix("/invite/")
@@ -137,6 +138,7 @@ mod tests {
     fn client_routes() {
         assert!(is_client_route("/"));
         assert!(is_client_route("/invite/AbC-12_x"));
+        assert!(is_client_route("/setup"));
         assert!(!is_client_route("/invite/"));
         assert!(!is_client_route("/invite/a/b"));
         assert!(!is_client_route("/nope"));

@@ -6,6 +6,10 @@ import { Gateway } from './gateway.js';
 import { kv } from './store.js';
 import { deviceLabel, newKeyPair, signCertificate } from './signed.js';
 import { $, h, show, setText, compareIds, formatTime, reconcile, highlightNodes } from './dom.js';
+import {
+  initModeration, updateModerationControls, renderMemberModeration, timeoutChip, composerBlock,
+  openReport, takeSetupToken, claimSetup,
+} from './moderation.js';
 
 const PAGE = 50;
 const TYPING_SEND_MS = 5_000;
@@ -13,7 +17,7 @@ const TYPING_SHOW_MS = 10_000;
 const HOME = '@me';
 const QUICK_REACTION = '👍';
 const KEEP_MESSAGES = 200; // at the bottom, older messages beyond this are dropped (refetched on scroll)
-const ALL = (1 << 14) - 1;
+const ALL = (1 << 16) - 1;
 const PERM = {
   MANAGE_MESSAGES: 1 << 2, MANAGE_CHANNELS: 1 << 3, MANAGE_ROLES: 1 << 4, KICK_MEMBERS: 1 << 5,
   BAN_MEMBERS: 1 << 6, CREATE_INVITES: 1 << 7, ADMINISTRATOR: 1 << 10,
@@ -23,7 +27,8 @@ const PERMISSION_NAMES = [
   [1 << 12, 'Add reactions'], [1 << 7, 'Create invites'], [1 << 8, 'Connect to voice'],
   [1 << 9, 'Speak'], [1 << 2, 'Manage messages'], [1 << 3, 'Manage channels'],
   [1 << 4, 'Manage roles'], [1 << 5, 'Kick members'], [1 << 6, 'Ban members'],
-  [1 << 11, 'Manage guild'], [1 << 10, 'Administrator'],
+  [1 << 11, 'Manage guild'], [1 << 14, 'View audit log'], [1 << 15, 'Moderate members'],
+  [1 << 10, 'Administrator'],
 ];
 
 const state = {
@@ -51,6 +56,9 @@ const state = {
   presence: new Map(), // user id → online | idle | offline (from presence_update)
   memberOpen: null, // user id shown in the member dialog
   replyTo: null, // message being replied to
+  instanceAdmin: false, // from GET /users/@me
+  setupToken: null, // from a /setup#TOKEN link, claimed once logged in
+  lastSent: new Map(), // channel id → when I last sent there (slow mode)
 };
 
 // What the user may do guild-wide (owner and ADMINISTRATOR: everything). The relay checks
@@ -68,6 +76,7 @@ const can = (g, bit) => (guildPerms(g) & bit) !== 0;
 // ---- boot ---------------------------------------------------------------------------------
 
 async function boot() {
+  state.setupToken = takeSetupToken();
   const invite = location.pathname.match(/^\/invite\/([A-Za-z0-9_-]{1,32})$/);
   state.inviteCode = invite ? invite[1] : null;
   if (!window.isSecureContext || !crypto.subtle) {
@@ -174,6 +183,9 @@ function describe(err) {
       validation_failed: err.message,
       registration_closed: 'This relay does not accept new accounts.',
       invite_required: 'This relay accepts new accounts by invite only: open an invite link first.',
+      slowmode: err.message,
+      owns_guilds: 'You own guilds: hand them over or delete them first.',
+      account_suspended: 'This account is suspended on this relay.',
       network: 'The relay cannot be reached.',
       rate_limited: 'Too many attempts; wait a moment.',
     };
@@ -210,13 +222,47 @@ function startApp() {
   state.gateway.start();
 }
 
-function banner(text) {
+let bannerTimer = null;
+
+// A status line at the top; `ms`: hide it again after that long.
+function banner(text, ms) {
   const el = $('#banner');
+  clearTimeout(bannerTimer);
   setText(el, text ?? '');
   show(el, Boolean(text));
+  if (text && ms) bannerTimer = setTimeout(() => banner(null), ms);
+}
+
+async function onAccountDeleted() {
+  state.gateway?.stop();
+  await Promise.all(['session', 'user', 'account'].map((k) => kv.del(k)));
+  state.api.session = null;
+  state.account = null;
+  state.me = null;
+  showWelcome(null);
+}
+
+async function loadMe() {
+  try {
+    const me = await state.api.call('GET', '/api/v1/users/@me');
+    state.instanceAdmin = Boolean(me.instance_admin);
+    updateGuildControls();
+    if (state.setupToken) {
+      const token = state.setupToken;
+      state.setupToken = null;
+      await claimSetup(token);
+    }
+  } catch {
+    // The admin button stays hidden; nothing else depends on it.
+  }
 }
 
 function wireApp() {
+  initModeration({
+    state, can, describe, username, banner, onAccountDeleted,
+    onMemberUpdate: (m) => onEvent('member_update', m),
+  });
+  setInterval(updateComposerNote, 1000);
   $('#dm-home').addEventListener('click', () => selectGuild(HOME));
   $('#new-guild').addEventListener('click', () => {
     setText($('#guild-error'), '');
@@ -278,6 +324,8 @@ function wireApp() {
     setText($('#settings-error'), '');
     $('#settings-name').value = c.name;
     $('#settings-topic').value = c.topic ?? '';
+    $('#settings-slowmode').value = String(c.slowmode_secs ?? 0);
+    if (!$('#settings-slowmode').value) $('#settings-slowmode').value = '0';
     setText($('#settings-delete'), 'Delete channel');
     renderChannelAccess();
     $('#settings-dialog').showModal();
@@ -291,6 +339,7 @@ function wireApp() {
       const updated = await state.api.call('PATCH', `/api/v1/channels/${c.id}`, {
         name: $('#settings-name').value.trim(),
         topic: $('#settings-topic').value.trim() || null,
+        slowmode_secs: Number($('#settings-slowmode').value),
       });
       onEvent('channel_update', updated);
       $('#settings-dialog').close();
@@ -464,6 +513,7 @@ function onReady(d) {
   }
   if (state.inviteCode) offerInvite();
   loadReadStates();
+  loadMe();
 }
 
 async function loadReadStates() {
@@ -760,6 +810,8 @@ function updateGuildControls() {
   show('#invite-button', Boolean(g) && can(g, PERM.CREATE_INVITES));
   show('#new-channel', Boolean(g) && can(g, PERM.MANAGE_CHANNELS));
   show('#roles-button', Boolean(g) && can(g, PERM.MANAGE_ROLES));
+  updateModerationControls();
+  updateComposerNote();
   const c = state.view?.channel;
   show('#channel-settings', Boolean(g && c?.guild_id === g.id && can(g, PERM.MANAGE_CHANNELS)));
 }
@@ -851,7 +903,7 @@ function renderMembers() {
       type: 'button',
       class: 'link',
       onclick: () => openMember(m.user.id),
-    }, label), ...chips);
+    }, label), ...chips, timeoutChip(m));
   });
   $('#member-list').replaceChildren(...items);
 }
@@ -884,6 +936,7 @@ function renderMemberDialog() {
   show('#member-dm', !self);
   show('#member-kick', !self && !owner && can(g, PERM.KICK_MEMBERS));
   show('#member-ban', !self && !owner && can(g, PERM.BAN_MEMBERS));
+  renderMemberModeration(m, g);
 }
 
 async function setMemberRole(userId, roleId, on) {
@@ -1065,6 +1118,18 @@ async function openChannel(channel) {
   }
 }
 
+// The note above the composer while the user cannot send (timeout, slow mode); returns it.
+function updateComposerNote() {
+  const c = state.view?.channel;
+  const g = c?.guild_id ? state.guilds.get(c.guild_id) : null;
+  const me = g ? state.members.get(g.id)?.get(state.me?.id) : null;
+  const why = c && g ? composerBlock(c, g, me, state.lastSent.get(c.id) ?? 0) : null;
+  const note = $('#composer-note');
+  if (note.textContent !== (why ?? '')) setText(note, why ?? '');
+  show(note, Boolean(why));
+  return why;
+}
+
 function showChannelTitle(channel) {
   const title = channelTitle(channel);
   setText($('#channel-name'), title);
@@ -1201,6 +1266,9 @@ async function sendMessage() {
   const input = $('#composer-input');
   const content = mentionIds(input.value.trim());
   if (!view || !content) return;
+  // Timed out, or slow mode still counting: keep the text and say why.
+  if (updateComposerNote()) return;
+  state.lastSent.set(view.channel.id, Date.now());
   input.value = '';
   state.lastTypingSent = 0;
   const nonce = crypto.randomUUID();
@@ -1224,7 +1292,7 @@ async function deliver(nonce) {
     const view = state.view;
     if (view?.channel.id === m.channel_id && !view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
   } catch (err) {
-    const transient = err.status === 0 || err.status >= 500 || err.status === 429;
+    const transient = err.status === 0 || err.status >= 500 || (err.status === 429 && err.code !== 'slowmode');
     p.status = transient ? 'waiting' : 'failed';
     p.error = describe(err);
   } finally {
@@ -1474,6 +1542,9 @@ function buildMessage(view, m, grouped, editing) {
     h('button', { type: 'button', onclick: () => setReply(m) }, 'Reply'),
   ];
   if (mine) actions.push(h('button', { type: 'button', onclick: () => { view.editing = { id: m.id, draft: m.content }; renderMessages(); } }, 'Edit'));
+  if (!mine && m.guild_id) {
+    actions.push(h('button', { type: 'button', onclick: () => openReport({ channel_id: m.channel_id, message_id: m.id }, `A message by ${name}`) }, 'Report'));
+  }
   if (mine || can(state.guilds.get(m.guild_id), PERM.MANAGE_MESSAGES)) {
     if (view.confirmDelete === m.id) {
       actions.push(h('button', { type: 'button', class: 'danger', onclick: () => deleteMessage(view, m.id) }, 'Confirm delete'));

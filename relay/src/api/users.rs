@@ -37,10 +37,27 @@ async fn user(app: &App, id: Id) -> ApiResult<User> {
     })
 }
 
+/// The caller's own profile: the public one plus what only they see.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Me {
+    #[serde(flatten)]
+    pub user: User,
+    /// An instance admin (the client then offers the admin screens).
+    pub instance_admin: bool,
+}
+
 #[utoipa::path(get, path = "/api/v1/users/@me", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
-pub async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<User>> {
-    Ok(Json(user(&app, caller.user_id).await?))
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(app): State<Arc<App>>, caller: Caller) -> ApiResult<Json<Me>> {
+    let instance_admin = app
+        .store
+        .admin_account(caller.user_id)
+        .await?
+        .is_some_and(|a| a.instance_admin);
+    Ok(Json(Me {
+        user: user(&app, caller.user_id).await?,
+        instance_admin,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/@me", tag = "users", security(("bearer" = [])),
