@@ -112,6 +112,15 @@ pub const METRICS: &[(&str, &str)] = &[
         "concord_archive_messages_total",
         "Messages moved to the archive or restored from it, by op",
     ),
+    (
+        "concord_moderation_actions_total",
+        "Guild moderation actions recorded in audit logs, by action",
+    ),
+    (
+        "concord_reports_total",
+        "Reports filed, by scope (guild, instance)",
+    ),
+    ("concord_accounts_deleted_total", "Accounts deleted"),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

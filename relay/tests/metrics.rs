@@ -88,6 +88,25 @@ async fn every_registered_metric_moves() {
         .status,
         401
     );
+    // Moderation: a report, a timeout (audited), an account deleted.
+    ana.post(
+        &format!("/api/v1/guilds/{guild}/reports"),
+        json!({ "user_id": bob.id, "reason": "metrics" }),
+    )
+    .await
+    .ok(201);
+    ana.put(
+        &format!("/api/v1/guilds/{guild}/members/{}/timeout", bob.id),
+        Some(json!({ "duration_secs": 60 })),
+    )
+    .await
+    .ok(204);
+    relay
+        .register("leaver")
+        .await
+        .delete("/api/v1/users/@me")
+        .await
+        .ok(204);
     gw.ws.close(None).await.unwrap();
     node.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use concord_proto::api::Report;
 use concord_proto::id::EPOCH_MS;
 use concord_proto::limits::search_terms;
 use concord_proto::model::{
@@ -15,9 +16,9 @@ use concord_proto::model::{
 use concord_proto::permissions::{Overwrite, OverwriteKind};
 use concord_proto::{Id, IdGenerator, Permissions};
 use concord_relay::store::{
-    AcceptedInvite, AccountRecord, Backend, ChallengeRecord, ChannelUpdate, DeviceRecord,
-    GuildSnapshot, HistoryAnchor, InviteRefusal, NewMessage, RefreshOutcome, SearchParams,
-    SessionRecord, SigningKeyRecord, Store, StoreError,
+    AcceptedInvite, AccountRecord, AuditEntry, Backend, ChallengeRecord, ChannelUpdate,
+    DeviceRecord, GuildSnapshot, HistoryAnchor, InviteRefusal, NewMessage, RefreshOutcome,
+    SearchParams, SessionRecord, SigningKeyRecord, Store, StoreError,
 };
 use futures_util::future::join_all;
 use serde_json::json;
@@ -79,6 +80,9 @@ conformance!(
     check_group_commit,
     check_channel_seqs,
     check_refresh_idle_expiry,
+    check_moderation,
+    check_reports,
+    check_account_deletion,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2932,5 +2936,355 @@ async fn check_refresh_idle_expiry(store: &dyn Store) {
             .await
             .unwrap(),
         RefreshOutcome::Rotated(session)
+    );
+}
+
+async fn check_moderation(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let owner = fx.account("owner").await;
+    let member = fx.account("member").await;
+    let (guild, general) = fx.guild(owner.id).await;
+    let other = fx.channel(guild.id, "other", 1).await;
+    fx.join(guild.id, member.id).await;
+
+    // The guild audit log: newest first, filtered by action, paged by id.
+    let mut entries = Vec::new();
+    for (i, action) in ["member_kick", "member_ban", "member_kick"]
+        .into_iter()
+        .enumerate()
+    {
+        let e = AuditEntry {
+            id: fx.id(),
+            actor_id: Some(owner.id),
+            action: action.to_owned(),
+            target_id: (i != 1).then_some(member.id),
+            detail: format!("entry {i}"),
+            created_at: fx.tick(),
+        };
+        store.add_guild_audit(guild.id, &e).await.unwrap();
+        entries.push(e);
+    }
+    let all = store.guild_audit(guild.id, None, None, 50).await.unwrap();
+    assert_eq!(all, entries.iter().rev().cloned().collect::<Vec<_>>());
+    let kicks = store
+        .guild_audit(guild.id, Some("member_kick"), None, 50)
+        .await
+        .unwrap();
+    assert_eq!(kicks.len(), 2);
+    assert_eq!(
+        store
+            .guild_audit(guild.id, None, Some(entries[2].id), 1)
+            .await
+            .unwrap(),
+        vec![entries[1].clone()]
+    );
+    let (elsewhere, _) = fx.guild(member.id).await;
+    assert!(
+        store
+            .guild_audit(elsewhere.id, None, None, 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Retention deletes what is older than the cut, in both logs.
+    assert_eq!(store.purge_audit(entries[1].created_at).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .guild_audit(guild.id, None, None, 50)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Timeouts live on the membership.
+    let until = fx.clock + 60_000;
+    assert!(
+        store
+            .set_timeout(guild.id, member.id, Some(until))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .member(guild.id, member.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .timeout_until,
+        Some(until)
+    );
+    assert!(store.set_timeout(guild.id, member.id, None).await.unwrap());
+    assert_eq!(
+        store
+            .member(guild.id, member.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .timeout_until,
+        None
+    );
+    assert!(
+        !store
+            .set_timeout(guild.id, Id(424242), Some(until))
+            .await
+            .unwrap()
+    );
+
+    // Slow mode reads a member's newest message in a channel since a point in time.
+    let since = Id::from_unix_ms(fx.clock);
+    assert_eq!(
+        store
+            .latest_message_by(general.id, member.id, since)
+            .await
+            .unwrap(),
+        None
+    );
+    let first = fx.post(general.id, member.id, "one").await;
+    let second = fx.post(general.id, member.id, "two").await;
+    fx.post(other.id, member.id, "three").await;
+    fx.post(general.id, owner.id, "owner's").await;
+    assert_eq!(
+        store
+            .latest_message_by(general.id, member.id, since)
+            .await
+            .unwrap(),
+        Some((second.nonce.clone(), second.created_at))
+    );
+    let later = Id::from_unix_ms(fx.clock + 1);
+    assert_eq!(
+        store
+            .latest_message_by(general.id, member.id, later)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A member's live messages, newest first, in one guild or anywhere.
+    let live = store
+        .live_messages_by(member.id, Some(guild.id), since, 10)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 3);
+    assert_eq!(live[2], (general.id, first.id));
+    store
+        .delete_message(general.id, first.id, fx.tick())
+        .await
+        .unwrap();
+    let live = store
+        .live_messages_by(member.id, Some(guild.id), since, 10)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 2, "deleted messages are not live");
+    assert_eq!(
+        store
+            .live_messages_by(member.id, Some(guild.id), since, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .live_messages_by(member.id, Some(elsewhere.id), since, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .live_messages_by(member.id, None, Id(0), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Slow mode is a channel setting.
+    let updated = store
+        .update_channel(
+            general.id,
+            &ChannelUpdate {
+                slowmode_secs: Some(30),
+                ..ChannelUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.slowmode_secs, 30);
+    assert_eq!(
+        store
+            .channel(general.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .slowmode_secs,
+        30
+    );
+
+    // Handing a guild over: only to a member.
+    assert_not_found(
+        store.transfer_guild(guild.id, Id(424242)).await,
+        "non-member owner",
+    );
+    let moved = store.transfer_guild(guild.id, member.id).await.unwrap();
+    assert_eq!(moved.owner_id, member.id);
+    assert_eq!(store.owned_guilds(member.id).await.unwrap(), {
+        let mut ids = vec![guild.id, elsewhere.id];
+        ids.sort();
+        ids
+    });
+    assert!(store.owned_guilds(owner.id).await.unwrap().is_empty());
+}
+
+fn report(id: Id, guild: Option<Id>, reporter: Id, user: Id, at: i64) -> Report {
+    Report {
+        id,
+        guild_id: guild,
+        reporter_id: reporter,
+        user_id: user,
+        channel_id: None,
+        message_id: None,
+        message_content: Some("the words".into()),
+        reason: "why".into(),
+        status: "open".into(),
+        action: None,
+        handled_by: None,
+        handled_at: None,
+        created_at: at,
+    }
+}
+
+async fn check_reports(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let owner = fx.account("owner").await;
+    let member = fx.account("member").await;
+    let (guild, _) = fx.guild(owner.id).await;
+    let r1 = report(fx.id(), Some(guild.id), member.id, owner.id, fx.tick());
+    let r2 = report(fx.id(), Some(guild.id), owner.id, member.id, fx.tick());
+    let r3 = report(fx.id(), None, member.id, owner.id, fx.tick());
+    for r in [&r1, &r2, &r3] {
+        store.create_report(r).await.unwrap();
+    }
+    assert_eq!(store.report(r1.id).await.unwrap(), Some(r1.clone()));
+    assert_eq!(
+        store
+            .reports(Some(guild.id), Some("open"), None, 50)
+            .await
+            .unwrap(),
+        vec![r2.clone(), r1.clone()]
+    );
+    assert_eq!(
+        store.reports(None, None, None, 50).await.unwrap(),
+        vec![r3.clone()]
+    );
+    assert_eq!(
+        store
+            .reports(Some(guild.id), None, Some(r2.id), 50)
+            .await
+            .unwrap(),
+        vec![r1.clone()]
+    );
+
+    let at = fx.tick();
+    let closed = store
+        .handle_report(r1.id, "resolved", "deleted it", owner.id, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        closed,
+        Report {
+            status: "resolved".into(),
+            action: Some("deleted it".into()),
+            handled_by: Some(owner.id),
+            handled_at: Some(at),
+            ..r1.clone()
+        }
+    );
+    assert_conflict(
+        store
+            .handle_report(r1.id, "dismissed", "", owner.id, at)
+            .await,
+        "report_closed",
+    );
+    assert_not_found(
+        store
+            .handle_report(Id(424242), "dismissed", "", owner.id, at)
+            .await,
+        "unknown report",
+    );
+    assert_eq!(
+        store
+            .reports(Some(guild.id), Some("open"), None, 50)
+            .await
+            .unwrap(),
+        vec![r2.clone()]
+    );
+    assert_eq!(
+        store
+            .reports(Some(guild.id), Some("resolved"), None, 50)
+            .await
+            .unwrap(),
+        vec![closed]
+    );
+    // A guild's reports go with it.
+    store.delete_guild(guild.id).await.unwrap();
+    assert_eq!(store.report(r2.id).await.unwrap(), None);
+    assert!(store.report(r3.id).await.unwrap().is_some());
+}
+
+async fn check_account_deletion(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let owner = fx.account("owner").await;
+    let leaver = fx.account("leaver").await;
+    let (guild, general) = fx.guild(owner.id).await;
+    fx.join(guild.id, leaver.id).await;
+    let said = fx.post(general.id, leaver.id, "kept").await;
+    store
+        .add_reaction(general.id, said.id, leaver.id, "👍", fx.tick())
+        .await
+        .unwrap();
+    let session = session_record(fx.id(), leaver.id, &device_key("leaver"), fx.tick());
+    store
+        .create_session(&session, "refresh-hash")
+        .await
+        .unwrap();
+
+    // An owner must hand over first.
+    assert_conflict(
+        store.delete_account(owner.id, fx.tick()).await,
+        "owns_guilds",
+    );
+    let deleted = store.delete_account(leaver.id, fx.tick()).await.unwrap();
+    assert_eq!(deleted.sessions, vec![session.id]);
+    assert_eq!(deleted.guilds, vec![guild.id]);
+    let account = store.account(leaver.id).await.unwrap().unwrap();
+    assert_eq!(account.username, format!("deleted-{}", leaver.id.0));
+    assert!(
+        store
+            .account_by_key(&leaver.account_key)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.devices(leaver.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .session(session.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert_eq!(store.member(guild.id, leaver.id).await.unwrap(), None);
+    let kept = store.message(general.id, said.id).await.unwrap().unwrap();
+    assert_eq!(kept.content, "kept");
+    assert!(kept.reactions.is_empty(), "reactions are personal data");
+    // The name is free again; deleting twice is unknown.
+    fx.account("leaver").await;
+    assert_not_found(
+        store.delete_account(leaver.id, fx.tick()).await,
+        "deleted account",
     );
 }
