@@ -143,6 +143,14 @@ try {
   await adminReport.waitFor({ state: 'detached' });
   await pageA.locator('#admin-audit li[data-action="report_dismissed"]').waitFor();
   checks.admin_report_dismissed = true;
+  // An invite to the instance: made, listed as a link, revoked.
+  await pageA.getByRole('button', { name: 'Create invite' }).click();
+  const instanceInvite = pageA.locator('#admin-invites li').first();
+  await instanceInvite.locator('code', { hasText: `${origin}/invite/` }).waitFor();
+  const code = await instanceInvite.getAttribute('data-code');
+  await pageA.getByRole('button', { name: `Revoke invite ${code}` }).click();
+  await pageA.locator(`#admin-invites li[data-code="${code}"]`, { hasText: 'revoked' }).waitFor();
+  checks.instance_invite = code.length === 12;
   checks.no_console_errors = result.console_errors.length === 0;
   result.console_errors_before_suspension = [...result.console_errors];
 

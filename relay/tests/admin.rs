@@ -112,6 +112,36 @@ async fn an_instance_admin_suspends_and_restores_an_account_with_an_audit_trail(
         assert_eq!(entry["actor_id"], ana.id.to_string());
         assert_eq!(entry["target_id"], bob.id.to_string());
     }
+    // Devices: an admin lists bob's and revokes one; that device's session ends.
+    let (status, body) = login(&relay.http, &relay.url, &bob.device, None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let bob_token = body["access_token"].as_str().unwrap().to_owned();
+    let devices = ana.get(&format!("{bob_path}/devices")).await.ok(200);
+    let key = devices[0]["device_key"].as_str().unwrap().to_owned();
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+    ana.delete(&format!("{bob_path}/devices/{key}"))
+        .await
+        .ok(204);
+    let me = relay
+        .http
+        .get(format!("{}/api/v1/users/@me", relay.url))
+        .bearer_auth(&bob_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+    assert_eq!(
+        ana.delete(&format!("{bob_path}/devices/not-a-key"))
+            .await
+            .status,
+        400
+    );
+    let log = ana.get("/api/v1/admin/audit").await.ok(200);
+    assert_eq!(log[0]["action"], "device_revoke");
+    assert_eq!(
+        ana.get("/api/v1/admin/users/4242/devices").await.status,
+        404
+    );
     // Unknown accounts are 404, not 500.
     let nobody = "/api/v1/admin/users/4242/suspend";
     assert_eq!(

@@ -159,6 +159,12 @@ const ROWS: &[Row] = &[
     ("POST",   "/api/v1/admin/users/{user_id}/sessions/revoke",          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/admin/audit",                                    [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("DELETE", "/api/v1/admin/users/{user_id}",                          [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/users/{user_id}/devices",                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    // device_key = a second device of the caller's own account, prepared as for the user route.
+    ("DELETE", "/api/v1/admin/users/{user_id}/devices/{device_key}",     [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/admin/invites",                                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/admin/invites",                                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("DELETE", "/api/v1/admin/invites/{code}",                           [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("DELETE", "/api/v1/admin/guilds/{guild_id}",                        [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/admin/reports",                                  [403,  403,  403,  403,  403,  403,  401,  401,  401,  401]),
     // report_id = an open report to the instance admins, made just before the call.
@@ -649,7 +655,11 @@ async fn request(
             let (_, cert) = new_device(acc.user(who));
             Some(json!({ "certificate": cert }))
         }
-        ("DELETE", "/api/v1/users/@me/devices/{device_key}") => {
+        (
+            "DELETE",
+            "/api/v1/users/@me/devices/{device_key}"
+            | "/api/v1/admin/users/{user_id}/devices/{device_key}",
+        ) => {
             let owner_of_device = acc.user(who);
             let (device, cert) = new_device(owner_of_device);
             owner_of_device
@@ -726,7 +736,7 @@ async fn request(
         ("PATCH", "/api/v1/guilds/{guild_id}/roles/{role_id}") => {
             Some(json!({ "name": "renamed role" }))
         }
-        ("POST", "/api/v1/guilds/{guild_id}/invites") => Some(json!({})),
+        ("POST", "/api/v1/guilds/{guild_id}/invites" | "/api/v1/admin/invites") => Some(json!({})),
         ("GET", "/api/v1/guilds/{guild_id}/search") => {
             query = "?q=words";
             None

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::client::{Backend, TestRelay, login, random_key, relaxed};
+use common::client::{Backend, TestRelay, TestUser, login, random_key, relaxed};
 use common::db::fresh_postgres_url;
 use concord_proto::signed::DeviceCertificate;
 use concord_relay::config::Registration;
@@ -24,6 +24,34 @@ async fn sign_up(relay: &TestRelay, username: &str, invite: Option<&str>) -> (u1
         invite,
     )
     .await
+}
+
+/// A new account signed up with an invite, as a `TestUser`.
+async fn sign_up_user(relay: &TestRelay, username: &str, invite: &str) -> TestUser {
+    let account = random_key();
+    let device = random_key();
+    let cert = DeviceCertificate::sign(&account, &device.verifying_key(), "dev", 1_700_000_000);
+    let (status, body) = common::client::login_with(
+        &relay.http,
+        &relay.url,
+        &device,
+        Some(&cert),
+        Some(username),
+        Some(invite),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    TestUser {
+        id: serde_json::from_value(body["user"]["id"].clone()).unwrap(),
+        username: username.to_owned(),
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        session_id: serde_json::from_value(body["session_id"].clone()).unwrap(),
+        account,
+        device,
+        url: relay.url.clone(),
+        http: relay.http.clone(),
+    }
 }
 
 #[tokio::test]
@@ -125,5 +153,89 @@ async fn sign_ups_are_limited_per_ip() {
     // Logging in is not signing up.
     let (status, _) = login(&relay.http, &relay.url, &ana.device, None, None).await;
     assert_eq!(status, 200);
+    relay.shutdown().await;
+}
+
+#[tokio::test]
+async fn instance_invites_let_new_accounts_in_without_a_guild() {
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.auth.registration = Registration::InviteOnly;
+    })
+    .await;
+    // The first admin comes from the command line (no sign-up possible without an invite).
+    let store = relay.server().app().store.clone();
+    let admin_invite = concord_relay::store::InstanceInvite {
+        code: "bootstrapcode".into(),
+        created_by: concord_proto::Id(0),
+        max_uses: Some(1),
+        uses: 0,
+        expires_at: None,
+        revoked: false,
+        created_at: concord_relay::app::now_ms(),
+    };
+    store.create_instance_invite(&admin_invite).await.unwrap();
+    let root = sign_up_user(&relay, "root", "bootstrapcode").await;
+    // Used up after one account.
+    let (status, body) = sign_up(&relay, "second", Some("bootstrapcode")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("invite_used_up"))
+    );
+    assert_eq!(root.get("/api/v1/admin/invites").await.status, 403);
+    assert!(store.set_instance_admin(root.id, true).await.unwrap());
+
+    // An admin makes invites through the API.
+    let made = root
+        .post(
+            "/api/v1/admin/invites",
+            serde_json::json!({ "max_uses": 2 }),
+        )
+        .await
+        .ok(201);
+    let code = made["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 12);
+    let (status, body) = sign_up(&relay, "carol", Some(&code)).await;
+    assert_eq!(status, 200, "{body}");
+    let carol_token = body["access_token"].as_str().unwrap().to_owned();
+    let guilds: Value = relay
+        .http
+        .get(format!("{}/api/v1/users/@me/guilds", relay.url))
+        .bearer_auth(&carol_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        guilds,
+        serde_json::json!([]),
+        "an instance invite joins no guild"
+    );
+    let listed = root.get("/api/v1/admin/invites").await.ok(200);
+    let found = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == code.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(found["uses"], 1);
+    root.delete(&format!("/api/v1/admin/invites/{code}"))
+        .await
+        .ok(204);
+    let (status, body) = sign_up(&relay, "dave", Some(&code)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("invite_revoked"))
+    );
+    assert_eq!(
+        root.delete("/api/v1/admin/invites/nosuch").await.status,
+        404
+    );
+    let log = root.get("/api/v1/admin/audit").await.ok(200);
+    assert_eq!(log[0]["action"], "instance_invite_revoke");
+    assert_eq!(log[1]["action"], "instance_invite_create");
     relay.shutdown().await;
 }

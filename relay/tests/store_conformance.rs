@@ -17,8 +17,8 @@ use concord_proto::permissions::{Overwrite, OverwriteKind};
 use concord_proto::{Id, IdGenerator, Permissions};
 use concord_relay::store::{
     AcceptedInvite, AccountRecord, AuditEntry, Backend, ChallengeRecord, ChannelUpdate,
-    DeviceRecord, GuildSnapshot, HistoryAnchor, InviteRefusal, NewMessage, RefreshOutcome,
-    SearchParams, SessionRecord, SigningKeyRecord, Store, StoreError,
+    DeviceRecord, GuildSnapshot, HistoryAnchor, InstanceInvite, InviteRefusal, NewMessage,
+    RefreshOutcome, SearchParams, SessionRecord, SigningKeyRecord, Store, StoreError,
 };
 use futures_util::future::join_all;
 use serde_json::json;
@@ -83,6 +83,7 @@ conformance!(
     check_moderation,
     check_reports,
     check_account_deletion,
+    check_instance_invites,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -3286,5 +3287,65 @@ async fn check_account_deletion(store: &dyn Store) {
     assert_not_found(
         store.delete_account(leaver.id, fx.tick()).await,
         "deleted account",
+    );
+}
+
+async fn check_instance_invites(store: &dyn Store) {
+    let mut fx = Fx::new(store);
+    let admin = fx.account("admin").await;
+    let invite = |code: &str, max_uses, expires_at, at| InstanceInvite {
+        code: code.to_owned(),
+        created_by: admin.id,
+        max_uses,
+        uses: 0,
+        expires_at,
+        revoked: false,
+        created_at: at,
+    };
+    let once = invite("once", Some(1), None, fx.tick());
+    let timed = invite("timed", None, Some(fx.clock + 10), fx.tick());
+    store.create_instance_invite(&once).await.unwrap();
+    store.create_instance_invite(&timed).await.unwrap();
+    assert_conflict(
+        store.create_instance_invite(&once).await,
+        "invite_code_taken",
+    );
+    assert_eq!(
+        store.instance_invite("once").await.unwrap(),
+        Some(once.clone())
+    );
+    assert_eq!(
+        store.instance_invites().await.unwrap(),
+        vec![timed.clone(), once.clone()]
+    );
+    let now = fx.tick();
+    assert_eq!(
+        store.use_instance_invite("once", now).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.use_instance_invite("once", now).await.unwrap(),
+        Err(InviteRefusal::UsedUp)
+    );
+    assert_eq!(
+        store.instance_invite("once").await.unwrap().unwrap().uses,
+        1
+    );
+    assert_eq!(
+        store
+            .use_instance_invite("timed", fx.clock + 10)
+            .await
+            .unwrap(),
+        Err(InviteRefusal::Expired)
+    );
+    assert_eq!(
+        store.use_instance_invite("nosuch", now).await.unwrap(),
+        Err(InviteRefusal::Unknown)
+    );
+    assert!(store.revoke_instance_invite("timed", now).await.unwrap());
+    assert!(!store.revoke_instance_invite("nosuch", now).await.unwrap());
+    assert_eq!(
+        store.use_instance_invite("timed", now).await.unwrap(),
+        Err(InviteRefusal::Revoked)
     );
 }

@@ -37,6 +37,7 @@ async fn moderators_and_admins_in_the_browser() {
         "export_downloaded",
         "admin_stats",
         "admin_report_dismissed",
+        "instance_invite",
         "no_console_errors",
         "suspended_logged_out",
         "unsuspended_login",

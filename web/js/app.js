@@ -16,6 +16,7 @@ const TYPING_SEND_MS = 5_000;
 const TYPING_SHOW_MS = 10_000;
 const HOME = '@me';
 const QUICK_REACTION = '👍';
+const INSTANCE_INVITE_LENGTH = 12;
 const KEEP_MESSAGES = 200; // at the bottom, older messages beyond this are dropped (refetched on scroll)
 const ALL = (1 << 16) - 1;
 const PERM = {
@@ -573,6 +574,11 @@ function ackOpenChannel() {
 }
 
 async function offerInvite() {
+  // Instance invites (12 characters; guild invites have 8) only let an account sign up.
+  if (state.inviteCode.length === INSTANCE_INVITE_LENGTH) {
+    forgetInvite();
+    return;
+  }
   setText($('#join-error'), '');
   try {
     const preview = await state.api.call('GET', `/api/v1/invites/${state.inviteCode}`);

@@ -25,6 +25,8 @@ const ACTIONS = {
   account_suspend: 'suspended', account_unsuspend: 'lifted the suspension of',
   sessions_revoke: 'ended the sessions of', account_delete: 'deleted the account of',
   guild_delete: 'removed guild', admin_grant: 'made an admin:', admin_revoke: 'took admin from',
+  device_revoke: 'revoked a device of', instance_invite_create: 'created an instance invite',
+  instance_invite_revoke: 'revoked an instance invite',
 };
 
 let ctx; // { state, can, describe, username, banner, onSignedOut, renderMembers }
@@ -61,6 +63,7 @@ export function initModeration(context) {
     searchTimer = setTimeout(searchAccounts, 250);
   });
   $('#admin-guild-delete').addEventListener('click', removeGuild);
+  $('#admin-invite-create').addEventListener('click', createInvite);
 }
 
 // ---- controls that depend on the open guild ---------------------------------------------------
@@ -295,7 +298,7 @@ async function openAdmin() {
     const rows = [['Accounts', stats.accounts], ['Suspended', stats.suspended_accounts], ['Guilds', stats.guilds],
       ['Messages', stats.messages], ['Active sessions', stats.active_sessions], ['Connected now', stats.gateway_sessions]];
     $('#admin-stats').replaceChildren(...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, String(v))]));
-    await Promise.all([searchAccounts(), loadAdminReports(), loadAdminAudit()]);
+    await Promise.all([searchAccounts(), loadInvites(), loadAdminReports(), loadAdminAudit()]);
   } catch (err) {
     setText($('#admin-error'), ctx.describe(err));
   }
@@ -337,6 +340,40 @@ function accountItem(a) {
     : h('button', { type: 'button', 'aria-label': `Suspend ${a.username}`, onclick: run('POST', `${base}/suspend`) }, 'Suspend'));
   row.append(h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${a.username}`, onclick: run('DELETE', base, 'Really delete?') }, 'Delete'));
   return li;
+}
+
+async function loadInvites() {
+  const list = await api().call('GET', '/api/v1/admin/invites');
+  $('#admin-invites').replaceChildren(...list.map((i) => {
+    const link = `${location.origin}/invite/${i.code}`;
+    const uses = i.max_uses ? `${i.uses}/${i.max_uses} uses` : `${i.uses} uses`;
+    const li = h('li', { 'data-code': i.code }, h('div', { class: 'inline' },
+      h('code', {}, link), h('span', { class: 'entry-meta' }, i.revoked ? `${uses}, revoked` : uses)));
+    if (!i.revoked) {
+      li.firstChild.append(h('button', {
+        type: 'button',
+        'aria-label': `Revoke invite ${i.code}`,
+        onclick: async () => {
+          try {
+            await api().call('DELETE', `/api/v1/admin/invites/${i.code}`);
+            await Promise.all([loadInvites(), loadAdminAudit()]);
+          } catch (err) {
+            setText($('#admin-error'), ctx.describe(err));
+          }
+        },
+      }, 'Revoke'));
+    }
+    return li;
+  }));
+}
+
+async function createInvite() {
+  try {
+    await api().call('POST', '/api/v1/admin/invites', {});
+    await Promise.all([loadInvites(), loadAdminAudit()]);
+  } catch (err) {
+    setText($('#admin-error'), ctx.describe(err));
+  }
 }
 
 async function loadAdminReports() {

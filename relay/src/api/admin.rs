@@ -10,8 +10,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use concord_proto::Id;
-use concord_proto::api::{ClaimSetup, ErrorBody, Validate};
+use concord_proto::api::{ClaimSetup, CreateInvite, ErrorBody, Validate};
 use concord_proto::limits::{Invalid, invalid, page_limit};
+use concord_proto::model::Device;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,7 +20,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{PathParams, ValidQuery};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
-use crate::store::{AdminAccount, AuditEntry, InstanceStats};
+use crate::store::{AdminAccount, AuditEntry, InstanceInvite, InstanceStats, StoreError};
 
 /// The caller must be an instance admin (and not suspended).
 pub async fn require_admin(app: &App, caller: &Caller) -> ApiResult<()> {
@@ -350,6 +351,129 @@ pub async fn delete_guild(
         "guild_delete",
         Some(guild_id),
         &name,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn existing_account(app: &App, user_id: Id) -> ApiResult<()> {
+    match app.store.admin_account(user_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound("user")),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/users/{user_id}/devices", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path)),
+    responses((status = 200, body = Vec<Device>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn user_devices(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(user_id): PathParams<Id>,
+) -> ApiResult<Json<Vec<Device>>> {
+    require_admin(&app, &caller).await?;
+    existing_account(&app, user_id).await?;
+    Ok(Json(
+        app.store
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(super::users::device)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/users/{user_id}/devices/{device_key}", tag = "admin", security(("bearer" = [])),
+    params(("user_id" = Id, Path), ("device_key" = String, Path, description = "base64url device public key")),
+    responses((status = 204, description = "the device is revoked and its sessions end"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_user_device(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((user_id, device_key)): PathParams<(Id, String)>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    super::users::revoke_device_of(&app, user_id, &device_key).await?;
+    audit(
+        &app,
+        Some(caller.user_id),
+        "device_revoke",
+        Some(user_id),
+        &device_key,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/invites", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<InstanceInvite>, description = "newest first"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn instance_invites(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<InstanceInvite>>> {
+    require_admin(&app, &caller).await?;
+    Ok(Json(app.store.instance_invites().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/invites", tag = "admin", security(("bearer" = [])),
+    request_body = CreateInvite,
+    responses((status = 201, body = InstanceInvite, description = "an invite to the instance: lets a new account sign up on an invite-only relay"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_instance_invite(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    super::extract::Valid(body): super::extract::Valid<CreateInvite>,
+) -> ApiResult<(StatusCode, Json<InstanceInvite>)> {
+    require_admin(&app, &caller).await?;
+    let now = now_ms();
+    for _ in 0..5 {
+        // 12 characters: never the length of a guild invite's code (8), so the two never meet.
+        let invite = InstanceInvite {
+            code: crate::auth::tokens::random_token(9),
+            created_by: caller.user_id,
+            max_uses: body.max_uses,
+            uses: 0,
+            expires_at: body.expires_in_secs.map(|s| now + s * 1000),
+            revoked: false,
+            created_at: now,
+        };
+        match app.store.create_instance_invite(&invite).await {
+            Err(StoreError::Conflict(_)) => continue,
+            other => other?,
+        }
+        audit(
+            &app,
+            Some(caller.user_id),
+            "instance_invite_create",
+            None,
+            &invite.code,
+        )
+        .await?;
+        return Ok((StatusCode::CREATED, Json(invite)));
+    }
+    Err(ApiError::Internal(
+        "could not find a free invite code".into(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/api/v1/admin/invites/{code}", tag = "admin", security(("bearer" = [])),
+    params(("code" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_instance_invite(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(code): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    require_admin(&app, &caller).await?;
+    if code.len() > 32 || !app.store.revoke_instance_invite(&code, now_ms()).await? {
+        return Err(ApiError::NotFound("invite"));
+    }
+    audit(
+        &app,
+        Some(caller.user_id),
+        "instance_invite_revoke",
+        None,
+        &code,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -159,9 +159,10 @@ pub async fn login(
                         "a new account needs a username".into(),
                     ))?;
                     // A bad invite refuses the sign-up before anything is written.
-                    if let Some(code) = &body.invite {
-                        super::invites::check_usable(&app, code).await?;
-                    }
+                    let invite_kind = match &body.invite {
+                        Some(code) => Some(super::invites::check_usable(&app, code).await?),
+                        None => None,
+                    };
                     let ip = client_ip.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.0);
                     let decision = app
                         .limiter
@@ -198,12 +199,20 @@ pub async fn login(
                         }
                         other => other?,
                     }
-                    if let Some(code) = &body.invite {
+                    if let (Some(code), Some(kind)) = (&body.invite, invite_kind) {
                         // Checked above; a race (last use taken meanwhile) leaves the account
                         // without the guild, which the user can join later.
-                        if let Err(e) =
-                            super::invites::join_with_invite(&app, code, account.id).await
-                        {
+                        let used = match kind {
+                            super::invites::SignupInvite::Guild => {
+                                super::invites::join_with_invite(&app, code, account.id)
+                                    .await
+                                    .map(|_| ())
+                            }
+                            super::invites::SignupInvite::Instance => {
+                                super::invites::use_instance_invite(&app, code).await
+                            }
+                        };
+                        if let Err(e) = used {
                             tracing::info!(error = %e, "new account could not use its invite");
                         }
                     }

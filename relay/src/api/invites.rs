@@ -134,13 +134,43 @@ pub async fn join_with_invite(app: &App, code: &str, user: Id) -> ApiResult<Read
     Ok(view)
 }
 
-/// Whether a code names an invite that would let a new account in now.
-pub async fn check_usable(app: &App, code: &str) -> ApiResult<()> {
+/// What a new account's invite is: to a guild (the account joins it) or to the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupInvite {
+    Guild,
+    Instance,
+}
+
+/// Whether a code names an invite (a guild's or the instance's) that would let a new account
+/// in now.
+pub async fn check_usable(app: &App, code: &str) -> ApiResult<SignupInvite> {
     check_code(code)?;
+    if let Some(invite) = app.store.invite(code).await? {
+        return usable(&invite, now_ms())
+            .map(|()| SignupInvite::Guild)
+            .map_err(refusal);
+    }
     let invite = app
         .store
-        .invite(code)
+        .instance_invite(code)
         .await?
         .ok_or(ApiError::NotFound("invite"))?;
-    usable(&invite, now_ms()).map_err(refusal)
+    let now = now_ms();
+    if invite.revoked {
+        Err(refusal(InviteRefusal::Revoked))
+    } else if invite.expires_at.is_some_and(|t| t <= now) {
+        Err(refusal(InviteRefusal::Expired))
+    } else if invite.max_uses.is_some_and(|m| invite.uses >= m) {
+        Err(refusal(InviteRefusal::UsedUp))
+    } else {
+        Ok(SignupInvite::Instance)
+    }
+}
+
+/// Takes one use of an instance invite for a new account.
+pub async fn use_instance_invite(app: &App, code: &str) -> ApiResult<()> {
+    app.store
+        .use_instance_invite(code, now_ms())
+        .await?
+        .map_err(refusal)
 }

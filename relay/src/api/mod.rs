@@ -60,6 +60,13 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(admin::revoke_sessions))
         .routes(routes!(admin::audit_log))
         .routes(routes!(admin::claim_setup))
+        .routes(routes!(admin::user_devices))
+        .routes(routes!(admin::revoke_user_device))
+        .routes(routes!(
+            admin::instance_invites,
+            admin::create_instance_invite
+        ))
+        .routes(routes!(admin::revoke_instance_invite))
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::delete_guild))
         .routes(routes!(reports::admin_reports))

@@ -15,7 +15,7 @@ use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::store::{DeviceRecord, StoreError};
 
-fn device(d: DeviceRecord) -> Device {
+pub fn device(d: DeviceRecord) -> Device {
     Device {
         device_key: d.device_key,
         label: d.label,
@@ -134,21 +134,24 @@ pub async fn revoke_device(
     caller: Caller,
     PathParams(device_key): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    signed::parse_public_key(&device_key, "device_key")
+    revoke_device_of(&app, caller.user_id, &device_key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes one device of an account (its owner's or an admin's decision): its sessions end
+/// and its libp2p connection closes.
+pub async fn revoke_device_of(app: &App, account: Id, device_key: &str) -> ApiResult<()> {
+    signed::parse_public_key(device_key, "device_key")
         .map_err(|e| ApiError::BadRequest("invalid_device_key", e.to_string()))?;
-    let sessions = match app
-        .store
-        .revoke_device(caller.user_id, &device_key, now_ms())
-        .await
-    {
+    let sessions = match app.store.revoke_device(account, device_key, now_ms()).await {
         Err(StoreError::NotFound) => return Err(ApiError::NotFound("device")),
         other => other?,
     };
     app.revoke_sessions(&sessions);
     if let Some(p2p) = app.p2p.get() {
-        p2p.disconnect_device(&device_key);
+        p2p.disconnect_device(device_key);
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/users/@me/guilds", tag = "users", security(("bearer" = [])),

@@ -166,6 +166,18 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn add_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Newest first, before `before`.
     async fn audit_log(&self, before: Option<Id>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
+    async fn create_instance_invite(&self, invite: &InstanceInvite) -> StoreResult<()>;
+    async fn instance_invite(&self, code: &str) -> StoreResult<Option<InstanceInvite>>;
+    /// Newest first.
+    async fn instance_invites(&self) -> StoreResult<Vec<InstanceInvite>>;
+    /// False when unknown.
+    async fn revoke_instance_invite(&self, code: &str, now: i64) -> StoreResult<bool>;
+    /// Takes one use if the invite is usable now (atomically), or says why not.
+    async fn use_instance_invite(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> StoreResult<Result<(), InviteRefusal>>;
     /// Up to `limit` messages written by `author` after `after`, oldest first (data export).
     async fn messages_by_author(
         &self,

@@ -210,3 +210,16 @@ pub struct DeletedAccount {
     /// Guilds the account was a member of.
     pub guilds: Vec<Id>,
 }
+
+/// An invite to the instance itself (not to a guild): lets a new account sign up on an
+/// invite-only relay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InstanceInvite {
+    pub code: String,
+    pub created_by: Id,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+    pub created_at: i64,
+}

@@ -8,10 +8,25 @@ use super::SqlStore;
 use super::archive::{ARCHIVED_COLS, archived_message};
 use super::rows::{boolean, id, int, opt_id, opt_int, text};
 use crate::store::{
-    AdminAccount, AdminStore, ArchivedMessage, AuditEntry, InstanceStats, StoreError, StoreResult,
+    AdminAccount, AdminStore, ArchivedMessage, AuditEntry, InstanceInvite, InstanceStats,
+    InviteRefusal, StoreError, StoreResult,
 };
 
 const ACCOUNT_COLS: &str = "id, username, created_at, instance_admin, suspended_at";
+const INSTANCE_INVITE_COLS: &str =
+    "code, created_by, max_uses, uses, expires_at, revoked_at, created_at";
+
+fn instance_invite(row: &AnyRow) -> StoreResult<InstanceInvite> {
+    Ok(InstanceInvite {
+        code: text(row, "code")?,
+        created_by: id(row, "created_by")?,
+        max_uses: opt_int(row, "max_uses")?,
+        uses: int(row, "uses")?,
+        expires_at: opt_int(row, "expires_at")?,
+        revoked: opt_int(row, "revoked_at")?.is_some(),
+        created_at: int(row, "created_at")?,
+    })
+}
 
 fn account(row: &AnyRow) -> StoreResult<AdminAccount> {
     Ok(AdminAccount {
@@ -215,6 +230,94 @@ impl AdminStore for SqlStore {
         .fetch_all(&self.write)
         .await?;
         rows.iter().map(audit_entry).collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "create_instance_invite"))]
+    async fn create_instance_invite(&self, i: &InstanceInvite) -> StoreResult<()> {
+        let _t = self.begin("create_instance_invite")?;
+        sqlx::query(
+            "INSERT INTO instance_invites (code, created_by, max_uses, uses, expires_at, created_at) \
+             VALUES ($1, $2, $3, 0, $4, $5)",
+        )
+        .bind(&i.code)
+        .bind(i.created_by.0)
+        .bind(i.max_uses)
+        .bind(i.expires_at)
+        .bind(i.created_at)
+        .execute(&self.write)
+        .await
+        .map_err(|e| {
+            if super::is_unique_violation(&e) {
+                StoreError::Conflict("invite_code_taken")
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "instance_invite"))]
+    async fn instance_invite(&self, code: &str) -> StoreResult<Option<InstanceInvite>> {
+        let _t = self.begin("instance_invite")?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_INVITE_COLS} FROM instance_invites WHERE code = $1"
+        )))
+        .bind(code)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref().map(instance_invite).transpose()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "instance_invites"))]
+    async fn instance_invites(&self) -> StoreResult<Vec<InstanceInvite>> {
+        let _t = self.begin("instance_invites")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_INVITE_COLS} FROM instance_invites ORDER BY created_at DESC, code"
+        )))
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(instance_invite).collect()
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "revoke_instance_invite"))]
+    async fn revoke_instance_invite(&self, code: &str, now: i64) -> StoreResult<bool> {
+        let _t = self.begin("revoke_instance_invite")?;
+        let n = sqlx::query(
+            "UPDATE instance_invites SET revoked_at = COALESCE(revoked_at, $1) WHERE code = $2",
+        )
+        .bind(now)
+        .bind(code)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "use_instance_invite"))]
+    async fn use_instance_invite(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> StoreResult<Result<(), InviteRefusal>> {
+        let _t = self.begin("use_instance_invite")?;
+        let n = sqlx::query(
+            "UPDATE instance_invites SET uses = uses + 1 WHERE code = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2) AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(code)
+        .bind(now)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        if n > 0 {
+            return Ok(Ok(()));
+        }
+        Ok(Err(match self.instance_invite(code).await? {
+            None => InviteRefusal::Unknown,
+            Some(i) if i.revoked => InviteRefusal::Revoked,
+            Some(i) if i.expires_at.is_some_and(|t| t <= now) => InviteRefusal::Expired,
+            Some(_) => InviteRefusal::UsedUp,
+        }))
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "messages_by_author"))]

@@ -90,6 +90,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "moderation",
         include_str!("../../../../migrations/relay/sqlite/0004_moderation.sql"),
     ),
+    (
+        5,
+        "instance_invites",
+        include_str!("../../../../migrations/relay/sqlite/0005_instance_invites.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -111,6 +116,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "moderation",
         include_str!("../../../../migrations/relay/postgres/0004_moderation.sql"),
+    ),
+    (
+        5,
+        "instance_invites",
+        include_str!("../../../../migrations/relay/postgres/0005_instance_invites.sql"),
     ),
 ];
 
