@@ -698,3 +698,70 @@ impl Validate for ClaimSetup {
         Ok(())
     }
 }
+
+/// `POST /voice/channels/{channel_id}/join` (also renews: call again before the grant ends).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JoinVoice {
+    #[serde(default)]
+    pub self_mute: bool,
+    #[serde(default)]
+    pub self_deaf: bool,
+    /// `node` (the default) or `browser`.
+    pub client: Option<String>,
+}
+
+impl Validate for JoinVoice {
+    fn validate(&self) -> Result<(), Invalid> {
+        match self.client.as_deref() {
+            None | Some("node" | "browser") => Ok(()),
+            Some(_) => Err(invalid("client", "node or browser")),
+        }
+    }
+}
+
+/// `PATCH /voice/channels/{channel_id}/state`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVoiceState {
+    pub self_mute: Option<bool>,
+    pub self_deaf: Option<bool>,
+}
+
+impl Validate for UpdateVoiceState {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.self_mute.is_none() && self.self_deaf.is_none() {
+            return Err(invalid("self_mute", "nothing to update"));
+        }
+        Ok(())
+    }
+}
+
+/// `PATCH /guilds/{guild_id}/voice-states/{user_id}` (mute_members).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServerMute {
+    pub server_mute: bool,
+}
+
+impl Validate for ServerMute {
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+/// The answer to a join: the signed grant, the caller's state, everyone in the channel, and
+/// whether the channel runs as a mesh or through the SFU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct VoiceJoined {
+    pub grant: crate::signed::VoiceGrant,
+    pub state: crate::model::VoiceState,
+    pub participants: Vec<crate::model::VoiceState>,
+    /// `mesh` or `sfu`.
+    pub mode: String,
+    pub mesh_size: u32,
+}

@@ -152,6 +152,9 @@ pub struct ReadyGuild {
     pub roles: Vec<Role>,
     /// The ids of the roles the user holds in this guild.
     pub my_roles: Vec<Id>,
+    /// Who is in the guild's voice channels (those the user can see) on this relay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voice_states: Vec<crate::model::VoiceState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -258,3 +258,24 @@ pub struct SearchHit {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+/// Who is in a voice channel and how (`voice_state_update` on the gateway; `channel_id` is
+/// absent when the user left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct VoiceState {
+    pub guild_id: Option<Id>,
+    pub channel_id: Option<Id>,
+    pub user_id: Id,
+    /// The device in the call.
+    pub device_key: String,
+    pub self_mute: bool,
+    pub self_deaf: bool,
+    /// Muted by a moderator (mute_members): nobody hears them until it is lifted.
+    pub server_mute: bool,
+    /// The grant allows speaking: the speak permission and no server mute.
+    pub speak: bool,
+    /// `node` or `browser`: a browser in a channel moves it to the SFU.
+    pub client: String,
+    pub joined_at: i64,
+}

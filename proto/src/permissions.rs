@@ -30,9 +30,11 @@ impl Permissions {
     pub const VIEW_AUDIT_LOG: Permissions = Permissions(1 << 14);
     /// Time members out and work the guild's reports queue.
     pub const MODERATE_MEMBERS: Permissions = Permissions(1 << 15);
+    /// Server-mute others in voice channels.
+    pub const MUTE_MEMBERS: Permissions = Permissions(1 << 16);
 
     pub const NONE: Permissions = Permissions(0);
-    pub const ALL: Permissions = Permissions((1 << 16) - 1);
+    pub const ALL: Permissions = Permissions((1 << 17) - 1);
 
     /// What a timed-out member loses until the timeout ends (they can still read).
     pub const TIMED_OUT_DENY: Permissions = Permissions(
@@ -64,7 +66,7 @@ impl Permissions {
             | Self::SPEAK.0,
     );
 
-    pub const NAMES: [(&'static str, Permissions); 16] = [
+    pub const NAMES: [(&'static str, Permissions); 17] = [
         ("view_channel", Self::VIEW_CHANNEL),
         ("send_messages", Self::SEND_MESSAGES),
         ("manage_messages", Self::MANAGE_MESSAGES),
@@ -81,6 +83,7 @@ impl Permissions {
         ("read_history", Self::READ_HISTORY),
         ("view_audit_log", Self::VIEW_AUDIT_LOG),
         ("moderate_members", Self::MODERATE_MEMBERS),
+        ("mute_members", Self::MUTE_MEMBERS),
     ];
 
     pub fn contains(self, other: Permissions) -> bool {

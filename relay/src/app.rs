@@ -43,6 +43,8 @@ pub struct App {
     pub commit_gate: tokio::sync::RwLock<()>,
     /// The libp2p side, once it listens (absent when disabled).
     pub p2p: std::sync::OnceLock<crate::p2p::Shared>,
+    /// Who is in which voice channel on this instance.
+    pub voice: crate::voice::Voice,
     /// Session revocations for the other instances of a cluster.
     pub outbox: crate::cluster::Outbox,
     /// The cluster's Redis subscription is up (true on a single instance).
@@ -101,6 +103,7 @@ impl App {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             p2p: std::sync::OnceLock::new(),
+            voice: crate::voice::Voice::default(),
             commit_gate: tokio::sync::RwLock::new(()),
             outbox: crate::cluster::Outbox::default(),
             redis_ok: AtomicBool::new(true),

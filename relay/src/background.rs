@@ -51,6 +51,9 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
                     .set(f64::from(n));
             }
         }),
+        every(&app, Duration::from_secs(1), |app| async move {
+            crate::voice::expire(&app).await;
+        }),
         every(&app, Duration::from_secs(5), |app| async move {
             let window = Duration::from_secs(app.config.gateway.resume_window_secs);
             app.hub.sweep(window);

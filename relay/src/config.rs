@@ -125,6 +125,14 @@ pub struct VoiceConfig {
     pub turn_secret: Option<String>,
     /// How long issued TURN credentials stay valid (a call refreshes its allocation with them).
     pub credential_ttl_secs: u64,
+    /// Channels up to this many participants (and no browser) use a P2P mesh between nodes;
+    /// larger ones the SFU.
+    pub mesh_size: u32,
+    /// Participants in one voice channel at most.
+    pub max_participants: u32,
+    /// How long a voice grant (and the participant's place in the channel) lasts; clients
+    /// join again to renew before it ends, and a participant that stops renewing leaves.
+    pub grant_ttl_secs: u64,
 }
 
 impl Default for VoiceConfig {
@@ -134,6 +142,9 @@ impl Default for VoiceConfig {
             turn_urls: Vec::new(),
             turn_secret: None,
             credential_ttl_secs: 12 * 3_600,
+            mesh_size: 4,
+            max_participants: 99,
+            grant_ttl_secs: 120,
         }
     }
 }
@@ -565,6 +576,16 @@ impl RelayConfig {
         if self.p2p.max_pending_events == 0 {
             return Err(ConfigError::Invalid(
                 "p2p.max_pending_events must be positive".into(),
+            ));
+        }
+        if self.voice.mesh_size == 0 || self.voice.max_participants == 0 {
+            return Err(ConfigError::Invalid(
+                "voice.mesh_size and voice.max_participants must be at least 1".into(),
+            ));
+        }
+        if !(5..=86_400).contains(&self.voice.grant_ttl_secs) {
+            return Err(ConfigError::Invalid(
+                "voice.grant_ttl_secs must be between 5 and 86400".into(),
             ));
         }
         for url in &self.voice.stun_urls {

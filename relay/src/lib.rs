@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod voice;
 pub mod web;
 
 pub use config::RelayConfig;

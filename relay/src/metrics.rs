@@ -121,6 +121,15 @@ pub const METRICS: &[(&str, &str)] = &[
         "Reports filed, by scope (guild, instance)",
     ),
     ("concord_accounts_deleted_total", "Accounts deleted"),
+    (
+        "concord_voice_rooms",
+        "Voice channels with participants on this instance",
+    ),
+    (
+        "concord_voice_participants",
+        "Participants in voice channels on this instance",
+    ),
+    ("concord_voice_joins_total", "Voice channel joins"),
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

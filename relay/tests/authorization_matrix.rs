@@ -141,6 +141,15 @@ const ROWS: &[Row] = &[
     ("POST",   "/api/v1/users/@me/dms",                                  [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
     ("GET",    "/api/v1/users/@me/read-states",                          [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
     ("GET",    "/api/v1/voice/ice-servers",                              [200,  200,  200,  200,  200,  200,  401,  401,  401,  401]),
+    // channel_id = the private TEXT channel: those who see it get 400 not_a_voice_channel,
+    // the others 403 (tests/voice.rs covers joining a voice channel). Leaving or changing a
+    // state needs being in the channel: 404 for everyone here.
+    ("POST",   "/api/v1/voice/channels/{channel_id}/join",               [400,  400,  400,  403,  403,  403,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/voice/channels/{channel_id}/leave",              [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
+    ("PATCH",  "/api/v1/voice/channels/{channel_id}/state",              [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/voice/channels/{channel_id}",                    [400,  400,  400,  403,  403,  403,  401,  401,  401,  401]),
+    // MUTE_MEMBERS; the target is in no voice channel (404 for those allowed to ask).
+    ("PATCH",  "/api/v1/guilds/{guild_id}/voice-states/{user_id}",       [404,  404,  403,  403,  403,  403,  401,  401,  401,  401]),
     // Anyone with an account may create a guild.
     ("POST",   "/api/v1/guilds",                                         [201,  201,  201,  201,  201,  201,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}",                              [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
@@ -695,6 +704,13 @@ async fn request(
             Some(json!({ "status": "dismissed", "action": "nothing to do" }))
         }
         ("POST", "/api/v1/admin/setup") => Some(json!({ "token": "not-the-token" })),
+        ("POST", "/api/v1/voice/channels/{channel_id}/join") => Some(json!({})),
+        ("PATCH", "/api/v1/voice/channels/{channel_id}/state") => {
+            Some(json!({ "self_mute": true }))
+        }
+        ("PATCH", "/api/v1/guilds/{guild_id}/voice-states/{user_id}") => {
+            Some(json!({ "server_mute": true }))
+        }
         // Callers other than the owner give up the guilds they made (POST /guilds) first, so
         // the deletion itself is what is checked; the owner keeps its guilds (409).
         ("DELETE", "/api/v1/users/@me")

@@ -107,6 +107,24 @@ async fn every_registered_metric_moves() {
         .delete("/api/v1/users/@me")
         .await
         .ok(204);
+    // Voice: a join (the rooms gauges are set by the expiry task every second).
+    let voice = ana
+        .post(
+            &format!("/api/v1/guilds/{guild}/channels"),
+            json!({ "name": "talk", "kind": "voice" }),
+        )
+        .await
+        .ok(201);
+    ana.post(
+        &format!(
+            "/api/v1/voice/channels/{}/join",
+            voice["id"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await
+    .ok(200);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     gw.ws.close(None).await.unwrap();
     node.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -168,5 +186,7 @@ fn is_gauge(name: &str) -> bool {
             | "concord_db_pool_connections"
             | "concord_ready"
             | "concord_p2p_nodes"
+            | "concord_voice_rooms"
+            | "concord_voice_participants"
     )
 }

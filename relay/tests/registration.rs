@@ -8,26 +8,16 @@ use common::client::{Backend, TestRelay, TestUser, login, random_key, relaxed};
 use common::db::fresh_postgres_url;
 use concord_proto::signed::DeviceCertificate;
 use concord_relay::config::Registration;
+use ed25519_dalek::SigningKey;
 use serde_json::Value;
 
-/// A first login of a new account key, optionally with an invite: (status, body).
-async fn sign_up(relay: &TestRelay, username: &str, invite: Option<&str>) -> (u16, Value) {
-    let account = random_key();
-    let device = random_key();
-    let cert = DeviceCertificate::sign(&account, &device.verifying_key(), "dev", 1_700_000_000);
-    common::client::login_with(
-        &relay.http,
-        &relay.url,
-        &device,
-        Some(&cert),
-        Some(username),
-        invite,
-    )
-    .await
-}
-
-/// A new account signed up with an invite, as a `TestUser`.
-async fn sign_up_user(relay: &TestRelay, username: &str, invite: &str) -> TestUser {
+/// A first login of new account and device keys, optionally with an invite:
+/// (status, body, account key, device key).
+async fn first_login(
+    relay: &TestRelay,
+    username: &str,
+    invite: Option<&str>,
+) -> (u16, Value, SigningKey, SigningKey) {
     let account = random_key();
     let device = random_key();
     let cert = DeviceCertificate::sign(&account, &device.verifying_key(), "dev", 1_700_000_000);
@@ -37,9 +27,21 @@ async fn sign_up_user(relay: &TestRelay, username: &str, invite: &str) -> TestUs
         &device,
         Some(&cert),
         Some(username),
-        Some(invite),
+        invite,
     )
     .await;
+    (status, body, account, device)
+}
+
+/// A first login of a new account key, optionally with an invite: (status, body).
+async fn sign_up(relay: &TestRelay, username: &str, invite: Option<&str>) -> (u16, Value) {
+    let (status, body, _, _) = first_login(relay, username, invite).await;
+    (status, body)
+}
+
+/// A new account signed up with an invite, as a `TestUser`.
+async fn sign_up_user(relay: &TestRelay, username: &str, invite: &str) -> TestUser {
+    let (status, body, account, device) = first_login(relay, username, Some(invite)).await;
     assert_eq!(status, 200, "{body}");
     TestUser {
         id: serde_json::from_value(body["user"]["id"].clone()).unwrap(),

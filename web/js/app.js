@@ -18,7 +18,7 @@ const HOME = '@me';
 const QUICK_REACTION = '👍';
 const INSTANCE_INVITE_LENGTH = 12;
 const KEEP_MESSAGES = 200; // at the bottom, older messages beyond this are dropped (refetched on scroll)
-const ALL = (1 << 16) - 1;
+const ALL = (1 << 17) - 1;
 const PERM = {
   MANAGE_MESSAGES: 1 << 2, MANAGE_CHANNELS: 1 << 3, MANAGE_ROLES: 1 << 4, KICK_MEMBERS: 1 << 5,
   BAN_MEMBERS: 1 << 6, CREATE_INVITES: 1 << 7, ADMINISTRATOR: 1 << 10,
@@ -29,6 +29,7 @@ const PERMISSION_NAMES = [
   [1 << 9, 'Speak'], [1 << 2, 'Manage messages'], [1 << 3, 'Manage channels'],
   [1 << 4, 'Manage roles'], [1 << 5, 'Kick members'], [1 << 6, 'Ban members'],
   [1 << 11, 'Manage guild'], [1 << 14, 'View audit log'], [1 << 15, 'Moderate members'],
+  [1 << 16, 'Mute members in voice'],
   [1 << 10, 'Administrator'],
 ];
 

@@ -197,6 +197,8 @@ impl Cache {
             roles,
             my_roles: my_roles(&self.conn, id)?,
             guild,
+            // Voice presence is live state from the relay, not cached.
+            voice_states: Vec::new(),
         }))
     }
 

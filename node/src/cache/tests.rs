@@ -145,6 +145,7 @@ fn ready_guild(id: i64, channels: &[i64]) -> ReadyGuild {
             },
         ],
         my_roles: vec![Id(id + 1)],
+        voice_states: Vec::new(),
     }
 }
 

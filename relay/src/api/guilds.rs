@@ -32,11 +32,20 @@ pub async fn guild_view(app: &App, snapshot: &GuildSnapshot, user_id: Id) -> Api
         .await?
         .map(|m| m.roles.clone())
         .unwrap_or_default();
+    let channels = app.perms.visible_channels(snapshot, user_id).await?;
+    let voice_states = app.voice.with(|r| {
+        channels
+            .iter()
+            .filter(|c| c.kind == ChannelKind::Voice)
+            .flat_map(|c| r.participants(c.id))
+            .collect()
+    });
     Ok(ReadyGuild {
         guild: snapshot.guild.clone(),
-        channels: app.perms.visible_channels(snapshot, user_id).await?,
+        channels,
         roles: snapshot.roles.clone(),
         my_roles,
+        voice_states,
     })
 }
 

@@ -77,6 +77,11 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(users::dms, users::open_dm))
         .routes(routes!(users::read_states))
         .routes(routes!(voice::ice_servers))
+        .routes(routes!(voice::join))
+        .routes(routes!(voice::leave))
+        .routes(routes!(voice::update_state))
+        .routes(routes!(voice::participants))
+        .routes(routes!(voice::server_mute))
         .routes(routes!(guilds::create_guild))
         .routes(routes!(
             guilds::get_guild,

@@ -49,6 +49,14 @@ pub async fn audit_guild(
     Ok(())
 }
 
+/// An audit detail with the moderator's reason after it, when they gave one.
+fn with_reason(detail: String, reason: Option<String>) -> String {
+    match reason {
+        Some(r) if !r.is_empty() => format!("{detail}: {r}"),
+        _ => detail,
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct GuildAuditQuery {
@@ -149,10 +157,7 @@ pub async fn timeout(
     .await?;
     let until = now_ms() + i64::from(body.duration_secs) * 1000;
     set_timeout(&app, guild_id, user_id, Some(until)).await?;
-    let detail = match body.reason {
-        Some(r) => format!("{} s: {r}", body.duration_secs),
-        None => format!("{} s", body.duration_secs),
-    };
+    let detail = with_reason(format!("{} s", body.duration_secs), body.reason);
     audit_guild(
         &app,
         guild_id,
@@ -244,10 +249,10 @@ pub async fn bulk_delete(
             Err(e) => return Err(e),
         }
     }
-    let detail = match body.reason {
-        Some(r) => format!("{deleted} messages of the last {} s: {r}", body.within_secs),
-        None => format!("{deleted} messages of the last {} s", body.within_secs),
-    };
+    let detail = with_reason(
+        format!("{deleted} messages of the last {} s", body.within_secs),
+        body.reason,
+    );
     audit_guild(
         &app,
         guild_id,

@@ -1,16 +1,26 @@
-//! ICE servers for WebRTC: STUN URLs and TURN URLs with ephemeral credentials (TURN REST
-//! scheme, shared secret with concord-turn), valid for a limited time.
+//! Voice: ICE servers for WebRTC (STUN, and TURN with ephemeral credentials: TURN REST
+//! scheme, shared secret with concord-turn); joining a voice channel (a relay-signed grant,
+//! renewed by joining again), leaving, self mute/deafen, server mute by moderators, and the
+//! participant list. State changes go to everyone who can see the channel as
+//! `voice_state_update`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use concord_proto::api::ErrorBody;
+use axum::http::StatusCode;
+use concord_proto::api::{ErrorBody, JoinVoice, ServerMute, UpdateVoiceState, VoiceJoined};
+use concord_proto::model::{ChannelKind, VoiceState};
+use concord_proto::signed::VoiceGrant;
+use concord_proto::{Id, Permissions};
 use serde::Serialize;
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
+use super::extract::{PathParams, Valid};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
+use crate::perms::ChannelAccess;
+use crate::voice::{self, rooms::JoinError};
 
 /// One entry of WebRTC's `RTCConfiguration.iceServers`.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -64,4 +74,210 @@ pub async fn ice_servers(
         ice_servers: servers,
         ttl_secs: voice.credential_ttl_secs,
     }))
+}
+
+/// A voice channel the caller may see, with their permissions there.
+async fn voice_channel(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    needed: Permissions,
+) -> ApiResult<ChannelAccess> {
+    let access = app
+        .perms
+        .require_channel(channel_id, caller.user_id, needed)
+        .await?;
+    if access.channel.kind != ChannelKind::Voice {
+        return Err(ApiError::BadRequest(
+            "not_a_voice_channel",
+            "this is not a voice channel".into(),
+        ));
+    }
+    Ok(access)
+}
+
+fn not_in_voice() -> ApiError {
+    ApiError::NotFound("voice_state")
+}
+
+#[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/join", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)), request_body = JoinVoice,
+    responses((status = 200, body = VoiceJoined, description = "in the channel (or renewed): a grant valid voice.grant_ttl_secs; join again before it ends"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "voice_channel_full"), (status = 503, body = ErrorBody)))]
+pub async fn join(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    Valid(body): Valid<JoinVoice>,
+) -> ApiResult<Json<VoiceJoined>> {
+    let access = voice_channel(
+        &app,
+        &caller,
+        channel_id,
+        Permissions::VIEW_CHANNEL | Permissions::CONNECT,
+    )
+    .await?;
+    let key = app
+        .p2p
+        .get()
+        .map(|p| p.key.clone())
+        .ok_or(ApiError::Unavailable(
+            "voice needs the relay's identity (p2p)",
+        ))?;
+    let now = now_ms();
+    let expires_at = now + app.config.voice.grant_ttl_secs as i64 * 1000;
+    let wanted = VoiceState {
+        guild_id: access.channel.guild_id,
+        channel_id: Some(channel_id),
+        user_id: caller.user_id,
+        device_key: caller.device_key.clone(),
+        self_mute: body.self_mute,
+        self_deaf: body.self_deaf,
+        server_mute: false,
+        speak: access.perms.contains(Permissions::SPEAK),
+        client: body.client.unwrap_or_else(|| "node".into()),
+        joined_at: now,
+    };
+    let max = app.config.voice.max_participants as usize;
+    let (joined, participants) = app
+        .voice
+        .with(|r| {
+            let joined = r.join(wanted, expires_at, max)?;
+            Ok::<_, JoinError>((joined, r.participants(channel_id)))
+        })
+        .map_err(|JoinError::Full| {
+            ApiError::Conflict("voice_channel_full", "this voice channel is full")
+        })?;
+    if let Some(left) = joined.left {
+        voice::announce_left(&app, left).await;
+    }
+    if !joined.renewed {
+        voice::announce(&app, channel_id, &joined.state).await;
+        metrics::counter!("concord_voice_joins_total").increment(1);
+    }
+    let grant = VoiceGrant::sign(
+        &key,
+        channel_id,
+        caller.user_id,
+        &caller.device_key,
+        joined.state.speak,
+        expires_at,
+    );
+    Ok(Json(VoiceJoined {
+        grant,
+        mode: voice::mode(&participants, app.config.voice.mesh_size).to_owned(),
+        mesh_size: app.config.voice.mesh_size,
+        state: joined.state,
+        participants,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/leave", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel")))]
+pub async fn leave(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+) -> ApiResult<StatusCode> {
+    let left = app.voice.with(|r| {
+        (r.channel_of(caller.user_id) == Some(channel_id))
+            .then(|| r.leave(caller.user_id))
+            .flatten()
+    });
+    let left = left.ok_or_else(not_in_voice)?;
+    voice::announce_left(&app, left).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(patch, path = "/api/v1/voice/channels/{channel_id}/state", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)), request_body = UpdateVoiceState,
+    responses((status = 200, body = VoiceState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not in this channel")))]
+pub async fn update_state(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    Valid(body): Valid<UpdateVoiceState>,
+) -> ApiResult<Json<VoiceState>> {
+    let state = app
+        .voice
+        .with(|r| {
+            r.update(channel_id, caller.user_id, |s| {
+                if let Some(m) = body.self_mute {
+                    s.self_mute = m;
+                }
+                if let Some(d) = body.self_deaf {
+                    s.self_deaf = d;
+                }
+            })
+        })
+        .ok_or_else(not_in_voice)?;
+    voice::announce(&app, channel_id, &state).await;
+    Ok(Json(state))
+}
+
+#[utoipa::path(get, path = "/api/v1/voice/channels/{channel_id}", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)),
+    responses((status = 200, body = Vec<VoiceState>, description = "who is in the channel"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn participants(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+) -> ApiResult<Json<Vec<VoiceState>>> {
+    voice_channel(&app, &caller, channel_id, Permissions::VIEW_CHANNEL).await?;
+    Ok(Json(app.voice.with(|r| r.participants(channel_id))))
+}
+
+#[utoipa::path(patch, path = "/api/v1/guilds/{guild_id}/voice-states/{user_id}", tag = "voice", security(("bearer" = [])),
+    params(("guild_id" = Id, Path), ("user_id" = Id, Path)), request_body = ServerMute,
+    responses((status = 200, body = VoiceState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody, description = "the user is in none of this guild's voice channels")))]
+pub async fn server_mute(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams((guild_id, user_id)): PathParams<(Id, Id)>,
+    Valid(body): Valid<ServerMute>,
+) -> ApiResult<Json<VoiceState>> {
+    let (snapshot, _) = app
+        .perms
+        .require_guild(guild_id, caller.user_id, Permissions::MUTE_MEMBERS)
+        .await?;
+    if user_id != caller.user_id {
+        app.perms
+            .require_outrank(&snapshot, caller.user_id, user_id)
+            .await?;
+    }
+    let channel = app
+        .voice
+        .with(|r| r.channel_of(user_id))
+        .filter(|c| snapshot.channels.iter().any(|sc| sc.id == *c))
+        .ok_or_else(not_in_voice)?;
+    let state = app
+        .voice
+        .with(|r| {
+            r.update(channel, user_id, |s| {
+                s.server_mute = body.server_mute;
+                // Unmuting gives speaking back only with the permission: the next renewal
+                // (a join) recomputes it from the member's permissions.
+            })
+        })
+        .ok_or_else(not_in_voice)?;
+    voice::announce(&app, channel, &state).await;
+    super::moderation::audit_guild(
+        &app,
+        guild_id,
+        caller.user_id,
+        if body.server_mute {
+            "voice_server_mute"
+        } else {
+            "voice_server_unmute"
+        },
+        Some(user_id),
+        format!("channel {channel}"),
+    )
+    .await?;
+    Ok(Json(state))
 }

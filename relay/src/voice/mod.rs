@@ -1,0 +1,66 @@
+//! Voice channels on this instance: who is in which channel (`rooms.rs`), the relay-signed
+//! grants that let a device in, and the `voice_state_update` events everyone who can see the
+//! channel gets. Media does not pass through here: nodes form a WebRTC mesh (issue: voice in
+//! the node) and larger channels go through the SFU.
+
+pub mod rooms;
+
+use std::sync::Mutex;
+
+use concord_proto::Id;
+use concord_proto::model::VoiceState;
+
+use crate::app::{App, now_ms};
+
+/// The voice state of one instance.
+#[derive(Default)]
+pub struct Voice {
+    rooms: Mutex<rooms::Rooms>,
+}
+
+impl Voice {
+    /// Runs `f` on the rooms (a short critical section: no await inside).
+    pub fn with<T>(&self, f: impl FnOnce(&mut rooms::Rooms) -> T) -> T {
+        f(&mut self.rooms.lock().expect("voice rooms lock"))
+    }
+}
+
+/// `mesh` while the channel is small enough and has no browser in it, else `sfu`.
+pub fn mode(participants: &[VoiceState], mesh_size: u32) -> &'static str {
+    let browser = participants.iter().any(|p| p.client == "browser");
+    if browser || participants.len() > mesh_size as usize {
+        "sfu"
+    } else {
+        "mesh"
+    }
+}
+
+/// Tells everyone who can see the channel about a change (`channel_id` absent: the user
+/// left `from`).
+pub async fn announce(app: &App, from: Id, state: &VoiceState) {
+    let Some(channel) = app.perms.channel(from).await.ok().flatten() else {
+        return;
+    };
+    app.hub
+        .to_channel_viewers(&app.perms, &channel, "voice_state_update", state)
+        .await;
+}
+
+/// Announces that `state`'s user left its channel.
+pub async fn announce_left(app: &App, mut state: VoiceState) {
+    let Some(from) = state.channel_id.take() else {
+        return;
+    };
+    announce(app, from, &state).await;
+}
+
+/// Drops participants whose grant ran out and tells their channels (run every few seconds).
+pub async fn expire(app: &App) {
+    let gone = app.voice.with(|r| r.expire(now_ms()));
+    for state in gone {
+        announce_left(app, state).await;
+    }
+    let (rooms, participants) = app.voice.with(|r| (r.room_count(), r.participant_count()));
+    metrics::gauge!("concord_voice_rooms").set(rooms as f64);
+    metrics::gauge!("concord_voice_participants").set(participants as f64);
+}
