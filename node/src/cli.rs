@@ -124,6 +124,26 @@ pub enum Command {
     /// Manage this account's devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Voice channels: join, leave, mute, unmute, status.
+    #[command(subcommand)]
+    Voice(VoiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VoiceCommand {
+    /// Join a voice channel (by id); the node keeps its place until `leave`.
+    Join {
+        channel: String,
+        /// Join muted.
+        #[arg(long)]
+        muted: bool,
+    },
+    /// Leave the voice channel.
+    Leave,
+    Mute,
+    Unmute,
+    /// The channel, its mode (mesh or SFU), whether you may speak, and who is in it.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -419,6 +439,38 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                 })
             });
         }
+        Command::Voice(voice) => {
+            let v = match voice {
+                VoiceCommand::Join { channel, muted } => {
+                    let channel: concord_proto::Id = channel
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("{channel:?} is not a channel id"))?;
+                    c.call(
+                        Method::POST,
+                        "/v1/voice/join",
+                        Some(json!({ "channel_id": channel, "self_mute": muted })),
+                    )
+                    .await?
+                }
+                VoiceCommand::Leave => {
+                    c.call(Method::POST, "/v1/voice/leave", None).await?;
+                    json!({ "voice": null })
+                }
+                VoiceCommand::Mute | VoiceCommand::Unmute => {
+                    let mute = matches!(voice, VoiceCommand::Mute);
+                    c.call(
+                        Method::POST,
+                        "/v1/voice/mute",
+                        Some(json!({ "mute": mute })),
+                    )
+                    .await?
+                }
+                VoiceCommand::Status => {
+                    c.call(Method::GET, "/v1/voice", None).await?["voice"].clone()
+                }
+            };
+            print(json_out, &v, voice_summary);
+        }
         Command::Status => {
             let v = c.call(Method::GET, "/v1/status", None).await?;
             print(json_out, &v, |v| {
@@ -511,6 +563,46 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
     Ok(())
 }
 
+/// `concord voice …` for people: the channel, the mode and one line per participant.
+fn voice_summary(v: &Value) -> String {
+    if v.is_null() {
+        return "not in a voice channel".into();
+    }
+    let mut out = format!(
+        "channel   {}\nmode      {}\nspeak     {}\nmuted     {}\nmedia     not running yet (signalling only)",
+        v["channel_id"].as_str().unwrap_or(""),
+        v["mode"].as_str().unwrap_or(""),
+        if v["speak"] == Value::Bool(true) {
+            "yes"
+        } else {
+            "no"
+        },
+        if v["self_mute"] == Value::Bool(true) {
+            "yes"
+        } else {
+            "no"
+        },
+    );
+    for p in v["participants"].as_array().into_iter().flatten() {
+        let flags: Vec<&str> = [
+            ("self_mute", "muted"),
+            ("self_deaf", "deafened"),
+            ("server_mute", "server-muted"),
+        ]
+        .iter()
+        .filter(|(k, _)| p[*k] == Value::Bool(true))
+        .map(|(_, label)| *label)
+        .collect();
+        out.push_str(&format!(
+            "\n  user {} ({}) {}",
+            p["user_id"].as_str().unwrap_or(""),
+            p["client"].as_str().unwrap_or(""),
+            flags.join(", ")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +643,13 @@ mod tests {
         assert!(matches!(cli.command, Command::Join { ref invite, .. } if invite == "-_ab"));
         let cli = Cli::try_parse_from(["concord", "send", "123", "- a list item"]).unwrap();
         assert!(matches!(cli.command, Command::Send { ref text, .. } if text == "- a list item"));
+        let cli = Cli::try_parse_from(["concord", "voice", "join", "123", "--muted"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Voice(VoiceCommand::Join { ref channel, muted: true }) if channel == "123"
+        ));
+        assert!(Cli::try_parse_from(["concord", "voice", "shout"]).is_err());
+        assert!(voice_summary(&Value::Null).contains("not in a voice channel"));
         let cli = Cli::try_parse_from(["concord", "dm", "123", "-1"]).unwrap();
         assert!(matches!(cli.command, Command::Dm { ref text, .. } if text == "-1"));
     }

@@ -212,6 +212,13 @@ fn apply_state(inner: &Arc<Inner>, t: &str, data: Value) -> Result<(), String> {
                     .map_err(|e| err(&e))?;
             }
         }
+        "voice_state_update" => {
+            let d: concord_proto::model::VoiceState =
+                serde_json::from_value(data).map_err(|e| err(&e))?;
+            super::voice::on_voice_state(inner, d);
+            inner.emit(LocalEvent::StateChanged);
+            return Ok(());
+        }
         "typing_start" => {
             let d: TypingStart = serde_json::from_value(data).map_err(|e| err(&e))?;
             inner.emit(LocalEvent::Typing {

@@ -115,6 +115,10 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
         .route("/v1/members", get(members))
         .route("/v1/devices", get(devices).post(link_device))
         .route("/v1/devices/{key}", axum::routing::delete(revoke_device))
+        .route("/v1/voice", get(voice_status))
+        .route("/v1/voice/join", post(voice_join))
+        .route("/v1/voice/leave", post(voice_leave))
+        .route("/v1/voice/mute", post(voice_mute))
         .layer(middleware::from_fn_with_state(control.clone(), guard))
         .with_state(control);
     let shutdown = inner.shutdown.clone();
@@ -351,4 +355,41 @@ async fn revoke_device(State(c): State<Shared>, Path(key): Path<String>) -> Resp
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => bad(e.to_string()),
     }
+}
+
+#[derive(Deserialize)]
+struct VoiceJoinBody {
+    channel_id: Id,
+    #[serde(default)]
+    self_mute: bool,
+}
+
+async fn voice_join(State(c): State<Shared>, Json(body): Json<VoiceJoinBody>) -> Response {
+    match super::voice::join(&c.inner, body.channel_id, body.self_mute).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => bad(e),
+    }
+}
+
+async fn voice_leave(State(c): State<Shared>) -> Response {
+    match super::voice::leave(&c.inner).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => bad(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct VoiceMuteBody {
+    mute: bool,
+}
+
+async fn voice_mute(State(c): State<Shared>, Json(body): Json<VoiceMuteBody>) -> Response {
+    match super::voice::set_mute(&c.inner, body.mute).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => bad(e),
+    }
+}
+
+async fn voice_status(State(c): State<Shared>) -> Response {
+    Json(json!({ "voice": super::voice::status(&c.inner) })).into_response()
 }

@@ -10,6 +10,9 @@ mod outbox;
 mod relay_link;
 mod send;
 mod swarm;
+mod voice;
+
+pub use voice::VoiceStatus;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -153,6 +156,8 @@ pub(crate) struct Inner {
     pub connections: Mutex<swarm::Connections>,
     pub directory: Mutex<directory::Directory>,
     pub http: RwLock<Option<Arc<crate::relay_http::RelayHttp>>>,
+    /// The voice channel this node is in, if any.
+    pub voice: Mutex<Option<voice::Session>>,
     pub shutdown: CancellationToken,
 }
 
@@ -247,6 +252,7 @@ impl Node {
             connections: Mutex::new(swarm::Connections::default()),
             directory: Mutex::new(directory::Directory::default()),
             http: RwLock::new(http),
+            voice: Mutex::new(None),
             shutdown: CancellationToken::new(),
         });
         *inner.directory.lock().expect("directory lock") = directory::Directory::load(&inner);
@@ -323,6 +329,23 @@ impl Node {
         wait: bool,
     ) -> Result<SendOutcome, String> {
         send::send_dm(&self.inner, user_id, content, wait).await
+    }
+
+    /// Joins a voice channel through the relay (and keeps renewing the grant).
+    pub async fn voice_join(&self, channel_id: Id, self_mute: bool) -> Result<VoiceStatus, String> {
+        voice::join(&self.inner, channel_id, self_mute).await
+    }
+
+    pub async fn voice_leave(&self) -> Result<(), String> {
+        voice::leave(&self.inner).await
+    }
+
+    pub async fn voice_mute(&self, mute: bool) -> Result<VoiceStatus, String> {
+        voice::set_mute(&self.inner, mute).await
+    }
+
+    pub fn voice_status(&self) -> Option<VoiceStatus> {
+        voice::status(&self.inner)
     }
 
     pub fn history(&self, channel_id: Id, limit: usize) -> Result<Vec<CachedMessage>, String> {
