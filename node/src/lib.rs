@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod identity;
 pub mod relay_http;
+pub mod voice_engine;
 
 pub use daemon::{Node, NodeConfig};
 
