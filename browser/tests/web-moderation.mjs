@@ -119,6 +119,31 @@ try {
   await pageA.locator('#audit-dialog').getByRole('button', { name: 'Close' }).click();
   checks.member_cannot_see_audit = await pageB.getByRole('button', { name: 'Audit log' }).isHidden();
 
+  // Voice presence: a voice channel lists who is in it (B joins through the API, as a node
+  // would), with mute shown; leaving clears it.
+  const voiceChannel = await pageA.evaluate(async (guildName) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
+    const guilds = await (await fetch('/api/v1/users/@me/guilds', { headers })).json();
+    const guild = guilds.find((g) => g.name === guildName);
+    const made = await fetch(`/api/v1/guilds/${guild.id}/channels`, { method: 'POST', headers, body: JSON.stringify({ name: 'lounge', kind: 'voice' }) });
+    return (await made.json()).id;
+  }, 'Rust Meetup');
+  await pageB.locator('#channel-list button', { hasText: 'lounge' }).waitFor();
+  const voiceCall = (method, what, body) => pageB.evaluate(async ([channel, m, w, b]) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const r = await fetch(`/api/v1/voice/channels/${channel}/${w}`, { method: m, headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify(b) });
+    return r.status;
+  }, [voiceChannel, method, what, body]);
+  checks.voice_join_status = (await voiceCall('POST', 'join', { self_mute: true })) === 200;
+  const inLounge = pageA.getByRole('list', { name: 'In lounge' });
+  await inLounge.locator('li', { hasText: nameB }).locator('.role-chip', { hasText: 'muted' }).waitFor();
+  await voiceCall('POST', 'leave', {});
+  await inLounge.waitFor({ state: 'detached' });
+  checks.voice_participants_shown = true;
+
   // B exports their data.
   await pageB.getByRole('button', { name: 'Account' }).click();
   const [download] = await Promise.all([

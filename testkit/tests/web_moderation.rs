@@ -34,6 +34,8 @@ async fn moderators_and_admins_in_the_browser() {
         "bulk_deleted",
         "audit_log",
         "member_cannot_see_audit",
+        "voice_join_status",
+        "voice_participants_shown",
         "export_downloaded",
         "admin_stats",
         "admin_report_dismissed",

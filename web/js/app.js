@@ -61,6 +61,7 @@ const state = {
   instanceAdmin: false, // from GET /users/@me
   setupToken: null, // from a /setup#TOKEN link, claimed once logged in
   lastSent: new Map(), // channel id → when I last sent there (slow mode)
+  voice: new Map(), // user id → VoiceState (who is in which voice channel)
 };
 
 // What the user may do guild-wide (owner and ADMINISTRATOR: everything). The relay checks
@@ -501,6 +502,8 @@ function onReady(d) {
   for (const g of d.guilds) state.guilds.set(g.id, g);
   state.dms.clear();
   for (const c of d.dms) addDm(c);
+  state.voice.clear();
+  for (const g of d.guilds) for (const v of g.voice_states ?? []) state.voice.set(v.user_id, v);
   // Who was already online before we connected; presence_update events carry changes.
   state.presence.clear();
   for (const p of d.presences ?? []) state.presence.set(p.user_id, p.status);
@@ -729,6 +732,12 @@ function onEvent(t, d) {
       }
       break;
     }
+    case 'voice_state_update':
+      // channel_id null: the user left voice.
+      if (d.channel_id) state.voice.set(d.user_id, d);
+      else state.voice.delete(d.user_id);
+      if (d.guild_id === state.guildId) renderChannels();
+      break;
     case 'member_remove':
       state.members.get(d.guild_id)?.delete(d.user.id);
       if (d.guild_id === state.guildId) {
@@ -839,7 +848,14 @@ function renderChannels() {
       title: c.kind === 'voice' ? 'Voice channels are not in the web client yet' : c.topic ?? '',
       onclick: () => openChannel(c),
     }, label, badge);
-    return h('li', {}, button);
+    const inVoice = c.kind === 'voice' ? [...state.voice.values()].filter((v) => v.channel_id === c.id) : [];
+    const voiceList = inVoice.length
+      ? h('ul', { class: 'voice-participants', 'aria-label': `In ${c.name}` }, ...inVoice.map((v) => h('li', {},
+        username(v.user_id),
+        v.self_mute || v.server_mute ? h('span', { class: 'role-chip' }, v.server_mute ? 'server-muted' : 'muted') : '',
+        v.self_deaf ? h('span', { class: 'role-chip' }, 'deafened') : '')))
+      : '';
+    return h('li', {}, button, voiceList);
   });
   if (state.guildId === HOME && items.length === 0) {
     items.push(h('li', { class: 'hint' }, 'No conversations yet. Pick a member of a guild to message them.'));
