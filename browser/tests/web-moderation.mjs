@@ -179,6 +179,20 @@ try {
   checks.no_console_errors = result.console_errors.length === 0;
   result.console_errors_before_suspension = [...result.console_errors];
 
+  // The outbox survives a reload: a message B typed while its sends failed goes out once
+  // after the page is reloaded.
+  await pageB.route('**/api/v1/channels/*/messages', (route) => (route.request().method() === 'POST' ? route.abort('internetdisconnected') : route.continue()));
+  await send(pageB, 'kept across a reload');
+  await pageB.locator('#messages li.pending', { hasText: 'waiting for the connection' }).waitFor();
+  await pageB.unroute('**/api/v1/channels/*/messages');
+  await pageB.reload();
+  await messageText(pageA, 'kept across a reload').waitFor();
+  await messageText(pageB, 'kept across a reload').waitFor();
+  await pageB.locator('#messages li.pending').waitFor({ state: 'detached' });
+  await pageA.waitForTimeout(500);
+  checks.outbox_survives_reload = (await messageText(pageA, 'kept across a reload').count()) === 1
+    && (await messageText(pageB, 'kept across a reload').count()) === 1;
+
   // Suspension logs B out; lifting it lets B log in again.
   await pageA.getByLabel('Find accounts').fill(nameB);
   await pageA.getByRole('button', { name: `Suspend ${nameB}` }).click();

@@ -41,6 +41,7 @@ async fn moderators_and_admins_in_the_browser() {
         "admin_report_dismissed",
         "instance_invite",
         "no_console_errors",
+        "outbox_survives_reload",
         "suspended_logged_out",
         "unsuspended_login",
         "account_deleted",

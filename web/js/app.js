@@ -97,6 +97,7 @@ async function boot() {
   const session = await kv.get('session');
   if (user && session) {
     state.api.session = session;
+    await loadOutbox();
     startApp();
   } else {
     showWelcome(user);
@@ -238,7 +239,8 @@ function banner(text, ms) {
 
 async function onAccountDeleted() {
   state.gateway?.stop();
-  await Promise.all(['session', 'user', 'account'].map((k) => kv.del(k)));
+  state.outbox.clear();
+  await Promise.all(['session', 'user', 'account', 'outbox'].map((k) => kv.del(k)));
   state.api.session = null;
   state.account = null;
   state.me = null;
@@ -432,6 +434,8 @@ function wireApp() {
   $('#logout-button').addEventListener('click', async () => {
     state.gateway?.stop();
     await state.api.logout();
+    state.outbox.clear();
+    await kv.del('outbox');
     showWelcome(state.me);
   });
 
@@ -1298,6 +1302,7 @@ async function sendMessage() {
   const replyTo = state.replyTo?.channel_id === view.channel.id ? state.replyTo.id : null;
   setReply(null);
   state.outbox.set(nonce, { channelId: view.channel.id, content, replyTo, status: 'sending' });
+  saveOutbox();
   view.stick = true;
   renderMessages();
   await deliver(nonce);
@@ -1311,6 +1316,7 @@ async function deliver(nonce) {
   try {
     const m = await state.api.call('POST', `/api/v1/channels/${p.channelId}/messages`, { content: p.content, nonce, reply_to: p.replyTo ?? null });
     state.outbox.delete(nonce);
+    saveOutbox();
     // The gateway delivers the event in seq order; until then show the answer.
     const view = state.view;
     if (view?.channel.id === m.channel_id && !view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
@@ -1318,6 +1324,7 @@ async function deliver(nonce) {
     const transient = err.status === 0 || err.status >= 500 || (err.status === 429 && err.code !== 'slowmode');
     p.status = transient ? 'waiting' : 'failed';
     p.error = describe(err);
+    saveOutbox();
   } finally {
     p.inflight = false;
   }
@@ -1326,6 +1333,22 @@ async function deliver(nonce) {
 
 function flushOutbox() {
   for (const [nonce, p] of state.outbox) if (p.status === 'waiting') deliver(nonce);
+}
+
+// The outbox survives a reload: unsent messages are kept in IndexedDB and go out (once: the
+// relay answers a repeated nonce with the first message) when the next session connects.
+function saveOutbox() {
+  const unsent = [...state.outbox].map(([nonce, p]) => ({
+    nonce, channelId: p.channelId, content: p.content, replyTo: p.replyTo ?? null,
+  }));
+  kv.set('outbox', unsent).catch(() => {});
+}
+
+async function loadOutbox() {
+  for (const p of (await kv.get('outbox')) ?? []) {
+    if (typeof p?.nonce !== 'string' || typeof p.content !== 'string') continue;
+    state.outbox.set(p.nonce, { channelId: p.channelId, content: p.content, replyTo: p.replyTo, status: 'waiting' });
+  }
 }
 
 // "@name" of a member (or DM peer) becomes the wire form "<@id>" (shown as @name again).
