@@ -151,6 +151,12 @@ try {
   await theirs.getByRole('button', { name: 'React with 👍' }).click();
   await messageItem(pageA, 'hello from A, edited').getByRole('button', { name: '👍 1' }).waitFor();
   checks.reaction_seen = true;
+  // After a reload, history marks B's own reaction (pressed for B, not for A).
+  await pageB.reload();
+  const pressedB = messageItem(pageB, 'hello from A, edited').getByRole('button', { name: '👍 1' });
+  await pressedB.waitFor();
+  checks.reaction_mine_after_reload = (await pressedB.getAttribute('aria-pressed')) === 'true'
+    && (await messageItem(pageA, 'hello from A, edited').getByRole('button', { name: '👍 1' }).getAttribute('aria-pressed')) === 'false';
   await send(pageA, 'delete me');
   await messageText(pageB, 'delete me').waitFor();
   const doomed = messageItem(pageA, 'delete me');

@@ -136,6 +136,10 @@ pub struct Invite {
 pub struct ReactionCount {
     pub emoji: String,
     pub count: i64,
+    /// The caller is one of the reactors (history and single-message reads only; events
+    /// leave it out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub me: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

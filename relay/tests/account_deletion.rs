@@ -32,6 +32,24 @@ async fn a_user_deletes_their_account_and_their_messages_stay_as_a_deleted_users
     )
     .await
     .ok(204);
+    // History says which reactions are the reader's own.
+    let path = format!("/api/v1/channels/{channel}/messages");
+    let r = ana.get(&path).await;
+    // The page is current up to the channel's seq: the message (1) and the reaction (2).
+    assert_eq!(r.header("concord-channel-seq"), Some("2"));
+    let mine = r.ok(200);
+    assert_eq!(mine[0]["reactions"][0]["me"], true);
+    assert_eq!(mine[0]["reactions"][0]["count"], 1);
+    let theirs = bob.get(&path).await.ok(200);
+    assert_eq!(theirs[0]["reactions"][0].get("me"), None);
+    let one = ana
+        .get(&format!(
+            "/api/v1/channels/{channel}/messages/{}",
+            id(&said["id"])
+        ))
+        .await
+        .ok(200);
+    assert_eq!(one["reactions"][0]["me"], true);
 
     // The owner of a guild must hand it over first.
     let r = ana.delete("/api/v1/users/@me").await;

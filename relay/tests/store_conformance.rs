@@ -2074,6 +2074,7 @@ async fn check_message_events(store: &dyn Store) {
     let count = |emoji: &str, count| ReactionCount {
         emoji: emoji.to_owned(),
         count,
+        me: false,
     };
     assert_eq!(
         store
@@ -2269,7 +2270,8 @@ async fn check_history(store: &dyn Store) {
         latest[1].reactions,
         vec![ReactionCount {
             emoji: "👀".to_owned(),
-            count: 1
+            count: 1,
+            me: false,
         }]
     );
 

@@ -25,6 +25,7 @@ const CHECKS: &[&str] = &[
     "html_is_text",
     "edit_seen",
     "reaction_seen",
+    "reaction_mine_after_reload",
     "delete_seen",
     "dm_exchanged",
     "channel_created_seen",

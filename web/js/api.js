@@ -38,6 +38,9 @@ export class Api {
     if (archived !== null) this.archivedBefore = archived;
     const data = await resp.json().catch(() => null);
     if (!resp.ok) throw new ApiError(resp.status, data?.code ?? `http_${resp.status}`, data?.message ?? resp.statusText);
+    // History pages say up to which seq they are current (catch-up starts after it).
+    const seq = resp.headers.get('concord-channel-seq');
+    if (seq !== null && Array.isArray(data)) Object.defineProperty(data, 'channelSeq', { value: Number(seq) });
     return data;
   }
 

@@ -1129,9 +1129,12 @@ async function openChannel(channel) {
   try {
     const page = await state.api.call('GET', `/api/v1/channels/${channel.id}/messages?limit=${PAGE}`);
     if (state.view !== view) return;
-    for (const m of page) view.messages.set(m.id, m);
+    for (const m of page) {
+      view.messages.set(m.id, m);
+      learnMyReactions(view, m);
+    }
     view.hasMore = page.length === PAGE;
-    view.applied = page.reduce((max, m) => Math.max(max, m.seq), 0);
+    view.applied = page.reduce((max, m) => Math.max(max, m.seq), page.channelSeq ?? 0);
     view.busy = false;
     await catchUp(view);
   } catch (err) {
@@ -1155,6 +1158,11 @@ function updateComposerNote() {
   if (note.textContent !== (why ?? '')) setText(note, why ?? '');
   show(note, Boolean(why));
   return why;
+}
+
+// History marks the reactions the caller made (`me`), so a reload shows them pressed.
+function learnMyReactions(view, m) {
+  for (const r of m.reactions ?? []) if (r.me) view.mine.add(`${m.id} ${r.emoji}`);
 }
 
 function showChannelTitle(channel) {
@@ -1273,7 +1281,11 @@ async function loadOlder() {
     if (state.view !== view) return false;
     const list = $('#messages');
     const fromBottom = list.scrollHeight - list.scrollTop;
-    for (const m of page) if (!view.messages.has(m.id)) view.messages.set(m.id, m);
+    for (const m of page) {
+      if (view.messages.has(m.id)) continue;
+      view.messages.set(m.id, m);
+      learnMyReactions(view, m);
+    }
     view.hasMore = page.length === PAGE;
     renderMessages();
     list.scrollTop = list.scrollHeight - fromBottom;

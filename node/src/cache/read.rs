@@ -93,6 +93,7 @@ fn reactions(conn: &Connection, id: Id) -> Result<Vec<ReactionCount>> {
         Ok(ReactionCount {
             emoji: r.get(0)?,
             count: r.get(1)?,
+            me: false,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

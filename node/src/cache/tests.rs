@@ -418,11 +418,13 @@ fn edits_deletes_and_reactions() {
         [
             ReactionCount {
                 emoji: "🎉".into(),
-                count: 1
+                count: 1,
+                me: false,
             },
             ReactionCount {
                 emoji: "👍".into(),
-                count: 1
+                count: 1,
+                me: false,
             }
         ]
     );

@@ -43,11 +43,23 @@ pub async fn history(
         (_, _, Some(x)) => HistoryAnchor::Around(x),
         _ => HistoryAnchor::Latest,
     };
-    let page = app
+    // Read before the page: every event up to this seq is already reflected in it, so a
+    // client catches up from here without applying a reaction or an edit twice.
+    let seq = app
+        .store
+        .channel_seqs(&[channel_id])
+        .await?
+        .first()
+        .map_or(0, |(_, s)| *s);
+    let mut page = app
         .store
         .history(channel_id, anchor, limits::page_limit(q.limit)?)
         .await?;
+    mark_my_reactions(&app, caller.user_id, &mut page).await?;
     let mut response = Json(page).into_response();
+    response
+        .headers_mut()
+        .insert(CHANNEL_SEQ, axum::http::HeaderValue::from(seq));
     if let Some(before) = app.archived_before() {
         response
             .headers_mut()
@@ -58,6 +70,8 @@ pub async fn history(
 
 /// Tells clients where the archive begins (older messages left history).
 pub const ARCHIVED_BEFORE: &str = "concord-archived-before";
+/// On history pages: the channel's seq when the page was read (catch up after it).
+pub const CHANNEL_SEQ: &str = "concord-channel-seq";
 
 #[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("channel_id" = Id, Path)), request_body = SendMessage,
@@ -91,12 +105,29 @@ pub async fn get_message(
     app.perms
         .require_channel(channel_id, caller.user_id, Permissions::READ_HISTORY)
         .await?;
-    Ok(Json(
-        app.store
-            .message(channel_id, message_id)
-            .await?
-            .ok_or(ApiError::NotFound("message"))?,
-    ))
+    let mut message = app
+        .store
+        .message(channel_id, message_id)
+        .await?
+        .ok_or(ApiError::NotFound("message"))?;
+    mark_my_reactions(&app, caller.user_id, std::slice::from_mut(&mut message)).await?;
+    Ok(Json(message))
+}
+
+/// Sets `me` on the reactions the caller made.
+async fn mark_my_reactions(app: &App, user_id: Id, messages: &mut [Message]) -> ApiResult<()> {
+    let ids: Vec<Id> = messages
+        .iter()
+        .filter(|m| !m.reactions.is_empty())
+        .map(|m| m.id)
+        .collect();
+    let mine = app.store.my_reactions(user_id, &ids).await?;
+    for m in messages {
+        for r in &mut m.reactions {
+            r.me = mine.iter().any(|(id, e)| *id == m.id && *e == r.emoji);
+        }
+    }
+    Ok(())
 }
 
 #[utoipa::path(patch, path = "/api/v1/channels/{channel_id}/messages/{message_id}", tag = "messages", security(("bearer" = [])),

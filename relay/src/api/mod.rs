@@ -202,6 +202,7 @@ pub fn router(app: Arc<App>) -> Router {
                 HeaderName::from_static("x-ratelimit-reset"),
                 header::RETRY_AFTER,
                 HeaderName::from_static(messages::ARCHIVED_BEFORE),
+                HeaderName::from_static(messages::CHANNEL_SEQ),
             ])
     };
     let mut router = router

@@ -413,5 +413,8 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<ChannelEvent>>;
     async fn ack(&self, user_id: Id, channel_id: Id, message_id: Id) -> StoreResult<()>;
     async fn read_states(&self, user_id: Id, channel_ids: &[Id]) -> StoreResult<Vec<ReadState>>;
+    /// Which of these messages the user reacted to, and with what: `(message_id, emoji)`.
+    async fn my_reactions(&self, user_id: Id, message_ids: &[Id])
+    -> StoreResult<Vec<(Id, String)>>;
     async fn search(&self, query: &SearchParams) -> StoreResult<Vec<SearchHit>>;
 }

@@ -67,6 +67,7 @@ pub(super) async fn with_reactions(
             .push(ReactionCount {
                 emoji: text(&row, "emoji")?,
                 count: int(&row, "n")?,
+                me: false,
             });
     }
     for m in &mut messages {
@@ -576,6 +577,32 @@ impl MessageStore for SqlStore {
         .execute(&self.write)
         .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "db", skip_all, fields(op = "my_reactions"))]
+    async fn my_reactions(
+        &self,
+        user_id: Id,
+        message_ids: &[Id],
+    ) -> StoreResult<Vec<(Id, String)>> {
+        if message_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _t = self.begin("my_reactions")?;
+        let sql = format!(
+            "SELECT message_id, emoji FROM reactions WHERE user_id = $1 AND message_id IN ({}) \
+             ORDER BY message_id, emoji",
+            placeholders(2, message_ids.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(user_id.0);
+        for m in message_ids {
+            q = q.bind(m.0);
+        }
+        q.fetch_all(&mut *self.read.acquire().await?)
+            .await?
+            .iter()
+            .map(|r| Ok((id(r, "message_id")?, text(r, "emoji")?)))
+            .collect()
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "read_states"))]
