@@ -143,18 +143,17 @@ async fn admin(config: &RelayConfig, command: AdminCommand) -> anyhow::Result<()
             if !store.instance_admins().await?.is_empty() {
                 anyhow::bail!("this relay already has an instance admin");
             }
-            let token = store
-                .secret_or_insert(
-                    "setup_token",
-                    &concord_relay::auth::tokens::random_token(24),
-                )
-                .await?;
+            let token = concord_relay::api::admin::setup_token(&store).await?;
             let origin = config
                 .public_url
                 .first()
                 .cloned()
                 .unwrap_or_else(|| format!("http://{}", config.listen));
-            writeln!(out, "{}/setup#{token}", origin.trim_end_matches('/'))?;
+            writeln!(
+                out,
+                "{}",
+                concord_relay::api::admin::setup_url(&origin, &token)
+            )?;
         }
         AdminCommand::DeleteUser { username } => {
             let account = account(username).await?;

@@ -247,20 +247,26 @@ pub async fn audit_log(
 /// The server secret holding the one-time setup token while the instance has no admin.
 const SETUP_SECRET: &str = "setup_token";
 
+/// The one-time setup token (made on first use, kept until an admin exists).
+pub async fn setup_token(store: &dyn crate::store::Store) -> crate::store::StoreResult<String> {
+    store
+        .secret_or_insert(SETUP_SECRET, &crate::auth::tokens::random_token(24))
+        .await
+}
+
+/// The setup link for a relay reached at `origin`.
+pub fn setup_url(origin: &str, token: &str) -> String {
+    format!("{}/setup#{token}", origin.trim_end_matches('/'))
+}
+
 /// While no instance admin exists: the one-time link that makes whoever opens it (logged in)
 /// the first admin. `None` once there is an admin.
 pub async fn setup_link(app: &App) -> ApiResult<Option<String>> {
     if !app.store.instance_admins().await?.is_empty() {
         return Ok(None);
     }
-    let token = app
-        .store
-        .secret_or_insert(SETUP_SECRET, &crate::auth::tokens::random_token(24))
-        .await?;
-    Ok(Some(format!(
-        "{}/setup#{token}",
-        app.audiences[0].trim_end_matches('/')
-    )))
+    let token = setup_token(app.store.as_ref()).await?;
+    Ok(Some(setup_url(&app.audiences[0], &token)))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/setup", tag = "admin", security(("bearer" = [])),
@@ -278,10 +284,7 @@ pub async fn claim_setup(
             "this instance already has an admin",
         ));
     }
-    let token = app
-        .store
-        .secret_or_insert(SETUP_SECRET, &crate::auth::tokens::random_token(24))
-        .await?;
+    let token = setup_token(app.store.as_ref()).await?;
     if !crate::auth::tokens::constant_time_eq(token.as_bytes(), body.token.as_bytes()) {
         return Err(ApiError::Forbidden(
             "bad_setup_token",

@@ -38,11 +38,28 @@ fn refusal(r: InviteRefusal) -> ApiError {
 }
 
 fn usable(invite: &Invite, now: i64) -> Result<(), InviteRefusal> {
-    if invite.revoked {
+    usable_parts(
+        invite.revoked,
+        invite.expires_at,
+        invite.max_uses,
+        invite.uses,
+        now,
+    )
+}
+
+/// The rule for guild and instance invites alike: not revoked, not expired, uses left.
+pub fn usable_parts(
+    revoked: bool,
+    expires_at: Option<i64>,
+    max_uses: Option<i64>,
+    uses: i64,
+    now: i64,
+) -> Result<(), InviteRefusal> {
+    if revoked {
         Err(InviteRefusal::Revoked)
-    } else if invite.expires_at.is_some_and(|t| t <= now) {
+    } else if expires_at.is_some_and(|t| t <= now) {
         Err(InviteRefusal::Expired)
-    } else if invite.max_uses.is_some_and(|m| invite.uses >= m) {
+    } else if max_uses.is_some_and(|m| uses >= m) {
         Err(InviteRefusal::UsedUp)
     } else {
         Ok(())
@@ -155,16 +172,15 @@ pub async fn check_usable(app: &App, code: &str) -> ApiResult<SignupInvite> {
         .instance_invite(code)
         .await?
         .ok_or(ApiError::NotFound("invite"))?;
-    let now = now_ms();
-    if invite.revoked {
-        Err(refusal(InviteRefusal::Revoked))
-    } else if invite.expires_at.is_some_and(|t| t <= now) {
-        Err(refusal(InviteRefusal::Expired))
-    } else if invite.max_uses.is_some_and(|m| invite.uses >= m) {
-        Err(refusal(InviteRefusal::UsedUp))
-    } else {
-        Ok(SignupInvite::Instance)
-    }
+    usable_parts(
+        invite.revoked,
+        invite.expires_at,
+        invite.max_uses,
+        invite.uses,
+        now_ms(),
+    )
+    .map(|()| SignupInvite::Instance)
+    .map_err(refusal)
 }
 
 /// Takes one use of an instance invite for a new account.

@@ -312,11 +312,14 @@ impl AdminStore for SqlStore {
         if n > 0 {
             return Ok(Ok(()));
         }
+        // Say why: the same rule the API applies before a sign-up.
         Ok(Err(match self.instance_invite(code).await? {
             None => InviteRefusal::Unknown,
-            Some(i) if i.revoked => InviteRefusal::Revoked,
-            Some(i) if i.expires_at.is_some_and(|t| t <= now) => InviteRefusal::Expired,
-            Some(_) => InviteRefusal::UsedUp,
+            Some(i) => {
+                crate::api::invites::usable_parts(i.revoked, i.expires_at, i.max_uses, i.uses, now)
+                    .err()
+                    .unwrap_or(InviteRefusal::UsedUp)
+            }
         }))
     }
 
