@@ -9,13 +9,15 @@
 //! | `peers` | node → relay | `peers`: addresses of guild members who allow direct connections |
 //! | `push` | relay → node | `received`: confirmed events, relay-signed |
 //! | `direct` | node → node | `received` or `refused`: an envelope sent straight to a peer (DMs) |
+//! | `voice_offer` | node → node | `voice_answer` or `refused`: WebRTC offer for a voice mesh link, with the offerer's relay-signed voice grant |
+//! | `voice_bye` | node → node | `received`: the sender closed its mesh link (left the channel) |
 
 use std::time::Duration;
 
 use concord_proto::Id;
 use concord_proto::gateway::ReadyGuild;
 use concord_proto::model::{Channel, Message, User};
-use concord_proto::signed::{Envelope, SignedEvent};
+use concord_proto::signed::{Envelope, SignedEvent, VoiceGrant};
 use libp2p::StreamProtocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use serde::{Deserialize, Serialize};
@@ -50,7 +52,22 @@ pub enum Request {
     Direct {
         envelope: Envelope,
     },
+    /// A voice mesh link: the offerer's grant (checked before the offer is looked at) and a
+    /// complete SDP offer (all ICE candidates gathered: no trickle messages).
+    VoiceOffer {
+        grant: VoiceGrant,
+        sdp: String,
+        /// An ICE restart of the existing link (new ICE credentials, same DTLS session).
+        #[serde(default)]
+        restart: bool,
+    },
+    VoiceBye {
+        channel_id: Id,
+    },
 }
+
+/// An SDP offer or answer is a few kilobytes; more is refused.
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo {
@@ -78,6 +95,10 @@ pub enum Response {
         peers: Vec<PeerInfo>,
     },
     Received,
+    VoiceAnswer {
+        grant: VoiceGrant,
+        sdp: String,
+    },
     Refused {
         code: String,
         message: String,

@@ -67,6 +67,16 @@ pub enum Command {
         /// Drop cached messages older than this many days [default: keep].
         #[arg(long)]
         max_age_days: Option<u32>,
+        /// What this node says in voice channels: `silence`, `sine:HZ` or `wav:PATH`
+        /// (48 kHz mono 16-bit).
+        #[arg(long, default_value = "silence", value_parser = clap::value_parser!(crate::voice_mesh::media::SourceSpec))]
+        voice_source: crate::voice_mesh::media::SourceSpec,
+        /// Write what this node hears in voice channels to this WAV file.
+        #[arg(long)]
+        voice_sink: Option<PathBuf>,
+        /// Voice goes through TURN only (relay candidates; always so with --relay-only).
+        #[arg(long)]
+        voice_force_turn: bool,
     },
     /// Join a guild on a relay by invite (registers this account on its first join).
     Join {
@@ -569,7 +579,7 @@ fn voice_summary(v: &Value) -> String {
         return "not in a voice channel".into();
     }
     let mut out = format!(
-        "channel   {}\nmode      {}\nspeak     {}\nmuted     {}\nmedia     not running yet (signalling only)",
+        "channel   {}\nmode      {}\nspeak     {}\nmuted     {}\nsent      {} packets",
         v["channel_id"].as_str().unwrap_or(""),
         v["mode"].as_str().unwrap_or(""),
         if v["speak"] == Value::Bool(true) {
@@ -582,6 +592,7 @@ fn voice_summary(v: &Value) -> String {
         } else {
             "no"
         },
+        v["packets_sent"].as_u64().unwrap_or(0),
     );
     for p in v["participants"].as_array().into_iter().flatten() {
         let flags: Vec<&str> = [
@@ -598,6 +609,24 @@ fn voice_summary(v: &Value) -> String {
             p["user_id"].as_str().unwrap_or(""),
             p["client"].as_str().unwrap_or(""),
             flags.join(", ")
+        ));
+    }
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let num = |v: &Value, digits: usize| {
+            v.as_f64()
+                .map(|x| format!("{x:.digits$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let audio = &p["audio"];
+        out.push_str(&format!(
+            "\n  peer user {} {} via {} rtt {} ms loss {} % jitter {} ms gap {} ms",
+            p["user_id"].as_str().unwrap_or(""),
+            p["state"].as_str().unwrap_or(""),
+            p["path"].as_str().unwrap_or("-"),
+            num(&p["rtt_ms"], 1),
+            num(&audio["loss"].as_f64().map(|l| l * 100.0).into(), 1),
+            num(&audio["jitter_ms"], 1),
+            num(&audio["longest_concealed_ms"], 0),
         ));
     }
     out

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod identity;
 pub mod relay_http;
 pub mod voice_engine;
+pub mod voice_mesh;
 
 pub use daemon::{Node, NodeConfig};
 

@@ -53,6 +53,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bootstrap,
             max_messages_per_channel,
             max_age_days,
+            voice_source,
+            voice_sink,
+            voice_force_turn,
         } => {
             let mut config = NodeConfig::new(dir.clone());
             if !listen.is_empty() {
@@ -70,6 +73,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.cache_limits = concord_node::cache::CacheLimits {
                 max_messages_per_channel,
                 max_age_days,
+            };
+            config.voice = concord_node::daemon::VoiceOptions {
+                source: voice_source,
+                sink: voice_sink,
+                force_turn: voice_force_turn,
             };
             let node = Node::spawn(config).await?;
             println!(

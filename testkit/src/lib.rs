@@ -1,6 +1,7 @@
 //! In-process Concord clusters for tests: a relay on loopback ports and any number of nodes,
 //! each with its own data dir, talking real QUIC/TCP libp2p and real HTTP.
 
+pub mod audio;
 pub mod browser;
 pub mod procs;
 

@@ -41,7 +41,13 @@ pub async fn inbound(
             Ok(()) => Response::Received,
             Err((code, message)) => Response::refused(code, message),
         },
-        _ => Response::refused("unsupported", "nodes answer push and direct"),
+        Request::VoiceOffer {
+            grant,
+            sdp,
+            restart,
+        } => super::voice::on_offer(inner, peer, grant, sdp, restart).await,
+        Request::VoiceBye { channel_id } => super::voice::on_bye(inner, peer, channel_id).await,
+        _ => Response::refused("unsupported", "nodes answer push, direct and voice"),
     }
 }
 

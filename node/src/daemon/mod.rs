@@ -52,6 +52,28 @@ pub struct NodeConfig {
     /// Bootstrap servers (`.../p2p/<peer id>`): Kademlia entry points (ignored in relay-only
     /// mode). The relay's well-known list is added at join.
     pub bootstrap: Vec<Multiaddr>,
+    pub voice: VoiceOptions,
+}
+
+/// The node's audio in voice channels (device I/O comes with the `cpal` feature).
+#[derive(Debug, Clone)]
+pub struct VoiceOptions {
+    /// What this node says: silence, a sine tone or a WAV file.
+    pub source: crate::voice_mesh::media::SourceSpec,
+    /// Where what it hears is written (WAV), if anywhere.
+    pub sink: Option<PathBuf>,
+    /// Mesh links use TURN relay candidates only (always so in relay-only mode).
+    pub force_turn: bool,
+}
+
+impl Default for VoiceOptions {
+    fn default() -> VoiceOptions {
+        VoiceOptions {
+            source: crate::voice_mesh::media::SourceSpec::Silence,
+            sink: None,
+            force_turn: false,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -68,6 +90,7 @@ impl NodeConfig {
             mdns: true,
             cache_limits: CacheLimits::default(),
             bootstrap: Vec::new(),
+            voice: VoiceOptions::default(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub async fn handle(app: &Arc<App>, p2p: &Shared, peer: PeerId, request: Request
         Request::Peers { .. } => "peers",
         Request::Push { .. } => "push",
         Request::Direct { .. } => "direct",
+        Request::VoiceOffer { .. } => "voice_offer",
+        Request::VoiceBye { .. } => "voice_bye",
     };
     let response = answer(app, p2p, peer, request).await;
     let outcome = if matches!(response, Response::Refused { .. }) {
@@ -104,7 +106,10 @@ async fn answer(app: &Arc<App>, p2p: &Shared, peer: PeerId, request: Request) ->
             limit,
         } => sync(app, p2p, &caller, channel_id, after_seq, limit).await,
         Request::Peers { guild_id } => peers(app, p2p, &caller, guild_id, peer).await,
-        Request::Push { .. } | Request::Direct { .. } => {
+        Request::Push { .. }
+        | Request::Direct { .. }
+        | Request::VoiceOffer { .. }
+        | Request::VoiceBye { .. } => {
             return Response::refused("unsupported", "relays accept hello, submit, sync and peers");
         }
     };

