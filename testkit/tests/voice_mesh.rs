@@ -255,3 +255,65 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
     let bob_heard = read_wav(&bob.sink);
     assert!(strength(&bob_heard, 440.0) > 0.9, "bob hears ana");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_ice_forced_to_relay_the_call_goes_through_concord_turn() {
+    const SECRET: &str = "mesh-secret";
+    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        realm: "concord.test".into(),
+        auth_secret: Some(SECRET.into()),
+        // Both nodes live on loopback: allow it explicitly (denied by default).
+        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        shutdown_grace_secs: 1,
+        ..concord_turn::TurnConfig::default()
+    })
+    .await
+    .expect("turn server starts");
+    let url = format!("turn:127.0.0.1:{}?transport=udp", turn.udp_addr().port());
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.turn_urls = vec![url];
+        c.voice.turn_secret = Some(SECRET.into());
+    })
+    .await;
+    let ana = speaker("ana", 440.0, true).await;
+    let bob = speaker("bob", 1_000.0, true).await;
+    let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;
+    let relayed_before = turn.stats().relayed_packets;
+    for s in [&ana, &bob] {
+        s.node.node.voice_join(channel, false).await.expect("joins");
+    }
+    for s in [&ana, &bob] {
+        wait_linked(s, 1).await;
+        let peer = &s.node.node.voice_status().unwrap().peers[0];
+        assert_eq!(peer.link.path.as_deref(), Some("turn"), "{peer:?}");
+    }
+    let from: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
+    let relayed_after = turn.stats().relayed_packets;
+    for s in [&ana, &bob] {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    eprintln!("relayed by concord-turn: {relayed_before:?} -> {relayed_after:?}");
+    assert!(
+        relayed_after.iter().sum::<u64>() >= relayed_before.iter().sum::<u64>() + 200,
+        "media crossed concord-turn: {relayed_before:?} -> {relayed_after:?}"
+    );
+    for (i, (s, other)) in [(&ana, &bob), (&bob, &ana)].into_iter().enumerate() {
+        let samples = read_wav(&s.sink);
+        let heard = window(&samples, from[i], to[i]);
+        let (theirs, own) = (strength(heard, other.hz), strength(heard, s.hz));
+        eprintln!(
+            "{} through TURN: {} Hz {theirs:.3}, own {own:.5}",
+            s.node.name, other.hz
+        );
+        assert!(
+            theirs > 0.9 && own < 0.02,
+            "{}: {theirs} / {own}",
+            s.node.name
+        );
+    }
+    turn.shutdown().await;
+}
