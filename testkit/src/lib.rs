@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod browser;
+pub mod lossy;
 pub mod procs;
 
 use std::sync::Arc;

@@ -317,3 +317,72 @@ async fn with_ice_forced_to_relay_the_call_goes_through_concord_turn() {
     }
     turn.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_percent_loss_keeps_audio_continuous() {
+    const SECRET: &str = "lossy-secret";
+    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        realm: "concord.test".into(),
+        auth_secret: Some(SECRET.into()),
+        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        shutdown_grace_secs: 1,
+        ..concord_turn::TurnConfig::default()
+    })
+    .await
+    .expect("turn server starts");
+    // Every packet a node sends crosses the shim once on its way to concord-turn: 5 % of
+    // them are lost.
+    let shim = concord_testkit::lossy::LossyShim::start(turn.udp_addr(), 5, 11).await;
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.turn_urls = vec![format!("turn:{}?transport=udp", shim.addr)];
+        c.voice.turn_secret = Some(SECRET.into());
+    })
+    .await;
+    let ana = speaker("ana", 440.0, true).await;
+    let bob = speaker("bob", 1_000.0, true).await;
+    let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;
+    for s in [&ana, &bob] {
+        s.node.node.voice_join(channel, false).await.expect("joins");
+    }
+    for s in [&ana, &bob] {
+        wait_linked(s, 1).await;
+    }
+    let from: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let to: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
+    let views: Vec<_> = [&ana, &bob]
+        .iter()
+        .map(|s| s.node.node.voice_status().unwrap().peers[0].clone())
+        .collect();
+    for s in [&ana, &bob] {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    eprintln!(
+        "shim: {} forwarded, {} dropped",
+        shim.forwarded.load(std::sync::atomic::Ordering::Relaxed),
+        shim.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    for (i, (s, other)) in [(&ana, &bob), (&bob, &ana)].into_iter().enumerate() {
+        let audio = views[i].audio.clone().expect("audio stats");
+        eprintln!("{} hears {}: {audio:?}", s.node.name, other.node.name);
+        assert!(
+            (0.01..0.12).contains(&audio.loss),
+            "{}: the shim's loss shows: {}",
+            s.node.name,
+            audio.loss
+        );
+        assert!(
+            audio.longest_concealed_ms <= 60,
+            "{}: longest concealed gap {} ms",
+            s.node.name,
+            audio.longest_concealed_ms
+        );
+        let samples = read_wav(&s.sink);
+        let heard = window(&samples, from[i], to[i]);
+        let theirs = strength(heard, other.hz);
+        assert!(theirs > 0.9, "{}: {theirs}", s.node.name);
+    }
+    turn.shutdown().await;
+}
