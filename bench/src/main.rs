@@ -8,6 +8,7 @@ mod proc_stats;
 mod stats;
 mod text;
 mod turn;
+mod voice_mesh;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,9 @@ enum Scenario {
     History(load::history::Args),
     /// TURN relaying: concord-turn against coturn with N Opus-like allocations.
     Turn(turn::Args),
+    /// Voice between nodes over WebRTC (direct and through concord-turn): mouth-to-ear
+    /// latency, CPU and memory per node and per extra participant.
+    VoiceMesh(voice_mesh::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::Idle(args) => load::idle::run(&args),
         Scenario::History(args) => load::history::run(&args),
         Scenario::Turn(args) => turn::run(&args),
+        Scenario::VoiceMesh(args) => voice_mesh::run(&args),
     }
 }

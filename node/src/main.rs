@@ -78,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 source: voice_source,
                 sink: voice_sink,
                 force_turn: voice_force_turn,
+                probe: None,
             };
             let node = Node::spawn(config).await?;
             println!(

@@ -180,6 +180,20 @@ impl TestNode {
         (guild_id, general, code)
     }
 
+    /// A voice channel in a guild this node may manage.
+    pub async fn create_voice_channel(&self, relay: &TestRelay, guild: Id, name: &str) -> Id {
+        let channel: Value = concord_node::relay_http::RelayHttp::new(&relay.url)
+            .authed(
+                self.node.identity(),
+                reqwest::Method::POST,
+                &format!("/api/v1/guilds/{guild}/channels"),
+                Some(json!({ "name": name, "kind": "voice" })),
+            )
+            .await
+            .expect("voice channel");
+        serde_json::from_value(channel["id"].clone()).expect("channel id")
+    }
+
     pub async fn join(&self, relay: &TestRelay, code: &str) {
         self.node
             .join(&relay.url, code, Some(&self.name))

@@ -34,6 +34,7 @@ async fn speaker(name: &str, hz: f64, force_turn: bool) -> Speaker {
             source: SourceSpec::Sine(hz),
             sink: Some(sink.clone()),
             force_turn,
+            probe: None,
         };
     })
     .await;
@@ -54,19 +55,11 @@ async fn voice_guild(relay: &TestRelay, speakers: &[&Speaker]) -> (Id, Id) {
     for s in speakers {
         s.node.wait_connected().await;
     }
-    let channel: Value = RelayHttp::new(&relay.url)
-        .authed(
-            speakers[0].node.node.identity(),
-            reqwest::Method::POST,
-            &format!("/api/v1/guilds/{guild}/channels"),
-            Some(json!({ "name": "lounge", "kind": "voice" })),
-        )
-        .await
-        .expect("voice channel");
-    (
-        guild,
-        serde_json::from_value(channel["id"].clone()).unwrap(),
-    )
+    let channel = speakers[0]
+        .node
+        .create_voice_channel(relay, guild, "lounge")
+        .await;
+    (guild, channel)
 }
 
 async fn deny(relay: &TestRelay, owner: &Speaker, channel: Id, who: &Speaker, deny: Permissions) {

@@ -64,6 +64,8 @@ pub struct VoiceOptions {
     pub sink: Option<PathBuf>,
     /// Mesh links use TURN relay candidates only (always so in relay-only mode).
     pub force_turn: bool,
+    /// Mouth-to-ear latency measurement (benchmarks with every node in one process).
+    pub probe: Option<Arc<crate::voice_mesh::probe::LatencyProbe>>,
 }
 
 impl Default for VoiceOptions {
@@ -72,6 +74,7 @@ impl Default for VoiceOptions {
             source: crate::voice_mesh::media::SourceSpec::Silence,
             sink: None,
             force_turn: false,
+            probe: None,
         }
     }
 }

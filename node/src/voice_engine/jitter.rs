@@ -46,6 +46,8 @@ pub struct JitterBuffer {
     last_seq: Option<u16>,
     first_arrival: Option<i64>,
     last_transit: Option<f64>,
+    /// The RTP timestamp of the last packet played (latency probes match it to its capture).
+    pub last_played: Option<u32>,
     pub stats: JitterStats,
 }
 
@@ -57,6 +59,7 @@ impl Default for JitterBuffer {
             last_seq: None,
             first_arrival: None,
             last_transit: None,
+            last_played: None,
             stats: JitterStats {
                 target_ms: MIN_TARGET_MS,
                 ..JitterStats::default()
@@ -121,6 +124,7 @@ impl JitterBuffer {
         self.next = Some(next + FRAME as i64);
         if let Some(packet) = self.packets.remove(&next) {
             self.last_seq = Some(packet.seq);
+            self.last_played = Some(packet.timestamp);
             self.stats.played += 1;
             return Playout::Audio(packet.payload);
         }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use crate::voice_engine::mixer::mix;
 use crate::voice_engine::sink::WavSink;
 use crate::voice_engine::source::{Sine, Source, WavFile};
 use crate::voice_engine::{FRAME, FRAME_MS};
+use super::probe::LatencyProbe;
 
 /// Where the node's voice comes from (`--voice-source`): `silence`, `sine:HZ` or
 /// `wav:PATH` (48 kHz mono 16-bit). Device capture comes with the `cpal` feature.
@@ -83,6 +84,7 @@ struct Speaker {
 /// Shared between the clock, the track readers and the signalling side.
 pub struct Media {
     me: Id,
+    probe: Option<Arc<LatencyProbe>>,
     epoch: Instant,
     speakers: Mutex<HashMap<Id, Speaker>>,
     /// Who may speak (voice state / grant); speakers not listed are allowed.
@@ -94,9 +96,10 @@ pub struct Media {
 }
 
 impl Media {
-    pub fn new(me: Id) -> Media {
+    pub fn new(me: Id, probe: Option<Arc<LatencyProbe>>) -> Media {
         Media {
             me,
+            probe,
             epoch: Instant::now(),
             speakers: Mutex::new(HashMap::new()),
             allowed: Mutex::new(HashMap::new()),
@@ -105,6 +108,10 @@ impl Media {
             frames_played: AtomicU64::new(0),
             packets_sent: AtomicU64::new(0),
         }
+    }
+
+    pub fn me(&self) -> Id {
+        self.me
     }
 
     fn now_ms(&self) -> i64 {
@@ -166,6 +173,9 @@ impl Media {
             let frame = match s.buffer.pop(now) {
                 Playout::Audio(payload) => {
                     s.concealed_run_ms = 0;
+                    if let (Some(probe), Some(ts)) = (&self.probe, s.buffer.last_played) {
+                        probe.played(*id, ts, Instant::now());
+                    }
                     s.decoder.decode(&payload)
                 }
                 Playout::Lost { next: Some(next) } => {
@@ -281,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_speaker_who_may_not_speak_is_dropped_and_counted() {
-        let media = Media::new(Id(1));
+        let media = Media::new(Id(1), None);
         media.set_allowed(Id(2), false);
         let p = Packet {
             seq: 0,

@@ -5,6 +5,7 @@
 
 pub mod media;
 pub mod peer;
+pub mod probe;
 pub mod rtp;
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct MeshConfig {
     pub source: SourceSpec,
     /// Where what we hear is written (WAV), if anywhere.
     pub sink: Option<PathBuf>,
+    /// Mouth-to-ear latency measurement (benchmarks).
+    pub probe: Option<Arc<probe::LatencyProbe>>,
 }
 
 /// One peer as `concord voice status` shows it.
@@ -66,7 +69,7 @@ impl Mesh {
             sink: config.sink.as_deref().map(WavSink::create).transpose()?,
         };
         let mesh = Arc::new(Mesh {
-            media: Arc::new(Media::new(me)),
+            media: Arc::new(Media::new(me, config.probe.clone())),
             config,
             links: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -329,8 +332,12 @@ async fn run_clock(mesh: Arc<Mesh>, mut capture: Capture, mut playback: Playback
             _ = tick.tick() => {}
         }
         let muted = mesh.media.muted.load(Ordering::Relaxed);
+        let captured_at = std::time::Instant::now();
         match capture.next(muted) {
             Ok(Some(packet)) => {
+                if let Some(probe) = &mesh.config.probe {
+                    probe.captured(mesh.media.me(), packet.timestamp, captured_at);
+                }
                 let targets: Vec<(Arc<Link>, u8)> = mesh
                     .links
                     .lock()
