@@ -149,6 +149,7 @@ async fn call(path: &str, participants: usize, duration: u64) -> Result<Run> {
                 c.voice = VoiceOptions {
                     source: SourceSpec::Sine(300.0 + 200.0 * i as f64),
                     sink: None,
+                    speaker: false,
                     force_turn: path == "turn",
                     probe: Some(probe),
                 };
@@ -212,7 +213,11 @@ async fn call(path: &str, participants: usize, duration: u64) -> Result<Run> {
     let packets_sent = statuses.iter().map(|v| v.packets_sent).sum::<u64>() - sent_before;
     let losses: Vec<f64> = statuses
         .iter()
-        .flat_map(|v| v.peers.iter().filter_map(|p| p.audio.as_ref().map(|a| a.loss)))
+        .flat_map(|v| {
+            v.peers
+                .iter()
+                .filter_map(|p| p.audio.as_ref().map(|a| a.loss))
+        })
         .collect();
     for n in &nodes {
         let _ = n.node.voice_leave().await;
@@ -232,8 +237,7 @@ async fn call(path: &str, participants: usize, duration: u64) -> Result<Run> {
         cpu_idle_pct: idle.cpu_pct,
         cpu_call_pct: in_call.cpu_pct,
         cpu_per_node_pct: per_node((in_call.cpu_pct - idle.cpu_pct).max(0.0)),
-        rss_per_node_kb: (in_call.rss_kb_max as i64 - idle.rss_kb_max as i64)
-            / participants as i64,
+        rss_per_node_kb: (in_call.rss_kb_max as i64 - idle.rss_kb_max as i64) / participants as i64,
         packets_sent,
         loss: if losses.is_empty() {
             0.0

@@ -67,13 +67,17 @@ pub enum Command {
         /// Drop cached messages older than this many days [default: keep].
         #[arg(long)]
         max_age_days: Option<u32>,
-        /// What this node says in voice channels: `silence`, `sine:HZ` or `wav:PATH`
-        /// (48 kHz mono 16-bit).
+        /// What this node says in voice channels: `silence`, `sine:HZ`, `wav:PATH` (48 kHz
+        /// mono 16-bit) or `device` (the default microphone; needs the `cpal` feature).
         #[arg(long, default_value = "silence", value_parser = clap::value_parser!(crate::voice_mesh::media::SourceSpec))]
         voice_source: crate::voice_mesh::media::SourceSpec,
         /// Write what this node hears in voice channels to this WAV file.
         #[arg(long)]
         voice_sink: Option<PathBuf>,
+        /// Play what this node hears in voice channels on the default speaker (needs the
+        /// `cpal` feature).
+        #[arg(long)]
+        voice_speaker: bool,
         /// Voice goes through TURN only (relay candidates; always so with --relay-only).
         #[arg(long)]
         voice_force_turn: bool,

@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_age_days,
             voice_source,
             voice_sink,
+            voice_speaker,
             voice_force_turn,
         } => {
             let mut config = NodeConfig::new(dir.clone());
@@ -77,6 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.voice = concord_node::daemon::VoiceOptions {
                 source: voice_source,
                 sink: voice_sink,
+                speaker: voice_speaker,
                 force_turn: voice_force_turn,
                 probe: None,
             };

@@ -62,6 +62,8 @@ pub struct VoiceOptions {
     pub source: crate::voice_mesh::media::SourceSpec,
     /// Where what it hears is written (WAV), if anywhere.
     pub sink: Option<PathBuf>,
+    /// Play what it hears on the default speaker (`cpal` feature).
+    pub speaker: bool,
     /// Mesh links use TURN relay candidates only (always so in relay-only mode).
     pub force_turn: bool,
     /// Mouth-to-ear latency measurement (benchmarks with every node in one process).
@@ -73,6 +75,7 @@ impl Default for VoiceOptions {
         VoiceOptions {
             source: crate::voice_mesh::media::SourceSpec::Silence,
             sink: None,
+            speaker: false,
             force_turn: false,
             probe: None,
         }

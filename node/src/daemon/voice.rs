@@ -157,6 +157,7 @@ pub(crate) async fn join(
             max_links: joined.mesh_size.saturating_sub(1).max(1) as usize,
             source: inner.config.voice.source.clone(),
             sink: inner.config.voice.sink.clone(),
+            speaker: inner.config.voice.speaker,
             probe: inner.config.voice.probe.clone(),
         },
     )?;

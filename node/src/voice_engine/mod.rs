@@ -4,9 +4,12 @@
 //! concealed by Opus PLC, or recovered from the next packet's FEC), are decoded, and every
 //! speaker but ourselves is mixed into the sink. Nothing here touches a socket or a clock:
 //! callers pass packets and time in, so tests run a whole call in virtual time.
-//! (WebRTC transport and device I/O build on these parts.)
+//! (The WebRTC mesh in `voice_mesh` carries the packets; `device.rs`, with the `cpal`
+//! feature, reads the microphone and plays to the speaker.)
 
 pub mod codec;
+#[cfg(feature = "cpal")]
+pub mod device;
 pub mod jitter;
 pub mod level;
 pub mod mixer;

@@ -5,28 +5,30 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use concord_proto::Id;
 use serde::Serialize;
 
+use super::probe::LatencyProbe;
 use crate::voice_engine::codec::{Decoder, Encoder, Packet};
 use crate::voice_engine::jitter::{JitterBuffer, Playout};
 use crate::voice_engine::mixer::mix;
 use crate::voice_engine::sink::WavSink;
 use crate::voice_engine::source::{Sine, Source, WavFile};
 use crate::voice_engine::{FRAME, FRAME_MS};
-use super::probe::LatencyProbe;
 
-/// Where the node's voice comes from (`--voice-source`): `silence`, `sine:HZ` or
-/// `wav:PATH` (48 kHz mono 16-bit). Device capture comes with the `cpal` feature.
+/// Where the node's voice comes from (`--voice-source`): `silence`, `sine:HZ`,
+/// `wav:PATH` (48 kHz mono 16-bit) or `device` (the default microphone; needs the `cpal`
+/// feature).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     Silence,
     Sine(f64),
     Wav(PathBuf),
+    Device,
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -35,13 +37,14 @@ impl std::str::FromStr for SourceSpec {
     fn from_str(s: &str) -> Result<SourceSpec, String> {
         match s.split_once(':') {
             None if s == "silence" => Ok(SourceSpec::Silence),
+            None if s == "device" => Ok(SourceSpec::Device),
             Some(("sine", hz)) => match hz.parse::<f64>() {
                 Ok(hz) if (20.0..=20_000.0).contains(&hz) => Ok(SourceSpec::Sine(hz)),
                 _ => Err(format!("sine frequency {hz:?} is not 20-20000 Hz")),
             },
             Some(("wav", path)) if !path.is_empty() => Ok(SourceSpec::Wav(path.into())),
             _ => Err(format!(
-                "voice source {s:?}: use silence, sine:HZ or wav:PATH"
+                "voice source {s:?}: use silence, sine:HZ, wav:PATH or device"
             )),
         }
     }
@@ -53,6 +56,14 @@ impl SourceSpec {
             SourceSpec::Silence => Box::new(Sine::new(440.0, 0.0)),
             SourceSpec::Sine(hz) => Box::new(Sine::new(*hz, 0.25)),
             SourceSpec::Wav(path) => Box::new(WavFile::open(path)?),
+            #[cfg(feature = "cpal")]
+            SourceSpec::Device => Box::new(crate::voice_engine::device::DeviceSource::open()?),
+            #[cfg(not(feature = "cpal"))]
+            SourceSpec::Device => {
+                return Err(
+                    "this node was built without the cpal feature: no audio devices".into(),
+                );
+            }
         })
     }
 }
@@ -245,13 +256,38 @@ impl Capture {
     }
 }
 
-/// The playback side: the WAV sink when one is configured.
+/// The playback side: the WAV sink and the speaker, when configured.
 pub struct Playback {
     pub sink: Option<WavSink>,
+    #[cfg(feature = "cpal")]
+    pub speaker: Option<crate::voice_engine::device::DeviceSink>,
 }
 
 impl Playback {
+    pub fn new(sink: Option<WavSink>, speaker: bool) -> Result<Playback, String> {
+        #[cfg(feature = "cpal")]
+        {
+            let speaker = speaker
+                .then(crate::voice_engine::device::DeviceSink::open)
+                .transpose()?;
+            Ok(Playback { sink, speaker })
+        }
+        #[cfg(not(feature = "cpal"))]
+        {
+            if speaker {
+                return Err(
+                    "this node was built without the cpal feature: no audio devices".into(),
+                );
+            }
+            Ok(Playback { sink })
+        }
+    }
+
     pub fn write(&mut self, frame: &[i16]) {
+        #[cfg(feature = "cpal")]
+        if let Some(speaker) = &self.speaker {
+            speaker.write(frame);
+        }
         if let Some(sink) = self.sink.as_mut()
             && let Err(e) = sink.write(frame)
         {
@@ -284,7 +320,8 @@ mod tests {
             "wav:/tmp/a.wav".parse::<SourceSpec>(),
             Ok(SourceSpec::Wav("/tmp/a.wav".into()))
         );
-        for bad in ["", "sine", "sine:5", "sine:x", "wav:", "mic"] {
+        assert_eq!("device".parse::<SourceSpec>(), Ok(SourceSpec::Device));
+        for bad in ["", "sine", "sine:5", "sine:x", "wav:", "mic", "device:x"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }

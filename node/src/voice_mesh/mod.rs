@@ -32,6 +32,8 @@ pub struct MeshConfig {
     pub source: SourceSpec,
     /// Where what we hear is written (WAV), if anywhere.
     pub sink: Option<PathBuf>,
+    /// Play what we hear on the default speaker (`cpal` feature).
+    pub speaker: bool,
     /// Mouth-to-ear latency measurement (benchmarks).
     pub probe: Option<Arc<probe::LatencyProbe>>,
 }
@@ -65,9 +67,10 @@ impl Mesh {
     /// path fails the join with a clear error).
     pub fn start(me: Id, config: MeshConfig) -> Result<Arc<Mesh>, String> {
         let capture = Capture::new(config.source.open()?)?;
-        let playback = Playback {
-            sink: config.sink.as_deref().map(WavSink::create).transpose()?,
-        };
+        let playback = Playback::new(
+            config.sink.as_deref().map(WavSink::create).transpose()?,
+            config.speaker,
+        )?;
         let mesh = Arc::new(Mesh {
             media: Arc::new(Media::new(me, config.probe.clone())),
             config,
