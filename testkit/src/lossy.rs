@@ -16,6 +16,8 @@ const MAX_CLIENTS: usize = 64;
 
 pub struct LossyShim {
     pub addr: SocketAddr,
+    /// The share of client → upstream datagrams dropped, in percent (changeable).
+    pub loss_percent: Arc<AtomicU64>,
     pub forwarded: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
     task: JoinHandle<()>,
@@ -46,6 +48,8 @@ impl LossyShim {
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("shim socket"));
         let addr = socket.local_addr().expect("shim addr");
         let forwarded = Arc::new(AtomicU64::new(0));
+        let loss = Arc::new(AtomicU64::new(loss_percent));
+        let loss_now = loss.clone();
         let dropped = Arc::new(AtomicU64::new(0));
         let (fwd, drop_count) = (forwarded.clone(), dropped.clone());
         let task = tokio::spawn(async move {
@@ -73,7 +77,7 @@ impl LossyShim {
                         up
                     }
                 };
-                if dice.percent() < loss_percent {
+                if dice.percent() < loss_now.load(Ordering::Relaxed) {
                     drop_count.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -83,6 +87,7 @@ impl LossyShim {
         });
         LossyShim {
             addr,
+            loss_percent: loss,
             forwarded,
             dropped,
             task,

@@ -32,6 +32,9 @@ use super::rtp::{AUDIO_LEVEL_URI, from_rtp};
 
 /// How long ICE gathering may take (TURN allocations included) before the SDP goes as is.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A link that has not connected this long after it was made is given up (and rebuilt by
+/// the offerer): a handshake can stall without the connection ever reporting `failed`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What `concord voice status` shows per peer.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -66,6 +69,8 @@ pub struct Link {
     pub info: Arc<Mutex<LinkInfo>>,
     gathered: watch::Receiver<bool>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
+    created: Instant,
+    connected_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Handler {
@@ -74,6 +79,7 @@ struct Handler {
     media: Arc<Media>,
     gathered: watch::Sender<bool>,
     state: watch::Sender<RTCPeerConnectionState>,
+    connected_once: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -86,6 +92,10 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.info.lock().expect("link info").state = state.to_string();
+        if state == RTCPeerConnectionState::Connected {
+            self.connected_once
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = self.state.send(state);
     }
 
@@ -174,6 +184,7 @@ impl Link {
         }));
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let connected_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_media_engine(engine)
@@ -184,6 +195,7 @@ impl Link {
                 media,
                 gathered: gathered_tx,
                 state: state_tx,
+                connected_once: connected_once.clone(),
             }))
             .with_udp_addrs(vec!["0.0.0.0:0".to_owned()])
             .build()
@@ -205,6 +217,8 @@ impl Link {
             info,
             gathered,
             state,
+            created: Instant::now(),
+            connected_once,
         })
     }
 
@@ -319,10 +333,15 @@ impl Link {
     }
 
     pub fn is_dead(&self) -> bool {
-        matches!(
-            *self.state.borrow(),
-            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
-        )
+        let never_connected = !self
+            .connected_once
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.created.elapsed() > CONNECT_TIMEOUT;
+        never_connected
+            || matches!(
+                *self.state.borrow(),
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+            )
     }
 
     pub fn payload_type(&self) -> Option<u8> {
