@@ -395,3 +395,71 @@ async fn five_percent_loss_keeps_audio_continuous() {
     }
     turn.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_comes_back_after_the_network_drops_out() {
+    const SECRET: &str = "outage-secret";
+    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        realm: "concord.test".into(),
+        auth_secret: Some(SECRET.into()),
+        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        shutdown_grace_secs: 1,
+        ..concord_turn::TurnConfig::default()
+    })
+    .await
+    .expect("turn server starts");
+    let shim = concord_testkit::lossy::LossyShim::start(turn.udp_addr(), 0, 5).await;
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.turn_urls = vec![format!("turn:{}?transport=udp", shim.addr)];
+        c.voice.turn_secret = Some(SECRET.into());
+    })
+    .await;
+    let ana = speaker("ana", 440.0, true).await;
+    let bob = speaker("bob", 1_000.0, true).await;
+    let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;
+    for s in [&ana, &bob] {
+        s.node.node.voice_join(channel, false).await.expect("joins");
+    }
+    for s in [&ana, &bob] {
+        wait_linked(s, 1).await;
+    }
+    // Everything the nodes send is lost for a while (a network change): the link goes
+    // disconnected (or failed); when the network is back, ICE restarts (or the link is
+    // rebuilt) and audio flows again.
+    shim.loss_percent
+        .store(100, std::sync::atomic::Ordering::Relaxed);
+    wait_for(Duration::from_secs(30), || {
+        ana.node
+            .node
+            .voice_status()
+            .is_some_and(|v| v.peers.iter().all(|p| p.link.state != "connected"))
+    })
+    .await;
+    let received = |s: &Speaker| {
+        s.node
+            .node
+            .voice_status()
+            .and_then(|v| v.peers.first().and_then(|p| p.audio.clone()))
+            .map(|a| a.received)
+            .unwrap_or(0)
+    };
+    let before = (received(&ana), received(&bob));
+    shim.loss_percent
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    wait_for(Duration::from_secs(60), || {
+        [&ana, &bob].iter().all(|s| {
+            s.node
+                .node
+                .voice_status()
+                .is_some_and(|v| v.peers.len() == 1 && v.peers[0].link.state == "connected")
+        }) && received(&ana) > before.0 + 50
+            && received(&bob) > before.1 + 50
+    })
+    .await;
+    for s in [&ana, &bob] {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    turn.shutdown().await;
+}

@@ -557,7 +557,10 @@ async fn offer_to(
     reach(&inner, peer).await?;
     let (generation, sdp) = match user_id {
         Some(user_id) => mesh.offer(user_id, &device).await?,
-        None => mesh.restart(&device).await?,
+        None => {
+            tracing::info!(peer = %device, "voice link disconnected: ICE restart");
+            mesh.restart(&device).await?
+        }
     };
     let channel_id = grant.channel_id;
     let answer = inner
