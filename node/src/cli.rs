@@ -138,7 +138,7 @@ pub enum Command {
     /// Manage this account's devices.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Voice channels: join, leave, mute, unmute, status.
+    /// Voice channels: join, leave, mute, unmute, deafen, undeafen, status.
     #[command(subcommand)]
     Voice(VoiceCommand),
 }
@@ -156,6 +156,9 @@ pub enum VoiceCommand {
     Leave,
     Mute,
     Unmute,
+    /// Hear nothing (and mute the microphone).
+    Deafen,
+    Undeafen,
     /// The channel, its mode (mesh or SFU), whether you may speak, and who is in it.
     Status,
 }
@@ -479,6 +482,15 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                     )
                     .await?
                 }
+                VoiceCommand::Deafen | VoiceCommand::Undeafen => {
+                    let deafen = matches!(voice, VoiceCommand::Deafen);
+                    c.call(
+                        Method::POST,
+                        "/v1/voice/deafen",
+                        Some(json!({ "deafen": deafen })),
+                    )
+                    .await?
+                }
                 VoiceCommand::Status => {
                     c.call(Method::GET, "/v1/voice", None).await?["voice"].clone()
                 }
@@ -623,8 +635,13 @@ fn voice_summary(v: &Value) -> String {
         };
         let audio = &p["audio"];
         out.push_str(&format!(
-            "\n  peer user {} {} via {} rtt {} ms loss {} % jitter {} ms gap {} ms",
+            "\n  peer user {}{} {} via {} rtt {} ms loss {} % jitter {} ms gap {} ms",
             p["user_id"].as_str().unwrap_or(""),
+            if audio["speaking"] == Value::Bool(true) {
+                " (speaking)"
+            } else {
+                ""
+            },
             p["state"].as_str().unwrap_or(""),
             p["path"].as_str().unwrap_or("-"),
             num(&p["rtt_ms"], 1),

@@ -161,6 +161,17 @@ async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
         "ana's view: {}",
         serde_json::to_string_pretty(&status.peers).unwrap()
     );
+    // Speaking indicators: bob is speaking, muted cat is not.
+    let speaking = |user: Id| {
+        status
+            .peers
+            .iter()
+            .find(|p| p.link.user_id == user)
+            .and_then(|p| p.audio.as_ref())
+            .is_some_and(|a| a.speaking)
+    };
+    assert!(speaking(owner_view_user_id(&bob)), "bob speaks");
+    assert!(!speaking(owner_view_user_id(&cat)), "cat is muted");
     // Cat leaves: the others close their links to it at once (voice_bye), not after an ICE
     // timeout.
     cat.node.node.voice_leave().await.expect("cat leaves");
@@ -245,6 +256,12 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
         0,
         "bob sends nothing"
     );
+    // Bob deafens: he hears nothing from then on.
+    let deaf = bob.node.node.voice_deafen(true).await.expect("deafen");
+    assert!(deaf.self_deaf && deaf.self_mute);
+    let deaf_from = frames_played(&bob);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deaf_to = frames_played(&bob);
     for s in [&ana, &bob] {
         s.node.node.voice_leave().await.expect("leaves");
     }
@@ -259,7 +276,16 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
         "{ana_view:?}"
     );
     let bob_heard = read_wav(&bob.sink);
-    assert!(strength(&bob_heard, 440.0) > 0.9, "bob hears ana");
+    assert!(
+        strength(window(&bob_heard, from, deaf_from), 440.0) > 0.9,
+        "bob hears ana"
+    );
+    let deafened = window(&bob_heard, deaf_from, deaf_to);
+    assert!(
+        rms(deafened) < 1.0,
+        "deafened bob hears nothing: rms {}",
+        rms(deafened)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

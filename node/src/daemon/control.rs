@@ -119,6 +119,7 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
         .route("/v1/voice/join", post(voice_join))
         .route("/v1/voice/leave", post(voice_leave))
         .route("/v1/voice/mute", post(voice_mute))
+        .route("/v1/voice/deafen", post(voice_deafen))
         .layer(middleware::from_fn_with_state(control.clone(), guard))
         .with_state(control);
     let shutdown = inner.shutdown.clone();
@@ -385,6 +386,18 @@ struct VoiceMuteBody {
 
 async fn voice_mute(State(c): State<Shared>, Json(body): Json<VoiceMuteBody>) -> Response {
     match super::voice::set_mute(&c.inner, body.mute).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => bad(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct VoiceDeafenBody {
+    deafen: bool,
+}
+
+async fn voice_deafen(State(c): State<Shared>, Json(body): Json<VoiceDeafenBody>) -> Response {
+    match super::voice::set_deaf(&c.inner, body.deafen).await {
         Ok(status) => Json(status).into_response(),
         Err(e) => bad(e),
     }

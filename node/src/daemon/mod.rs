@@ -369,6 +369,11 @@ impl Node {
         voice::leave(&self.inner).await
     }
 
+    /// Deafen (nothing is played; the microphone is muted too) or undeafen.
+    pub async fn voice_deafen(&self, deaf: bool) -> Result<VoiceStatus, String> {
+        voice::set_deaf(&self.inner, deaf).await
+    }
+
     pub async fn voice_mute(&self, mute: bool) -> Result<VoiceStatus, String> {
         voice::set_mute(&self.inner, mute).await
     }

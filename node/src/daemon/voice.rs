@@ -33,6 +33,7 @@ pub(crate) struct Session {
     pub grant: VoiceGrant,
     pub mode: String,
     pub self_mute: bool,
+    pub self_deaf: bool,
     pub participants: Vec<VoiceState>,
     pub mesh: Arc<Mesh>,
     renew: JoinHandle<()>,
@@ -58,6 +59,7 @@ pub struct VoiceStatus {
     pub mode: String,
     pub speak: bool,
     pub self_mute: bool,
+    pub self_deaf: bool,
     pub grant_expires_at: i64,
     pub participants: Vec<VoiceState>,
     /// One entry per mesh link: state, path (direct / turn), RTT, loss, jitter.
@@ -169,6 +171,7 @@ pub(crate) async fn join(
         grant: joined.grant,
         mode: joined.mode,
         self_mute,
+        self_deaf: false,
         participants: joined.participants,
         mesh,
         renew,
@@ -271,6 +274,15 @@ pub(crate) async fn leave(inner: &Inner) -> Result<(), String> {
 }
 
 pub(crate) async fn set_mute(inner: &Inner, mute: bool) -> Result<VoiceStatus, String> {
+    set_state(inner, json!({ "self_mute": mute })).await
+}
+
+/// Deafened: nothing is played, and (as in every voice app) the microphone is muted too.
+pub(crate) async fn set_deaf(inner: &Inner, deaf: bool) -> Result<VoiceStatus, String> {
+    set_state(inner, json!({ "self_deaf": deaf, "self_mute": deaf })).await
+}
+
+async fn set_state(inner: &Inner, body: serde_json::Value) -> Result<VoiceStatus, String> {
     let channel_id = inner
         .voice
         .lock()
@@ -284,14 +296,16 @@ pub(crate) async fn set_mute(inner: &Inner, mute: bool) -> Result<VoiceStatus, S
             &inner.identity,
             reqwest::Method::PATCH,
             &format!("/api/v1/voice/channels/{channel_id}/state"),
-            Some(json!({ "self_mute": mute })),
+            Some(body),
         )
         .await
         .map_err(http_error)?;
     let mut guard = inner.voice.lock().expect("voice lock");
     let session = guard.as_mut().ok_or("not in a voice channel")?;
-    session.self_mute = mute;
-    session.mesh.set_muted(mute || !state.speak);
+    session.self_mute = state.self_mute;
+    session.self_deaf = state.self_deaf;
+    session.mesh.set_muted(state.self_mute || !state.speak);
+    session.mesh.set_deafened(state.self_deaf);
     upsert(&mut session.participants, state);
     Ok(status_of(session))
 }
@@ -311,6 +325,7 @@ fn status_of(s: &Session) -> VoiceStatus {
         mode: s.mode.clone(),
         speak: s.grant.speak,
         self_mute: s.self_mute,
+        self_deaf: s.self_deaf,
         grant_expires_at: s.grant.expires_at,
         participants: s.participants.clone(),
         peers: s.mesh.status(),

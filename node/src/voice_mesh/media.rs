@@ -82,13 +82,20 @@ pub struct SpeakerStats {
     pub longest_concealed_ms: i64,
     /// Packets dropped because the speaker may not speak.
     pub dropped_no_speak: u64,
+    /// Speaking now (a voice packet in the last 300 ms), and its RFC 6464 level (-dBov).
+    pub speaking: bool,
+    pub level_dbov: u8,
 }
+
+/// A speaker counts as speaking this long after its last voice packet.
+const SPEAKING_HOLD_MS: i64 = 300;
 
 struct Speaker {
     buffer: JitterBuffer,
     decoder: Decoder,
     allowed: bool,
     concealed_run_ms: i64,
+    last_voice_ms: Option<i64>,
     stats: SpeakerStats,
 }
 
@@ -160,6 +167,7 @@ impl Media {
                     decoder,
                     allowed,
                     concealed_run_ms: 0,
+                    last_voice_ms: None,
                     stats: SpeakerStats::default(),
                 })
             }
@@ -168,6 +176,8 @@ impl Media {
             speaker.stats.dropped_no_speak += 1;
             return;
         }
+        speaker.last_voice_ms = Some(now);
+        speaker.stats.level_dbov = packet.level;
         speaker.buffer.push(packet, now);
     }
 
@@ -226,11 +236,15 @@ impl Media {
     }
 
     pub fn stats(&self, user: Id) -> Option<SpeakerStats> {
+        let now = self.now_ms();
         self.speakers
             .lock()
             .expect("speakers")
             .get(&user)
-            .map(|s| s.stats.clone())
+            .map(|s| SpeakerStats {
+                speaking: s.last_voice_ms.is_some_and(|t| now - t <= SPEAKING_HOLD_MS),
+                ..s.stats.clone()
+            })
     }
 }
 

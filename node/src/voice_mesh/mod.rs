@@ -92,6 +92,10 @@ impl Mesh {
         self.media.muted.store(muted, Ordering::Relaxed);
     }
 
+    pub fn set_deafened(&self, deafened: bool) {
+        self.media.deafened.store(deafened, Ordering::Relaxed);
+    }
+
     pub fn set_allowed(&self, user: Id, allowed: bool) {
         self.media.set_allowed(user, allowed);
     }
