@@ -382,11 +382,14 @@ async fn five_percent_loss_keeps_audio_continuous() {
     for s in [&ana, &bob] {
         wait_linked(s, 1).await;
     }
-    shim.loss_percent
-        .store(5, std::sync::atomic::Ordering::Relaxed);
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = || (shim.forwarded.load(Relaxed), shim.dropped.load(Relaxed));
+    let counted_from = counts();
+    shim.loss_percent.store(5, Relaxed);
     let from: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let to: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
+    let counted_to = counts();
     let views: Vec<_> = [&ana, &bob]
         .iter()
         .map(|s| s.node.node.voice_status().unwrap().peers[0].clone())
@@ -394,20 +397,19 @@ async fn five_percent_loss_keeps_audio_continuous() {
     for s in [&ana, &bob] {
         s.node.node.voice_leave().await.expect("leaves");
     }
-    eprintln!(
-        "shim: {} forwarded, {} dropped",
-        shim.forwarded.load(std::sync::atomic::Ordering::Relaxed),
-        shim.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    // What the network lost (before NACK retransmissions and FEC repair it).
+    let (forwarded, dropped) = (counted_to.0 - counted_from.0, counted_to.1 - counted_from.1);
+    let network_loss = dropped as f64 / (forwarded + dropped) as f64;
+    eprintln!("shim: {forwarded} forwarded, {dropped} dropped ({network_loss:.3})");
+    assert!(
+        (0.03..0.08).contains(&network_loss),
+        "the shim lost {network_loss}"
     );
     for (i, (s, other)) in [(&ana, &bob), (&bob, &ana)].into_iter().enumerate() {
+        // `loss` is what was still missing at playout: NACK retransmissions fill some gaps
+        // in time, FEC rebuilds most of the rest.
         let audio = views[i].audio.clone().expect("audio stats");
         eprintln!("{} hears {}: {audio:?}", s.node.name, other.node.name);
-        assert!(
-            (0.01..0.12).contains(&audio.loss),
-            "{}: the shim's loss shows: {}",
-            s.node.name,
-            audio.loss
-        );
         assert!(
             audio.longest_concealed_ms <= 60,
             "{}: longest concealed gap {} ms",
