@@ -27,9 +27,19 @@ struct Speaker {
 }
 
 async fn speaker(name: &str, hz: f64, force_turn: bool) -> Speaker {
+    speaker_with(name, hz, force_turn, |_| {}).await
+}
+
+async fn speaker_with(
+    name: &str,
+    hz: f64,
+    force_turn: bool,
+    tweak: impl FnOnce(&mut concord_node::NodeConfig),
+) -> Speaker {
     let sink_dir = tempfile::tempdir().expect("temp dir");
     let sink = sink_dir.path().join(format!("{name}.wav"));
     let node = TestNode::start_with(name, |c| {
+        tweak(c);
         c.voice = VoiceOptions {
             source: SourceSpec::Sine(hz),
             sink: Some(sink.clone()),
@@ -135,7 +145,7 @@ async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
     let bob = speaker("bob", 1_000.0, false).await;
     let cat = speaker("cat", 700.0, false).await;
     let all = [&ana, &bob, &cat];
-    let (_, channel) = voice_guild(&relay, &all).await;
+    let (guild, channel) = voice_guild(&relay, &all).await;
     for s in all {
         s.node.node.voice_join(channel, false).await.expect("joins");
     }
@@ -172,6 +182,37 @@ async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
     };
     assert!(speaking(owner_view_user_id(&bob)), "bob speaks");
     assert!(!speaking(owner_view_user_id(&cat)), "cat is muted");
+    // A moderator (ana owns the guild) server-mutes bob: bob's node stops sending and the
+    // others drop whatever still comes from him.
+    let bob_id = owner_view_user_id(&bob);
+    let muted: Value = RelayHttp::new(&relay.url)
+        .authed(
+            ana.node.node.identity(),
+            reqwest::Method::PATCH,
+            &format!("/api/v1/guilds/{guild}/voice-states/{bob_id}"),
+            Some(json!({ "server_mute": true })),
+        )
+        .await
+        .expect("server mute");
+    assert_eq!(muted["speak"], false);
+    wait_for(Duration::from_secs(10), || {
+        bob.node.node.voice_status().is_some_and(|v| {
+            v.participants
+                .iter()
+                .any(|p| p.user_id == bob_id && p.server_mute)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let sent = bob.node.node.voice_status().unwrap().packets_sent;
+    let server_muted_from = frames_played(&ana);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let server_muted_to = frames_played(&ana);
+    assert_eq!(
+        bob.node.node.voice_status().unwrap().packets_sent,
+        sent,
+        "server-muted bob sends nothing"
+    );
     // Cat leaves: the others close their links to it at once (voice_bye), not after an ICE
     // timeout.
     cat.node.node.voice_leave().await.expect("cat leaves");
@@ -210,6 +251,9 @@ async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
     eprintln!("ana after cat muted: bob {bob_level:.3}, cat {cat_level:.5}");
     assert!(bob_level > 0.9, "bob is the loudest: {bob_level}");
     assert!(cat_level < 0.02, "cat is muted: {cat_level}");
+    // Bob server-muted (cat still self-muted): silence.
+    let silent = window(&samples, server_muted_from, server_muted_to);
+    assert!(rms(silent) < 1.0, "ana hears nobody: rms {}", rms(silent));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -256,6 +300,46 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
         0,
         "bob sends nothing"
     );
+    // Offers are checked before anything else: a grant whose signature does not match
+    // (bob claiming speak), bob's genuine grant presented by another device (cat), and an
+    // oversized SDP are all refused, and ana's link to bob stays as it was.
+    let joined: concord_proto::api::VoiceJoined = RelayHttp::new(&relay.url)
+        .authed(
+            bob.node.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/voice/channels/{channel}/join"),
+            Some(json!({ "client": "node" })),
+        )
+        .await
+        .expect("bob's grant");
+    let mut forged = joined.grant.clone();
+    forged.speak = true;
+    let offer = |grant, sdp: String| concord_net::Request::VoiceOffer {
+        grant,
+        sdp,
+        restart: false,
+    };
+    let ana_peer = ana.node.node.peer_id();
+    for (from, request, code) in [
+        (&bob, offer(forged, "v=0".into()), "bad_grant"),
+        (&cat, offer(joined.grant.clone(), "v=0".into()), "bad_grant"),
+        (
+            &bob,
+            offer(joined.grant.clone(), "a".repeat(17 * 1024)),
+            "too_large",
+        ),
+    ] {
+        match from.node.node.rpc(ana_peer, request).await {
+            Ok(concord_net::protocol::Response::Refused { code: got, .. }) => {
+                assert_eq!(got, code)
+            }
+            other => panic!("expected {code}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        ana.node.node.voice_status().unwrap().peers[0].link.state,
+        "connected"
+    );
     // Bob deafens: he hears nothing from then on.
     let deaf = bob.node.node.voice_deafen(true).await.expect("deafen");
     assert!(deaf.self_deaf && deaf.self_mute);
@@ -289,7 +373,7 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn with_ice_forced_to_relay_the_call_goes_through_concord_turn() {
+async fn with_ice_forced_to_relay_or_a_relay_only_node_the_call_goes_through_concord_turn() {
     const SECRET: &str = "mesh-secret";
     let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -309,7 +393,9 @@ async fn with_ice_forced_to_relay_the_call_goes_through_concord_turn() {
         c.voice.turn_secret = Some(SECRET.into());
     })
     .await;
-    let ana = speaker("ana", 440.0, true).await;
+    // Ana is relay-only: no direct libp2p connections (her offers reach bob through the
+    // relay's circuit) and relay candidates only. Bob forces TURN himself.
+    let ana = speaker_with("ana", 440.0, false, |c| c.relay_only = true).await;
     let bob = speaker("bob", 1_000.0, true).await;
     let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;
     let relayed_before = turn.stats().relayed_packets;
@@ -321,6 +407,18 @@ async fn with_ice_forced_to_relay_the_call_goes_through_concord_turn() {
         let peer = &s.node.node.voice_status().unwrap().peers[0];
         assert_eq!(peer.link.path.as_deref(), Some("turn"), "{peer:?}");
     }
+    let libp2p_to_bob: Vec<String> = ana
+        .node
+        .node
+        .connections()
+        .into_iter()
+        .filter(|c| c.peer_id == bob.node.node.peer_id().to_string())
+        .map(|c| c.kind.to_owned())
+        .collect();
+    assert!(
+        !libp2p_to_bob.is_empty() && libp2p_to_bob.iter().all(|k| k == "relayed"),
+        "relay-only ana reaches bob through the circuit only: {libp2p_to_bob:?}"
+    );
     let from: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let to: Vec<usize> = [&ana, &bob].iter().map(|s| frames_played(s)).collect();

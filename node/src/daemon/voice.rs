@@ -625,16 +625,21 @@ async fn reach(inner: &Arc<Inner>, peer: PeerId) -> Result<(), String> {
     if connected(inner) {
         return Ok(());
     }
-    let mut addrs: Vec<Multiaddr> = inner
-        .directory
-        .lock()
-        .expect("directory lock")
-        .members(super::now_ms())
-        .into_iter()
-        .filter(|m| m.peer_id == peer.to_string())
-        .flat_map(|m| m.record.map(|r| r.addrs).unwrap_or_default())
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    // A relay-only node dials nobody directly: only the circuit, which hides its address.
+    let mut addrs: Vec<Multiaddr> = if inner.config.relay_only {
+        Vec::new()
+    } else {
+        inner
+            .directory
+            .lock()
+            .expect("directory lock")
+            .members(super::now_ms())
+            .into_iter()
+            .filter(|m| m.peer_id == peer.to_string())
+            .flat_map(|m| m.record.map(|r| r.addrs).unwrap_or_default())
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    };
     if let Some(relay) = inner.relay() {
         let relay_addrs: Vec<Multiaddr> =
             relay.addrs.iter().filter_map(|a| a.parse().ok()).collect();

@@ -374,3 +374,41 @@ async fn run_clock(mesh: Arc<Mesh>, mut capture: Capture, mut playback: Playback
         playback.write(&frame);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn links_are_bounded_and_a_new_offer_replaces_the_old_link() {
+        let mesh = Mesh::start(
+            Id(1),
+            MeshConfig {
+                ice: IceConfig::default(),
+                max_links: 1,
+                source: SourceSpec::Silence,
+                sink: None,
+                speaker: false,
+                probe: None,
+            },
+        )
+        .unwrap();
+        let (first, sdp) = mesh.offer(Id(2), "device-a").await.unwrap();
+        assert!(
+            sdp.contains("m=audio") && sdp.contains(rtp::AUDIO_LEVEL_URI),
+            "{sdp}"
+        );
+        let full = mesh.offer(Id(3), "device-b").await.unwrap_err();
+        assert!(full.contains("full"), "{full}");
+        // The same device again (a rebuild) replaces its link; an answer for the old
+        // generation is refused.
+        let (second, _) = mesh.offer(Id(2), "device-a").await.unwrap();
+        assert!(second > first);
+        assert_eq!(mesh.link_count(), 1);
+        let late = mesh.accept("device-a", first, "v=0".into()).await;
+        assert!(late.is_err());
+        mesh.close_link("device-a").await;
+        assert_eq!(mesh.link_count(), 0);
+        mesh.stop().await;
+    }
+}
