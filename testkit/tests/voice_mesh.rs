@@ -138,6 +138,33 @@ fn window(samples: &[i16], from_frame: usize, to_frame: usize) -> &[i16] {
     &samples[(from_frame * FRAME).min(end)..end]
 }
 
+const TURN_SECRET: &str = "mesh-secret";
+
+/// concord-turn on loopback (loopback peers allowed: every node lives there).
+async fn turn_server() -> concord_turn::TurnServer {
+    concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        http_listen: "127.0.0.1:0".parse().expect("addr"),
+        realm: "concord.test".into(),
+        auth_secret: Some(TURN_SECRET.into()),
+        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
+        shutdown_grace_secs: 1,
+        ..concord_turn::TurnConfig::default()
+    })
+    .await
+    .expect("turn server starts")
+}
+
+/// A relay whose ice-servers answer sends clients to TURN at `addr` (the server itself, or
+/// a shim in front of it) with ephemeral credentials.
+async fn relay_with_turn(addr: std::net::SocketAddr) -> TestRelay {
+    TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.turn_urls = vec![format!("turn:{addr}?transport=udp")];
+        c.voice.turn_secret = Some(TURN_SECRET.into());
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_hear_each_other_not_themselves_and_mute_silences() {
     let relay = TestRelay::start().await;
@@ -374,25 +401,8 @@ async fn without_speak_nobody_hears_you_and_without_connect_you_cannot_join() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_ice_forced_to_relay_or_a_relay_only_node_the_call_goes_through_concord_turn() {
-    const SECRET: &str = "mesh-secret";
-    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        realm: "concord.test".into(),
-        auth_secret: Some(SECRET.into()),
-        // Both nodes live on loopback: allow it explicitly (denied by default).
-        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        shutdown_grace_secs: 1,
-        ..concord_turn::TurnConfig::default()
-    })
-    .await
-    .expect("turn server starts");
-    let url = format!("turn:127.0.0.1:{}?transport=udp", turn.udp_addr().port());
-    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
-        c.voice.turn_urls = vec![url];
-        c.voice.turn_secret = Some(SECRET.into());
-    })
-    .await;
+    let turn = turn_server().await;
+    let relay = relay_with_turn(turn.udp_addr()).await;
     // Ana is relay-only: no direct libp2p connections (her offers reach bob through the
     // relay's circuit) and relay candidates only. Bob forces TURN himself.
     let ana = speaker_with("ana", 440.0, false, |c| c.relay_only = true).await;
@@ -450,27 +460,12 @@ async fn with_ice_forced_to_relay_or_a_relay_only_node_the_call_goes_through_con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_percent_loss_keeps_audio_continuous() {
-    const SECRET: &str = "lossy-secret";
-    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        realm: "concord.test".into(),
-        auth_secret: Some(SECRET.into()),
-        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        shutdown_grace_secs: 1,
-        ..concord_turn::TurnConfig::default()
-    })
-    .await
-    .expect("turn server starts");
+    let turn = turn_server().await;
     // Every packet a node sends crosses the shim once on its way to concord-turn; once the
     // call is up, 5 % of them are lost. (The link is set up without loss: the DTLS handshake
     // of webrtc-rs gave up once after 8 lost retransmissions of a flight under loss.)
     let shim = concord_testkit::lossy::LossyShim::start(turn.udp_addr(), 0, 11).await;
-    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
-        c.voice.turn_urls = vec![format!("turn:{}?transport=udp", shim.addr)];
-        c.voice.turn_secret = Some(SECRET.into());
-    })
-    .await;
+    let relay = relay_with_turn(shim.addr).await;
     let ana = speaker("ana", 440.0, true).await;
     let bob = speaker("bob", 1_000.0, true).await;
     let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;
@@ -524,24 +519,9 @@ async fn five_percent_loss_keeps_audio_continuous() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_call_comes_back_after_the_network_drops_out() {
-    const SECRET: &str = "outage-secret";
-    let turn = concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        realm: "concord.test".into(),
-        auth_secret: Some(SECRET.into()),
-        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        shutdown_grace_secs: 1,
-        ..concord_turn::TurnConfig::default()
-    })
-    .await
-    .expect("turn server starts");
+    let turn = turn_server().await;
     let shim = concord_testkit::lossy::LossyShim::start(turn.udp_addr(), 0, 5).await;
-    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
-        c.voice.turn_urls = vec![format!("turn:{}?transport=udp", shim.addr)];
-        c.voice.turn_secret = Some(SECRET.into());
-    })
-    .await;
+    let relay = relay_with_turn(shim.addr).await;
     let ana = speaker("ana", 440.0, true).await;
     let bob = speaker("bob", 1_000.0, true).await;
     let (_, channel) = voice_guild(&relay, &[&ana, &bob]).await;

@@ -438,6 +438,11 @@ pub(crate) async fn on_offer(
         tracing::info!(%peer, error = %e, "voice offer refused");
         return Response::refused("bad_grant", e);
     }
+    // Crossed offers (a relay-only peer offers to everyone): the side with the smaller
+    // device key keeps its own link; the other side answers that one.
+    if !restart && inner.identity.device_key() < device && s.mesh.live().contains(&device) {
+        return Response::refused("glare", "our offer to you stands; answer it");
+    }
     let speaks = grant.speak
         && s.participants
             .iter()
@@ -626,7 +631,7 @@ async fn reach(inner: &Arc<Inner>, peer: PeerId) -> Result<(), String> {
         return Ok(());
     }
     // A relay-only node dials nobody directly: only the circuit, which hides its address.
-    let mut addrs: Vec<Multiaddr> = if inner.config.relay_only {
+    let addrs: Vec<Multiaddr> = if inner.config.relay_only {
         Vec::new()
     } else {
         inner
@@ -640,6 +645,18 @@ async fn reach(inner: &Arc<Inner>, peer: PeerId) -> Result<(), String> {
             .filter_map(|a| a.parse().ok())
             .collect()
     };
+    let mut addrs = addrs;
+    if !addrs.is_empty() {
+        let _ = inner
+            .commands
+            .send(super::swarm::Command::DialPeer {
+                peer,
+                addrs: std::mem::take(&mut addrs),
+            })
+            .await;
+    }
+    // The circuit is dialed explicitly (not subject to the address backoff): the peer may
+    // have taken its reservation only a moment ago.
     if let Some(relay) = inner.relay() {
         let relay_addrs: Vec<Multiaddr> =
             relay.addrs.iter().filter_map(|a| a.parse().ok()).collect();
@@ -648,17 +665,16 @@ async fn reach(inner: &Arc<Inner>, peer: PeerId) -> Result<(), String> {
             .find(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1)))
             .or(relay_addrs.first())
         {
-            addrs.push(
-                base.clone()
-                    .with(Protocol::P2pCircuit)
-                    .with(Protocol::P2p(peer)),
-            );
+            let circuit = base
+                .clone()
+                .with(Protocol::P2pCircuit)
+                .with(Protocol::P2p(peer));
+            let _ = inner
+                .commands
+                .send(super::swarm::Command::Dial(circuit))
+                .await;
         }
     }
-    let _ = inner
-        .commands
-        .send(super::swarm::Command::DialPeer { peer, addrs })
-        .await;
     let deadline = Instant::now() + Duration::from_secs(8);
     while Instant::now() < deadline {
         if connected(inner) {

@@ -4,6 +4,7 @@
 //! the node) and larger channels go through the SFU.
 
 pub mod rooms;
+pub mod sfu;
 
 use std::sync::Mutex;
 
