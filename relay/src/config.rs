@@ -133,6 +133,8 @@ pub struct VoiceConfig {
     /// How long a voice grant (and the participant's place in the channel) lasts; clients
     /// join again to renew before it ends, and a participant that stops renewing leaves.
     pub grant_ttl_secs: u64,
+    /// Speakers the SFU forwards to each listener at most (the loudest ones).
+    pub sfu_forwarded_speakers: u32,
 }
 
 impl Default for VoiceConfig {
@@ -145,6 +147,7 @@ impl Default for VoiceConfig {
             mesh_size: 4,
             max_participants: 99,
             grant_ttl_secs: 120,
+            sfu_forwarded_speakers: 3,
         }
     }
 }
@@ -581,6 +584,11 @@ impl RelayConfig {
         if self.voice.mesh_size == 0 || self.voice.max_participants == 0 {
             return Err(ConfigError::Invalid(
                 "voice.mesh_size and voice.max_participants must be at least 1".into(),
+            ));
+        }
+        if !(1..=8).contains(&self.voice.sfu_forwarded_speakers) {
+            return Err(ConfigError::Invalid(
+                "voice.sfu_forwarded_speakers must be between 1 and 8".into(),
             ));
         }
         if !(5..=86_400).contains(&self.voice.grant_ttl_secs) {

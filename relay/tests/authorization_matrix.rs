@@ -150,6 +150,8 @@ const ROWS: &[Row] = &[
     ("GET",    "/api/v1/voice/channels/{channel_id}",                    [400,  400,  400,  403,  403,  403,  401,  401,  401,  401]),
     // MUTE_MEMBERS; the target is in no voice channel (404 for those allowed to ask).
     ("PATCH",  "/api/v1/guilds/{guild_id}/voice-states/{user_id}",       [404,  404,  403,  403,  403,  403,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/voice/channels/{channel_id}/sfu",                [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/voice/channels/{channel_id}/sfu/answer",         [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
     // Anyone with an account may create a guild.
     ("POST",   "/api/v1/guilds",                                         [201,  201,  201,  201,  201,  201,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}",                              [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
@@ -705,6 +707,7 @@ async fn request(
         }
         ("POST", "/api/v1/admin/setup") => Some(json!({ "token": "not-the-token" })),
         ("POST", "/api/v1/voice/channels/{channel_id}/join") => Some(json!({})),
+        ("POST", "/api/v1/voice/channels/{channel_id}/sfu/answer") => Some(json!({ "sdp": "v=0" })),
         ("PATCH", "/api/v1/voice/channels/{channel_id}/state") => {
             Some(json!({ "self_mute": true }))
         }

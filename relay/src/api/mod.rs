@@ -82,6 +82,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(voice::update_state))
         .routes(routes!(voice::participants))
         .routes(routes!(voice::server_mute))
+        .routes(routes!(voice::sfu_offer))
+        .routes(routes!(voice::sfu_answer))
         .routes(routes!(guilds::create_guild))
         .routes(routes!(
             guilds::get_guild,

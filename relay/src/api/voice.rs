@@ -281,3 +281,58 @@ pub async fn server_mute(
     .await?;
     Ok(Json(state))
 }
+
+/// An SDP offer or answer for the SFU.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SfuSdp {
+    pub sdp: String,
+}
+
+/// An SDP is a few kilobytes; more is refused.
+const MAX_SDP_BYTES: usize = 16 * 1024;
+
+#[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/sfu", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)),
+    responses((status = 200, body = SfuSdp, description = "the relay's offer: one receive-only transceiver for the caller's voice, then the send-only slots of the loudest other speakers"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel")))]
+pub async fn sfu_offer(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+) -> ApiResult<Json<SfuSdp>> {
+    let state = app
+        .voice
+        .with(|r| r.state_in(channel_id, caller.user_id).cloned())
+        .ok_or_else(not_in_voice)?;
+    let sdp = app
+        .voice
+        .sfu
+        .offer(channel_id, caller.user_id, state.speak)
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(Json(SfuSdp { sdp }))
+}
+
+#[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/sfu/answer", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)), request_body = SfuSdp,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not in this channel, or no offer asked for")))]
+pub async fn sfu_answer(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    Json(body): Json<SfuSdp>,
+) -> ApiResult<StatusCode> {
+    app.voice
+        .with(|r| r.state_in(channel_id, caller.user_id).cloned())
+        .ok_or_else(not_in_voice)?;
+    if body.sdp.len() > MAX_SDP_BYTES {
+        return Err(ApiError::PayloadTooLarge(MAX_SDP_BYTES));
+    }
+    app.voice
+        .sfu
+        .answer(channel_id, caller.user_id, body.sdp)
+        .await
+        .map_err(|e| ApiError::BadRequest("bad_sdp", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}

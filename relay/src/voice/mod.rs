@@ -1,7 +1,7 @@
 //! Voice channels on this instance: who is in which channel (`rooms.rs`), the relay-signed
 //! grants that let a device in, and the `voice_state_update` events everyone who can see the
-//! channel gets. Media does not pass through here: nodes form a WebRTC mesh (issue: voice in
-//! the node) and larger channels go through the SFU.
+//! channel gets. Small channels of nodes talk over a WebRTC mesh between
+//! the nodes; larger ones and browsers go through the SFU (`sfu/`).
 
 pub mod rooms;
 pub mod sfu;
@@ -14,12 +14,19 @@ use concord_proto::model::VoiceState;
 use crate::app::{App, now_ms};
 
 /// The voice state of one instance.
-#[derive(Default)]
 pub struct Voice {
     rooms: Mutex<rooms::Rooms>,
+    pub sfu: sfu::session::Sfu,
 }
 
 impl Voice {
+    pub fn new(sfu_forwarded_speakers: usize) -> Voice {
+        Voice {
+            rooms: Mutex::new(rooms::Rooms::default()),
+            sfu: sfu::session::Sfu::new(sfu_forwarded_speakers),
+        }
+    }
+
     /// Runs `f` on the rooms (a short critical section: no await inside).
     pub fn with<T>(&self, f: impl FnOnce(&mut rooms::Rooms) -> T) -> T {
         f(&mut self.rooms.lock().expect("voice rooms lock"))
@@ -39,6 +46,9 @@ pub fn mode(participants: &[VoiceState], mesh_size: u32) -> &'static str {
 /// Tells everyone who can see the channel about a change (`channel_id` absent: the user
 /// left `from`).
 pub async fn announce(app: &App, from: Id, state: &VoiceState) {
+    if state.channel_id == Some(from) {
+        app.voice.sfu.set_muted(from, state.user_id, !state.speak);
+    }
     let Some(channel) = app.perms.channel(from).await.ok().flatten() else {
         return;
     };
@@ -52,6 +62,7 @@ pub async fn announce_left(app: &App, mut state: VoiceState) {
     let Some(from) = state.channel_id.take() else {
         return;
     };
+    app.voice.sfu.leave(from, state.user_id).await;
     announce(app, from, &state).await;
 }
 

@@ -1,0 +1,369 @@
+//! The SFU's WebRTC side: one peer connection per participant, the relay offering one
+//! receive-only audio transceiver (the participant's voice) and N send-only slots (the
+//! loudest other speakers, chosen by the forwarder). Upstream packets are read as they come,
+//! handed to the room's forwarder, and written to the chosen listeners' slots with the
+//! rewritten header and the audio level. Complete SDP (ICE gathered before the offer goes
+//! out), host candidates on the relay's addresses.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use concord_proto::Id;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use tokio::sync::watch;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::forwarder::Forwarder;
+
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The payload type and audio-level extension id negotiated with one participant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Negotiated {
+    payload_type: Option<u8>,
+    level_id: Option<u8>,
+}
+
+struct Member {
+    pc: Arc<dyn PeerConnection>,
+    slots: Vec<Arc<TrackLocalStaticRTP>>,
+    negotiated: Arc<Mutex<Negotiated>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+/// One voice channel on the SFU.
+pub struct Room {
+    epoch: Instant,
+    forwarder: Mutex<Forwarder>,
+    members: Mutex<HashMap<Id, Arc<Member>>>,
+}
+
+impl Room {
+    fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    /// One packet from `from`'s microphone: forwarded to the listeners whose slots carry it.
+    async fn upstream(&self, from: Id, mut packet: rtc::rtp::Packet, level_id: Option<u8>) {
+        let level = level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|b| b.first().copied())
+            .map(|b| b & 0x7f)
+            .unwrap_or(127);
+        let forwards = self.forwarder.lock().expect("forwarder").on_packet(
+            from,
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            level,
+            self.now_ms(),
+        );
+        if forwards.is_empty() {
+            return;
+        }
+        packet.header.extensions.clear();
+        packet.header.extension = false;
+        let targets: Vec<(super::forwarder::Forward, Arc<Member>)> = {
+            let members = self.members.lock().expect("members");
+            forwards
+                .into_iter()
+                .filter_map(|f| members.get(&f.listener).map(|m| (f, m.clone())))
+                .collect()
+        };
+        let started = Instant::now();
+        for (f, member) in targets {
+            let Some(pt) = member.negotiated.lock().expect("negotiated").payload_type else {
+                continue;
+            };
+            let Some(track) = member.slots.get(f.slot) else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = f.ssrc;
+            out.header.sequence_number = f.seq;
+            out.header.timestamp = f.timestamp;
+            out.header.marker = f.marker;
+            out.header.payload_type = pt;
+            let ext = HeaderExtension::AudioLevel(AudioLevelExtension { level, voice: true });
+            if track.write_rtp_with_extensions(out, &[ext]).await.is_ok() {
+                metrics::counter!("concord_sfu_forwarded_packets_total").increment(1);
+            }
+        }
+        metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// All SFU rooms of this instance.
+pub struct Sfu {
+    slots: usize,
+    rooms: Mutex<HashMap<Id, Arc<Room>>>,
+}
+
+struct Handler {
+    user: Id,
+    room: Arc<Room>,
+    negotiated: Arc<Mutex<Negotiated>>,
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let (room, user, negotiated) = (self.room.clone(), self.user, self.negotiated.clone());
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let level_id = negotiated.lock().expect("negotiated").level_id;
+                        room.upstream(user, packet, level_id).await;
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+fn opus_track(ssrc: u32, slot: usize) -> TrackLocalStaticRTP {
+    TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("concord-sfu-{slot}"),
+        format!("slot-{slot}-{ssrc}"),
+        format!("slot {slot}"),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    ))
+}
+
+fn random_ssrc() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("system randomness");
+    u32::from_le_bytes(b).max(1)
+}
+
+impl Sfu {
+    pub fn new(slots: usize) -> Sfu {
+        Sfu {
+            slots: slots.max(1),
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn room(&self, channel: Id) -> Arc<Room> {
+        self.rooms
+            .lock()
+            .expect("rooms")
+            .entry(channel)
+            .or_insert_with(|| {
+                Arc::new(Room {
+                    epoch: Instant::now(),
+                    forwarder: Mutex::new(Forwarder::new(self.slots)),
+                    members: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// A new peer connection for `user` in `channel` (replacing an earlier one) and the
+    /// relay's complete offer.
+    pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, String> {
+        self.leave(channel, user).await;
+        let room = self.room(channel);
+        let mut engine = MediaEngine::default();
+        engine
+            .register_default_codecs()
+            .map_err(|e| e.to_string())?;
+        engine
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverDirection::Sendrecv),
+            )
+            .map_err(|e| e.to_string())?;
+        let registry = register_default_interceptors(Registry::new(), &mut engine)
+            .map_err(|e| e.to_string())?;
+        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::default().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                user,
+                room: room.clone(),
+                negotiated: negotiated.clone(),
+                gathered: gathered_tx,
+                state: state_tx,
+            }))
+            .with_udp_addrs(vec!["0.0.0.0:0".to_owned()])
+            .build()
+            .await
+            .map_err(|e| format!("peer connection: {e}"))?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
+            .await
+            .map_err(|e| format!("upstream transceiver: {e}"))?;
+        let mut slots = Vec::new();
+        let mut senders: Vec<Arc<dyn RtpSender>> = Vec::new();
+        let mut ssrcs = Vec::new();
+        for i in 0..self.slots {
+            let ssrc = random_ssrc();
+            let track = Arc::new(opus_track(ssrc, i));
+            senders.push(
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(|e| format!("slot track: {e}"))?,
+            );
+            slots.push(track);
+            ssrcs.push(ssrc);
+        }
+        let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
+        pc.set_local_description(offer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut wait = gathered.clone();
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, wait.wait_for(|d| *d)).await;
+        let sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or("no local description")?;
+        // Once connected: the negotiated payload type and audio-level id.
+        let (sender, neg) = (senders[0].clone(), negotiated.clone());
+        let watcher = tokio::spawn(async move {
+            if state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Ok(params) = sender.get_parameters().await {
+                let mut n = neg.lock().expect("negotiated");
+                n.payload_type = params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+                    .map(|c| c.payload_type);
+                n.level_id = params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == AUDIO_LEVEL_URI)
+                    .and_then(|e| u8::try_from(e.id).ok());
+            }
+        });
+        {
+            let mut f = room.forwarder.lock().expect("forwarder");
+            f.add_listener(user, &ssrcs);
+            f.set_muted(user, !speak);
+        }
+        room.members.lock().expect("members").insert(
+            user,
+            Arc::new(Member {
+                pc,
+                slots,
+                negotiated,
+                watcher,
+            }),
+        );
+        metrics::gauge!("concord_sfu_participants").increment(1.0);
+        Ok(sdp)
+    }
+
+    /// The participant's answer to the relay's offer.
+    pub async fn answer(&self, channel: Id, user: Id, sdp: String) -> Result<(), String> {
+        let member = self
+            .rooms
+            .lock()
+            .expect("rooms")
+            .get(&channel)
+            .and_then(|r| r.members.lock().expect("members").get(&user).cloned())
+            .ok_or("no SFU session: ask for an offer first")?;
+        let answer = RTCSessionDescription::answer(sdp).map_err(|e| format!("answer: {e}"))?;
+        member
+            .pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| format!("answer: {e}"))
+    }
+
+    /// Server mute / speak permission changes.
+    pub fn set_muted(&self, channel: Id, user: Id, muted: bool) {
+        if let Some(room) = self.rooms.lock().expect("rooms").get(&channel) {
+            room.forwarder
+                .lock()
+                .expect("forwarder")
+                .set_muted(user, muted);
+        }
+    }
+
+    pub async fn leave(&self, channel: Id, user: Id) {
+        let gone = {
+            let mut rooms = self.rooms.lock().expect("rooms");
+            let Some(room) = rooms.get(&channel).cloned() else {
+                return;
+            };
+            let gone = room.members.lock().expect("members").remove(&user);
+            room.forwarder.lock().expect("forwarder").remove(user);
+            if room.members.lock().expect("members").is_empty() {
+                rooms.remove(&channel);
+            }
+            gone
+        };
+        if let Some(member) = gone {
+            member.watcher.abort();
+            let _ = member.pc.close().await;
+            metrics::gauge!("concord_sfu_participants").decrement(1.0);
+        }
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().expect("rooms").len()
+    }
+}

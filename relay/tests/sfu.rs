@@ -1,0 +1,283 @@
+//! The SFU over real WebRTC on loopback: three participants (webrtc-rs clients, as a
+//! browser would be) join a voice channel, ask the relay for its offer and answer it; each
+//! sends an Opus-like RTP stream with its own RFC 6464 level. Each receives the other two,
+//! on the relay's slots (one SSRC per slot, continuous sequence numbers), never itself; a
+//! server-muted speaker is forwarded to nobody.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{Backend, TestRelay, TestUser, relaxed};
+use concord_proto::Id;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use serde_json::json;
+use tokio::sync::watch;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+};
+
+const LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Packets received per SSRC, and the last sequence number seen (for continuity).
+type Received = Arc<Mutex<HashMap<u32, (u64, u16, u64)>>>;
+
+struct Handler {
+    gathered: watch::Sender<bool>,
+    state: watch::Sender<RTCPeerConnectionState>,
+    received: Received,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.state.send(s);
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                    let mut r = received.lock().unwrap();
+                    let e = r
+                        .entry(p.header.ssrc)
+                        .or_insert((0, p.header.sequence_number, 0));
+                    // Count sequence gaps bigger than one (a speaker switch must not make one).
+                    if e.0 > 0 && p.header.sequence_number.wrapping_sub(e.1) > 1 {
+                        e.2 += 1;
+                    }
+                    e.0 += 1;
+                    e.1 = p.header.sequence_number;
+                }
+            }
+        });
+    }
+}
+
+struct Client {
+    pc: Arc<dyn PeerConnection>,
+    received: Received,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    fn total(&self) -> u64 {
+        self.received.lock().unwrap().values().map(|e| e.0).sum()
+    }
+    fn streams(&self) -> HashMap<u32, (u64, u16, u64)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// Joins the voice channel through the SFU and sends 50 packets/s at `level`.
+async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
+    let path = |what: &str| format!("/api/v1/voice/channels/{channel}/{what}");
+    let joined = user
+        .post(&path("join"), json!({ "client": "browser" }))
+        .await
+        .ok(200);
+    assert_eq!(
+        joined["mode"], "sfu",
+        "a browser moves the channel to the SFU"
+    );
+    let offer = user.post(&path("sfu"), json!({})).await.ok(200);
+    let offer = offer["sdp"].as_str().unwrap().to_owned();
+    assert!(offer.contains(LEVEL_URI), "{offer}");
+
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs().unwrap();
+    engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: LEVEL_URI.into(),
+            },
+            RtpCodecKind::Audio,
+            Some(RTCRtpTransceiverDirection::Sendrecv),
+        )
+        .unwrap();
+    let (gathered_tx, mut gathered) = watch::channel(false);
+    let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
+    let received: Received = Arc::default();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::default().build())
+        .with_media_engine(engine)
+        .with_handler(Arc::new(Handler {
+            gathered: gathered_tx,
+            state: state_tx,
+            received: received.clone(),
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .unwrap();
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    pc.set_remote_description(RTCSessionDescription::offer(offer).unwrap())
+        .await
+        .unwrap();
+    let ssrc = 1_000 + u32::from(level);
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "mic".into(),
+        format!("mic-{ssrc}"),
+        "mic".into(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )));
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let answer = pc.create_answer(None).await.unwrap();
+    pc.set_local_description(answer).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|d| *d)).await;
+    let answer = pc.local_description().await.unwrap().sdp;
+    user.post(&path("sfu/answer"), json!({ "sdp": answer }))
+        .await
+        .ok(204);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
+    )
+    .await
+    .expect("connected to the SFU")
+    .unwrap();
+    let pt = sender.get_parameters().await.unwrap().rtp_parameters.codecs[0].payload_type;
+    let sending = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for n in 0u32.. {
+            tick.tick().await;
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    payload_type: pt,
+                    sequence_number: n as u16,
+                    timestamp: n.wrapping_mul(960),
+                    ssrc,
+                    ..Default::default()
+                },
+                // An Opus frame's worth of bytes (the SFU does not decode).
+                payload: Bytes::from(vec![0xf8; 60]),
+            };
+            let level = HeaderExtension::AudioLevel(AudioLevelExtension { level, voice: true });
+            let _ = track.write_rtp_with_extensions(packet, &[level]).await;
+        }
+    });
+    Client {
+        pc,
+        received,
+        sender: sending,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stops_one() {
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.voice.sfu_forwarded_speakers = 3;
+    })
+    .await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let cat = relay.register("cat").await;
+    let (guild, _) = ana.create_guild("sfu").await;
+    let code = ana.invite(guild).await;
+    bob.join(&code).await;
+    cat.join(&code).await;
+    let voice = ana
+        .post(
+            &format!("/api/v1/guilds/{guild}/channels"),
+            json!({ "name": "stage", "kind": "voice" }),
+        )
+        .await
+        .ok(201);
+    let channel: Id = serde_json::from_value(voice["id"].clone()).unwrap();
+
+    let a = connect(&ana, channel, 10).await;
+    let b = connect(&bob, channel, 20).await;
+    let c = connect(&cat, channel, 30).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, client) in [("ana", &a), ("bob", &b), ("cat", &c)] {
+        let streams = client.streams();
+        eprintln!("{name} receives {streams:?}");
+        let busy: Vec<_> = streams.values().filter(|e| e.0 >= 50).collect();
+        assert_eq!(busy.len(), 2, "{name} hears the two others: {streams:?}");
+        assert!(
+            !streams.contains_key(
+                &(1_000
+                    + match name {
+                        "ana" => 10,
+                        "bob" => 20,
+                        _ => 30,
+                    })
+            ),
+            "{name} never gets its own stream back"
+        );
+        assert!(
+            streams.values().all(|e| e.2 == 0),
+            "no sequence gaps: {streams:?}"
+        );
+    }
+
+    // A moderator server-mutes cat: nobody receives cat any more.
+    let cat_id = cat.id;
+    ana.patch(
+        &format!("/api/v1/guilds/{guild}/voice-states/{cat_id}"),
+        json!({ "server_mute": true }),
+    )
+    .await
+    .ok(200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = a.total();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_second = (a.total() - before) as f64 / 2.0;
+    eprintln!("ana receives {per_second} packets/s with cat muted");
+    assert!(
+        (35.0..70.0).contains(&per_second),
+        "one stream (bob's) at 50 packets/s, not two: {per_second}"
+    );
+
+    // Leaving frees the room.
+    for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
+        client.sender.abort();
+        let _ = client.pc.close().await;
+        user.post(
+            &format!("/api/v1/voice/channels/{channel}/leave"),
+            json!({}),
+        )
+        .await
+        .ok(204);
+    }
+    assert_eq!(relay.server().app().voice.sfu.room_count(), 0);
+}
