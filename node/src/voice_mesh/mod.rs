@@ -117,6 +117,10 @@ impl Mesh {
 
     /// A new link to `device_key`, replacing any previous one; refused past the bound.
     async fn new_link(&self, user_id: Id, device_key: &str) -> Result<Arc<Link>, String> {
+        // An offer still under way when the call ended makes no link that nobody would close.
+        if self.stop.is_cancelled() {
+            return Err("the call has ended".into());
+        }
         {
             let links = self.links.lock().expect("links");
             if !links.contains_key(device_key) && links.len() >= self.config.max_links {
