@@ -350,7 +350,10 @@ mod tests {
         ])
         .unwrap();
         let config = cli.relay_config().unwrap();
-        assert_eq!(config.listen, "127.0.0.1:9001".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:9001".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(config.data_dir, PathBuf::from("/tmp/from-file"));
         assert_eq!(config.shutdown_grace_secs, 3);
         let cli = Cli::try_parse_from([
