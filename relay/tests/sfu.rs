@@ -13,26 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::client::{Backend, TestRelay, TestUser, relaxed};
 use concord_proto::Id;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
-use rtc::rtp::extension::HeaderExtension;
-use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
-};
 use serde_json::json;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
-
-const LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// Packets received per SSRC, and the last sequence number seen (for continuity).
 type Received = Arc<Mutex<HashMap<u32, (u64, u16, u64)>>>;
@@ -102,25 +90,16 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
     );
     let offer = user.post(&path("sfu"), json!({})).await.ok(200);
     let offer = offer["sdp"].as_str().unwrap().to_owned();
-    assert!(offer.contains(LEVEL_URI), "{offer}");
+    assert!(offer.contains(concord_media::AUDIO_LEVEL_URI), "{offer}");
 
-    let mut engine = MediaEngine::default();
-    engine.register_default_codecs().unwrap();
-    engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: LEVEL_URI.into(),
-            },
-            RtpCodecKind::Audio,
-            Some(RTCRtpTransceiverDirection::Sendrecv),
-        )
-        .unwrap();
+    let (engine, registry) = concord_media::media_engine().unwrap();
     let (gathered_tx, mut gathered) = watch::channel(false);
     let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
     let received: Received = Arc::default();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::default().build())
         .with_media_engine(engine)
+        .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler {
             gathered: gathered_tx,
             state: state_tx,
@@ -135,26 +114,11 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
         .await
         .unwrap();
     let ssrc = 1_000 + u32::from(level);
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "mic".into(),
-        format!("mic-{ssrc}"),
-        "mic".into(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.into(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    )));
+    let track = Arc::new(concord_media::opus_track(
+        "mic",
+        &format!("mic-{ssrc}"),
+        ssrc,
+    ));
     let sender = pc
         .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
@@ -173,7 +137,10 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
     .await
     .expect("connected to the SFU")
     .unwrap();
-    let pt = sender.get_parameters().await.unwrap().rtp_parameters.codecs[0].payload_type;
+    let pt = concord_media::Negotiated::of(&sender)
+        .await
+        .and_then(|n| n.payload_type)
+        .expect("opus negotiated");
     let sending = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         for n in 0u32.. {
@@ -190,8 +157,9 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
                 // An Opus frame's worth of bytes (the SFU does not decode).
                 payload: Bytes::from(vec![0xf8; 60]),
             };
-            let level = HeaderExtension::AudioLevel(AudioLevelExtension { level, voice: true });
-            let _ = track.write_rtp_with_extensions(packet, &[level]).await;
+            let _ = track
+                .write_rtp_with_extensions(packet, &[concord_media::audio_level(level)])
+                .await;
         }
     });
     Client {

@@ -7,28 +7,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use concord_proto::Id;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
-};
 use serde::Serialize;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
-    RTCIceTransportPolicy, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
-    Registry, StatsSelector, register_default_interceptors,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateType, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::media::Media;
-use super::rtp::{AUDIO_LEVEL_URI, from_rtp};
+use super::rtp::from_rtp;
 
 /// How long ICE gathering may take (TURN allocations included) before the SDP goes as is.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,49 +108,6 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn media_engine() -> Result<(MediaEngine, Registry), String> {
-    let mut engine = MediaEngine::default();
-    engine
-        .register_default_codecs()
-        .map_err(|e| e.to_string())?;
-    engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            Some(RTCRtpTransceiverDirection::Sendrecv),
-        )
-        .map_err(|e| e.to_string())?;
-    // RTCP sender/receiver reports (RTT, loss) and NACK.
-    let registry =
-        register_default_interceptors(Registry::new(), &mut engine).map_err(|e| e.to_string())?;
-    Ok((engine, registry))
-}
-
-fn opus_track(ssrc: u32) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        "concord-voice".to_owned(),
-        format!("audio-{ssrc}"),
-        "voice".to_owned(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    ))
-}
-
 impl Link {
     pub async fn new(
         generation: u64,
@@ -167,7 +116,7 @@ impl Link {
         ice: &IceConfig,
         media: Arc<Media>,
     ) -> Result<Link, String> {
-        let (engine, registry) = media_engine()?;
+        let (engine, registry) = concord_media::media_engine()?;
         let config = RTCConfigurationBuilder::default()
             .with_ice_servers(ice.servers.clone())
             .with_ice_transport_policy(if ice.relay_only {
@@ -202,8 +151,12 @@ impl Link {
             .await
             .map_err(|e| format!("peer connection: {e}"))?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        let ssrc = rand_ssrc();
-        let track = Arc::new(opus_track(ssrc));
+        let ssrc = concord_media::random_ssrc();
+        let track = Arc::new(concord_media::opus_track(
+            "concord-voice",
+            &format!("audio-{ssrc}"),
+            ssrc,
+        ));
         let sender = pc
             .add_track(track.clone() as Arc<dyn TrackLocal>)
             .await
@@ -293,20 +246,10 @@ impl Link {
             {
                 return;
             }
-            if let Ok(params) = sender.get_parameters().await {
+            if let Some(n) = concord_media::Negotiated::of(&sender).await {
                 let mut info = info.lock().expect("link info");
-                info.payload_type = params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
-                    .map(|c| c.payload_type);
-                info.level_id = params
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == AUDIO_LEVEL_URI)
-                    .and_then(|e| u8::try_from(e.id).ok());
+                info.payload_type = n.payload_type;
+                info.level_id = n.level_id;
             }
             loop {
                 let report = pc.get_stats(Instant::now(), StatsSelector::None).await;
@@ -383,10 +326,4 @@ fn selected_path(
     });
     let rtt = (pair.current_round_trip_time > 0.0).then_some(pair.current_round_trip_time * 1000.0);
     (path, rtt)
-}
-
-fn rand_ssrc() -> u32 {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("system randomness");
-    u32::from_le_bytes(b).max(1)
 }

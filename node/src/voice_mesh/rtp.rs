@@ -3,12 +3,10 @@
 
 use bytes::Bytes;
 use rtc::rtp;
-use rtc::rtp::extension::HeaderExtension;
-use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 
 use crate::voice_engine::codec::Packet;
 
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+pub use concord_media::{AUDIO_LEVEL_URI, audio_level};
 
 /// The RTP packet for one encoded frame (the extension is added by the track, which knows
 /// the id negotiated for it).
@@ -27,27 +25,14 @@ pub fn to_rtp(packet: &Packet, ssrc: u32, payload_type: u8, marker: bool) -> rtp
     }
 }
 
-/// The audio-level extension for a frame: every frame we send passed the VAD.
-pub fn audio_level(level: u8) -> HeaderExtension {
-    HeaderExtension::AudioLevel(AudioLevelExtension {
-        level: level.min(127),
-        voice: true,
-    })
-}
-
 /// Reads an RTP packet back into the engine's form; `level_id` is the negotiated extension
 /// id (level 127, silence, when it is absent or unreadable).
 pub fn from_rtp(packet: &rtp::Packet, level_id: Option<u8>) -> Packet {
-    let level = level_id
-        .and_then(|id| packet.header.get_extension(id))
-        .and_then(|b| b.first().copied())
-        .map(|b| b & 0x7f)
-        .unwrap_or(127);
     Packet {
         seq: packet.header.sequence_number,
         timestamp: packet.header.timestamp,
         payload: packet.payload.to_vec(),
-        level,
+        level: concord_media::level_of(packet, level_id),
     }
 }
 

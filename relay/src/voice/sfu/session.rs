@@ -9,38 +9,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use concord_media::Negotiated;
 use concord_proto::Id;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
-use rtc::rtp::extension::HeaderExtension;
-use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, register_default_interceptors,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::forwarder::Forwarder;
 
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The payload type and audio-level extension id negotiated with one participant.
-#[derive(Debug, Clone, Copy, Default)]
-struct Negotiated {
-    payload_type: Option<u8>,
-    level_id: Option<u8>,
-}
 
 struct Member {
     pc: Arc<dyn PeerConnection>,
@@ -63,11 +47,7 @@ impl Room {
 
     /// One packet from `from`'s microphone: forwarded to the listeners whose slots carry it.
     async fn upstream(&self, from: Id, mut packet: rtc::rtp::Packet, level_id: Option<u8>) {
-        let level = level_id
-            .and_then(|id| packet.header.get_extension(id))
-            .and_then(|b| b.first().copied())
-            .map(|b| b & 0x7f)
-            .unwrap_or(127);
+        let level = concord_media::level_of(&packet, level_id);
         let forwards = self.forwarder.lock().expect("forwarder").on_packet(
             from,
             packet.header.sequence_number,
@@ -101,8 +81,11 @@ impl Room {
             out.header.timestamp = f.timestamp;
             out.header.marker = f.marker;
             out.header.payload_type = pt;
-            let ext = HeaderExtension::AudioLevel(AudioLevelExtension { level, voice: true });
-            if track.write_rtp_with_extensions(out, &[ext]).await.is_ok() {
+            if track
+                .write_rtp_with_extensions(out, &[concord_media::audio_level(level)])
+                .await
+                .is_ok()
+            {
                 metrics::counter!("concord_sfu_forwarded_packets_total").increment(1);
             }
         }
@@ -153,35 +136,6 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-fn opus_track(ssrc: u32, slot: usize) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("concord-sfu-{slot}"),
-        format!("slot-{slot}-{ssrc}"),
-        format!("slot {slot}"),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    ))
-}
-
-fn random_ssrc() -> u32 {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("system randomness");
-    u32::from_le_bytes(b).max(1)
-}
-
 impl Sfu {
     pub fn new(slots: usize) -> Sfu {
         Sfu {
@@ -210,21 +164,7 @@ impl Sfu {
     pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, String> {
         self.leave(channel, user).await;
         let room = self.room(channel);
-        let mut engine = MediaEngine::default();
-        engine
-            .register_default_codecs()
-            .map_err(|e| e.to_string())?;
-        engine
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability {
-                    uri: AUDIO_LEVEL_URI.to_owned(),
-                },
-                RtpCodecKind::Audio,
-                Some(RTCRtpTransceiverDirection::Sendrecv),
-            )
-            .map_err(|e| e.to_string())?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)
-            .map_err(|e| e.to_string())?;
+        let (engine, registry) = concord_media::media_engine()?;
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
@@ -251,8 +191,12 @@ impl Sfu {
         let mut senders: Vec<Arc<dyn RtpSender>> = Vec::new();
         let mut ssrcs = Vec::new();
         for i in 0..self.slots {
-            let ssrc = random_ssrc();
-            let track = Arc::new(opus_track(ssrc, i));
+            let ssrc = concord_media::random_ssrc();
+            let track = Arc::new(concord_media::opus_track(
+                &format!("concord-sfu-{i}"),
+                &format!("slot-{i}-{ssrc}"),
+                ssrc,
+            ));
             senders.push(
                 pc.add_track(track.clone() as Arc<dyn TrackLocal>)
                     .await
@@ -282,20 +226,8 @@ impl Sfu {
             {
                 return;
             }
-            if let Ok(params) = sender.get_parameters().await {
-                let mut n = neg.lock().expect("negotiated");
-                n.payload_type = params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
-                    .map(|c| c.payload_type);
-                n.level_id = params
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == AUDIO_LEVEL_URI)
-                    .and_then(|e| u8::try_from(e.id).ok());
+            if let Some(n) = Negotiated::of(&sender).await {
+                *neg.lock().expect("negotiated") = n;
             }
         });
         {

@@ -1,0 +1,148 @@
+//! WebRTC audio plumbing shared by the node's voice mesh and the relay's SFU: the media
+//! engine (Opus, the RFC 6464 audio-level extension, RTCP reports and NACK), an Opus send
+//! track with a fixed SSRC, what a connection negotiated (payload type, extension id), and
+//! the audio level read from or written to a packet.
+
+use std::sync::Arc;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{MediaEngine, Registry, register_default_interceptors};
+use webrtc::rtp_transceiver::RtpSender;
+
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The default codecs plus the audio-level extension, and the interceptors that send RTCP
+/// sender/receiver reports (RTT, loss) and answer NACKs.
+pub fn media_engine() -> Result<(MediaEngine, Registry), String> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_default_codecs()
+        .map_err(|e| e.to_string())?;
+    engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            Some(RTCRtpTransceiverDirection::Sendrecv),
+        )
+        .map_err(|e| e.to_string())?;
+    let registry =
+        register_default_interceptors(Registry::new(), &mut engine).map_err(|e| e.to_string())?;
+    Ok((engine, registry))
+}
+
+/// An Opus track that sends pre-built RTP packets under `ssrc`.
+pub fn opus_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
+    TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        stream_id.to_owned(),
+        track_id.to_owned(),
+        track_id.to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    ))
+}
+
+/// A random non-zero SSRC.
+pub fn random_ssrc() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("system randomness");
+    u32::from_le_bytes(b).max(1)
+}
+
+/// What a connection negotiated for audio, read from one of its senders once connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    pub payload_type: Option<u8>,
+    pub level_id: Option<u8>,
+}
+
+impl Negotiated {
+    pub async fn of(sender: &Arc<dyn RtpSender>) -> Option<Negotiated> {
+        let params = sender.get_parameters().await.ok()?;
+        Some(Negotiated {
+            payload_type: params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+                .map(|c| c.payload_type),
+            level_id: params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|e| e.uri == AUDIO_LEVEL_URI)
+                .and_then(|e| u8::try_from(e.id).ok()),
+        })
+    }
+}
+
+/// The extension for a packet at `level` (-dBov, 0 loudest, 127 silence) that passed VAD.
+pub fn audio_level(level: u8) -> HeaderExtension {
+    HeaderExtension::AudioLevel(AudioLevelExtension {
+        level: level.min(127),
+        voice: true,
+    })
+}
+
+/// A packet's RFC 6464 level given the negotiated extension id (127, silence, when it is
+/// absent or unreadable).
+pub fn level_of(packet: &rtp::Packet, level_id: Option<u8>) -> u8 {
+    level_id
+        .and_then(|id| packet.header.get_extension(id))
+        .and_then(|b| b.first().copied())
+        .map(|b| b & 0x7f)
+        .unwrap_or(127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+
+    #[test]
+    fn the_level_survives_the_wire() {
+        let mut p = rtp::Packet::default();
+        p.header.version = 2;
+        let ext = audio_level(23);
+        let mut buf = vec![0u8; ext.marshal_size()];
+        ext.marshal_to(&mut buf).unwrap();
+        p.header.set_extension(3, Bytes::from(buf)).unwrap();
+        let bytes = p.marshal().unwrap();
+        let back = rtp::Packet::unmarshal(&mut bytes.as_ref()).unwrap();
+        // The V bit is set; the level is in the low 7 bits.
+        assert_eq!(back.header.get_extension(3).unwrap()[0], 0x80 | 23);
+        assert_eq!(level_of(&back, Some(3)), 23);
+        assert_eq!(level_of(&back, None), 127);
+        assert_eq!(level_of(&back, Some(9)), 127);
+        // Levels past silence are clamped to it.
+        let loud = audio_level(200);
+        let mut buf = vec![0u8; loud.marshal_size()];
+        loud.marshal_to(&mut buf).unwrap();
+        assert_eq!(buf[0], 0x80 | 127);
+    }
+}
