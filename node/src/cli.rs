@@ -135,6 +135,13 @@ pub enum Command {
     Members,
     /// Node status: identity, relay connection, outbox.
     Status,
+    /// Open the web client on this node (a one-time URL on the control API's loopback
+    /// address; the page then talks to this node).
+    Ui {
+        /// Print the URL only; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Manage this account's devices.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -177,6 +184,24 @@ pub enum DeviceCommand {
     Revoke {
         device_key: String,
     },
+}
+
+/// Starts the desktop's browser on a URL ($BROWSER, else xdg-open / open); false if none ran.
+fn open_browser(url: &str) -> bool {
+    let candidates: Vec<String> = std::env::var("BROWSER")
+        .ok()
+        .into_iter()
+        .chain(["xdg-open".to_owned(), "open".to_owned()])
+        .collect();
+    candidates.iter().any(|program| {
+        std::process::Command::new(program)
+            .arg(url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .is_ok()
+    })
 }
 
 pub fn default_data_dir() -> PathBuf {
@@ -496,6 +521,19 @@ pub async fn run_client(dir: &Path, json_out: bool, command: Command) -> anyhow:
                 }
             };
             print(json_out, &v, voice_summary);
+        }
+        Command::Ui { no_open } => {
+            let v = c.call(Method::POST, "/v1/ui/ticket", None).await?;
+            let url = v["url"].as_str().unwrap_or_default().to_owned();
+            // The URL works once, within a couple of minutes; the browser keeps the session.
+            let opened = !no_open && open_browser(&url);
+            print(json_out, &v, |_| {
+                if opened {
+                    format!("opened {url}")
+                } else {
+                    format!("open this URL in a browser on this machine (it works once):\n{url}")
+                }
+            });
         }
         Command::Status => {
             let v = c.call(Method::GET, "/v1/status", None).await?;

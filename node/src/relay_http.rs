@@ -145,7 +145,8 @@ impl RelayHttp {
         Ok(login)
     }
 
-    async fn token(&self, identity: &Identity) -> Result<String, HttpError> {
+    /// A valid access token for this device (logging in when there is none or it expires).
+    pub async fn token(&self, identity: &Identity) -> Result<String, HttpError> {
         if let Some((token, until)) = self.token.lock().await.clone()
             && Instant::now() < until
         {
@@ -164,6 +165,68 @@ impl RelayHttp {
     ) -> Result<T, HttpError> {
         let token = self.token(identity).await?;
         self.call(method, path, Some(&token), body).await
+    }
+}
+
+/// A relay answer passed on as it is (node-served web client).
+pub struct Forwarded {
+    pub status: u16,
+    /// The headers the client reads: content type and the `concord-*` ones.
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+impl RelayHttp {
+    /// Sends one API request on this device's session and returns the answer unread, for the
+    /// node-served client; an access token the relay calls expired is renewed once.
+    pub async fn forward(
+        &self,
+        identity: &Identity,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<(String, bytes::Bytes)>,
+    ) -> Result<Forwarded, HttpError> {
+        let mut renewed = false;
+        loop {
+            let token = self.token(identity).await?;
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path_and_query}", self.url))
+                .bearer_auth(&token);
+            if let Some((content_type, bytes)) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(bytes.clone());
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| HttpError::Unreachable(self.url.clone(), e.to_string()))?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .filter(|(name, _)| {
+                    name.as_str() == "content-type" || name.as_str().starts_with("concord-")
+                })
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| HttpError::Unreachable(self.url.clone(), e.to_string()))?;
+            if status == 401 && !renewed {
+                renewed = true;
+                // Expired or revoked between our check and the relay's: log in again.
+                *self.token.lock().await = None;
+                continue;
+            }
+            return Ok(Forwarded {
+                status,
+                headers,
+                body: bytes,
+            });
+        }
     }
 }
 

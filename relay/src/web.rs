@@ -1,5 +1,5 @@
 //! The web client: the files of `web/` (plain ES modules and CSS, no build step), embedded in
-//! the binary by `build.rs` and served outside `/api` by the router's fallback.
+//! the binary by the `concord-web-assets` crate and served outside `/api` by the router's fallback.
 //!
 //! - An embedded file is served at its path (`/index.html`, `/js/app.js`, …) with its content
 //!   type, `Cache-Control: no-cache` and a content-hash `ETag` (so a browser revalidates and
@@ -17,48 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::error::ApiError;
 use crate::app::App;
 
-/// One embedded file of `web/`.
-#[derive(Debug)]
-pub struct Asset {
-    /// URL path, e.g. `/js/app.js`.
-    pub path: &'static str,
-    pub body: &'static [u8],
-    /// Weak validator from the content hash, `W/"…"` (the body may be served compressed).
-    pub etag: &'static str,
-}
-
-include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
-
-/// The embedded file at a URL path.
-pub fn asset(path: &str) -> Option<&'static Asset> {
-    ASSETS.iter().find(|a| a.path == path)
-}
-
-/// Paths the client routes itself: they all serve `index.html`.
-fn is_client_route(path: &str) -> bool {
-    if path == "/" || path == "/setup" {
-        return true;
-    }
-    path.strip_prefix("/invite/")
-        .is_some_and(|code| !code.is_empty() && !code.contains('/'))
-}
-
-pub fn content_type(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map_or("", |(_, e)| e);
-    match ext {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "webmanifest" => "application/manifest+json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "woff2" => "font/woff2",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
+pub use concord_web_assets::{ASSETS, Asset, asset, content_type};
 
 /// The policy of the client's pages: the API's (`default-src 'self'`, the relay's own
 /// WebSocket origins, no framing) plus no plugins, no `<base>`, forms only to the relay.
@@ -75,11 +34,7 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     let readable = req.method() == Method::GET || req.method() == Method::HEAD;
     let api = path == "/api" || path.starts_with("/api/") || path.starts_with("/.well-known/");
     let found = if readable && !api {
-        asset(path).or_else(|| {
-            is_client_route(path)
-                .then(|| asset("/index.html"))
-                .flatten()
-        })
+        concord_web_assets::lookup(path)
     } else {
         None
     };
@@ -90,13 +45,7 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| {
-            // Weak comparison (RFC 9110 §13.1.2): the opaque tags match, W/ or not.
-            let ours = file.etag.trim_start_matches("W/");
-            tags.split(',')
-                .map(|t| t.trim())
-                .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
-        });
+        .is_some_and(|tags| concord_web_assets::etag_matches(tags, file.etag));
     let csp = HeaderValue::from_str(&content_security_policy(&app.audiences))
         .expect("CSP is a valid header value");
     let headers = [
@@ -119,37 +68,4 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
         return (headers, ()).into_response();
     }
     (headers, file.body).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_is_embedded() {
-        let index = asset("/index.html").expect("web/index.html is embedded");
-        let text = std::str::from_utf8(index.body).expect("utf-8");
-        assert!(text.contains("<script type=\"module\""));
-        assert!(asset("/js/app.js").is_some());
-        assert!(ASSETS.iter().all(|a| a.etag.starts_with("W/\"")));
-    }
-
-    #[test]
-    fn client_routes() {
-        assert!(is_client_route("/"));
-        assert!(is_client_route("/invite/AbC-12_x"));
-        assert!(is_client_route("/setup"));
-        assert!(!is_client_route("/invite/"));
-        assert!(!is_client_route("/invite/a/b"));
-        assert!(!is_client_route("/nope"));
-    }
-
-    #[test]
-    fn content_types() {
-        assert_eq!(content_type("/index.html"), "text/html; charset=utf-8");
-        assert_eq!(content_type("/js/app.js"), "text/javascript; charset=utf-8");
-        assert_eq!(content_type("/app.css"), "text/css; charset=utf-8");
-        assert_eq!(content_type("/favicon.svg"), "image/svg+xml");
-        assert_eq!(content_type("/x"), "application/octet-stream");
-    }
 }

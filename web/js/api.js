@@ -143,3 +143,36 @@ export class Api {
     if (refresh) await this.raw('POST', '/api/v1/auth/logout', { refresh_token: refresh }).catch(() => {});
   }
 }
+
+// Node-served mode (`concord ui`): the page's origin is a node's loopback control API, which
+// signed this browser in with an HttpOnly cookie. The node speaks to the relay with its own
+// device key, so the page holds no key and no token: the gateway's identify carries a
+// placeholder the node replaces.
+export class NodeApi extends Api {
+  constructor() {
+    super(null);
+  }
+
+  async token() {
+    return 'node';
+  }
+
+  async login() {
+    throw new ApiError(401, 'ui_signed_out', 'Run `concord ui` to open this page again.');
+  }
+
+  async refresh() {
+    this.onLoggedOut();
+  }
+
+  async call(method, path, body) {
+    try {
+      return await this.raw(method, path, body);
+    } catch (err) {
+      if (err.status === 401) this.onLoggedOut(err);
+      throw err;
+    }
+  }
+
+  async logout() {}
+}

@@ -1,7 +1,7 @@
 // Concord web client: boot, account creation/login, guilds, channels, DMs, messages.
 // User content is only ever put into the page as text nodes (never parsed as HTML).
 
-import { Api, ApiError } from './api.js';
+import { Api, ApiError, NodeApi } from './api.js';
 import { Gateway } from './gateway.js';
 import { kv } from './store.js';
 import { deviceLabel, newKeyPair, signCertificate } from './signed.js';
@@ -12,6 +12,8 @@ import {
 } from './moderation.js';
 
 const PAGE = 50;
+// Served by a node (`concord ui`) rather than by the relay: the node says so in index.html.
+const NODE_SERVED = document.querySelector('meta[name="concord-backend"]')?.content === 'node';
 const TYPING_SEND_MS = 5_000;
 const TYPING_SHOW_MS = 10_000;
 const HOME = '@me';
@@ -86,6 +88,10 @@ async function boot() {
     fatal('Concord needs a secure context (https://, or http://localhost).');
     return;
   }
+  if (NODE_SERVED) {
+    await bootNodeServed();
+    return;
+  }
   state.device = await ensureDevice();
   state.account = (await kv.get('account')) ?? null;
   state.api = new Api(state.device);
@@ -102,6 +108,25 @@ async function boot() {
   } else {
     showWelcome(user);
   }
+}
+
+// `concord ui`: the node signed this page in with a cookie and speaks for it; no keys here.
+async function bootNodeServed() {
+  state.api = new NodeApi();
+  state.api.onLoggedOut = () => {
+    state.gateway?.stop();
+    fatal('This page is not signed in to your node. Run `concord ui` to open it again.');
+  };
+  wireApp();
+  show('#logout-button', false);
+  try {
+    await state.api.call('GET', '/api/v1/users/@me');
+  } catch (err) {
+    if (err.status !== 401) fatal(err.code === 'no_relay' ? err.message : describe(err));
+    return;
+  }
+  await loadOutbox();
+  startApp();
 }
 
 async function ensureDevice() {
@@ -205,6 +230,7 @@ function startApp() {
   show('#welcome', false);
   show('#app', true);
   show('#link-device-button', Boolean(state.account));
+  if (NODE_SERVED) show('#logout-button', false);
   banner('Connecting…');
   state.gateway?.stop();
   state.gateway = new Gateway(state.api, {

@@ -1,4 +1,4 @@
-//! The control API for the CLI (and later the web UI): HTTP on 127.0.0.1 only, a bearer token
+//! The control API for the CLI (and the node-served web client, `ui.rs`): HTTP on 127.0.0.1 only, a bearer token
 //! from a 0600 file in the data dir, and requests whose Host or Origin is not this loopback
 //! origin are refused (DNS rebinding, CSRF).
 
@@ -21,15 +21,17 @@ use super::Inner;
 pub const CONTROL_ADDR_FILE: &str = "control.addr";
 pub const CONTROL_TOKEN_FILE: &str = "control.token";
 
-struct Control {
-    inner: Arc<Inner>,
+pub(super) struct Control {
+    pub inner: Arc<Inner>,
     token: String,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
+    /// Node-served web client: one-time tickets and browser sessions.
+    pub ui: super::ui::UiAuth,
 }
 
-type Shared = Arc<Control>;
+pub(super) type Shared = Arc<Control>;
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "code": code, "message": message.into() })),
@@ -42,7 +44,7 @@ fn bad(message: String) -> Response {
 }
 
 /// Host must name this loopback listener; Origin, when present, must be its origin.
-fn local_request(headers: &HeaderMap, addr: SocketAddr) -> bool {
+pub(super) fn local_request(headers: &HeaderMap, addr: SocketAddr) -> bool {
     let port = addr.port();
     let allowed_hosts = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
     let host_ok = headers
@@ -101,6 +103,7 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
         inner: inner.clone(),
         token,
         addr,
+        ui: super::ui::UiAuth::default(),
     });
     let router = Router::new()
         .route("/v1/status", get(status))
@@ -120,7 +123,9 @@ pub async fn spawn(inner: Arc<Inner>) -> std::io::Result<(JoinHandle<()>, Socket
         .route("/v1/voice/leave", post(voice_leave))
         .route("/v1/voice/mute", post(voice_mute))
         .route("/v1/voice/deafen", post(voice_deafen))
+        .route("/v1/ui/ticket", post(super::ui::ticket))
         .layer(middleware::from_fn_with_state(control.clone(), guard))
+        .merge(super::ui::router(control.clone()))
         .with_state(control);
     let shutdown = inner.shutdown.clone();
     let task = tokio::spawn(async move {

@@ -10,6 +10,7 @@ mod outbox;
 mod relay_link;
 mod send;
 mod swarm;
+mod ui;
 mod voice;
 
 pub use voice::VoiceStatus;

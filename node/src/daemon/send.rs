@@ -41,6 +41,21 @@ pub async fn send(
     reply_to: Option<Id>,
     wait: bool,
 ) -> Result<SendOutcome, String> {
+    let ack_wait = wait.then_some(ACK_WAIT);
+    send_with_nonce(inner, channel_id, content, reply_to, &nonce(), ack_wait).await
+}
+
+/// Sends with the caller's nonce (the web client's, so its retries stay one message) and
+/// waits up to `ack_wait` for the relay's ack.
+pub async fn send_with_nonce(
+    inner: &Arc<Inner>,
+    channel_id: Id,
+    content: &str,
+    reply_to: Option<Id>,
+    nonce: &str,
+    ack_wait: Option<Duration>,
+) -> Result<SendOutcome, String> {
+    concord_proto::limits::nonce(nonce).map_err(|e| e.to_string())?;
     let channel = inner
         .cache()
         .channel(channel_id)
@@ -53,14 +68,14 @@ pub async fn send(
     let envelope = Envelope::sign(
         &inner.identity.device,
         channel_id,
-        &nonce(),
+        nonce,
         content,
         reply_to,
         now_ms(),
     );
     envelope.verify().map_err(|e| e.to_string())?;
     let me = inner.cache().me().map_err(|e| e.to_string())?.map(|u| u.id);
-    let waiter = wait.then(|| {
+    let waiter = ack_wait.map(|_| {
         let (tx, rx) = oneshot::channel();
         inner
             .ack_waiters
@@ -91,7 +106,7 @@ pub async fn send(
         acknowledged: false,
     };
     if let Some(rx) = waiter {
-        match tokio::time::timeout(ACK_WAIT, rx).await {
+        match tokio::time::timeout(ack_wait.unwrap_or(ACK_WAIT), rx).await {
             Ok(Ok(Ok(message))) => {
                 outcome.message = Some(message);
                 outcome.acknowledged = true;

@@ -1,4 +1,4 @@
-//! Embeds the web client (`web/` at the repository root) into the relay binary: every file
+//! Embeds the web client (`web/` at the repository root) into the binaries that serve it (relay and node): every file
 //! becomes an `include_bytes!` entry of `$OUT_DIR/web_assets.rs` with an ETag computed from
 //! its bytes (weak: the compression layer may serve it gzip- or brotli-encoded). No build step and no dependency: the files are served as they are.
 
