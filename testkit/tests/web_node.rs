@@ -17,7 +17,7 @@ fn control_token(node: &TestNode) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_time_url_sets_a_strict_cookie_for_the_api() {
+async fn one_time_url_sets_a_strict_cookie_and_the_node_serves_the_api() {
     let relay = TestRelay::start().await;
     let node = TestNode::start("nia").await;
     let (_, general, _) = node.create_guild(&relay, "Node Guild").await;
@@ -140,6 +140,68 @@ async fn one_time_url_sets_a_strict_cookie_for_the_api() {
         .await
         .unwrap();
     assert_eq!(status_before["outbox"], status_after["outbox"]);
+
+    // A send through the node comes back as the relay's stored message.
+    let messages = format!("http://{addr}/api/v1/channels/{general}/messages");
+    let sent: Value = http
+        .post(&messages)
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({ "content": "kept for later", "nonce": "n-1" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["content"], "kept for later", "{sent}");
+    assert_eq!(sent["device"], node.node.identity().device_key());
+    // The relay's push confirms it in the node's cache.
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        node.node.with_cache(|c| {
+            c.history(general, None, 50)
+                .unwrap()
+                .iter()
+                .any(|m| m.content == "kept for later" && m.confirmed)
+        })
+    })
+    .await;
+    // The relay goes away: the newest page comes from the node's cache, and a new message
+    // waits in the node's outbox (202) instead of failing.
+    relay.stop().await;
+    let offline = http
+        .get(&messages)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(offline.status(), 200);
+    assert!(offline.headers().contains_key("concord-channel-seq"));
+    let page: Value = offline.json().await.unwrap();
+    assert!(
+        page.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["content"] == "kept for later"),
+        "{page}"
+    );
+    let queued = http
+        .post(&messages)
+        .header("cookie", &cookie)
+        .json(&serde_json::json!({ "content": "typed offline", "nonce": "n-2" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), 202);
+    let status: Value = http
+        .get(format!("http://{addr}/v1/status"))
+        .bearer_auth(control_token(&node))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["outbox"], 1, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
