@@ -3,6 +3,7 @@
 
 import { Api, ApiError, NodeApi } from './api.js';
 import { Gateway } from './gateway.js';
+import { VoiceCall } from './voice.js';
 import { kv } from './store.js';
 import { deviceLabel, newKeyPair, signCertificate } from './signed.js';
 import { $, h, show, setText, compareIds, formatTime, reconcile, highlightNodes } from './dom.js';
@@ -64,6 +65,8 @@ const state = {
   setupToken: null, // from a /setup#TOKEN link, claimed once logged in
   lastSent: new Map(), // channel id → when I last sent there (slow mode)
   voice: new Map(), // user id → VoiceState (who is in which voice channel)
+  call: null, // the VoiceCall this browser is in, if any
+  deleting: new Set(), // channel ids this browser is deleting
 };
 
 // What the user may do guild-wide (owner and ADMINISTRATOR: everything). The relay checks
@@ -153,6 +156,7 @@ function fatal(text) {
 
 function showWelcome(user) {
   state.gateway?.stop();
+  if (state.call) endCall();
   show('#loading', false);
   show('#app', false);
   show('#welcome', true);
@@ -294,6 +298,7 @@ function wireApp() {
     onMemberUpdate: (m) => onEvent('member_update', m),
   });
   setInterval(updateComposerNote, 1000);
+  wireVoice();
   $('#dm-home').addEventListener('click', () => selectGuild(HOME));
   $('#new-guild').addEventListener('click', () => {
     setText($('#guild-error'), '');
@@ -386,11 +391,16 @@ function wireApp() {
       setText(button, 'Really delete?');
       return;
     }
+    // No read marker for a channel on its way out (it would answer 404).
+    state.deleting.add(c.id);
+    clearTimeout(state.acks.get(c.id));
+    state.acks.delete(c.id);
     try {
       await state.api.call('DELETE', `/api/v1/channels/${c.id}`);
       onEvent('channel_delete', { id: c.id, guild_id: c.guild_id });
       $('#settings-dialog').close();
     } catch (err) {
+      state.deleting.delete(c.id);
       setText($('#settings-error'), describe(err));
     }
   });
@@ -487,10 +497,10 @@ function wireApp() {
       setReply(null);
     }
   });
-  // Alt+↑ / Alt+↓: previous / next channel of the list.
+  // Alt+↑ / Alt+↓: previous / next text channel of the list (a voice channel would join).
   document.addEventListener('keydown', (ev) => {
     if (!ev.altKey || (ev.key !== 'ArrowUp' && ev.key !== 'ArrowDown') || $('#app').hidden) return;
-    const buttons = [...$('#channel-list').querySelectorAll('button:not([disabled])')];
+    const buttons = [...$('#channel-list').querySelectorAll('button:not([disabled]):not([data-kind="voice"])')];
     if (buttons.length === 0) return;
     ev.preventDefault();
     const at = buttons.findIndex((b) => b.getAttribute('aria-current') === 'page');
@@ -601,8 +611,10 @@ function ackOpenChannel() {
   r.lastRead = newest;
   const channelId = view.channel.id;
   clearTimeout(state.acks.get(channelId));
+  if (state.deleting.has(channelId)) return;
   state.acks.set(channelId, setTimeout(() => {
     state.acks.delete(channelId);
+    if (state.deleting.has(channelId)) return;
     state.api.call('POST', `/api/v1/channels/${channelId}/ack`, { message_id: newest }).catch(() => {});
   }, 500));
 }
@@ -766,6 +778,11 @@ function onEvent(t, d) {
       // channel_id null: the user left voice.
       if (d.channel_id) state.voice.set(d.user_id, d);
       else state.voice.delete(d.user_id);
+      if (state.call) {
+        // Our place ended elsewhere (another device joined, the grant lapsed, a kick).
+        if (d.user_id === state.me.id && d.channel_id !== state.call.channel.id) endCall('You left the voice channel.');
+        else state.call.update(d);
+      }
       if (d.guild_id === state.guildId) renderChannels();
       break;
     case 'member_remove':
@@ -862,6 +879,85 @@ function updateGuildControls() {
   show('#channel-settings', Boolean(g && c?.guild_id === g.id && can(g, PERM.MANAGE_CHANNELS)));
 }
 
+// ---- voice (web/js/voice.js: the SFU call) ---------------------------------------------
+
+function volumeSlider(userId) {
+  const value = Math.round((state.call?.volumes.get(userId) ?? 1) * 100);
+  return h('input', {
+    type: 'range', min: '0', max: '100', value: String(value), class: 'volume',
+    'aria-label': `Volume of ${username(userId)}`,
+    oninput: (ev) => state.call?.setVolume(userId, Number(ev.target.value) / 100),
+  });
+}
+
+async function joinVoice(channel) {
+  if (state.call?.channel.id === channel.id) return;
+  if (state.call) await leaveVoice();
+  setText($('#voice-error'), '');
+  const call = new VoiceCall(state.api, channel, state.me.id, {
+    speaking: (set) => {
+      for (const li of document.querySelectorAll('[data-voice-user]')) li.classList.toggle('speaking', set.has(li.dataset.voiceUser));
+    },
+    state: (text) => setText($('#voice-status'), `${text} — 🔊 ${channel.name}`),
+    ended: (reason) => endCall(reason),
+  });
+  state.call = call;
+  renderVoicePanel();
+  setText($('#voice-status'), `Joining 🔊 ${channel.name}…`);
+  try {
+    await call.join();
+  } catch (err) {
+    if (state.call === call) endCall(describe(err));
+  }
+  renderChannels();
+}
+
+function endCall(reason) {
+  state.call?.close();
+  state.call = null;
+  renderVoicePanel();
+  renderChannels();
+  if (reason) setText($('#voice-error'), reason);
+}
+
+async function leaveVoice() {
+  const call = state.call;
+  state.call = null;
+  await call?.leave();
+  renderVoicePanel();
+  renderChannels();
+}
+
+function renderVoicePanel() {
+  const call = state.call;
+  show('#voice-controls', Boolean(call));
+  if (!call) setText($('#voice-status'), 'Not in voice');
+  $('#voice-mute').setAttribute('aria-pressed', String(Boolean(call?.muted)));
+  setText($('#voice-mute'), call?.muted ? 'Unmute' : 'Mute');
+  $('#voice-deafen').setAttribute('aria-pressed', String(Boolean(call?.deafened)));
+  setText($('#voice-deafen'), call?.deafened ? 'Undeafen' : 'Deafen');
+}
+
+function wireVoice() {
+  $('#voice-relay-only').checked = localStorage.getItem('concord-voice-relay-only') === '1';
+  $('#voice-relay-only').addEventListener('change', (ev) => {
+    localStorage.setItem('concord-voice-relay-only', ev.target.checked ? '1' : '0');
+  });
+  const act = async (fn) => {
+    setText($('#voice-error'), '');
+    try {
+      await fn(state.call);
+    } catch (err) {
+      setText($('#voice-error'), describe(err));
+    }
+    renderVoicePanel();
+  };
+  $('#voice-mute').addEventListener('click', () => act((call) => call?.setMuted(!call.muted)));
+  $('#voice-deafen').addEventListener('click', () => act((call) => call?.setDeafened(!call.deafened)));
+  $('#voice-leave').addEventListener('click', () => act(() => leaveVoice()));
+  renderVoicePanel();
+}
+
 function renderChannels() {
   const list = state.guildId === HOME
     ? [...state.dms.values()].sort((a, b) => compareIds(b.id, a.id))
@@ -870,20 +966,26 @@ function renderChannels() {
     const label = c.kind === 'voice' ? `🔊 ${c.name}` : channelTitle(c);
     const r = state.reads.get(c.id);
     const badge = r?.unread ? h('span', { class: 'badge', 'aria-label': `${r.unread} unread${r.mentions ? `, ${r.mentions} mentioning you` : ''}` }, String(Math.min(r.unread, 999))) : '';
+    const voice = c.kind === 'voice';
+    const inThisCall = voice && state.call?.channel.id === c.id;
     const button = h('button', {
       type: 'button',
       class: r?.unread ? 'unread' : false,
-      'aria-current': state.view?.channel.id === c.id ? 'page' : false,
-      disabled: c.kind === 'voice',
-      title: c.kind === 'voice' ? 'Voice channels are not in the web client yet' : c.topic ?? '',
-      onclick: () => openChannel(c),
+      'aria-current': state.view?.channel.id === c.id || inThisCall ? 'page' : false,
+      title: voice ? (inThisCall ? 'You are in this voice channel' : 'Join voice') : c.topic ?? '',
+      'data-kind': c.kind,
+      onclick: () => (voice ? joinVoice(c) : openChannel(c)),
     }, label, badge);
-    const inVoice = c.kind === 'voice' ? [...state.voice.values()].filter((v) => v.channel_id === c.id) : [];
+    const inVoice = voice ? [...state.voice.values()].filter((v) => v.channel_id === c.id) : [];
     const voiceList = inVoice.length
-      ? h('ul', { class: 'voice-participants', 'aria-label': `In ${c.name}` }, ...inVoice.map((v) => h('li', {},
-        username(v.user_id),
-        v.self_mute || v.server_mute ? h('span', { class: 'role-chip' }, v.server_mute ? 'server-muted' : 'muted') : '',
-        v.self_deaf ? h('span', { class: 'role-chip' }, 'deafened') : '')))
+      ? h('ul', { class: 'voice-participants', 'aria-label': `In ${c.name}` }, ...inVoice.map((v) => h('li', {
+        'data-voice-user': v.user_id,
+        class: state.call?.speaking.has(v.user_id) ? 'speaking' : false,
+      },
+      h('span', { class: 'voice-name' }, username(v.user_id)),
+      v.self_mute || v.server_mute ? h('span', { class: 'role-chip' }, v.server_mute ? 'server-muted' : 'muted') : '',
+      v.self_deaf ? h('span', { class: 'role-chip' }, 'deafened') : '',
+      inThisCall && v.user_id !== state.me.id ? volumeSlider(v.user_id) : '')))
       : '';
     return h('li', {}, button, voiceList);
   });

@@ -68,6 +68,7 @@ impl Room {
                 .collect()
         };
         let started = Instant::now();
+        let source = audio_source(from);
         for (f, member) in targets {
             let Some(pt) = member.negotiated.lock().expect("negotiated").payload_type else {
                 continue;
@@ -77,6 +78,8 @@ impl Room {
             };
             let mut out = packet.clone();
             out.header.ssrc = f.ssrc;
+            // Who is speaking on this slot right now (browsers: getContributingSources).
+            out.header.csrc = vec![source];
             out.header.sequence_number = f.seq;
             out.header.timestamp = f.timestamp;
             out.header.marker = f.marker;
@@ -91,6 +94,14 @@ impl Room {
         }
         metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
     }
+}
+
+/// The CSRC that names a speaker in forwarded packets: FNV-1a (32 bits) of the user id's
+/// decimal string, which clients compute the same way (`web/js/voice.js`).
+pub fn audio_source(user: Id) -> u32 {
+    user.to_string().bytes().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// All SFU rooms of this instance.
@@ -297,5 +308,15 @@ impl Sfu {
 
     pub fn room_count(&self) -> usize {
         self.rooms.lock().expect("rooms").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn audio_source_is_fnv1a_of_the_decimal_id() {
+        // The same vector is checked by the web client's test (web/js/voice.js).
+        let user: concord_proto::Id = "123456789012345678".parse().unwrap();
+        assert_eq!(super::audio_source(user), 3_650_211_932);
     }
 }

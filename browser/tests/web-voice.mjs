@@ -1,0 +1,191 @@
+// Browser voice through the relay's SFU (driven by testkit/tests/web_voice.rs): three
+// Chromium contexts with fake microphones join one voice channel. Each receives the two
+// others (getStats inbound-rtp packets and audio energy rising; the slots' contributing
+// sources name exactly the two others, never oneself); a speaking indicator lights up;
+// mute stops the speaker's packets (its outbound packet count freezes and its source stops
+// reaching the others) and unmute brings them back; deafen silences the listener's slots
+// and its microphone; a per-user volume follows its user onto whichever slot carries them;
+// leaving removes the participant everywhere and closes the connection.
+//
+// Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
+
+import { launch, finish } from '../lib/chromium.mjs';
+import { watch, createAccount } from './web-common.mjs';
+
+const base = process.argv[2];
+const relayOnly = process.argv[3] === 'relay-only';
+const origin = new URL(base).origin;
+const suffix = Math.random().toString(36).slice(2, 8);
+const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
+const checks = result.checks;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// The CSRC the relay writes for a speaker (FNV-1a 32 of the decimal user id).
+function audioSource(id) {
+  let hash = 0x811c9dc5;
+  for (const ch of String(id)) hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193);
+  return hash >>> 0;
+}
+
+// Records every RTCPeerConnection the page makes (the client keeps its own private).
+function recordPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  };
+}
+
+async function api(page, method, path, body) {
+  return page.evaluate(async ([m, p, b]) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const resp = await fetch(p, {
+      method: m,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: b === undefined ? undefined : JSON.stringify(b),
+    });
+    return resp.json();
+  }, [method, path, body]);
+}
+
+async function rtp(page) {
+  return page.evaluate(async () => {
+    const pc = window.__pcs.at(-1);
+    const out = { state: pc?.connectionState, inbound: 0, energy: 0, streams: 0, outbound: 0, sources: {}, relayed: false };
+    if (!pc) return out;
+    const stats = await pc.getStats();
+    for (const s of stats.values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        out.inbound += s.packetsReceived ?? 0;
+        out.energy += s.totalAudioEnergy ?? 0;
+        if ((s.packetsReceived ?? 0) > 0) out.streams += 1;
+      }
+      if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound += s.packetsSent ?? 0;
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        const local = stats.get(s.localCandidateId);
+        if (local?.candidateType === 'relay') out.relayed = true;
+      }
+    }
+    for (const r of pc.getReceivers()) {
+      for (const c of r.getContributingSources()) {
+        out.sources[c.source] = Math.max(out.sources[c.source] ?? 0, c.timestamp);
+      }
+    }
+    return out;
+  });
+}
+
+let browser;
+try {
+  browser = await launch([
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+  ]);
+  const pages = [];
+  for (const who of ['A', 'B', 'C']) {
+    const ctx = await browser.newContext({ permissions: ['microphone'] });
+    await ctx.addInitScript(recordPeerConnections);
+    if (relayOnly) await ctx.addInitScript(() => localStorage.setItem('concord-voice-relay-only', '1'));
+    const page = await ctx.newPage();
+    watch(page, who, result, origin);
+    pages.push(page);
+  }
+  const [a, b, c] = pages;
+  await a.goto(`${base}/`);
+  await createAccount(a, `ana_${suffix}`);
+  await a.getByRole('button', { name: 'New guild' }).click();
+  await a.getByLabel('Guild name').fill('Voice Test');
+  await a.getByRole('button', { name: 'Create guild' }).click();
+  await a.getByRole('heading', { name: '#general' }).waitFor();
+  const me = await api(a, 'GET', '/api/v1/users/@me');
+  const guilds = await api(a, 'GET', '/api/v1/users/@me/guilds');
+  const guild = guilds.find((g) => g.name === 'Voice Test');
+  await api(a, 'POST', `/api/v1/guilds/${guild.id}/channels`, { name: 'Lounge', kind: 'voice' });
+  const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
+  for (const [page, name] of [[b, `bo_${suffix}`], [c, `cy_${suffix}`]]) {
+    await page.goto(`${base}/invite/${invite.code}`);
+    await createAccount(page, name);
+    await page.getByRole('button', { name: 'Join guild' }).click();
+    await page.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  }
+  const ids = [me.id, (await api(b, 'GET', '/api/v1/users/@me')).id, (await api(c, 'GET', '/api/v1/users/@me')).id];
+  const sources = ids.map(audioSource);
+
+  for (const page of pages) {
+    await page.getByRole('button', { name: 'Lounge' }).click();
+    await page.locator('#voice-status', { hasText: 'Voice connected' }).waitFor({ timeout: 30_000 });
+  }
+  checks.all_connected = true;
+
+  // Everyone hears the two others, never themselves.
+  await sleep(2_000);
+  const first = await Promise.all(pages.map(rtp));
+  await sleep(2_000);
+  const second = await Promise.all(pages.map(rtp));
+  result.rtp = second.map(({ inbound, energy, streams, outbound, relayed }) => ({ inbound, energy, streams, outbound, relayed }));
+  checks.each_receives = second.every((s, i) => s.inbound - first[i].inbound >= 100 && s.streams >= 2);
+  checks.audio_energy_rises = second.every((s, i) => s.energy > first[i].energy);
+  checks.sources_are_the_two_others = second.every((s, i) => {
+    const heard = Object.keys(s.sources).map(Number);
+    const others = sources.filter((_, j) => j !== i);
+    return others.every((o) => heard.includes(o)) && !heard.includes(sources[i]);
+  });
+  if (relayOnly) checks.through_turn = second.every((s) => s.relayed);
+
+  // Speaking indicators light up from the fake microphones' beeps.
+  await b.locator('[data-voice-user].speaking').first().waitFor({ timeout: 15_000 });
+  checks.speaking_shown = true;
+
+  // A mutes: A's packets stop, at A and at B; C still reaches B.
+  await a.locator('#voice-mute').click();
+  await a.locator('#voice-mute[aria-pressed="true"]').waitFor();
+  await sleep(1_000);
+  const [a1, b1] = [await rtp(a), await rtp(b)];
+  await sleep(2_000);
+  const [a2, b2] = [await rtp(a), await rtp(b)];
+  result.mute = { a_sent: a2.outbound - a1.outbound, a_at_b: [b1.sources[sources[0]], b2.sources[sources[0]]] };
+  checks.mute_stops_packets = a2.outbound - a1.outbound <= 2 && b2.sources[sources[0]] === b1.sources[sources[0]]
+    && b2.sources[sources[2]] > b1.sources[sources[2]];
+  await b.locator(`[data-voice-user="${ids[0]}"] .role-chip`, { hasText: 'muted' }).waitFor();
+  checks.mute_shown_to_others = true;
+  await a.locator('#voice-mute').click();
+  await sleep(1_500);
+  const b3 = await rtp(b);
+  checks.unmute_resumes = b3.sources[sources[0]] > b2.sources[sources[0]];
+
+  // A per-user volume at B follows A to whichever slot carries A.
+  await b.getByLabel(`Volume of ana_${suffix}`).fill('20');
+  await sleep(800);
+  checks.volume_follows_user = await b.evaluate(() => [...document.querySelectorAll('audio')].some((el) => Math.abs(el.volume - 0.2) < 0.01));
+
+  // C deafens: its slots are silenced and its microphone stops too.
+  await c.locator('#voice-deafen').click();
+  await c.locator('#voice-deafen[aria-pressed="true"]').waitFor();
+  await sleep(1_000);
+  const c1 = await rtp(c);
+  await sleep(1_500);
+  const c2 = await rtp(c);
+  checks.deafen_silences = await c.evaluate(() => [...document.querySelectorAll('audio')].every((el) => el.muted))
+    && c2.outbound - c1.outbound <= 2;
+  await a.locator(`[data-voice-user="${ids[2]}"] .role-chip`, { hasText: 'deafened' }).waitFor();
+  checks.deafen_shown_to_others = true;
+
+  // C leaves: gone from A's list, its connection closed.
+  await c.locator('#voice-leave').click();
+  await a.locator(`[data-voice-user="${ids[2]}"]`).waitFor({ state: 'detached' });
+  checks.leave_removes = (await c.evaluate(() => window.__pcs.at(-1).connectionState)) === 'closed'
+    && (await c.locator('#voice-status').textContent()).includes('Not in voice');
+
+  checks.no_console_errors = result.console_errors.length === 0;
+  checks.no_foreign_requests = result.foreign_requests.length === 0;
+  checks.no_dialogs = result.dialogs.length === 0;
+  result.ok = Object.values(checks).every((v) => v === true);
+} catch (err) {
+  result.error = String(err?.stack ?? err);
+} finally {
+  await browser?.close().catch(() => {});
+}
+finish(result);

@@ -1,0 +1,54 @@
+//! Browser voice through the relay's SFU: three Chromium contexts with fake microphones in
+//! one voice channel (`browser/tests/web-voice.mjs`): each receives the two others, speaking
+//! indicators, mute stops a speaker's packets, deafen, per-user volume, leave.
+
+use std::time::Duration;
+
+use concord_testkit::{TestRelay, browser};
+use serde_json::Value;
+
+pub fn assert_checks(result: &Value, checks: &[&str]) {
+    let pretty = serde_json::to_string_pretty(result).expect("json");
+    for check in checks {
+        assert_eq!(
+            result["checks"][check],
+            Value::Bool(true),
+            "check {check} failed:\n{pretty}"
+        );
+    }
+    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+}
+
+const CHECKS: &[&str] = &[
+    "all_connected",
+    "each_receives",
+    "audio_energy_rises",
+    "sources_are_the_two_others",
+    "speaking_shown",
+    "mute_stops_packets",
+    "mute_shown_to_others",
+    "unmute_resumes",
+    "volume_follows_user",
+    "deafen_silences",
+    "deafen_shown_to_others",
+    "leave_removes",
+    "no_console_errors",
+    "no_foreign_requests",
+    "no_dialogs",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_browsers_talk_through_the_sfu() {
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.sfu_forwarded_speakers = 3;
+    })
+    .await;
+    let result = browser::run(
+        "tests/web-voice.mjs",
+        std::slice::from_ref(&relay.url),
+        Duration::from_secs(240),
+    )
+    .await;
+    eprintln!("rtp: {}", result["rtp"]);
+    assert_checks(&result, CHECKS);
+}
