@@ -16,6 +16,9 @@ use concord_testkit::audio::{read_wav, rms, strength};
 use concord_testkit::{TestNode, TestRelay, wait_for};
 use serde_json::{Value, json};
 
+mod common;
+use common::{relay_with_turn, turn_server};
+
 /// Samples per 20 ms frame.
 const FRAME: usize = 960;
 
@@ -136,33 +139,6 @@ fn frames_played(s: &Speaker) -> usize {
 fn window(samples: &[i16], from_frame: usize, to_frame: usize) -> &[i16] {
     let end = (to_frame * FRAME).min(samples.len());
     &samples[(from_frame * FRAME).min(end)..end]
-}
-
-const TURN_SECRET: &str = "mesh-secret";
-
-/// concord-turn on loopback (loopback peers allowed: every node lives there).
-async fn turn_server() -> concord_turn::TurnServer {
-    concord_turn::TurnServer::spawn(concord_turn::TurnConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        http_listen: "127.0.0.1:0".parse().expect("addr"),
-        realm: "concord.test".into(),
-        auth_secret: Some(TURN_SECRET.into()),
-        allow_peers: vec!["127.0.0.0/8".parse().expect("net")],
-        shutdown_grace_secs: 1,
-        ..concord_turn::TurnConfig::default()
-    })
-    .await
-    .expect("turn server starts")
-}
-
-/// A relay whose ice-servers answer sends clients to TURN at `addr` (the server itself, or
-/// a shim in front of it) with ephemeral credentials.
-async fn relay_with_turn(addr: std::net::SocketAddr) -> TestRelay {
-    TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
-        c.voice.turn_urls = vec![format!("turn:{addr}?transport=udp")];
-        c.voice.turn_secret = Some(TURN_SECRET.into());
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,7 +7,9 @@ use std::time::Duration;
 use concord_testkit::{TestRelay, browser};
 use serde_json::Value;
 
-pub fn assert_checks(result: &Value, checks: &[&str]) {
+mod common;
+
+fn assert_checks(result: &Value, checks: &[&str]) {
     let pretty = serde_json::to_string_pretty(result).expect("json");
     for check in checks {
         assert_eq!(
@@ -51,4 +53,22 @@ async fn three_browsers_talk_through_the_sfu() {
     .await;
     eprintln!("rtp: {}", result["rtp"]);
     assert_checks(&result, CHECKS);
+}
+
+/// Forced TURN (`iceTransportPolicy: "relay"`): the same call with every browser relayed by
+/// concord-turn.
+#[tokio::test(flavor = "multi_thread")]
+async fn browsers_talk_through_turn_only() {
+    let turn = common::turn_server().await;
+    let relay = common::relay_with_turn(turn.udp_addr()).await;
+    let result = browser::run(
+        "tests/web-voice.mjs",
+        &[relay.url.clone(), "relay-only".to_owned()],
+        Duration::from_secs(240),
+    )
+    .await;
+    eprintln!("rtp: {}", result["rtp"]);
+    let mut checks = CHECKS.to_vec();
+    checks.push("through_turn");
+    assert_checks(&result, &checks);
 }
