@@ -545,3 +545,116 @@ async fn a_call_comes_back_after_the_network_drops_out() {
     }
     turn.shutdown().await;
 }
+
+/// Waits until `s` is on the SFU: mode `sfu`, its one link (to the relay) connected and no
+/// mesh link left.
+async fn wait_on_sfu(s: &Speaker) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let status = s.node.node.voice_status();
+        let ready = status.as_ref().is_some_and(|v| {
+            v.mode == "sfu"
+                && v.peers.len() == 1
+                && v.peers[0].link.device_key == concord_node::voice_mesh::SFU_KEY
+                && v.peers[0].link.state == "connected"
+        });
+        if ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} not on the SFU: {}",
+            s.node.name,
+            serde_json::to_string_pretty(&status.map(|v| (v.mode, v.peers))).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every other speaker's tone is heard (at least 0.3 of the loudest) and one's own is not:
+/// below `own_max` (five full-scale tones clip in the mixer, and the intermodulation of
+/// tones 200 Hz apart lands on the sixth's frequency at a few percent).
+fn hears_all_others(s: &Speaker, all: &[&Speaker], from: usize, to: usize, own_max: f64) {
+    let samples = read_wav(&s.sink);
+    let talk = window(&samples, from, to);
+    let levels: Vec<(f64, f64)> = all
+        .iter()
+        .filter(|o| o.hz != s.hz)
+        .map(|o| (o.hz, strength(talk, o.hz)))
+        .collect();
+    let own = strength(talk, s.hz);
+    eprintln!("{}: others {levels:?}, own {own:.5}", s.node.name);
+    for (hz, level) in levels {
+        assert!(level > 0.3, "{} hears {hz} Hz at {level}", s.node.name);
+    }
+    assert!(own < own_max, "{} hears itself at {own}", s.node.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_mesh_moves_to_the_sfu_when_a_sixth_joins_and_audio_continues() {
+    let relay = TestRelay::start_with(tempfile::tempdir().expect("temp dir"), |c| {
+        c.voice.mesh_size = 5;
+        c.voice.sfu_forwarded_speakers = 5;
+    })
+    .await;
+    let mut speakers = Vec::new();
+    for (i, hz) in [300.0, 500.0, 700.0, 900.0, 1_100.0, 1_300.0]
+        .into_iter()
+        .enumerate()
+    {
+        speakers.push(speaker(&format!("s{i}"), hz, false).await);
+    }
+    let all: Vec<&Speaker> = speakers.iter().collect();
+    let (_, channel) = voice_guild(&relay, &all).await;
+    for s in &all[..5] {
+        let joined = s.node.node.voice_join(channel, false).await.expect("joins");
+        assert_eq!(joined.mode, "mesh");
+    }
+    for s in &all[..5] {
+        wait_linked(s, 4).await;
+    }
+    let mesh_from = frames_played(all[0]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mesh_to = frames_played(all[0]);
+    // The sixth: past the mesh size, the channel moves to the SFU, everyone with it.
+    let joined = all[5]
+        .node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("the sixth joins");
+    assert_eq!(joined.mode, "sfu");
+    let switched = std::time::Instant::now();
+    for s in &all {
+        wait_on_sfu(s).await;
+    }
+    eprintln!("all six on the SFU after {:?}", switched.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from: Vec<usize> = all.iter().map(|s| frames_played(s)).collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let to: Vec<usize> = all.iter().map(|s| frames_played(s)).collect();
+    // The sinks are complete once the calls end.
+    for s in &all {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    hears_all_others(all[0], &all[..5], mesh_from, mesh_to, 0.02);
+    // Audio continued across the move: the longest silent stretch s0 heard from the mesh
+    // window to the end of the SFU window.
+    let samples = read_wav(&all[0].sink);
+    let silent_frames = window(&samples, mesh_from, to[0])
+        .chunks(FRAME)
+        .fold((0usize, 0usize), |(run, longest), frame| {
+            let run = if rms(frame) < 1.0 { run + 1 } else { 0 };
+            (run, longest.max(run))
+        })
+        .1;
+    eprintln!("longest silence across the move: {} ms", silent_frames * 20);
+    assert!(
+        silent_frames * 20 < 2_000,
+        "{} ms of silence",
+        silent_frames * 20
+    );
+    for (i, s) in all.iter().enumerate() {
+        hears_all_others(s, &all, from[i], to[i], 0.1);
+    }
+}

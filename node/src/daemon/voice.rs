@@ -25,13 +25,15 @@ use tokio::task::JoinHandle;
 use super::{Inner, LocalEvent};
 use crate::relay_http::HttpError;
 use crate::voice_mesh::peer::IceConfig;
-use crate::voice_mesh::{Mesh, MeshConfig, PeerStatus};
+use crate::voice_mesh::{Mesh, MeshConfig, PeerStatus, SFU_KEY};
 
 /// The node's place in a voice channel.
 pub(crate) struct Session {
     pub channel_id: Id,
     pub grant: VoiceGrant,
+    /// `mesh` or `sfu`; once `sfu`, it stays so for this session (as on the relay).
     pub mode: String,
+    pub mesh_size: u32,
     pub self_mute: bool,
     pub self_deaf: bool,
     pub participants: Vec<VoiceState>,
@@ -122,7 +124,9 @@ fn spawn_renewal(inner: Arc<Inner>, channel_id: Id, expires_at: i64) -> JoinHand
                     expires_at = joined.grant.expires_at;
                     if let Some(s) = inner.voice.lock().expect("voice lock").as_mut() {
                         s.grant = joined.grant;
-                        s.mode = joined.mode;
+                        if joined.mode == "sfu" {
+                            s.mode = joined.mode;
+                        }
                         s.participants = joined.participants;
                     }
                 }
@@ -170,6 +174,7 @@ pub(crate) async fn join(
         channel_id,
         grant: joined.grant,
         mode: joined.mode,
+        mesh_size: joined.mesh_size,
         self_mute,
         self_deaf: false,
         participants: joined.participants,
@@ -363,9 +368,22 @@ pub(crate) fn on_voice_state(inner: &Inner, state: VoiceState) {
             session.mesh.set_muted(session.self_mute || !state.speak);
         }
         upsert(&mut session.participants, state);
+        // Past the mesh size, or a browser: the channel moves to the SFU (the relay's rule).
+        if wants_sfu(&session.participants, session.channel_id, session.mesh_size) {
+            session.mode = "sfu".into();
+        }
     } else {
         session.participants.retain(|p| p.user_id != state.user_id);
     }
+}
+
+/// The relay's rule for a channel on the SFU: more than `mesh_size` people, or a browser.
+fn wants_sfu(participants: &[VoiceState], channel_id: Id, mesh_size: u32) -> bool {
+    let here: Vec<&VoiceState> = participants
+        .iter()
+        .filter(|p| p.channel_id == Some(channel_id))
+        .collect();
+    here.len() > mesh_size as usize || here.iter().any(|p| p.client == "browser")
 }
 
 /// A grant a peer presented: signed by our relay, for our channel, naming the device at the
@@ -395,6 +413,7 @@ fn check_grant(
 /// What this node knows of its session, without holding the lock across awaits.
 struct Snapshot {
     channel_id: Id,
+    sfu: bool,
     grant: VoiceGrant,
     participants: Vec<VoiceState>,
     mesh: Arc<Mesh>,
@@ -408,6 +427,7 @@ fn snapshot(inner: &Inner) -> Option<Snapshot> {
         .as_ref()
         .map(|s| Snapshot {
             channel_id: s.channel_id,
+            sfu: s.mode == "sfu",
             grant: s.grant.clone(),
             participants: s.participants.clone(),
             mesh: s.mesh.clone(),
@@ -437,6 +457,9 @@ pub(crate) async fn on_offer(
     if let Err(e) = check_grant(inner, &grant, s.channel_id, &device) {
         tracing::info!(%peer, error = %e, "voice offer refused");
         return Response::refused("bad_grant", e);
+    }
+    if s.sfu {
+        return Response::refused("sfu", "this channel is on the relay's SFU now");
     }
     // Crossed offers (a relay-only peer offers to everyone): the side with the smaller
     // device key keeps its own link; the other side answers that one.
@@ -489,6 +512,10 @@ async fn signal(inner: Arc<Inner>, mesh: Arc<Mesh>) {
             _ = tokio::time::sleep(SIGNAL_TICK) => {}
         }
         let Some(s) = snapshot(&inner) else { return };
+        if s.sfu {
+            sfu_tick(&inner, &mesh, &s, &mut in_flight, &mut retry).await;
+            continue;
+        }
         // Finished attempts: success clears the backoff, failure doubles it.
         let done: Vec<String> = in_flight
             .iter()
@@ -562,6 +589,82 @@ async fn signal(inner: Arc<Inner>, mesh: Arc<Mesh>) {
             in_flight.insert(p.device_key.clone(), tokio::spawn(task));
         }
     }
+}
+
+/// On the SFU: no mesh links; one link to the relay, rebuilt with backoff if it fails.
+async fn sfu_tick(
+    inner: &Arc<Inner>,
+    mesh: &Arc<Mesh>,
+    s: &Snapshot,
+    in_flight: &mut HashMap<String, JoinHandle<Result<(), String>>>,
+    retry: &mut HashMap<String, (Instant, Duration)>,
+) {
+    for key in mesh.live() {
+        if key != SFU_KEY {
+            mesh.close_link(&key).await;
+        }
+    }
+    mesh.drop_dead().await;
+    if mesh.live().iter().any(|k| k == SFU_KEY)
+        || retry
+            .get(SFU_KEY)
+            .is_some_and(|(at, _)| *at > Instant::now())
+    {
+        return;
+    }
+    let done = in_flight.get(SFU_KEY).is_some_and(|h| h.is_finished());
+    if done && let Some(handle) = in_flight.remove(SFU_KEY) {
+        if let Ok(Err(e)) = handle.await {
+            let delay = retry
+                .get(SFU_KEY)
+                .map(|(_, d)| (*d * 2).min(MAX_RETRY))
+                .unwrap_or(Duration::from_secs(1));
+            tracing::info!(error = %e, retry_in = ?delay, "SFU link failed");
+            retry.insert(SFU_KEY.to_owned(), (Instant::now() + delay, delay));
+            return;
+        }
+    }
+    if !in_flight.contains_key(SFU_KEY) {
+        let task = sfu_connect(inner.clone(), mesh.clone(), s.channel_id, s.grant.user_id);
+        in_flight.insert(SFU_KEY.to_owned(), tokio::spawn(task));
+    }
+}
+
+/// Asks the relay for its SFU offer and answers it.
+async fn sfu_connect(
+    inner: Arc<Inner>,
+    mesh: Arc<Mesh>,
+    channel_id: Id,
+    me: Id,
+) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Sdp {
+        sdp: String,
+    }
+    let http = inner.http().ok_or("no relay")?;
+    let offer: Sdp = http
+        .authed(
+            &inner.identity,
+            reqwest::Method::POST,
+            &format!("/api/v1/voice/channels/{channel_id}/sfu"),
+            None,
+        )
+        .await
+        .map_err(http_error)?;
+    if offer.sdp.len() > MAX_SDP_BYTES {
+        return Err("the relay's SFU offer is too large".into());
+    }
+    let answer = mesh.answer_sfu(me, offer.sdp).await?;
+    let _: serde_json::Value = http
+        .authed(
+            &inner.identity,
+            reqwest::Method::POST,
+            &format!("/api/v1/voice/channels/{channel_id}/sfu/answer"),
+            Some(json!({ "sdp": answer })),
+        )
+        .await
+        .map_err(http_error)?;
+    Ok(())
 }
 
 /// Offers a link (or, with no `user_id`, an ICE restart of the live one) and applies the

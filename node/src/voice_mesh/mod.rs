@@ -24,6 +24,9 @@ use peer::{IceConfig, Link, LinkInfo};
 use crate::voice_engine::FRAME_MS;
 use crate::voice_engine::sink::WavSink;
 
+/// The key of the link to the relay's SFU among the links (never a device key).
+pub const SFU_KEY: &str = "sfu";
+
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     pub ice: IceConfig,
@@ -117,6 +120,15 @@ impl Mesh {
 
     /// A new link to `device_key`, replacing any previous one; refused past the bound.
     async fn new_link(&self, user_id: Id, device_key: &str) -> Result<Arc<Link>, String> {
+        self.new_link_of(user_id, device_key, false).await
+    }
+
+    async fn new_link_of(
+        &self,
+        user_id: Id,
+        device_key: &str,
+        sfu: bool,
+    ) -> Result<Arc<Link>, String> {
         // An offer still under way when the call ended makes no link that nobody would close.
         if self.stop.is_cancelled() {
             return Err("the call has ended".into());
@@ -138,6 +150,7 @@ impl Mesh {
                 device_key,
                 &self.config.ice,
                 self.media.clone(),
+                sfu,
             )
             .await?,
         );
@@ -153,6 +166,19 @@ impl Mesh {
             close(old).await;
         }
         Ok(link)
+    }
+
+    /// The SFU: our answer to the relay's offer on a new link (our voice on its first
+    /// transceiver, the loudest others on its slots). Mesh links must be closed first.
+    pub async fn answer_sfu(&self, me: Id, offer: String) -> Result<String, String> {
+        let link = self.new_link_of(me, SFU_KEY, true).await?;
+        match link.answer(offer).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                self.close_generation(SFU_KEY, link.generation).await;
+                Err(e)
+            }
+        }
     }
 
     /// Offerer, step one: a new link and its complete offer. Returns the generation to

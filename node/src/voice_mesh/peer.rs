@@ -67,6 +67,8 @@ pub struct Link {
 
 struct Handler {
     user_id: Id,
+    /// The link to the relay's SFU: each slot (SSRC) is its own stream.
+    sfu: bool,
     info: Arc<Mutex<LinkInfo>>,
     media: Arc<Media>,
     gathered: watch::Sender<bool>,
@@ -92,13 +94,23 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let (media, info, user_id) = (self.media.clone(), self.info.clone(), self.user_id);
+        let (media, info, user_id, sfu) = (
+            self.media.clone(),
+            self.info.clone(),
+            self.user_id,
+            self.sfu,
+        );
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
                         let level_id = info.lock().expect("link info").level_id;
-                        media.received(user_id, from_rtp(&packet, level_id));
+                        let from = if sfu {
+                            slot_id(packet.header.ssrc)
+                        } else {
+                            user_id
+                        };
+                        media.received(from, from_rtp(&packet, level_id));
                     }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
@@ -108,6 +120,12 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The stream of one SFU slot, as the mixer names it: a negative id (user ids are positive),
+/// so a slot never mixes with a mesh peer or with another slot.
+pub fn slot_id(ssrc: u32) -> Id {
+    Id(-i64::from(ssrc) - 1)
+}
+
 impl Link {
     pub async fn new(
         generation: u64,
@@ -115,6 +133,7 @@ impl Link {
         device_key: &str,
         ice: &IceConfig,
         media: Arc<Media>,
+        sfu: bool,
     ) -> Result<Link, String> {
         let (engine, registry) = concord_media::media_engine()?;
         let config = RTCConfigurationBuilder::default()
@@ -140,6 +159,7 @@ impl Link {
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 user_id,
+                sfu,
                 info: info.clone(),
                 media,
                 gathered: gathered_tx,

@@ -140,11 +140,13 @@ pub async fn join(
         joined_at: now,
     };
     let max = app.config.voice.max_participants as usize;
-    let (joined, participants) = app
+    let mesh_size = app.config.voice.mesh_size;
+    let (joined, participants, mode) = app
         .voice
         .with(|r| {
             let joined = r.join(wanted, expires_at, max)?;
-            Ok::<_, JoinError>((joined, r.participants(channel_id)))
+            let mode = r.mode(channel_id, mesh_size);
+            Ok::<_, JoinError>((joined, r.participants(channel_id), mode))
         })
         .map_err(|JoinError::Full| {
             ApiError::Conflict("voice_channel_full", "this voice channel is full")
@@ -166,7 +168,7 @@ pub async fn join(
     );
     Ok(Json(VoiceJoined {
         grant,
-        mode: voice::mode(&participants, app.config.voice.mesh_size).to_owned(),
+        mode: mode.to_owned(),
         mesh_size: app.config.voice.mesh_size,
         state: joined.state,
         participants,

@@ -33,16 +33,6 @@ impl Voice {
     }
 }
 
-/// `mesh` while the channel is small enough and has no browser in it, else `sfu`.
-pub fn mode(participants: &[VoiceState], mesh_size: u32) -> &'static str {
-    let browser = participants.iter().any(|p| p.client == "browser");
-    if browser || participants.len() > mesh_size as usize {
-        "sfu"
-    } else {
-        "mesh"
-    }
-}
-
 /// Tells everyone who can see the channel about a change (`channel_id` absent: the user
 /// left `from`).
 pub async fn announce(app: &App, from: Id, state: &VoiceState) {

@@ -2,7 +2,7 @@
 //! the rules (one channel per user, room capacity, leases that run out) are tested without
 //! sockets or timers. `api/voice.rs` turns its answers into grants and gateway events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use concord_proto::Id;
 use concord_proto::model::VoiceState;
@@ -20,6 +20,8 @@ pub struct Rooms {
     rooms: HashMap<Id, BTreeMap<Id, Seat>>,
     /// user → the channel they are in.
     where_is: HashMap<Id, Id>,
+    /// Channels on the SFU: once moved there they stay until they empty.
+    on_sfu: HashSet<Id>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -88,8 +90,25 @@ impl Rooms {
         let seat = room.remove(&user);
         if room.is_empty() {
             self.rooms.remove(&channel);
+            self.on_sfu.remove(&channel);
         }
         seat.map(|s| s.state)
+    }
+
+    /// `mesh` while the channel is small enough and has no browser in it, else `sfu`; a
+    /// channel that reached the SFU stays there until it empties (no flapping as people come
+    /// and go around the mesh size).
+    pub fn mode(&mut self, channel: Id, mesh_size: u32) -> &'static str {
+        let participants = self.rooms.get(&channel);
+        let browser = participants.is_some_and(|r| r.values().any(|s| s.state.client == "browser"));
+        if browser || participants.map_or(0, BTreeMap::len) > mesh_size as usize {
+            self.on_sfu.insert(channel);
+        }
+        if self.on_sfu.contains(&channel) {
+            "sfu"
+        } else {
+            "mesh"
+        }
     }
 
     /// The user's state, if they are in `channel`.
@@ -209,5 +228,26 @@ mod tests {
         assert_eq!(rooms.leave(Id(1)).unwrap().user_id, Id(1));
         assert_eq!(rooms.leave(Id(1)), None);
         rooms.join(state(10, 3, 0), 100, 2).unwrap();
+    }
+
+    #[test]
+    fn a_channel_moves_to_the_sfu_past_the_mesh_size_or_with_a_browser_and_stays() {
+        let mut r = Rooms::default();
+        for u in 1..=2 {
+            r.join(state(7, u, 0), 100, 10).unwrap();
+        }
+        assert_eq!(r.mode(Id(7), 2), "mesh");
+        r.join(state(7, 3, 0), 100, 10).unwrap();
+        assert_eq!(r.mode(Id(7), 2), "sfu");
+        r.leave(Id(3));
+        assert_eq!(r.mode(Id(7), 2), "sfu", "no flapping back to the mesh");
+        r.leave(Id(1));
+        r.leave(Id(2));
+        r.join(state(7, 1, 0), 100, 10).unwrap();
+        assert_eq!(r.mode(Id(7), 2), "mesh", "an emptied channel starts over");
+        let mut browser = state(7, 4, 0);
+        browser.client = "browser".into();
+        r.join(browser, 100, 10).unwrap();
+        assert_eq!(r.mode(Id(7), 2), "sfu");
     }
 }
