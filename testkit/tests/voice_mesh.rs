@@ -658,3 +658,73 @@ async fn a_full_mesh_moves_to_the_sfu_when_a_sixth_joins_and_audio_continues() {
         hears_all_others(s, &all, from[i], to[i], 0.1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_and_two_browsers_hear_each_other_on_the_sfu() {
+    let relay = TestRelay::start().await;
+    // 700 Hz: away from the fake microphones' beep (a 400 Hz square wave) and its harmonics.
+    let nia = speaker("nia", 700.0, false).await;
+    let (guild, _, code) = nia.node.create_guild(&relay, "mixed").await;
+    nia.node.wait_connected().await;
+    let channel = nia.node.create_voice_channel(&relay, guild, "Lounge").await;
+    let joined = nia
+        .node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("the node joins");
+    assert_eq!(joined.mode, "mesh", "alone, no browser yet");
+    let args = vec![
+        relay.url.clone(),
+        format!("{}/invite/{code}", relay.url),
+        owner_view_user_id(&nia).to_string(),
+    ];
+    let browsers = tokio::spawn(async move {
+        concord_testkit::browser::run("tests/web-voice-node.mjs", &args, Duration::from_secs(180))
+            .await
+    });
+    // The first browser moves the channel to the SFU; the node follows and hears them.
+    wait_on_sfu(&nia).await;
+    wait_for(Duration::from_secs(60), || {
+        nia.node.node.voice_status().is_some_and(|v| {
+            v.participants
+                .iter()
+                .filter(|p| p.client == "browser")
+                .count()
+                == 2
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = frames_played(&nia);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to = frames_played(&nia);
+    let result = browsers.await.expect("browser task");
+    nia.node.node.voice_leave().await.expect("leaves");
+    let pretty = serde_json::to_string_pretty(&result).unwrap();
+    for check in [
+        "browsers_connected",
+        "browsers_hear_node_and_each_other",
+        "packets_keep_coming",
+        "no_console_errors",
+        "no_foreign_requests",
+    ] {
+        assert_eq!(
+            result["checks"][check], true,
+            "check {check} failed:\n{pretty}"
+        );
+    }
+    // The node hears the browsers' fake microphones (a beeping tone), not its own 700 Hz.
+    let samples = read_wav(&nia.sink);
+    let heard = window(&samples, from, to);
+    eprintln!(
+        "the node heard rms {:.0}, own tone {:.4}",
+        rms(heard),
+        strength(heard, 700.0)
+    );
+    assert!(rms(heard) > 20.0, "the node hears the browsers");
+    assert!(
+        strength(heard, 700.0) < 0.1,
+        "and not itself (an echo would be the loudest tone)"
+    );
+}
