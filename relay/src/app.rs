@@ -81,10 +81,10 @@ pub struct AppParts {
 
 impl App {
     pub fn new(parts: AppParts) -> App {
-        let sfu_slots = parts.config.voice.sfu_forwarded_speakers as usize;
         let recent_writers = crate::api::read_your_writes::RecentWriters::new(
             std::time::Duration::from_secs(parts.config.database.read_your_writes_secs),
         );
+        let voice = crate::voice::Voice::new(&parts.config.voice);
         App {
             perms: PermCache::new(parts.store.clone()),
             config: parts.config,
@@ -104,7 +104,7 @@ impl App {
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             p2p: std::sync::OnceLock::new(),
-            voice: crate::voice::Voice::new(sfu_slots),
+            voice,
             commit_gate: tokio::sync::RwLock::new(()),
             outbox: crate::cluster::Outbox::default(),
             redis_ok: AtomicBool::new(true),

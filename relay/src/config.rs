@@ -135,6 +135,11 @@ pub struct VoiceConfig {
     pub grant_ttl_secs: u64,
     /// Speakers the SFU forwards to each listener at most (the loudest ones).
     pub sfu_forwarded_speakers: u32,
+    /// SFU rooms (voice channels on the SFU) this instance holds at most; a new one past it
+    /// is refused with `sfu_full`.
+    pub sfu_max_rooms: u32,
+    /// Upstream bitrate one SFU participant may send (kb/s); the excess is dropped.
+    pub sfu_max_upstream_kbps: u32,
 }
 
 impl Default for VoiceConfig {
@@ -148,6 +153,8 @@ impl Default for VoiceConfig {
             max_participants: 99,
             grant_ttl_secs: 120,
             sfu_forwarded_speakers: 3,
+            sfu_max_rooms: 500,
+            sfu_max_upstream_kbps: 256,
         }
     }
 }
@@ -584,6 +591,13 @@ impl RelayConfig {
         if self.voice.mesh_size == 0 || self.voice.max_participants == 0 {
             return Err(ConfigError::Invalid(
                 "voice.mesh_size and voice.max_participants must be at least 1".into(),
+            ));
+        }
+        if self.voice.sfu_max_rooms == 0
+            || !(16..=10_000).contains(&self.voice.sfu_max_upstream_kbps)
+        {
+            return Err(ConfigError::Invalid(
+                "voice.sfu_max_rooms must be at least 1 and voice.sfu_max_upstream_kbps between 16 and 10000".into(),
             ));
         }
         if !(1..=8).contains(&self.voice.sfu_forwarded_speakers) {

@@ -249,3 +249,46 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
     }
     assert_eq!(relay.server().app().voice.sfu.room_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_sfu_refuses_new_rooms_clearly_until_one_empties() {
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.voice.sfu_max_rooms = 1;
+    })
+    .await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let (guild, _) = ana.create_guild("full").await;
+    let code = ana.invite(guild).await;
+    bob.join(&code).await;
+    let mut channels = Vec::new();
+    for name in ["one", "two"] {
+        let voice = ana
+            .post(
+                &format!("/api/v1/guilds/{guild}/channels"),
+                json!({ "name": name, "kind": "voice" }),
+            )
+            .await
+            .ok(201);
+        channels.push(serde_json::from_value::<Id>(voice["id"].clone()).unwrap());
+    }
+    let join = |channel: Id| format!("/api/v1/voice/channels/{channel}/join");
+    let browser = json!({ "client": "browser" });
+    ana.post(&join(channels[0]), browser.clone()).await.ok(200);
+    let sfu = |channel: Id| format!("/api/v1/voice/channels/{channel}/sfu");
+    ana.post(&sfu(channels[0]), json!({})).await.ok(200);
+    bob.post(&join(channels[1]), browser).await.ok(200);
+    let full = bob.post(&sfu(channels[1]), json!({})).await;
+    assert_eq!(full.status, 409, "{}", full.body);
+    assert_eq!(full.body["code"], "sfu_full");
+    assert_eq!(relay.server().app().voice.sfu.room_count(), 1);
+    // The first room empties: the second channel gets its room.
+    ana.post(
+        &format!("/api/v1/voice/channels/{}/leave", channels[0]),
+        json!({}),
+    )
+    .await
+    .ok(204);
+    bob.post(&sfu(channels[1]), json!({})).await.ok(200);
+}

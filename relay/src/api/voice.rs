@@ -20,6 +20,7 @@ use super::extract::{PathParams, Valid};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::perms::ChannelAccess;
+use crate::voice::sfu::session::OfferError;
 use crate::voice::{self, rooms::JoinError};
 
 /// One entry of WebRTC's `RTCConfiguration.iceServers`.
@@ -296,7 +297,8 @@ const MAX_SDP_BYTES: usize = 16 * 1024;
 #[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/sfu", tag = "voice", security(("bearer" = [])),
     params(("channel_id" = Id, Path)),
     responses((status = 200, body = SfuSdp, description = "the relay's offer: one receive-only transceiver for the caller's voice, then the send-only slots of the loudest other speakers"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel")))]
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel"),
+        (status = 409, body = ErrorBody, description = "sfu_full: the instance holds voice.sfu_max_rooms rooms")))]
 pub async fn sfu_offer(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -311,7 +313,13 @@ pub async fn sfu_offer(
         .sfu
         .offer(channel_id, caller.user_id, state.speak)
         .await
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| match e {
+            OfferError::Full(_) => ApiError::Conflict(
+                "sfu_full",
+                "this relay's SFU is full; try again later or use another channel",
+            ),
+            OfferError::Failed(e) => ApiError::Internal(e),
+        })?;
     Ok(Json(SfuSdp { sdp }))
 }
 

@@ -20,10 +20,14 @@ pub struct Voice {
 }
 
 impl Voice {
-    pub fn new(sfu_forwarded_speakers: usize) -> Voice {
+    pub fn new(config: &crate::config::VoiceConfig) -> Voice {
         Voice {
             rooms: Mutex::new(rooms::Rooms::default()),
-            sfu: sfu::session::Sfu::new(sfu_forwarded_speakers),
+            sfu: sfu::session::Sfu::new(sfu::session::SfuLimits {
+                slots: config.sfu_forwarded_speakers as usize,
+                max_rooms: config.sfu_max_rooms as usize,
+                max_upstream_kbps: config.sfu_max_upstream_kbps,
+            }),
         }
     }
 

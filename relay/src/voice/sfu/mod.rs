@@ -5,5 +5,6 @@
 //! relay offers one receive-only upstream transceiver and N send-only slots). Still to come:
 //! the node's SFU client and the mesh → SFU move, the browser, placement across instances.
 
+pub mod budget;
 pub mod forwarder;
 pub mod session;

@@ -104,14 +104,39 @@ pub fn audio_source(user: Id) -> u32 {
     })
 }
 
+/// What one instance's SFU allows.
+#[derive(Debug, Clone, Copy)]
+pub struct SfuLimits {
+    /// Speakers forwarded to each listener.
+    pub slots: usize,
+    pub max_rooms: usize,
+    pub max_upstream_kbps: u32,
+}
+
+/// Why the SFU gave no offer.
+#[derive(Debug, thiserror::Error)]
+pub enum OfferError {
+    #[error("this relay holds its maximum of {0} SFU rooms")]
+    Full(usize),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for OfferError {
+    fn from(e: String) -> OfferError {
+        OfferError::Failed(e)
+    }
+}
+
 /// All SFU rooms of this instance.
 pub struct Sfu {
-    slots: usize,
+    limits: SfuLimits,
     rooms: Mutex<HashMap<Id, Arc<Room>>>,
 }
 
 struct Handler {
     user: Id,
+    max_upstream_kbps: u32,
     room: Arc<Room>,
     negotiated: Arc<Mutex<Negotiated>>,
     gathered: watch::Sender<bool>,
@@ -132,10 +157,16 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let (room, user, negotiated) = (self.room.clone(), self.user, self.negotiated.clone());
+        let mut budget = super::budget::UpstreamBudget::new(self.max_upstream_kbps);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
+                        // Header and payload: what forwarding it would cost.
+                        if !budget.allow(12 + packet.payload.len(), Instant::now()) {
+                            metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "upstream_bitrate").increment(1);
+                            continue;
+                        }
                         let level_id = negotiated.lock().expect("negotiated").level_id;
                         room.upstream(user, packet, level_id).await;
                     }
@@ -148,33 +179,40 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 impl Sfu {
-    pub fn new(slots: usize) -> Sfu {
+    pub fn new(limits: SfuLimits) -> Sfu {
         Sfu {
-            slots: slots.max(1),
+            limits: SfuLimits {
+                slots: limits.slots.max(1),
+                ..limits
+            },
             rooms: Mutex::new(HashMap::new()),
         }
     }
 
-    fn room(&self, channel: Id) -> Arc<Room> {
-        self.rooms
-            .lock()
-            .expect("rooms")
+    /// The channel's room, made if there is room for one more.
+    fn room(&self, channel: Id) -> Result<Arc<Room>, OfferError> {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        if !rooms.contains_key(&channel) && rooms.len() >= self.limits.max_rooms {
+            metrics::counter!("concord_sfu_refused_total", "reason" => "rooms").increment(1);
+            return Err(OfferError::Full(self.limits.max_rooms));
+        }
+        Ok(rooms
             .entry(channel)
             .or_insert_with(|| {
                 Arc::new(Room {
                     epoch: Instant::now(),
-                    forwarder: Mutex::new(Forwarder::new(self.slots)),
+                    forwarder: Mutex::new(Forwarder::new(self.limits.slots)),
                     members: Mutex::new(HashMap::new()),
                 })
             })
-            .clone()
+            .clone())
     }
 
     /// A new peer connection for `user` in `channel` (replacing an earlier one) and the
     /// relay's complete offer.
-    pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, String> {
+    pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, OfferError> {
         self.leave(channel, user).await;
-        let room = self.room(channel);
+        let room = self.room(channel)?;
         let (engine, registry) = concord_media::media_engine()?;
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let (gathered_tx, gathered) = watch::channel(false);
@@ -185,6 +223,7 @@ impl Sfu {
             .with_interceptor_registry(registry)
             .with_handler(Arc::new(Handler {
                 user,
+                max_upstream_kbps: self.limits.max_upstream_kbps,
                 room: room.clone(),
                 negotiated: negotiated.clone(),
                 gathered: gathered_tx,
@@ -201,7 +240,7 @@ impl Sfu {
         let mut slots = Vec::new();
         let mut senders: Vec<Arc<dyn RtpSender>> = Vec::new();
         let mut ssrcs = Vec::new();
-        for i in 0..self.slots {
+        for i in 0..self.limits.slots {
             let ssrc = concord_media::random_ssrc();
             let track = Arc::new(concord_media::opus_track(
                 &format!("concord-sfu-{i}"),
@@ -226,7 +265,7 @@ impl Sfu {
             .local_description()
             .await
             .map(|d| d.sdp)
-            .ok_or("no local description")?;
+            .ok_or_else(|| OfferError::Failed("no local description".into()))?;
         // Once connected: the negotiated payload type and audio-level id.
         let (sender, neg) = (senders[0].clone(), negotiated.clone());
         let watcher = tokio::spawn(async move {
