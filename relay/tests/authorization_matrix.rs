@@ -148,6 +148,7 @@ const ROWS: &[Row] = &[
     ("POST",   "/api/v1/voice/channels/{channel_id}/leave",              [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
     ("PATCH",  "/api/v1/voice/channels/{channel_id}/state",              [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
     ("GET",    "/api/v1/voice/channels/{channel_id}",                    [400,  400,  400,  403,  403,  403,  401,  401,  401,  401]),
+    ("GET",    "/api/v1/voice/channels/{channel_id}/sfu/stats",          [400,  400,  400,  403,  403,  403,  401,  401,  401,  401]),
     // MUTE_MEMBERS; the target is in no voice channel (404 for those allowed to ask).
     ("PATCH",  "/api/v1/guilds/{guild_id}/voice-states/{user_id}",       [404,  404,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("POST",   "/api/v1/voice/channels/{channel_id}/sfu",                [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),

@@ -236,6 +236,20 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         "one stream (bob's) at 50 packets/s, not two: {per_second}"
     );
 
+    // RTCP statistics per participant (sampled every 5 s): loopback loses nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stats = ana
+        .get(&format!("/api/v1/voice/channels/{channel}/sfu/stats"))
+        .await
+        .ok(200);
+    eprintln!("room stats: {stats}");
+    let stats = stats.as_array().expect("a list").clone();
+    assert_eq!(stats.len(), 3, "{stats:?}");
+    for s in &stats {
+        assert!(s["upstream_loss"].as_f64().unwrap() < 0.05, "{s}");
+        let jitter = s["upstream_jitter_ms"].as_f64().unwrap();
+        assert!((0.0..100.0).contains(&jitter), "{s}");
+    }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
         client.sender.abort();

@@ -20,7 +20,7 @@ use super::extract::{PathParams, Valid};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::perms::ChannelAccess;
-use crate::voice::sfu::session::OfferError;
+use crate::voice::sfu::session::{MemberStats, OfferError};
 use crate::voice::{self, rooms::JoinError};
 
 /// One entry of WebRTC's `RTCConfiguration.iceServers`.
@@ -345,4 +345,17 @@ pub async fn sfu_answer(
         .await
         .map_err(|e| ApiError::BadRequest("bad_sdp", e))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/voice/channels/{channel_id}/sfu/stats", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)),
+    responses((status = 200, body = Vec<MemberStats>, description = "call quality of each participant on the SFU from RTCP (sampled every 5 s; empty when the channel is not on this instance's SFU)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sfu_stats(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+) -> ApiResult<Json<Vec<MemberStats>>> {
+    voice_channel(&app, &caller, channel_id, Permissions::VIEW_CHANNEL).await?;
+    Ok(Json(app.voice.sfu.room_stats(channel_id)))
 }

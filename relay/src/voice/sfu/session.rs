@@ -18,16 +18,82 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
+    RTCStatsReportEntry, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::forwarder::Forwarder;
 
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often each participant's RTCP statistics are read.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
+/// One sample of a participant's statistics; `last` carries (received, lost) of the upstream
+/// between samples so the loss is that of the last interval.
+fn sample_stats(user: Id, report: &RTCStatsReport, last: &mut (u64, i64)) -> MemberStats {
+    let mut out = MemberStats {
+        user_id: user,
+        ..MemberStats::default()
+    };
+    let (mut down_loss, mut down_n, mut rtt, mut rtt_n) = (0.0, 0u32, 0.0, 0u32);
+    for entry in report.iter() {
+        match entry {
+            RTCStatsReportEntry::InboundRtp(s) => {
+                let r = &s.received_rtp_stream_stats;
+                let (got, lost) = (
+                    r.packets_received.saturating_sub(last.0),
+                    (r.packets_lost - last.1).max(0),
+                );
+                *last = (r.packets_received, r.packets_lost);
+                let total = got as f64 + lost as f64;
+                out.upstream_loss = if total > 0.0 {
+                    lost as f64 / total
+                } else {
+                    0.0
+                };
+                // rtc 0.21 fills `jitter` with the receiver report's field as it is: RTP
+                // timestamp units (Opus: 48 kHz), though its doc says seconds.
+                out.upstream_jitter_ms = r.jitter / 48.0;
+            }
+            RTCStatsReportEntry::RemoteInboundRtp(s) => {
+                down_loss += s.fraction_lost;
+                down_n += 1;
+                if s.round_trip_time_measurements > 0 {
+                    rtt += s.round_trip_time;
+                    rtt_n += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    if down_n > 0 {
+        out.downstream_loss = down_loss / f64::from(down_n);
+    }
+    if rtt_n > 0 {
+        out.rtt_ms = Some(rtt / f64::from(rtt_n) * 1000.0);
+    }
+    out
+}
+
+/// A participant's call quality from RTCP, sampled every few seconds (what the relay
+/// receives from them, and what they report of what it sends).
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberStats {
+    pub user_id: Id,
+    /// Lost fraction of the participant's upstream since the last sample.
+    pub upstream_loss: f64,
+    /// Upstream interarrival jitter (RFC 3550), milliseconds.
+    pub upstream_jitter_ms: f64,
+    /// Loss the participant reports on the slots it receives (RTCP receiver reports).
+    pub downstream_loss: f64,
+    /// Round-trip time from the participant's receiver reports, milliseconds.
+    pub rtt_ms: Option<f64>,
+}
 
 struct Member {
     pc: Arc<dyn PeerConnection>,
+    stats: Arc<Mutex<MemberStats>>,
     slots: Vec<Arc<TrackLocalStaticRTP>>,
     negotiated: Arc<Mutex<Negotiated>>,
     watcher: tokio::task::JoinHandle<()>,
@@ -268,6 +334,11 @@ impl Sfu {
             .ok_or_else(|| OfferError::Failed("no local description".into()))?;
         // Once connected: the negotiated payload type and audio-level id.
         let (sender, neg) = (senders[0].clone(), negotiated.clone());
+        let stats = Arc::new(Mutex::new(MemberStats {
+            user_id: user,
+            ..MemberStats::default()
+        }));
+        let (stats_pc, member_stats) = (pc.clone(), stats.clone());
         let watcher = tokio::spawn(async move {
             if state
                 .wait_for(|s| *s == RTCPeerConnectionState::Connected)
@@ -279,6 +350,24 @@ impl Sfu {
             if let Some(n) = Negotiated::of(&sender).await {
                 *neg.lock().expect("negotiated") = n;
             }
+            let mut last = (0u64, 0i64);
+            loop {
+                tokio::time::sleep(STATS_EVERY).await;
+                let report = stats_pc
+                    .get_stats(Instant::now(), StatsSelector::None)
+                    .await;
+                let sample = sample_stats(user, &report, &mut last);
+                metrics::histogram!("concord_sfu_loss_ratio", "direction" => "up")
+                    .record(sample.upstream_loss);
+                metrics::histogram!("concord_sfu_loss_ratio", "direction" => "down")
+                    .record(sample.downstream_loss);
+                metrics::histogram!("concord_sfu_jitter_seconds")
+                    .record(sample.upstream_jitter_ms / 1000.0);
+                if let Some(rtt) = sample.rtt_ms {
+                    metrics::histogram!("concord_sfu_rtt_seconds").record(rtt / 1000.0);
+                }
+                *member_stats.lock().expect("stats") = sample;
+            }
         });
         {
             let mut f = room.forwarder.lock().expect("forwarder");
@@ -289,6 +378,7 @@ impl Sfu {
             user,
             Arc::new(Member {
                 pc,
+                stats,
                 slots,
                 negotiated,
                 watcher,
@@ -343,6 +433,22 @@ impl Sfu {
             let _ = member.pc.close().await;
             metrics::gauge!("concord_sfu_participants").decrement(1.0);
         }
+    }
+
+    /// Every participant's latest statistics in a room (empty when it is not on the SFU).
+    pub fn room_stats(&self, channel: Id) -> Vec<MemberStats> {
+        let Some(room) = self.rooms.lock().expect("rooms").get(&channel).cloned() else {
+            return Vec::new();
+        };
+        let mut out: Vec<MemberStats> = room
+            .members
+            .lock()
+            .expect("members")
+            .values()
+            .map(|m| m.stats.lock().expect("stats").clone())
+            .collect();
+        out.sort_by_key(|m| m.user_id);
+        out
     }
 
     pub fn room_count(&self) -> usize {
