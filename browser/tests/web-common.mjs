@@ -87,3 +87,30 @@ export async function apiSend(page, contents) {
     }
   }, contents);
 }
+
+// Voice tests: the CSRC the relay writes for a speaker (FNV-1a 32 of the decimal user id, as
+// web/js/voice.js computes it).
+export function audioSource(id) {
+  let hash = 0x811c9dc5;
+  for (const ch of String(id)) hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193);
+  return hash >>> 0;
+}
+
+// Voice tests, as an init script: records every RTCPeerConnection the page makes (the client
+// keeps its own private) in window.__pcs.
+export function recordPeerConnections() {
+  const Original = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) {
+      super(...args);
+      window.__pcs.push(this);
+    }
+  };
+}
+
+// Chromium with fake microphones that need no permission prompt, and audio that plays
+// without a user gesture.
+export const FAKE_MEDIA = [
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+];

@@ -8,7 +8,7 @@
 // Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount } from './web-common.mjs';
+import { watch, createAccount, audioSource, recordPeerConnections, FAKE_MEDIA } from './web-common.mjs';
 
 const [base, invite, nodeUser] = process.argv.slice(2);
 const origin = new URL(base).origin;
@@ -16,23 +16,6 @@ const suffix = Math.random().toString(36).slice(2, 8);
 const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
 const checks = result.checks;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function audioSource(id) {
-  let hash = 0x811c9dc5;
-  for (const ch of String(id)) hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193);
-  return hash >>> 0;
-}
-
-function recordPeerConnections() {
-  const Original = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = class extends Original {
-    constructor(...args) {
-      super(...args);
-      window.__pcs.push(this);
-    }
-  };
-}
 
 const heard = (page) => page.evaluate(async () => {
   const pc = window.__pcs.at(-1);
@@ -45,9 +28,7 @@ const heard = (page) => page.evaluate(async () => {
 
 let browser;
 try {
-  browser = await launch([
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-  ]);
+  browser = await launch(FAKE_MEDIA);
   const pages = [];
   for (const who of ['B', 'C']) {
     const ctx = await browser.newContext({ permissions: ['microphone'] });

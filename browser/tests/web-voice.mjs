@@ -10,7 +10,7 @@
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount } from './web-common.mjs';
+import { watch, createAccount, audioSource, recordPeerConnections, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const relayOnly = process.argv[3] === 'relay-only';
@@ -19,25 +19,6 @@ const suffix = Math.random().toString(36).slice(2, 8);
 const result = { ok: false, checks: {}, console_errors: [], foreign_requests: [], dialogs: [] };
 const checks = result.checks;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// The CSRC the relay writes for a speaker (FNV-1a 32 of the decimal user id).
-function audioSource(id) {
-  let hash = 0x811c9dc5;
-  for (const ch of String(id)) hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193);
-  return hash >>> 0;
-}
-
-// Records every RTCPeerConnection the page makes (the client keeps its own private).
-function recordPeerConnections() {
-  const Original = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = class extends Original {
-    constructor(...args) {
-      super(...args);
-      window.__pcs.push(this);
-    }
-  };
-}
 
 async function api(page, method, path, body) {
   return page.evaluate(async ([m, p, b]) => {
@@ -81,9 +62,7 @@ async function rtp(page) {
 
 let browser;
 try {
-  browser = await launch([
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-  ]);
+  browser = await launch(FAKE_MEDIA);
   const pages = [];
   for (const who of ['A', 'B', 'C']) {
     const ctx = await browser.newContext({ permissions: ['microphone'] });

@@ -16,6 +16,20 @@ fn control_token(node: &TestNode) -> String {
     .expect("control token")
 }
 
+/// Messages waiting in the node's outbox (control API status).
+async fn outbox_len(http: &reqwest::Client, node: &TestNode) -> u64 {
+    let status: Value = http
+        .get(format!("http://{}/v1/status", node.node.control_addr()))
+        .bearer_auth(control_token(node))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["outbox"].as_u64().expect("outbox count")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_time_url_sets_a_strict_cookie_and_the_node_serves_the_api() {
     let relay = TestRelay::start().await;
@@ -112,15 +126,7 @@ async fn one_time_url_sets_a_strict_cookie_and_the_node_serves_the_api() {
         .unwrap();
     assert_eq!(login.status(), 403);
     // A malformed send is refused and nothing is queued.
-    let status_before: Value = http
-        .get(format!("http://{addr}/v1/status"))
-        .bearer_auth(control_token(&node))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status_before = outbox_len(&http, &node).await;
     let bad = http
         .post(format!("http://{addr}/api/v1/channels/{general}/messages"))
         .header("cookie", &cookie)
@@ -130,16 +136,8 @@ async fn one_time_url_sets_a_strict_cookie_and_the_node_serves_the_api() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let status_after: Value = http
-        .get(format!("http://{addr}/v1/status"))
-        .bearer_auth(control_token(&node))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status_before["outbox"], status_after["outbox"]);
+    let status_after = outbox_len(&http, &node).await;
+    assert_eq!(status_before, status_after);
 
     // A send through the node comes back as the relay's stored message.
     let messages = format!("http://{addr}/api/v1/channels/{general}/messages");
@@ -192,16 +190,8 @@ async fn one_time_url_sets_a_strict_cookie_and_the_node_serves_the_api() {
         .await
         .unwrap();
     assert_eq!(queued.status(), 202);
-    let status: Value = http
-        .get(format!("http://{addr}/v1/status"))
-        .bearer_auth(control_token(&node))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["outbox"], 1, "{status}");
+    let outbox = outbox_len(&http, &node).await;
+    assert_eq!(outbox, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
