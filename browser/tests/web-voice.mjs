@@ -5,7 +5,8 @@
 // mute stops the speaker's packets (its outbound packet count freezes and its source stops
 // reaching the others) and unmute brings them back; deafen silences the listener's slots
 // and its microphone; a per-user volume follows its user onto whichever slot carries them;
-// leaving removes the participant everywhere and closes the connection.
+// leaving removes the participant everywhere and closes the connection; the relay's
+// statistics from RTCP show every participant, without loss.
 //
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
@@ -82,7 +83,7 @@ try {
   const me = await api(a, 'GET', '/api/v1/users/@me');
   const guilds = await api(a, 'GET', '/api/v1/users/@me/guilds');
   const guild = guilds.find((g) => g.name === 'Voice Test');
-  await api(a, 'POST', `/api/v1/guilds/${guild.id}/channels`, { name: 'Lounge', kind: 'voice' });
+  const lounge = await api(a, 'POST', `/api/v1/guilds/${guild.id}/channels`, { name: 'Lounge', kind: 'voice' });
   const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
   for (const [page, name] of [[b, `bo_${suffix}`], [c, `cy_${suffix}`]]) {
     await page.goto(`${base}/invite/${invite.code}`);
@@ -139,6 +140,12 @@ try {
   await b.getByLabel(`Volume of ana_${suffix}`).fill('20');
   await sleep(800);
   checks.volume_follows_user = await b.evaluate(() => [...document.querySelectorAll('audio')].some((el) => Math.abs(el.volume - 0.2) < 0.01));
+
+  // The relay's view from RTCP: all three, with no upstream loss on loopback and a sane
+  // jitter (the round-trip time stays empty: rtc 0.21 reports no remote-inbound RTT yet).
+  result.relay_stats = await api(a, 'GET', `/api/v1/voice/channels/${lounge.id}/sfu/stats`);
+  checks.relay_rtcp_stats = Array.isArray(result.relay_stats) && result.relay_stats.length === 3
+    && result.relay_stats.every((s) => s.upstream_loss < 0.05 && s.upstream_jitter_ms >= 0 && s.upstream_jitter_ms < 100);
 
   // C deafens: its slots are silenced and its microphone stops too.
   await c.locator('#voice-deafen').click();

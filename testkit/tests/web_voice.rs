@@ -31,6 +31,7 @@ const CHECKS: &[&str] = &[
     "mute_shown_to_others",
     "unmute_resumes",
     "volume_follows_user",
+    "relay_rtcp_stats",
     "deafen_silences",
     "deafen_shown_to_others",
     "leave_removes",
@@ -52,6 +53,7 @@ async fn three_browsers_talk_through_the_sfu() {
     )
     .await;
     eprintln!("rtp: {}", result["rtp"]);
+    eprintln!("relay stats: {}", result["relay_stats"]);
     assert_checks(&result, CHECKS);
 }
 
