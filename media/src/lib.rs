@@ -21,6 +21,17 @@ use webrtc::rtp_transceiver::RtpSender;
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
+/// The CSRC that names a speaker in packets the SFU forwards: FNV-1a (32 bits) of the user
+/// id's decimal string (`web/js/voice.js` computes the same).
+pub fn audio_source(user_id: i64) -> u32 {
+    user_id
+        .to_string()
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, b| {
+            (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        })
+}
+
 /// The default codecs plus the audio-level extension, and the interceptors that send RTCP
 /// sender/receiver reports (RTT, loss), ask for lost packets and answer NACKs.
 pub fn media_engine() -> Result<(MediaEngine, Registry), String> {

@@ -688,6 +688,26 @@ fn voice_summary(v: &Value) -> String {
             num(&audio["longest_concealed_ms"], 0),
         ));
     }
+    for slot in v["slots"].as_array().into_iter().flatten() {
+        let audio = &slot["audio"];
+        out.push_str(&format!(
+            "
+  sfu slot {} last heard user {}{} loss {} % jitter {} ms",
+            slot["ssrc"].as_u64().unwrap_or(0),
+            slot["user_id"].as_str().unwrap_or("-"),
+            if audio["speaking"] == Value::Bool(true) {
+                " (speaking)"
+            } else {
+                ""
+            },
+            audio["loss"]
+                .as_f64()
+                .map_or("-".into(), |l| format!("{:.1}", l * 100.0)),
+            audio["jitter_ms"]
+                .as_f64()
+                .map_or("-".into(), |j| format!("{j:.1}")),
+        ));
+    }
     out
 }
 

@@ -699,6 +699,23 @@ async fn a_node_and_two_browsers_hear_each_other_on_the_sfu() {
     let from = frames_played(&nia);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let to = frames_played(&nia);
+    // `voice status` on the SFU: the slots name the browsers that spoke on them.
+    let status = nia.node.node.voice_status().expect("in voice");
+    let browsers_in: Vec<Id> = status
+        .participants
+        .iter()
+        .filter(|p| p.client == "browser")
+        .map(|p| p.user_id)
+        .collect();
+    let named: Vec<Id> = status.slots.iter().filter_map(|s| s.user_id).collect();
+    eprintln!(
+        "slots: {}",
+        serde_json::to_string(&status.slots).expect("json")
+    );
+    assert!(
+        browsers_in.iter().all(|b| named.contains(b)) && named.len() == 2,
+        "slots name the two browsers: {named:?} vs {browsers_in:?}"
+    );
     let result = browsers.await.expect("browser task");
     nia.node.node.voice_leave().await.expect("leaves");
     let pretty = serde_json::to_string_pretty(&result).unwrap();

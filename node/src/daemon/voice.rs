@@ -64,10 +64,22 @@ pub struct VoiceStatus {
     pub self_deaf: bool,
     pub grant_expires_at: i64,
     pub participants: Vec<VoiceState>,
-    /// One entry per mesh link: state, path (direct / turn), RTT, loss, jitter.
+    /// One entry per mesh link (on the SFU: the one link to the relay): state, path
+    /// (direct / turn), RTT, loss, jitter.
     pub peers: Vec<PeerStatus>,
+    /// On the SFU: each slot the relay forwards, who spoke on it last, and its audio.
+    pub slots: Vec<SlotStatus>,
     pub packets_sent: u64,
     pub frames_played: u64,
+}
+
+/// One SFU slot as `concord voice status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    pub ssrc: u32,
+    /// The participant whose voice the slot carried last (from the packets' CSRC).
+    pub user_id: Option<Id>,
+    pub audio: Option<crate::voice_mesh::media::SpeakerStats>,
 }
 
 fn http_error(e: HttpError) -> String {
@@ -334,6 +346,22 @@ fn status_of(s: &Session) -> VoiceStatus {
         grant_expires_at: s.grant.expires_at,
         participants: s.participants.clone(),
         peers: s.mesh.status(),
+        slots: s
+            .mesh
+            .media()
+            .slots()
+            .into_iter()
+            .map(|(slot, source, audio)| SlotStatus {
+                // Slot ids are the negated SSRC minus one (`peer::slot_id`).
+                ssrc: u32::try_from(-slot.0 - 1).unwrap_or_default(),
+                user_id: s
+                    .participants
+                    .iter()
+                    .map(|p| p.user_id)
+                    .find(|u| concord_media::audio_source(u.0) == source),
+                audio,
+            })
+            .collect(),
         packets_sent: s
             .mesh
             .media()

@@ -107,6 +107,8 @@ pub struct Media {
     speakers: Mutex<HashMap<Id, Speaker>>,
     /// Who may speak (voice state / grant); speakers not listed are allowed.
     allowed: Mutex<HashMap<Id, bool>>,
+    /// On the SFU: the speaker (CSRC) each slot carried last (a handful of slots).
+    slot_sources: Mutex<HashMap<Id, u32>>,
     pub muted: AtomicBool,
     pub deafened: AtomicBool,
     pub frames_played: AtomicU64,
@@ -121,6 +123,7 @@ impl Media {
             epoch: Instant::now(),
             speakers: Mutex::new(HashMap::new()),
             allowed: Mutex::new(HashMap::new()),
+            slot_sources: Mutex::new(HashMap::new()),
             muted: AtomicBool::new(false),
             deafened: AtomicBool::new(false),
             frames_played: AtomicU64::new(0),
@@ -134,6 +137,31 @@ impl Media {
 
     fn now_ms(&self) -> i64 {
         self.epoch.elapsed().as_millis() as i64
+    }
+
+    /// On the SFU: the speaker a slot's packet came from (its CSRC).
+    pub fn note_source(&self, slot: Id, source: u32) {
+        self.slot_sources
+            .lock()
+            .expect("slot sources")
+            .insert(slot, source);
+    }
+
+    /// Each SFU slot, the speaker it carried last, and what was received on it.
+    pub fn slots(&self) -> Vec<(Id, u32, Option<SpeakerStats>)> {
+        let sources: Vec<(Id, u32)> = self
+            .slot_sources
+            .lock()
+            .expect("slot sources")
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let mut out: Vec<(Id, u32, Option<SpeakerStats>)> = sources
+            .into_iter()
+            .map(|(slot, source)| (slot, source, self.stats(slot)))
+            .collect();
+        out.sort_by_key(|(slot, _, _)| std::cmp::Reverse(*slot));
+        out
     }
 
     pub fn set_allowed(&self, user: Id, allowed: bool) {

@@ -106,7 +106,11 @@ impl PeerConnectionEventHandler for Handler {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
                         let level_id = info.lock().expect("link info").level_id;
                         let from = if sfu {
-                            slot_id(packet.header.ssrc)
+                            let slot = slot_id(packet.header.ssrc);
+                            if let Some(&source) = packet.header.csrc.first() {
+                                media.note_source(slot, source);
+                            }
+                            slot
                         } else {
                             user_id
                         };

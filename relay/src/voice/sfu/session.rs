@@ -142,6 +142,7 @@ impl Room {
             let Some(track) = member.slots.get(f.slot) else {
                 continue;
             };
+            let bytes = 12 + 4 + packet.payload.len();
             let mut out = packet.clone();
             out.header.ssrc = f.ssrc;
             // Who is speaking on this slot right now (browsers: getContributingSources).
@@ -156,18 +157,17 @@ impl Room {
                 .is_ok()
             {
                 metrics::counter!("concord_sfu_forwarded_packets_total").increment(1);
+                // Header with one CSRC, and the payload (extensions and SRTP not counted).
+                metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes as u64);
             }
         }
         metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
     }
 }
 
-/// The CSRC that names a speaker in forwarded packets: FNV-1a (32 bits) of the user id's
-/// decimal string, which clients compute the same way (`web/js/voice.js`).
+/// The CSRC that names a speaker in forwarded packets (see [`concord_media::audio_source`]).
 pub fn audio_source(user: Id) -> u32 {
-    user.to_string().bytes().fold(0x811c_9dc5_u32, |hash, b| {
-        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
+    concord_media::audio_source(user.0)
 }
 
 /// What one instance's SFU allows.
@@ -265,6 +265,7 @@ impl Sfu {
         Ok(rooms
             .entry(channel)
             .or_insert_with(|| {
+                metrics::gauge!("concord_sfu_rooms").increment(1.0);
                 Arc::new(Room {
                     epoch: Instant::now(),
                     forwarder: Mutex::new(Forwarder::new(self.limits.slots)),
@@ -425,6 +426,7 @@ impl Sfu {
             room.forwarder.lock().expect("forwarder").remove(user);
             if room.members.lock().expect("members").is_empty() {
                 rooms.remove(&channel);
+                metrics::gauge!("concord_sfu_rooms").decrement(1.0);
             }
             gone
         };
