@@ -6,7 +6,7 @@
 // reaching the others) and unmute brings them back; deafen silences the listener's slots
 // and its microphone; a per-user volume follows its user onto whichever slot carries them;
 // leaving removes the participant everywhere and closes the connection; the relay's
-// statistics from RTCP show every participant, without loss.
+// statistics show every participant, without loss, with a round-trip time.
 //
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
@@ -141,11 +141,12 @@ try {
   await sleep(800);
   checks.volume_follows_user = await b.evaluate(() => [...document.querySelectorAll('audio')].some((el) => Math.abs(el.volume - 0.2) < 0.01));
 
-  // The relay's view from RTCP: all three, with no upstream loss on loopback and a sane
-  // jitter (the round-trip time stays empty: rtc 0.21 reports no remote-inbound RTT yet).
+  // The relay's view from RTCP and ICE: all three, with no upstream loss on loopback, a sane
+  // jitter (A's mute and unmute make its timestamps jump: tens of ms) and a round-trip time.
   result.relay_stats = await api(a, 'GET', `/api/v1/voice/channels/${lounge.id}/sfu/stats`);
   checks.relay_rtcp_stats = Array.isArray(result.relay_stats) && result.relay_stats.length === 3
-    && result.relay_stats.every((s) => s.upstream_loss < 0.05 && s.upstream_jitter_ms >= 0 && s.upstream_jitter_ms < 100);
+    && result.relay_stats.every((s) => s.upstream_loss < 0.05 && s.upstream_jitter_ms >= 0 && s.upstream_jitter_ms < 1_000
+      && s.rtt_ms > 0 && s.rtt_ms < 1_000);
 
   // C deafens: its slots are silenced and its microphone stops too.
   await c.locator('#voice-deafen').click();

@@ -249,6 +249,8 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         assert!(s["upstream_loss"].as_f64().unwrap() < 0.05, "{s}");
         let jitter = s["upstream_jitter_ms"].as_f64().unwrap();
         assert!((0.0..100.0).contains(&jitter), "{s}");
+        let rtt = s["rtt_ms"].as_f64().expect("a round-trip time");
+        assert!(rtt > 0.0 && rtt < 1_000.0, "{s}");
     }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {

@@ -36,7 +36,7 @@ fn sample_stats(user: Id, report: &RTCStatsReport, last: &mut (u64, i64)) -> Mem
         user_id: user,
         ..MemberStats::default()
     };
-    let (mut down_loss, mut down_n, mut rtt, mut rtt_n) = (0.0, 0u32, 0.0, 0u32);
+    let (mut down_loss, mut down_n) = (0.0, 0u32);
     for entry in report.iter() {
         match entry {
             RTCStatsReportEntry::InboundRtp(s) => {
@@ -59,9 +59,15 @@ fn sample_stats(user: Id, report: &RTCStatsReport, last: &mut (u64, i64)) -> Mem
             RTCStatsReportEntry::RemoteInboundRtp(s) => {
                 down_loss += s.fraction_lost;
                 down_n += 1;
-                if s.round_trip_time_measurements > 0 {
-                    rtt += s.round_trip_time;
-                    rtt_n += 1;
+            }
+            // rtc 0.21 leaves the receiver reports' RTT at 0; the selected ICE pair's
+            // consent checks measure it.
+            RTCStatsReportEntry::Transport(t) => {
+                if let Some(RTCStatsReportEntry::IceCandidatePair(pair)) =
+                    report.get(&t.selected_candidate_pair_id)
+                    && pair.current_round_trip_time > 0.0
+                {
+                    out.rtt_ms = Some(pair.current_round_trip_time * 1000.0);
                 }
             }
             _ => {}
@@ -69,9 +75,6 @@ fn sample_stats(user: Id, report: &RTCStatsReport, last: &mut (u64, i64)) -> Mem
     }
     if down_n > 0 {
         out.downstream_loss = down_loss / f64::from(down_n);
-    }
-    if rtt_n > 0 {
-        out.rtt_ms = Some(rtt / f64::from(rtt_n) * 1000.0);
     }
     out
 }
@@ -87,7 +90,7 @@ pub struct MemberStats {
     pub upstream_jitter_ms: f64,
     /// Loss the participant reports on the slots it receives (RTCP receiver reports).
     pub downstream_loss: f64,
-    /// Round-trip time from the participant's receiver reports, milliseconds.
+    /// Round-trip time to the participant (ICE consent checks on the selected pair), ms.
     pub rtt_ms: Option<f64>,
 }
 
