@@ -184,8 +184,30 @@ async fn auth_refused() -> Response {
     )
 }
 
-fn unreachable_relay(e: &HttpError) -> Response {
-    error(StatusCode::BAD_GATEWAY, "relay_unreachable", e.to_string())
+/// A call the node could not make for the page: the relay refused the node's own login
+/// (its status and code), or could not be reached (502).
+fn relay_error(e: HttpError) -> Response {
+    match e {
+        HttpError::Api {
+            status,
+            code,
+            message,
+        } => error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            &code,
+            message,
+        ),
+        e => error(StatusCode::BAD_GATEWAY, "relay_unreachable", e.to_string()),
+    }
+}
+
+/// The page's Content-Type, passed on with its body.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_owned()
 }
 
 fn no_relay() -> Response {
@@ -207,12 +229,7 @@ async fn forward(State(c): State<Shared>, req: Request) -> Response {
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .to_owned();
+    let content_type = content_type(req.headers());
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -227,19 +244,9 @@ async fn forward(State(c): State<Shared>, req: Request) -> Response {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method", "unknown method");
     };
     let body = (!body.is_empty()).then(|| (content_type, body));
-    match http.forward(&c.inner.identity, method, &path, body).await {
-        Ok(answer) => relay_answer(answer),
-        Err(HttpError::Api {
-            status,
-            code,
-            message,
-        }) => error(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-            &code,
-            message,
-        ),
-        Err(e) => unreachable_relay(&e),
-    }
+    http.forward(&c.inner.identity, method, &path, body)
+        .await
+        .map_or_else(relay_error, relay_answer)
 }
 
 fn relay_answer(answer: crate::relay_http::Forwarded) -> Response {
@@ -277,24 +284,16 @@ async fn send_message(
         let Some(http) = c.inner.http() else {
             return no_relay();
         };
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
         let path = format!("/api/v1/channels/{id}/messages");
-        return match http
+        return http
             .forward(
                 &c.inner.identity,
                 reqwest::Method::POST,
                 &path,
-                Some((content_type, body)),
+                Some((content_type(&headers), body)),
             )
             .await
-        {
-            Ok(answer) => relay_answer(answer),
-            Err(e) => unreachable_relay(&e),
-        };
+            .map_or_else(relay_error, relay_answer);
     }
     let body: SendBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -351,10 +350,10 @@ async fn history(
             let newest = !query.as_deref().unwrap_or("").contains("before=");
             match newest.then(|| cached_page(&c, id)).flatten() {
                 Some(page) => page,
-                None => unreachable_relay(&e),
+                None => relay_error(e),
             }
         }
-        Err(e) => unreachable_relay(&e),
+        Err(e) => relay_error(e),
     }
 }
 

@@ -352,8 +352,7 @@ fn status_of(s: &Session) -> VoiceStatus {
             .slots()
             .into_iter()
             .map(|(slot, source, audio)| SlotStatus {
-                // Slot ids are the negated SSRC minus one (`peer::slot_id`).
-                ssrc: u32::try_from(-slot.0 - 1).unwrap_or_default(),
+                ssrc: crate::voice_mesh::peer::slot_ssrc(slot),
                 user_id: s
                     .participants
                     .iter()
@@ -559,12 +558,8 @@ async fn signal(inner: Arc<Inner>, mesh: Arc<Mesh>) {
                     retry.remove(&key);
                 }
                 Ok(Err(e)) => {
-                    let delay = retry
-                        .get(&key)
-                        .map(|(_, d)| (*d * 2).min(MAX_RETRY))
-                        .unwrap_or(Duration::from_secs(1));
+                    let delay = back_off(&mut retry, &key);
                     tracing::info!(peer = %key, error = %e, retry_in = ?delay, "voice link failed");
-                    retry.insert(key, (Instant::now() + delay, delay));
                 }
                 Err(_) => {}
             }
@@ -619,6 +614,17 @@ async fn signal(inner: Arc<Inner>, mesh: Arc<Mesh>) {
     }
 }
 
+/// A failed attempt on `key`: no new one before the returned delay (1 s, doubling up to
+/// `MAX_RETRY`).
+fn back_off(retry: &mut HashMap<String, (Instant, Duration)>, key: &str) -> Duration {
+    let delay = retry
+        .get(key)
+        .map(|(_, d)| (*d * 2).min(MAX_RETRY))
+        .unwrap_or(Duration::from_secs(1));
+    retry.insert(key.to_owned(), (Instant::now() + delay, delay));
+    delay
+}
+
 /// On the SFU: no mesh links; one link to the relay, rebuilt with backoff if it fails.
 async fn sfu_tick(
     inner: &Arc<Inner>,
@@ -643,12 +649,8 @@ async fn sfu_tick(
     let done = in_flight.get(SFU_KEY).is_some_and(|h| h.is_finished());
     if done && let Some(handle) = in_flight.remove(SFU_KEY) {
         if let Ok(Err(e)) = handle.await {
-            let delay = retry
-                .get(SFU_KEY)
-                .map(|(_, d)| (*d * 2).min(MAX_RETRY))
-                .unwrap_or(Duration::from_secs(1));
+            let delay = back_off(retry, SFU_KEY);
             tracing::info!(error = %e, retry_in = ?delay, "SFU link failed");
-            retry.insert(SFU_KEY.to_owned(), (Instant::now() + delay, delay));
             return;
         }
     }

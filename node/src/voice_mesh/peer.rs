@@ -130,6 +130,11 @@ pub fn slot_id(ssrc: u32) -> Id {
     Id(-i64::from(ssrc) - 1)
 }
 
+/// The SSRC of a slot named by [`slot_id`].
+pub fn slot_ssrc(slot: Id) -> u32 {
+    u32::try_from(-slot.0 - 1).unwrap_or_default()
+}
+
 impl Link {
     pub async fn new(
         generation: u64,
