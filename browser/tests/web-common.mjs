@@ -88,13 +88,9 @@ export async function apiSend(page, contents) {
   }, contents);
 }
 
-// Voice tests: the CSRC the relay writes for a speaker (FNV-1a 32 of the decimal user id, as
-// web/js/voice.js computes it).
-export function audioSource(id) {
-  let hash = 0x811c9dc5;
-  for (const ch of String(id)) hash = Math.imul(hash ^ ch.charCodeAt(0), 0x01000193);
-  return hash >>> 0;
-}
+// Voice tests: the CSRC the relay writes for a speaker, computed as the client does (the
+// relay's own unit test pins the same function's value).
+export { audioSource } from '../../web/js/voice.js';
 
 // Voice tests, as an init script: records every RTCPeerConnection the page makes (the client
 // keeps its own private) in window.__pcs.

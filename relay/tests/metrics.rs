@@ -108,22 +108,10 @@ async fn every_registered_metric_moves() {
         .await
         .ok(204);
     // Voice: a join (the rooms gauges are set by the expiry task every second).
-    let voice = ana
-        .post(
-            &format!("/api/v1/guilds/{guild}/channels"),
-            json!({ "name": "talk", "kind": "voice" }),
-        )
+    let voice = ana.voice_channel(guild, "talk").await;
+    ana.post(&format!("/api/v1/voice/channels/{voice}/join"), json!({}))
         .await
-        .ok(201);
-    ana.post(
-        &format!(
-            "/api/v1/voice/channels/{}/join",
-            voice["id"].as_str().unwrap()
-        ),
-        json!({}),
-    )
-    .await
-    .ok(200);
+        .ok(200);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     gw.ws.close(None).await.unwrap();
     node.shutdown().await;

@@ -183,14 +183,7 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
     let code = ana.invite(guild).await;
     bob.join(&code).await;
     cat.join(&code).await;
-    let voice = ana
-        .post(
-            &format!("/api/v1/guilds/{guild}/channels"),
-            json!({ "name": "stage", "kind": "voice" }),
-        )
-        .await
-        .ok(201);
-    let channel: Id = serde_json::from_value(voice["id"].clone()).unwrap();
+    let channel = ana.voice_channel(guild, "stage").await;
 
     let a = connect(&ana, channel, 10).await;
     let b = connect(&bob, channel, 20).await;
@@ -278,17 +271,10 @@ async fn a_full_sfu_refuses_new_rooms_clearly_until_one_empties() {
     let (guild, _) = ana.create_guild("full").await;
     let code = ana.invite(guild).await;
     bob.join(&code).await;
-    let mut channels = Vec::new();
-    for name in ["one", "two"] {
-        let voice = ana
-            .post(
-                &format!("/api/v1/guilds/{guild}/channels"),
-                json!({ "name": name, "kind": "voice" }),
-            )
-            .await
-            .ok(201);
-        channels.push(serde_json::from_value::<Id>(voice["id"].clone()).unwrap());
-    }
+    let channels = [
+        ana.voice_channel(guild, "one").await,
+        ana.voice_channel(guild, "two").await,
+    ];
     let join = |channel: Id| format!("/api/v1/voice/channels/{channel}/join");
     let browser = json!({ "client": "browser" });
     ana.post(&join(channels[0]), browser.clone()).await.ok(200);

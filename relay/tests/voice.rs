@@ -32,14 +32,7 @@ async fn joining_speaking_muting_and_leaving_a_voice_channel() {
     let code = ana.invite(guild).await;
     bob.join(&code).await;
     cat.join(&code).await;
-    let voice = ana
-        .post(
-            &format!("/api/v1/guilds/{guild}/channels"),
-            json!({ "name": "lounge", "kind": "voice" }),
-        )
-        .await
-        .ok(201);
-    let voice = id(&voice["id"]);
+    let voice = ana.voice_channel(guild, "lounge").await;
     let path = |what: &str| format!("/api/v1/voice/channels/{voice}/{what}");
     let well_known: Value = relay
         .http
@@ -172,14 +165,7 @@ async fn joining_speaking_muting_and_leaving_a_voice_channel() {
     );
 
     // Moving to another voice channel leaves the first.
-    let other = ana
-        .post(
-            &format!("/api/v1/guilds/{guild}/channels"),
-            json!({ "name": "other", "kind": "voice" }),
-        )
-        .await
-        .ok(201);
-    let other = id(&other["id"]);
+    let other = ana.voice_channel(guild, "other").await;
     bob.post(&format!("/api/v1/voice/channels/{other}/join"), json!({}))
         .await
         .ok(200);
@@ -234,17 +220,8 @@ async fn a_full_voice_channel_refuses_newcomers() {
     let bob = relay.register("bob").await;
     let (guild, _) = ana.create_guild("tiny").await;
     bob.join(&ana.invite(guild).await).await;
-    let voice = ana
-        .post(
-            &format!("/api/v1/guilds/{guild}/channels"),
-            json!({ "name": "booth", "kind": "voice" }),
-        )
-        .await
-        .ok(201);
-    let join = format!(
-        "/api/v1/voice/channels/{}/join",
-        voice["id"].as_str().unwrap()
-    );
+    let voice = ana.voice_channel(guild, "booth").await;
+    let join = format!("/api/v1/voice/channels/{voice}/join");
     ana.post(&join, json!({})).await.ok(200);
     let r = bob.post(&join, json!({})).await;
     assert_eq!(

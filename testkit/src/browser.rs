@@ -36,3 +36,17 @@ pub async fn run(script: &str, args: &[String], timeout: Duration) -> Value {
         _ => panic!("{script} printed no result\nstdout: {stdout}\nstderr: {stderr}"),
     }
 }
+
+/// Asserts that every named check of a script's result is `true`, and `ok`; a failure shows
+/// the whole result.
+pub fn assert_checks(result: &Value, checks: &[&str]) {
+    let pretty = serde_json::to_string_pretty(result).expect("json");
+    for check in checks {
+        assert_eq!(
+            result["checks"][check],
+            Value::Bool(true),
+            "check {check} failed:\n{pretty}"
+        );
+    }
+    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+}

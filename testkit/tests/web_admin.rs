@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use concord_testkit::{TestRelay, browser};
-use serde_json::Value;
 
 #[tokio::test]
 async fn roles_private_channels_kick_and_ban() {
@@ -15,28 +14,23 @@ async fn roles_private_channels_kick_and_ban() {
         Duration::from_secs(180),
     )
     .await;
-    let pretty = serde_json::to_string_pretty(&result).expect("json");
-    for check in [
-        "reply_shown",
-        "presence_seen",
-        "no_delete_before",
-        "role_seen",
-        "moderator_delete",
-        "private_hidden",
-        "private_granted",
-        "mention_highlighted",
-        "keyboard",
-        "kicked",
-        "no_console_errors",
-        "ban_refuses_rejoin",
-        "no_dialogs",
-        "no_foreign_requests",
-    ] {
-        assert_eq!(
-            result["checks"][check],
-            Value::Bool(true),
-            "check {check} failed:\n{pretty}"
-        );
-    }
-    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+    browser::assert_checks(
+        &result,
+        &[
+            "reply_shown",
+            "presence_seen",
+            "no_delete_before",
+            "role_seen",
+            "moderator_delete",
+            "private_hidden",
+            "private_granted",
+            "mention_highlighted",
+            "keyboard",
+            "kicked",
+            "no_console_errors",
+            "ban_refuses_rejoin",
+            "no_dialogs",
+            "no_foreign_requests",
+        ],
+    );
 }

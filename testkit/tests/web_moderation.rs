@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use concord_testkit::{TestRelay, browser};
-use serde_json::Value;
 
 #[tokio::test]
 async fn moderators_and_admins_in_the_browser() {
@@ -20,40 +19,35 @@ async fn moderators_and_admins_in_the_browser() {
         Duration::from_secs(240),
     )
     .await;
-    let pretty = serde_json::to_string_pretty(&result).expect("json");
-    for check in [
-        "no_admin_button_before",
-        "setup_claimed",
-        "report_sent",
-        "report_shows_message",
-        "report_resolved",
-        "timeout_blocks",
-        "timeout_ended",
-        "slowmode_enforced",
-        "slowmode_off",
-        "bulk_deleted",
-        "audit_log",
-        "member_cannot_see_audit",
-        "voice_join_status",
-        "voice_participants_shown",
-        "export_downloaded",
-        "admin_stats",
-        "admin_report_dismissed",
-        "instance_invite",
-        "no_console_errors",
-        "outbox_survives_reload",
-        "suspended_logged_out",
-        "unsuspended_login",
-        "account_deleted",
-        "owner_must_hand_over",
-        "no_dialogs",
-        "no_foreign_requests",
-    ] {
-        assert_eq!(
-            result["checks"][check],
-            Value::Bool(true),
-            "check {check} failed:\n{pretty}"
-        );
-    }
-    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+    browser::assert_checks(
+        &result,
+        &[
+            "no_admin_button_before",
+            "setup_claimed",
+            "report_sent",
+            "report_shows_message",
+            "report_resolved",
+            "timeout_blocks",
+            "timeout_ended",
+            "slowmode_enforced",
+            "slowmode_off",
+            "bulk_deleted",
+            "audit_log",
+            "member_cannot_see_audit",
+            "voice_join_status",
+            "voice_participants_shown",
+            "export_downloaded",
+            "admin_stats",
+            "admin_report_dismissed",
+            "instance_invite",
+            "no_console_errors",
+            "outbox_survives_reload",
+            "suspended_logged_out",
+            "unsuspended_login",
+            "account_deleted",
+            "owner_must_hand_over",
+            "no_dialogs",
+            "no_foreign_requests",
+        ],
+    );
 }

@@ -80,26 +80,21 @@ async fn relay_restart_under_open_clients() {
     let mut errors = String::new();
     let _ = stderr.read_to_string(&mut errors).await;
     let result = result.unwrap_or_else(|| panic!("web-reconnect.mjs printed no result\n{errors}"));
-    let pretty = serde_json::to_string_pretty(&result).expect("json");
-    for check in [
-        "network_drop_recovered",
-        "resumed_after_drop",
-        "no_console_errors_before",
-        "banner_shown",
-        "offline_message_waits",
-        "banner_hidden",
-        "live_again",
-        "each_once",
-        "no_duplicate_ids",
-        "history_complete",
-        "no_foreign_requests",
-        "no_dialogs",
-    ] {
-        assert_eq!(
-            result["checks"][check],
-            Value::Bool(true),
-            "check {check} failed:\n{pretty}"
-        );
-    }
-    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+    browser::assert_checks(
+        &result,
+        &[
+            "network_drop_recovered",
+            "resumed_after_drop",
+            "no_console_errors_before",
+            "banner_shown",
+            "offline_message_waits",
+            "banner_hidden",
+            "live_again",
+            "each_once",
+            "no_duplicate_ids",
+            "history_complete",
+            "no_foreign_requests",
+            "no_dialogs",
+        ],
+    );
 }

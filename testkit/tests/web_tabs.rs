@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use concord_testkit::{TestRelay, browser};
-use serde_json::Value;
 
 #[tokio::test]
 async fn two_tabs_share_token_refresh() {
@@ -19,20 +18,15 @@ async fn two_tabs_share_token_refresh() {
         Duration::from_secs(180),
     )
     .await;
-    let pretty = serde_json::to_string_pretty(&result).expect("json");
-    for check in [
-        "second_tab_logged_in",
-        "all_delivered",
-        "still_logged_in",
-        "refreshed",
-        "no_failed_requests",
-        "no_console_errors",
-    ] {
-        assert_eq!(
-            result["checks"][check],
-            Value::Bool(true),
-            "check {check} failed:\n{pretty}"
-        );
-    }
-    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
+    browser::assert_checks(
+        &result,
+        &[
+            "second_tab_logged_in",
+            "all_delivered",
+            "still_logged_in",
+            "refreshed",
+            "no_failed_requests",
+            "no_console_errors",
+        ],
+    );
 }

@@ -5,21 +5,8 @@
 use std::time::Duration;
 
 use concord_testkit::{TestRelay, browser};
-use serde_json::Value;
 
 mod common;
-
-fn assert_checks(result: &Value, checks: &[&str]) {
-    let pretty = serde_json::to_string_pretty(result).expect("json");
-    for check in checks {
-        assert_eq!(
-            result["checks"][check],
-            Value::Bool(true),
-            "check {check} failed:\n{pretty}"
-        );
-    }
-    assert_eq!(result["ok"], Value::Bool(true), "{pretty}");
-}
 
 const CHECKS: &[&str] = &[
     "all_connected",
@@ -54,7 +41,7 @@ async fn three_browsers_talk_through_the_sfu() {
     .await;
     eprintln!("rtp: {}", result["rtp"]);
     eprintln!("relay stats: {}", result["relay_stats"]);
-    assert_checks(&result, CHECKS);
+    browser::assert_checks(&result, CHECKS);
 }
 
 /// Forced TURN (`iceTransportPolicy: "relay"`): the same call with every browser relayed by
@@ -72,5 +59,5 @@ async fn browsers_talk_through_turn_only() {
     eprintln!("rtp: {}", result["rtp"]);
     let mut checks = CHECKS.to_vec();
     checks.push("through_turn");
-    assert_checks(&result, &checks);
+    browser::assert_checks(&result, &checks);
 }

@@ -294,6 +294,18 @@ impl TestUser {
         (id, serde_json::from_value(text["id"].clone()).unwrap())
     }
 
+    /// A new voice channel in `guild` (the caller manages channels there).
+    pub async fn voice_channel(&self, guild: Id, name: &str) -> Id {
+        let channel = self
+            .post(
+                &format!("/api/v1/guilds/{guild}/channels"),
+                json!({ "name": name, "kind": "voice" }),
+            )
+            .await
+            .ok(201);
+        serde_json::from_value(channel["id"].clone()).unwrap()
+    }
+
     pub async fn invite(&self, guild: Id) -> String {
         self.post(&format!("/api/v1/guilds/{guild}/invites"), json!({}))
             .await
