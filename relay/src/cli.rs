@@ -69,6 +69,12 @@ pub struct Cli {
     #[arg(long, env = "CONCORD_REDIS_PREFIX", global = true)]
     pub redis_prefix: Option<String>,
 
+    /// URL the other instances of a cluster reach this one's HTTP API at (voice rooms held
+    /// here are served through it) [default: the listen address, or the address this host
+    /// reaches Redis from].
+    #[arg(long, env = "CONCORD_INSTANCE_URL", global = true)]
+    pub instance_url: Option<String>,
+
     /// Public origin clients use (scheme://host[:port]); repeat for several. The first is the
     /// default login audience [default: the listen address].
     #[arg(
@@ -289,6 +295,9 @@ impl Cli {
         }
         if let Some(v) = &self.redis_prefix {
             config.redis.prefix = v.clone();
+        }
+        if let Some(v) = &self.instance_url {
+            config.redis.instance_url = Some(v.clone());
         }
         if !self.public_url.is_empty() {
             config.public_url = self.public_url.clone();

@@ -99,6 +99,11 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Prefix of every Redis channel and key; the instances of one cluster share it.
     pub prefix: String,
+    /// Where the other instances reach this one's HTTP API (`http://10.0.0.5:8080`): voice
+    /// requests for rooms this instance holds are forwarded there. Default: `http://` and
+    /// the listen address, or, listening on all interfaces, the address this host reaches
+    /// Redis from.
+    pub instance_url: Option<String>,
 }
 
 impl Default for RedisConfig {
@@ -107,6 +112,7 @@ impl Default for RedisConfig {
             url: None,
             cluster: false,
             prefix: "concord".into(),
+            instance_url: None,
         }
     }
 }
@@ -492,6 +498,15 @@ impl RelayConfig {
                     "several redis.url entries need redis.cluster = true".into(),
                 ));
             }
+        }
+        if let Some(u) = &self.redis.instance_url
+            && reqwest::Url::parse(u)
+                .ok()
+                .is_none_or(|p| !matches!(p.scheme(), "http" | "https") || p.host().is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "redis.instance_url must be an http:// or https:// URL with a host".into(),
+            ));
         }
         for url in &self.database.read_urls {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {

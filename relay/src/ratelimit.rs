@@ -150,6 +150,10 @@ pub async fn enforce(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     let Some(class) = route.and_then(|r| class_for(req.method(), &r)) else {
         return next.run(req).await;
     };
+    // Another instance of the cluster forwarded it after counting it there.
+    if crate::api::voice_forward::is_forwarded(&app, req.headers()) {
+        return next.run(req).await;
+    }
     let limits = &app.config.rate_limits;
     let ip = client_ip(peer_ip(&req), req.headers(), &app.config.trusted_proxies);
     // Handlers that limit something finer (sign-ups per IP) read it from here.

@@ -60,6 +60,44 @@ fn default_origin(addr: SocketAddr, tls: bool) -> String {
     normalize_origin(&format!("{scheme}://{host}")).expect("a socket address is a valid origin")
 }
 
+/// Where the other instances reach this one: the listen address, or when listening on
+/// all interfaces, the local address of the route to Redis (the network the instances share).
+async fn default_instance_url(http_addr: SocketAddr, tls: bool, config: &RelayConfig) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let mut ip = http_addr.ip();
+    if ip.is_unspecified() {
+        let redis = config.redis.url.as_deref().unwrap_or_default();
+        let first = redis.split(',').next().unwrap_or_default().trim();
+        if let Some(local) = route_to(first).await {
+            ip = local;
+        } else {
+            tracing::warn!(
+                "no route to Redis found to pick this instance's address; set redis.instance_url"
+            );
+        }
+    }
+    format!("{scheme}://{}", SocketAddr::new(ip, http_addr.port()))
+}
+
+/// The local IP address this host uses to reach `url`'s host (no packet is sent).
+async fn route_to(url: &str) -> Option<std::net::IpAddr> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = parsed.port().unwrap_or(6379);
+    let target = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let socket = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    socket.connect(target).await.ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
 impl Server {
     pub async fn spawn(config: RelayConfig) -> Result<Server, ServerError> {
         config.validate()?;
@@ -160,6 +198,22 @@ impl Server {
         background.extend(crate::archive::schedule::spawn(app.clone(), archiver, jobs));
 
         if let Some(redis) = redis {
+            let instance_url = match &app.config.redis.instance_url {
+                Some(u) => u.clone(),
+                None => default_instance_url(http_addr, tls.is_some(), &app.config).await,
+            };
+            let placement = Arc::new(crate::voice::placement::Placement::new(
+                redis.clone(),
+                &app.config.redis.prefix,
+                &app.instance,
+                &instance_url,
+            ));
+            let _ = app.voice.placement.set(placement.clone());
+            background.push(tokio::spawn(crate::voice::placement::run(
+                app.clone(),
+                placement,
+            )));
+            tracing::info!(%instance_url, "voice rooms placed across the cluster");
             let mode = redis.mode();
             background.extend(crate::cluster::spawn(
                 app.clone(),

@@ -748,3 +748,148 @@ async fn an_archive_job_on_the_queue_is_run_by_an_instance() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_voice_room_keeps_its_owner_as_instances_join_and_moves_when_it_dies() {
+    use concord_proto::Id;
+    use concord_relay::cluster::link::Redis;
+    use concord_relay::voice::placement::{LIVENESS, Owner, Placement};
+
+    let redis = Redis::open(&redis_url(), false).unwrap();
+    let prefix = format!("place{}", rand_suffix());
+    let a = Placement::new(redis.clone(), &prefix, "a", "http://a.test");
+    a.heartbeat().await.unwrap();
+    let rooms: Vec<Id> = (1..=40).map(|i| Id(i * 7_919)).collect();
+    for room in &rooms {
+        assert_eq!(a.claim(*room).await.unwrap(), Owner::Here);
+    }
+    // B joins the cluster: the live rooms stay where they are.
+    let b = Placement::new(redis.clone(), &prefix, "b", "http://b.test");
+    b.heartbeat().await.unwrap();
+    let on_a = Owner::There {
+        instance: "a".into(),
+        url: "http://a.test".into(),
+    };
+    for room in &rooms {
+        assert_eq!(b.claim(*room).await.unwrap(), on_a);
+        assert_eq!(b.owner(*room).await.unwrap(), Some(on_a.clone()));
+    }
+    assert!(a.renew(&rooms).await.unwrap().is_empty());
+    // New rooms spread over both, and both instances agree on each.
+    let mut on_b = 0;
+    for i in 41..=120 {
+        let room = Id(i * 7_919);
+        let owner = b.claim(room).await.unwrap();
+        let seen_from_a = a.owner(room).await.unwrap().unwrap();
+        match owner {
+            Owner::Here => {
+                on_b += 1;
+                assert!(
+                    matches!(seen_from_a, Owner::There { ref instance, .. } if instance == "b")
+                );
+            }
+            Owner::There { .. } => assert_eq!(seen_from_a, Owner::Here),
+        }
+    }
+    assert!((10..70).contains(&on_b), "{on_b} of 80 new rooms on b");
+    // A stops beating: once its liveness key is gone, a claim moves its rooms to B.
+    let deadline = Instant::now() + LIVENESS + Duration::from_secs(2);
+    loop {
+        b.heartbeat().await.unwrap();
+        if b.claim(rooms[0]).await.unwrap() == Owner::Here {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead owner kept its room");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for room in &rooms {
+        assert_eq!(b.claim(*room).await.unwrap(), Owner::Here);
+    }
+    assert!(b.live().await.unwrap().iter().all(|(i, _)| i == "b"));
+    // A comes back: it finds it lost every room, and B keeps them.
+    a.heartbeat().await.unwrap();
+    assert_eq!(a.renew(&rooms).await.unwrap().len(), rooms.len());
+    assert_eq!(b.claim(rooms[1]).await.unwrap(), Owner::Here);
+}
+
+#[tokio::test]
+async fn voice_requests_reach_the_room_owner_from_either_instance() {
+    use concord_relay::api::voice_forward::{FORWARDED, SERVED_BY};
+
+    let (a, b) = cluster_with(|c| {
+        relaxed(c);
+        c.voice.mesh_size = 1;
+    })
+    .await;
+    for relay in [&a, &b] {
+        let app = relay.server().app().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while app.voice.placement.get().and_then(|p| p.secret()).is_none() {
+            assert!(Instant::now() < deadline, "no placement heartbeat");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ana = a.register(&format!("ana{}", rand_suffix())).await;
+    let (guild, _) = ana.create_guild("voice").await;
+    let channel = ana.voice_channel(guild, "stage").await;
+    let code = ana.invite(guild).await;
+    let bob = b.register(&format!("bob{}", rand_suffix())).await;
+    bob.join(&code).await;
+    let join = format!("/api/v1/voice/channels/{channel}/join");
+
+    let first = ana.post(&join, json!({ "client": "node" })).await;
+    let owner = first.header(SERVED_BY).expect("served by").to_owned();
+    first.ok(200);
+    let second = bob.post(&join, json!({ "client": "node" })).await;
+    assert_eq!(second.header(SERVED_BY), Some(owner.as_str()));
+    let second = second.ok(200);
+    assert_eq!(second["mode"], "sfu");
+    assert_eq!(second["participants"].as_array().unwrap().len(), 2);
+    // The grant verifies with the key of the instance bob talks to (it vouches for the
+    // owner's answer).
+    let grant: concord_proto::signed::VoiceGrant =
+        serde_json::from_value(second["grant"].clone()).unwrap();
+    let b_key = b.server().app().p2p.get().unwrap().key.verifying_key();
+    grant
+        .verify(&b_key, concord_relay::app::now_ms())
+        .expect("grant signed by the instance bob asked");
+
+    // Only the owner holds the room; both instances answer with its participants.
+    let (owner_relay, other) = if a.server().app().instance == owner {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(owner_relay.server().app().voice.with(|r| r.room_count()), 1);
+    assert_eq!(other.server().app().voice.with(|r| r.room_count()), 0);
+    for user in [&ana, &bob] {
+        let list = user.get(&format!("/api/v1/voice/channels/{channel}")).await;
+        assert_eq!(list.header(SERVED_BY), Some(owner.as_str()));
+        assert_eq!(list.ok(200).as_array().unwrap().len(), 2);
+    }
+    // A made-up forwarding mark changes nothing: the request still goes to the owner.
+    for user in [&ana, &bob] {
+        let forged = user
+            .http
+            .get(format!("{}/api/v1/voice/channels/{channel}", user.url))
+            .bearer_auth(&user.access)
+            .header(FORWARDED, "forged")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            forged.headers().get(SERVED_BY).unwrap().to_str().unwrap(),
+            owner
+        );
+    }
+    // Leaving through either instance empties the owner's room.
+    for user in [&ana, &bob] {
+        user.post(
+            &format!("/api/v1/voice/channels/{channel}/leave"),
+            json!({}),
+        )
+        .await
+        .ok(204);
+    }
+    assert_eq!(owner_relay.server().app().voice.with(|r| r.room_count()), 0);
+}

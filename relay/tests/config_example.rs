@@ -54,6 +54,7 @@ fn every_option_is_documented() {
         },
         redis: concord_relay::config::RedisConfig {
             url: Some("redis://127.0.0.1:6379".into()),
+            instance_url: Some("http://10.0.0.5:8080".into()),
             ..Default::default()
         },
         telemetry: concord_relay::config::TelemetryConfig {

@@ -5,60 +5,19 @@
 //! `speak` is heard by nobody; one without `connect` cannot join; with ICE forced to relay
 //! candidates, the call goes through concord-turn.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use concord_node::daemon::VoiceOptions;
 use concord_node::relay_http::RelayHttp;
-use concord_node::voice_mesh::media::SourceSpec;
 use concord_proto::{Id, Permissions};
 use concord_testkit::audio::{read_wav, rms, strength};
-use concord_testkit::{TestNode, TestRelay, wait_for};
+use concord_testkit::{TestRelay, wait_for};
 use serde_json::{Value, json};
 
 mod common;
-use common::{relay_with_turn, turn_server};
-
-/// Samples per 20 ms frame.
-const FRAME: usize = 960;
-
-struct Speaker {
-    node: TestNode,
-    hz: f64,
-    sink: PathBuf,
-    _sink_dir: tempfile::TempDir,
-}
-
-async fn speaker(name: &str, hz: f64, force_turn: bool) -> Speaker {
-    speaker_with(name, hz, force_turn, |_| {}).await
-}
-
-async fn speaker_with(
-    name: &str,
-    hz: f64,
-    force_turn: bool,
-    tweak: impl FnOnce(&mut concord_node::NodeConfig),
-) -> Speaker {
-    let sink_dir = tempfile::tempdir().expect("temp dir");
-    let sink = sink_dir.path().join(format!("{name}.wav"));
-    let node = TestNode::start_with(name, |c| {
-        tweak(c);
-        c.voice = VoiceOptions {
-            source: SourceSpec::Sine(hz),
-            sink: Some(sink.clone()),
-            speaker: false,
-            force_turn,
-            probe: None,
-        };
-    })
-    .await;
-    Speaker {
-        node,
-        hz,
-        sink,
-        _sink_dir: sink_dir,
-    }
-}
+use common::{
+    FRAME, Speaker, frames_played, hears_all_others, relay_with_turn, speaker, speaker_with,
+    turn_server, wait_on_sfu, window,
+};
 
 /// A guild owned by the first speaker, the others in it, and a voice channel.
 async fn voice_guild(relay: &TestRelay, speakers: &[&Speaker]) -> (Id, Id) {
@@ -125,20 +84,6 @@ async fn wait_linked(s: &Speaker, peers: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn frames_played(s: &Speaker) -> usize {
-    s.node
-        .node
-        .voice_status()
-        .map(|v| v.frames_played as usize)
-        .unwrap_or(0)
-}
-
-/// The sink's samples between two frame counts.
-fn window(samples: &[i16], from_frame: usize, to_frame: usize) -> &[i16] {
-    let end = (to_frame * FRAME).min(samples.len());
-    &samples[(from_frame * FRAME).min(end)..end]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -544,50 +489,6 @@ async fn a_call_comes_back_after_the_network_drops_out() {
         s.node.node.voice_leave().await.expect("leaves");
     }
     turn.shutdown().await;
-}
-
-/// Waits until `s` is on the SFU: mode `sfu`, its one link (to the relay) connected and no
-/// mesh link left.
-async fn wait_on_sfu(s: &Speaker) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        let status = s.node.node.voice_status();
-        let ready = status.as_ref().is_some_and(|v| {
-            v.mode == "sfu"
-                && v.peers.len() == 1
-                && v.peers[0].link.device_key == concord_node::voice_mesh::SFU_KEY
-                && v.peers[0].link.state == "connected"
-        });
-        if ready {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} not on the SFU: {}",
-            s.node.name,
-            serde_json::to_string_pretty(&status.map(|v| (v.mode, v.peers))).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every other speaker's tone is heard (at least 0.3 of the loudest) and one's own is not:
-/// below `own_max` (five full-scale tones clip in the mixer, and the intermodulation of
-/// tones 200 Hz apart lands on the sixth's frequency at a few percent).
-fn hears_all_others(s: &Speaker, all: &[&Speaker], from: usize, to: usize, own_max: f64) {
-    let samples = read_wav(&s.sink);
-    let talk = window(&samples, from, to);
-    let levels: Vec<(f64, f64)> = all
-        .iter()
-        .filter(|o| o.hz != s.hz)
-        .map(|o| (o.hz, strength(talk, o.hz)))
-        .collect();
-    let own = strength(talk, s.hz);
-    eprintln!("{}: others {levels:?}, own {own:.5}", s.node.name);
-    for (hz, level) in levels {
-        assert!(level > 0.3, "{} hears {hz} Hz at {level}", s.node.name);
-    }
-    assert!(own < own_max, "{} hears itself at {own}", s.node.name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -638,6 +638,12 @@ async fn sfu_tick(
             mesh.close_link(&key).await;
         }
     }
+    // No word from the relay for a while: it may have died, and the room moved to another
+    // instance; a new link asks the relay where the room is now.
+    if mesh.disconnected().iter().any(|k| k == SFU_KEY) {
+        tracing::info!("the SFU link went quiet; reconnecting");
+        mesh.close_link(SFU_KEY).await;
+    }
     mesh.drop_dead().await;
     if mesh.live().iter().any(|k| k == SFU_KEY)
         || retry
@@ -660,6 +666,26 @@ async fn sfu_tick(
     }
 }
 
+/// Takes the session's place in the channel again (the room's instance lost it) and keeps
+/// the new grant.
+async fn rejoin(inner: &Inner, channel_id: Id) -> Result<(), String> {
+    let self_mute = inner
+        .voice
+        .lock()
+        .expect("voice lock")
+        .as_ref()
+        .is_some_and(|s| s.self_mute);
+    let joined = request(inner, channel_id, self_mute).await?;
+    tracing::info!(%channel_id, "joined the voice channel again on its instance");
+    if let Some(s) = inner.voice.lock().expect("voice lock").as_mut()
+        && s.channel_id == channel_id
+    {
+        s.grant = joined.grant;
+        s.participants = joined.participants;
+    }
+    Ok(())
+}
+
 /// Asks the relay for its SFU offer and answers it.
 async fn sfu_connect(
     inner: Arc<Inner>,
@@ -672,15 +698,22 @@ async fn sfu_connect(
         sdp: String,
     }
     let http = inner.http().ok_or("no relay")?;
-    let offer: Sdp = http
-        .authed(
-            &inner.identity,
-            reqwest::Method::POST,
-            &format!("/api/v1/voice/channels/{channel_id}/sfu"),
-            None,
-        )
+    let path = format!("/api/v1/voice/channels/{channel_id}/sfu");
+    let offer: Sdp = match http
+        .authed(&inner.identity, reqwest::Method::POST, &path, None)
         .await
-        .map_err(http_error)?;
+    {
+        Ok(offer) => offer,
+        // The room's instance does not know us: it is a new owner after a failover (or our
+        // place ran out). Join again there, then ask once more.
+        Err(e) if e.code() == Some("unknown_voice_state") => {
+            rejoin(&inner, channel_id).await?;
+            http.authed(&inner.identity, reqwest::Method::POST, &path, None)
+                .await
+                .map_err(http_error)?
+        }
+        Err(e) => return Err(http_error(e)),
+    };
     if offer.sdp.len() > MAX_SDP_BYTES {
         return Err("the relay's SFU offer is too large".into());
     }

@@ -15,7 +15,8 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateType, RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy,
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -24,6 +25,11 @@ use super::rtp::from_rtp;
 
 /// How long ICE gathering may take (TURN allocations included) before the SDP goes as is.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SFU link turns `disconnected` after this long without a packet from the relay (the
+/// daemon then rebuilds it, through the room's owner)…
+pub const SFU_DISCONNECTED: Duration = Duration::from_secs(2);
+/// …while consent checks go out this often whatever the media does.
+const SFU_KEEPALIVE: Duration = Duration::from_millis(500);
 /// A link that has not connected this long after it was made is given up (and rebuilt by
 /// the offerer): a handshake can stall without the connection ever reporting `failed`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -162,7 +168,21 @@ impl Link {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let connected_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let pc = PeerConnectionBuilder::new()
+        let mut builder = PeerConnectionBuilder::new();
+        if sfu {
+            // The relay's SFU link notices a dead relay within SFU_DISCONNECTED (consent
+            // checks every SFU_KEEPALIVE), so the daemon moves to the room's new owner fast.
+            builder = builder.with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_ice_timeouts(
+                        Some(SFU_DISCONNECTED),
+                        Some(Duration::from_secs(10)),
+                        Some(SFU_KEEPALIVE),
+                    )
+                    .build(),
+            );
+        }
+        let pc = builder
             .with_configuration(config)
             .with_media_engine(engine)
             .with_interceptor_registry(registry)

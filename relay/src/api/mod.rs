@@ -18,6 +18,7 @@ pub mod read_your_writes;
 pub mod reports;
 pub mod users;
 pub mod voice;
+pub mod voice_forward;
 
 use std::sync::{Arc, OnceLock};
 
@@ -218,6 +219,11 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     }
     router
+        // Inside the rate limit: a forwarded request counts once, where it arrived.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            voice_forward::route,
+        ))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             crate::ratelimit::enforce,

@@ -308,6 +308,9 @@ pub async fn sfu_offer(
         .voice
         .with(|r| r.state_in(channel_id, caller.user_id).cloned())
         .ok_or_else(not_in_voice)?;
+    // Whoever asks the SFU puts the room there (after a failover, the new owner learns the
+    // room's mode from its participants coming back).
+    app.voice.with(|r| r.set_sfu(channel_id));
     let sdp = app
         .voice
         .sfu

@@ -3,6 +3,7 @@
 //! channel gets. Small channels of nodes talk over a WebRTC mesh between
 //! the nodes; larger ones and browsers go through the SFU (`sfu/`).
 
+pub mod placement;
 pub mod rooms;
 pub mod sfu;
 
@@ -17,6 +18,8 @@ use crate::app::{App, now_ms};
 pub struct Voice {
     rooms: Mutex<rooms::Rooms>,
     pub sfu: sfu::session::Sfu,
+    /// Which instance holds each room (several instances on one Redis only).
+    pub placement: std::sync::OnceLock<std::sync::Arc<placement::Placement>>,
 }
 
 impl Voice {
@@ -28,6 +31,7 @@ impl Voice {
                 max_rooms: config.sfu_max_rooms as usize,
                 max_upstream_kbps: config.sfu_max_upstream_kbps,
             }),
+            placement: std::sync::OnceLock::new(),
         }
     }
 

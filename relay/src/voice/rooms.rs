@@ -95,6 +95,33 @@ impl Rooms {
         seat.map(|s| s.state)
     }
 
+    /// Channels with at least one participant.
+    pub fn channels(&self) -> impl Iterator<Item = Id> + '_ {
+        self.rooms.keys().copied()
+    }
+
+    /// Empties a room at once (another instance owns it now); returns who was in it.
+    pub fn close_room(&mut self, channel: Id) -> Vec<VoiceState> {
+        self.on_sfu.remove(&channel);
+        let Some(room) = self.rooms.remove(&channel) else {
+            return Vec::new();
+        };
+        room.into_values()
+            .map(|seat| {
+                self.where_is.remove(&seat.state.user_id);
+                seat.state
+            })
+            .collect()
+    }
+
+    /// Puts a channel with participants on the SFU (someone asked the SFU for a place:
+    /// after a failover the new owner learns the mode from its participants).
+    pub fn set_sfu(&mut self, channel: Id) {
+        if self.rooms.contains_key(&channel) {
+            self.on_sfu.insert(channel);
+        }
+    }
+
     /// `mesh` while the channel is small enough and has no browser in it, else `sfu`; a
     /// channel that reached the SFU stays there until it empties (no flapping as people come
     /// and go around the mesh size).
