@@ -48,6 +48,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tweaks = Tweaks {
         ws_read_buffer: args.ws_read_buffer,
         ws_write_buffer: args.ws_write_buffer,
+        voice_rooms: None,
     };
     let json_path = args
         .common

@@ -377,7 +377,7 @@ pub async fn finish(env: Env) -> (Vec<(u32, u32)>, u64, Vec<Sample>) {
     (samples, dropped, relay_samples)
 }
 
-#[derive(Serialize, Clone, Copy, Default)]
+#[derive(Debug, Serialize, Clone, Copy, Default)]
 pub struct Percentiles {
     pub p50: f64,
     pub p95: f64,

@@ -36,6 +36,9 @@ pub struct Tweaks {
     /// `[gateway]` WebSocket buffer sizes; None keeps the relay's defaults.
     pub ws_read_buffer: Option<usize>,
     pub ws_write_buffer: Option<usize>,
+    /// Voice through the SFU: libp2p on loopback (the relay signs voice grants with its
+    /// identity), this many SFU rooms allowed, and rooms on the SFU from the first join.
+    pub voice_rooms: Option<usize>,
 }
 
 impl Relay {
@@ -226,7 +229,13 @@ fn config_toml(dir: &Path, database_url: Option<&str>, tweaks: &Tweaks) -> Strin
             (n * 2).max(1024 * 1024)
         ));
     }
-    out.push_str("[database]\nacquire_timeout_secs = 60\n[p2p]\nenabled = false\n");
+    out.push_str("[database]\nacquire_timeout_secs = 60\n");
+    match tweaks.voice_rooms {
+        Some(rooms) => out.push_str(&format!(
+            "[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n[voice]\nmesh_size = 1\nsfu_max_rooms = {rooms}\ngrant_ttl_secs = 3600\n"
+        )),
+        None => out.push_str("[p2p]\nenabled = false\n"),
+    }
     out
 }
 
@@ -410,6 +419,7 @@ mod tests {
             &Tweaks {
                 ws_read_buffer: Some(131_072),
                 ws_write_buffer: Some(131_072),
+                voice_rooms: Some(500),
             },
         );
         let config: concord_relay::RelayConfig = toml::from_str(&text).expect("parses");

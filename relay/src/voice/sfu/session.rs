@@ -6,6 +6,7 @@
 //! out), host candidates on the relay's addresses.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,9 @@ pub struct Room {
     epoch: Instant,
     forwarder: Mutex<Forwarder>,
     members: Mutex<HashMap<Id, Arc<Member>>>,
+    /// Offers being made (changed under the rooms lock): a room with one is not empty,
+    /// even before its first member is in.
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Room {
@@ -265,7 +269,7 @@ impl Sfu {
             metrics::counter!("concord_sfu_refused_total", "reason" => "rooms").increment(1);
             return Err(OfferError::Full(self.limits.max_rooms));
         }
-        Ok(rooms
+        let room = rooms
             .entry(channel)
             .or_insert_with(|| {
                 metrics::gauge!("concord_sfu_rooms").increment(1.0);
@@ -273,9 +277,25 @@ impl Sfu {
                     epoch: Instant::now(),
                     forwarder: Mutex::new(Forwarder::new(self.limits.slots)),
                     members: Mutex::new(HashMap::new()),
+                    pending: Default::default(),
                 })
             })
-            .clone())
+            .clone();
+        room.pending.fetch_add(1, Ordering::Relaxed);
+        Ok(room)
+    }
+
+    /// An offer into `room` is done (made or failed): a room left empty goes.
+    fn settle(&self, channel: Id, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        room.pending.fetch_sub(1, Ordering::Relaxed);
+        if room.pending.load(Ordering::Relaxed) == 0
+            && room.members.lock().expect("members").is_empty()
+            && rooms.get(&channel).is_some_and(|r| Arc::ptr_eq(r, room))
+        {
+            rooms.remove(&channel);
+            metrics::gauge!("concord_sfu_rooms").decrement(1.0);
+        }
     }
 
     /// A new peer connection for `user` in `channel` (replacing an earlier one) and the
@@ -283,6 +303,17 @@ impl Sfu {
     pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, OfferError> {
         self.leave(channel, user).await;
         let room = self.room(channel)?;
+        let made = self.offer_in(&room, user, speak).await;
+        self.settle(channel, &room);
+        made
+    }
+
+    async fn offer_in(
+        &self,
+        room: &Arc<Room>,
+        user: Id,
+        speak: bool,
+    ) -> Result<String, OfferError> {
         let (engine, registry) = concord_media::media_engine()?;
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let (gathered_tx, gathered) = watch::channel(false);
@@ -427,7 +458,10 @@ impl Sfu {
             };
             let gone = room.members.lock().expect("members").remove(&user);
             room.forwarder.lock().expect("forwarder").remove(user);
-            if room.members.lock().expect("members").is_empty() {
+            // Not while another participant's offer is on its way in (it holds the room).
+            if room.members.lock().expect("members").is_empty()
+                && room.pending.load(Ordering::Relaxed) == 0
+            {
                 rooms.remove(&channel);
                 metrics::gauge!("concord_sfu_rooms").decrement(1.0);
             }
