@@ -97,6 +97,22 @@ pub const METRICS: &[(&str, &str)] = &[
         "1 while the Redis subscription of a clustered instance is up",
     ),
     (
+        "concord_cluster_voice_forwarded_total",
+        "Voice requests sent on to the instance that holds the room, by result (ok, unreachable, redis_down)",
+    ),
+    (
+        "concord_cluster_voice_rooms_owned",
+        "Voice rooms this instance holds (their leases renewed in Redis)",
+    ),
+    (
+        "concord_cluster_voice_rooms_lost_total",
+        "Voice rooms dropped here because another instance took them over",
+    ),
+    (
+        "concord_cluster_voice_claims_lost_total",
+        "Room placements where another instance's claim came first",
+    ),
+    (
         "concord_db_reads_total",
         "Reads with read replicas configured, by target (replica, primary_fallback)",
     ),

@@ -882,6 +882,14 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
             owner
         );
     }
+    let metrics = ana.get("/metrics").await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"concord_cluster_voice_forwarded_total{result="ok"}"#),
+        "{metrics}"
+    );
     // Leaving through either instance empties the owner's room.
     for user in [&ana, &bob] {
         user.post(

@@ -67,6 +67,32 @@ pub fn relay(args: &[&str]) -> (Proc, String) {
     relay_with_env(args, &[])
 }
 
+/// One instance of a cluster as a process (it can be SIGKILLed: drop the [`Proc`]): loopback
+/// listeners, `config`, the shared PostgreSQL `db` and the test Redis under `prefix`.
+pub fn cluster_relay(dir: &Path, config: &Path, db: &str, prefix: &str) -> (Proc, String) {
+    let config = config.to_str().expect("UTF-8 path");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let redis = crate::redis_url();
+    relay(&[
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+        "--database-url",
+        db,
+        "--redis-url",
+        &redis,
+        "--redis-prefix",
+        prefix,
+        "--p2p-listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--log",
+        "warn",
+    ])
+}
+
 /// [`relay`] with extra environment variables.
 pub fn relay_with_env(args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let mut child = Command::new(binary("concord-relay", "concord-relay"))

@@ -4,37 +4,13 @@
 //! every message is in the channel exactly once, with gapless seqs, for both clients.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord_node::identity::{self, Identity};
 use concord_node::relay_http::RelayHttp;
-use concord_testkit::procs::{self, Proc};
+use concord_testkit::procs;
 use serde_json::{Value, json};
-
-fn relay(dir: &Path, config: &Path, db: &str, prefix: &str) -> (Proc, String) {
-    let redis =
-        std::env::var("CONCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    procs::relay(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--database-url",
-        db,
-        "--redis-url",
-        &redis,
-        "--redis-prefix",
-        prefix,
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--log",
-        "warn",
-    ])
-}
 
 struct Client {
     identity: Identity,
@@ -64,8 +40,8 @@ async fn sigkill_of_an_instance_loses_and_duplicates_no_acknowledged_message() {
     .unwrap();
     let db = concord_testkit::fresh_postgres_url();
     let prefix = format!("failover{}", std::process::id());
-    let (proc_a, url_a) = relay(&root.path().join("a"), &config, &db, &prefix);
-    let (_proc_b, url_b) = relay(&root.path().join("b"), &config, &db, &prefix);
+    let (proc_a, url_a) = procs::cluster_relay(&root.path().join("a"), &config, &db, &prefix);
+    let (_proc_b, url_b) = procs::cluster_relay(&root.path().join("b"), &config, &db, &prefix);
 
     let client = |name: &'static str| Client {
         identity: identity::init(&root.path().join(name), name).unwrap(),

@@ -5,40 +5,17 @@
 //! participants' SFU links go quiet, they ask their instance again, the room is placed on
 //! a live instance and the audio comes back.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use concord_node::identity;
 use concord_node::relay_http::RelayHttp;
 use concord_proto::Id;
-use concord_testkit::procs::{self, Proc};
+use concord_testkit::procs;
 use concord_testkit::{TestRelay, fresh_postgres_url, redis_url, wait_for};
 use serde_json::{Value, json};
 
 mod common;
 use common::{Speaker, frames_played, hears_all_others, speaker, wait_on_sfu};
-
-/// Instance A: a process, so that it can be killed without a goodbye.
-fn relay_process(dir: &Path, config: &Path, db: &str, prefix: &str) -> (Proc, String) {
-    procs::relay(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.to_str().unwrap(),
-        "--database-url",
-        db,
-        "--redis-url",
-        &redis_url(),
-        "--redis-prefix",
-        prefix,
-        "--p2p-listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--log",
-        "warn",
-    ])
-}
 
 fn user_id(s: &Speaker) -> Id {
     s.node
@@ -82,7 +59,7 @@ async fn a_room_stays_on_its_owner_and_moves_when_the_owner_is_killed() {
     .unwrap();
     let db = fresh_postgres_url();
     let prefix = format!("placement{}", std::process::id());
-    let (proc_a, url_a) = relay_process(&root.path().join("a"), &config, &db, &prefix);
+    let (proc_a, url_a) = procs::cluster_relay(&root.path().join("a"), &config, &db, &prefix);
 
     // The room's first participant joins through A while A is the only instance.
     let host = identity::init(&root.path().join("host"), "host").unwrap();

@@ -77,15 +77,17 @@ pub async fn route(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         };
         match forward(&placement, &parts, &body, &url).await {
             Ok(response) if joins => {
-                metrics::counter!("concord_voice_forwarded_total", "result" => "ok").increment(1);
+                metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "ok")
+                    .increment(1);
                 return vouch(&app, response).await;
             }
             Ok(response) => {
-                metrics::counter!("concord_voice_forwarded_total", "result" => "ok").increment(1);
+                metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "ok")
+                    .increment(1);
                 return response;
             }
             Err(e) => {
-                metrics::counter!("concord_voice_forwarded_total", "result" => "unreachable")
+                metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "unreachable")
                     .increment(1);
                 tracing::warn!(%instance, %url, error = %e, %channel, "voice room owner unreachable");
                 if !placement.wait_dead(&instance).await {
@@ -110,7 +112,7 @@ async fn lookup(placement: &Placement, channel: Id, claim: bool) -> Owner {
     match found {
         Ok(owner) => owner.unwrap_or(Owner::Here),
         Err(e) => {
-            metrics::counter!("concord_voice_forwarded_total", "result" => "redis_down")
+            metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "redis_down")
                 .increment(1);
             tracing::warn!(error = %e, %channel, "voice placement unavailable; serving here");
             Owner::Here

@@ -251,7 +251,7 @@ impl Placement {
             return Ok(Owner::Here);
         }
         if owner != pick {
-            metrics::counter!("concord_voice_room_claims_lost_total").increment(1);
+            metrics::counter!("concord_cluster_voice_claims_lost_total").increment(1);
         }
         let url = match live.into_iter().find(|(i, _)| *i == owner) {
             Some((_, url)) => Some(url),
@@ -387,7 +387,7 @@ pub async fn run(app: Arc<App>, placement: Arc<Placement>) {
                         continue;
                     }
                     tracing::warn!(%room, "another instance owns this voice room now; dropping it here");
-                    metrics::counter!("concord_voice_rooms_lost_total").increment(1);
+                    metrics::counter!("concord_cluster_voice_rooms_lost_total").increment(1);
                     let gone = app.voice.with(|r| r.close_room(room));
                     for state in gone {
                         app.voice.sfu.leave(room, state.user_id).await;
@@ -400,7 +400,7 @@ pub async fn run(app: Arc<App>, placement: Arc<Placement>) {
             tracing::warn!(error = %e, "emptied voice rooms not released");
         }
         held = rooms;
-        metrics::gauge!("concord_voice_owned_rooms").set(held.len() as f64);
+        metrics::gauge!("concord_cluster_voice_rooms_owned").set(held.len() as f64);
     }
     // Leaving: let the rooms go now rather than when their leases run out, and stop
     // counting as live.
