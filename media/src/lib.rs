@@ -6,14 +6,17 @@
 use std::sync::Arc;
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+pub mod keyframe;
+
+use rtc::interceptor::Slot;
+pub use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{MediaEngine, Registry, configure_nack, configure_rtcp_reports};
@@ -55,28 +58,99 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), String> {
     Ok((engine, registry))
 }
 
-/// An Opus track that sends pre-built RTP packets under `ssrc`.
-pub fn opus_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
+/// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
+/// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
+/// reports, NACK both ways, and the viewers' keyframe requests passed to the application.
+pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: vp8_codec(),
+                payload_type: 96,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            Some(RTCRtpTransceiverDirection::Sendrecv),
+        )
+        .map_err(|e| e.to_string())?;
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
+        // Last on the way in: every other interceptor has seen the RTCP first.
+        .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
+    Ok((engine, registry))
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn vp8_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+fn track_of(
+    stream_id: &str,
+    track_id: &str,
+    ssrc: u32,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> TrackLocalStaticRTP {
     TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream_id.to_owned(),
         track_id.to_owned(),
         track_id.to_owned(),
-        RtpCodecKind::Audio,
+        kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
+            codec,
             ..Default::default()
         }],
     ))
+}
+
+/// A VP8 track that sends pre-built RTP packets under `ssrc`.
+pub fn vp8_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
+    track_of(stream_id, track_id, ssrc, RtpCodecKind::Video, vp8_codec())
+}
+
+/// An Opus track that sends pre-built RTP packets under `ssrc`.
+pub fn opus_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
+    track_of(stream_id, track_id, ssrc, RtpCodecKind::Audio, opus_codec())
 }
 
 /// A random non-zero SSRC.
@@ -91,6 +165,17 @@ pub fn random_ssrc() -> u32 {
 pub struct Negotiated {
     pub payload_type: Option<u8>,
     pub level_id: Option<u8>,
+}
+
+/// The payload type a sender negotiated for `mime_type` (e.g. the SFU's VP8 slot).
+pub async fn payload_type_of(sender: &Arc<dyn RtpSender>, mime_type: &str) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+        .map(|c| c.payload_type)
 }
 
 impl Negotiated {

@@ -728,13 +728,47 @@ impl Validate for JoinVoice {
 pub struct UpdateVoiceState {
     pub self_mute: Option<bool>,
     pub self_deaf: Option<bool>,
+    /// Sharing a screen or camera (needs the speak permission and no server mute).
+    #[serde(default)]
+    pub self_video: Option<bool>,
 }
 
 impl Validate for UpdateVoiceState {
     fn validate(&self) -> Result<(), Invalid> {
-        if self.self_mute.is_none() && self.self_deaf.is_none() {
+        if self.self_mute.is_none() && self.self_deaf.is_none() && self.self_video.is_none() {
             return Err(invalid("self_mute", "nothing to update"));
         }
+        Ok(())
+    }
+}
+
+/// `POST /voice/channels/{channel_id}/sfu`: an empty body asks for audio only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SfuOfferRequest {
+    /// Also offer a video upstream (screen share or camera) and a video slot for watching.
+    #[serde(default)]
+    pub video: bool,
+}
+
+impl Validate for SfuOfferRequest {
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+/// `POST /voice/channels/{channel_id}/sfu/watch`: whose screen or camera to receive on the
+/// caller's video slot (null: nobody).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WatchVideo {
+    pub user_id: Option<Id>,
+}
+
+impl Validate for WatchVideo {
+    fn validate(&self) -> Result<(), Invalid> {
         Ok(())
     }
 }

@@ -282,4 +282,7 @@ pub struct VoiceState {
     /// `node` or `browser`: a browser in a channel moves it to the SFU.
     pub client: String,
     pub joined_at: i64,
+    /// Sharing their screen or camera (others may watch it through the SFU).
+    #[serde(default)]
+    pub self_video: bool,
 }

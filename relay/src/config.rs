@@ -146,6 +146,9 @@ pub struct VoiceConfig {
     pub sfu_max_rooms: u32,
     /// Upstream bitrate one SFU participant may send (kb/s); the excess is dropped.
     pub sfu_max_upstream_kbps: u32,
+    /// Upstream bitrate of one participant's screen share or camera (kb/s); the excess is
+    /// dropped.
+    pub sfu_max_video_kbps: u32,
 }
 
 impl Default for VoiceConfig {
@@ -161,6 +164,7 @@ impl Default for VoiceConfig {
             sfu_forwarded_speakers: 3,
             sfu_max_rooms: 500,
             sfu_max_upstream_kbps: 256,
+            sfu_max_video_kbps: 4_000,
         }
     }
 }
@@ -613,6 +617,11 @@ impl RelayConfig {
         {
             return Err(ConfigError::Invalid(
                 "voice.sfu_max_rooms must be at least 1 and voice.sfu_max_upstream_kbps between 16 and 10000".into(),
+            ));
+        }
+        if !(100..=50_000).contains(&self.voice.sfu_max_video_kbps) {
+            return Err(ConfigError::Invalid(
+                "voice.sfu_max_video_kbps must be between 100 and 50000".into(),
             ));
         }
         if !(1..=8).contains(&self.voice.sfu_forwarded_speakers) {

@@ -153,6 +153,7 @@ const ROWS: &[Row] = &[
     ("PATCH",  "/api/v1/guilds/{guild_id}/voice-states/{user_id}",       [404,  404,  403,  403,  403,  403,  401,  401,  401,  401]),
     ("POST",   "/api/v1/voice/channels/{channel_id}/sfu",                [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
     ("POST",   "/api/v1/voice/channels/{channel_id}/sfu/answer",         [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
+    ("POST",   "/api/v1/voice/channels/{channel_id}/sfu/watch",          [404,  404,  404,  404,  404,  404,  401,  401,  401,  401]),
     // Anyone with an account may create a guild.
     ("POST",   "/api/v1/guilds",                                         [201,  201,  201,  201,  201,  201,  401,  401,  401,  401]),
     ("GET",    "/api/v1/guilds/{guild_id}",                              [200,  200,  200,  200,  403,  403,  401,  401,  401,  401]),
@@ -709,6 +710,9 @@ async fn request(
         ("POST", "/api/v1/admin/setup") => Some(json!({ "token": "not-the-token" })),
         ("POST", "/api/v1/voice/channels/{channel_id}/join") => Some(json!({})),
         ("POST", "/api/v1/voice/channels/{channel_id}/sfu/answer") => Some(json!({ "sdp": "v=0" })),
+        ("POST", "/api/v1/voice/channels/{channel_id}/sfu/watch") => {
+            Some(json!({ "user_id": null }))
+        }
         ("PATCH", "/api/v1/voice/channels/{channel_id}/state") => {
             Some(json!({ "self_mute": true }))
         }

@@ -294,3 +294,121 @@ async fn a_full_sfu_refuses_new_rooms_clearly_until_one_empties() {
     .ok(204);
     bob.post(&sfu(channels[1]), json!({})).await.ok(200);
 }
+
+/// The video side's rules at the API: sharing needs the right to speak and ends with a server
+/// mute; renewals keep it; watching needs an SFU session with video, someone else, and
+/// someone in the channel; an offer asked for with video carries one video m-line (both ways)
+/// after the audio ones (audio-only clients see the same offer as before).
+#[tokio::test(flavor = "multi_thread")]
+async fn screen_share_state_and_watch_requests_are_checked() {
+    let relay = TestRelay::start_with(Backend::Sqlite, relaxed).await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let cy = relay.register("cy").await;
+    let (guild, _) = ana.create_guild("video").await;
+    let code = ana.invite(guild).await;
+    bob.join(&code).await;
+    cy.join(&code).await;
+    let channel = ana.voice_channel(guild, "stage").await;
+    let path = |tail: &str| format!("/api/v1/voice/channels/{channel}{tail}");
+    let browser = json!({ "client": "browser" });
+    for u in [&ana, &bob] {
+        u.post(&path("/join"), browser.clone()).await.ok(200);
+    }
+
+    // Offers: audio only by default, video m-lines last when asked for.
+    let audio_only = ana.post(&path("/sfu"), json!({})).await.ok(200);
+    let sdp = audio_only["sdp"].as_str().unwrap();
+    assert!(!sdp.contains("m=video"), "{sdp}");
+    // Watching needs a session with video.
+    let no_video = ana
+        .post(
+            &path("/sfu/watch"),
+            json!({ "user_id": bob.id.to_string() }),
+        )
+        .await;
+    assert_eq!(no_video.status, 404, "{}", no_video.body);
+    let with_video = ana
+        .post(&path("/sfu"), json!({ "video": true }))
+        .await
+        .ok(200);
+    let sdp = with_video["sdp"].as_str().unwrap();
+    let kinds: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.strip_prefix("m="))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(kinds.last().copied(), Some("video"), "{sdp}");
+    assert_eq!(kinds.iter().filter(|k| **k == "video").count(), 1, "{sdp}");
+    let video_section = &sdp[sdp.find("m=video").unwrap()..];
+    assert!(video_section.contains("a=sendrecv"), "{sdp}");
+    assert!(kinds[0] == "audio" && sdp.contains("VP8/90000"), "{sdp}");
+    assert!(!sdp.contains("H264") && !sdp.contains("rtx"), "{sdp}");
+    let bad = ana.post(&path("/sfu"), json!({ "video": "yes" })).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    // Watch: someone else in the channel, or nobody.
+    let watch = |id: Option<Id>| json!({ "user_id": id.map(|i| i.to_string()) });
+    ana.post(&path("/sfu/watch"), watch(Some(bob.id)))
+        .await
+        .ok(204);
+    assert_eq!(
+        relay.server().app().voice.sfu.watching(channel, ana.id),
+        Some(bob.id)
+    );
+    let own = ana.post(&path("/sfu/watch"), watch(Some(ana.id))).await;
+    assert_eq!(
+        (own.status, own.body["code"].as_str()),
+        (400, Some("bad_user"))
+    );
+    let absent = ana.post(&path("/sfu/watch"), watch(Some(cy.id))).await;
+    assert_eq!(
+        (absent.status, absent.body["code"].as_str()),
+        (400, Some("bad_user"))
+    );
+    let outsider = cy.post(&path("/sfu/watch"), watch(Some(ana.id))).await;
+    assert_eq!(outsider.status, 404, "{}", outsider.body);
+    // A new offer (a renegotiation) keeps whom one watches.
+    ana.post(&path("/sfu"), json!({ "video": true }))
+        .await
+        .ok(200);
+    assert_eq!(
+        relay.server().app().voice.sfu.watching(channel, ana.id),
+        Some(bob.id)
+    );
+    ana.post(&path("/sfu/watch"), watch(None)).await.ok(204);
+    assert_eq!(
+        relay.server().app().voice.sfu.watching(channel, ana.id),
+        None
+    );
+
+    // Sharing: announced, kept across renewals, ended by a server mute, refused while muted.
+    let state = bob
+        .patch(&path("/state"), json!({ "self_video": true }))
+        .await
+        .ok(200);
+    assert_eq!(state["self_video"], true);
+    let renewed = bob.post(&path("/join"), browser.clone()).await.ok(200);
+    assert_eq!(renewed["state"]["self_video"], true);
+    ana.patch(
+        &format!("/api/v1/guilds/{guild}/voice-states/{}", bob.id),
+        json!({ "server_mute": true }),
+    )
+    .await
+    .ok(200);
+    let muted = bob.get(&path("")).await.ok(200);
+    let bob_state = muted
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["user_id"] == bob.id.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(bob_state["self_video"], false);
+    let refused = bob
+        .patch(&path("/state"), json!({ "self_video": true }))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let nothing = bob.patch(&path("/state"), json!({})).await;
+    assert_eq!(nothing.status, 400, "{}", nothing.body);
+}

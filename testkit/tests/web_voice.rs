@@ -1,6 +1,7 @@
 //! Browser voice through the relay's SFU: three Chromium contexts with fake microphones in
 //! one voice channel (`browser/tests/web-voice.mjs`): each receives the two others, speaking
-//! indicators, mute stops a speaker's packets, deafen, per-user volume, leave.
+//! indicators, mute stops a speaker's packets, deafen, per-user volume, leave; and screen
+//! share and camera (`browser/tests/web-video.mjs`) with a keyframe request per new viewer.
 
 use std::time::Duration;
 
@@ -60,4 +61,41 @@ async fn browsers_talk_through_turn_only() {
     let mut checks = CHECKS.to_vec();
     checks.push("through_turn");
     browser::assert_checks(&result, &checks);
+}
+
+/// Screen share and camera: a viewer decodes the sharer's frames from a keyframe the relay
+/// asked for when they started watching (one more for a later viewer); stopping closes the
+/// viewers; nobody receives video they do not watch.
+#[tokio::test(flavor = "multi_thread")]
+async fn browsers_share_screens_and_cameras_through_the_sfu() {
+    let relay = TestRelay::start().await;
+    let result = browser::run(
+        "tests/web-video.mjs",
+        std::slice::from_ref(&relay.url),
+        Duration::from_secs(240),
+    )
+    .await;
+    eprintln!(
+        "first frame after watch: {} ms (B), {} ms (C); sender: {}",
+        result["first_frame_ms"], result["c_first_frame_ms"], result["a_sender"]
+    );
+    browser::assert_checks(
+        &result,
+        &[
+            "live_shown",
+            "nothing_unwatched",
+            "viewer_decodes",
+            "keyframe_requested_for_viewer",
+            "viewer_plays",
+            "keyframe_requested_for_new_viewer",
+            "second_viewer_decodes",
+            "camera_watched",
+            "stop_closes_viewers",
+            "other_stream_unaffected",
+            "camera_shown_live",
+            "no_console_errors",
+            "no_foreign_requests",
+            "no_dialogs",
+        ],
+    );
 }

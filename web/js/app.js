@@ -778,6 +778,8 @@ function onEvent(t, d) {
       // channel_id null: the user left voice.
       if (d.channel_id) state.voice.set(d.user_id, d);
       else state.voice.delete(d.user_id);
+      // The screen we watch went away.
+      if (state.call?.watching === d.user_id && (!d.channel_id || !d.self_video)) stopWatching();
       if (state.call) {
         // Our place ended elsewhere (another device joined, the grant lapsed, a kick).
         if (d.user_id === state.me.id && d.channel_id !== state.call.channel.id) endCall('You left the voice channel.');
@@ -900,6 +902,7 @@ async function joinVoice(channel) {
     },
     state: (text) => setText($('#voice-status'), `${text} — 🔊 ${channel.name}`),
     ended: (reason) => endCall(reason),
+    video: () => renderVoicePanel(),
   });
   state.call = call;
   renderVoicePanel();
@@ -913,6 +916,7 @@ async function joinVoice(channel) {
 }
 
 function endCall(reason) {
+  closeViewer();
   state.call?.close();
   state.call = null;
   renderVoicePanel();
@@ -923,6 +927,7 @@ function endCall(reason) {
 async function leaveVoice() {
   const call = state.call;
   state.call = null;
+  closeViewer();
   await call?.leave();
   renderVoicePanel();
   renderChannels();
@@ -936,6 +941,36 @@ function renderVoicePanel() {
   setText($('#voice-mute'), call?.muted ? 'Unmute' : 'Mute');
   $('#voice-deafen').setAttribute('aria-pressed', String(Boolean(call?.deafened)));
   setText($('#voice-deafen'), call?.deafened ? 'Undeafen' : 'Deafen');
+  const sharing = call?.video?.kind;
+  $('#voice-share').setAttribute('aria-pressed', String(sharing === 'screen'));
+  setText($('#voice-share'), sharing === 'screen' ? 'Stop sharing' : 'Share screen');
+  $('#voice-camera').setAttribute('aria-pressed', String(sharing === 'camera'));
+  setText($('#voice-camera'), sharing === 'camera' ? 'Camera off' : 'Camera');
+}
+
+// Someone's screen or camera in the viewer above the messages.
+async function watchVideo(userId) {
+  const call = state.call;
+  if (!call) return;
+  setText($('#voice-error'), '');
+  try {
+    const track = await call.watch(userId);
+    $('#video-view').srcObject = new MediaStream([track]);
+    setText($('#video-title'), `Watching ${username(userId)}`);
+    show('#video-viewer', true);
+  } catch (err) {
+    setText($('#voice-error'), describe(err));
+  }
+}
+
+function closeViewer() {
+  show('#video-viewer', false);
+  $('#video-view').srcObject = null;
+}
+
+async function stopWatching() {
+  closeViewer();
+  await state.call?.stopWatching().catch(() => {});
 }
 
 function wireVoice() {
@@ -954,6 +989,10 @@ function wireVoice() {
   };
   $('#voice-mute').addEventListener('click', () => act((call) => call?.setMuted(!call.muted)));
   $('#voice-deafen').addEventListener('click', () => act((call) => call?.setDeafened(!call.deafened)));
+  const toggleVideo = (kind) => act((call) => (call?.video?.kind === kind ? call.stopVideo() : call?.startVideo(kind)));
+  $('#voice-share').addEventListener('click', () => toggleVideo('screen'));
+  $('#voice-camera').addEventListener('click', () => toggleVideo('camera'));
+  $('#video-stop').addEventListener('click', () => stopWatching());
   $('#voice-leave').addEventListener('click', () => act(() => leaveVoice()));
   renderVoicePanel();
 }
@@ -985,6 +1024,10 @@ function renderChannels() {
       h('span', { class: 'voice-name' }, username(v.user_id)),
       v.self_mute || v.server_mute ? h('span', { class: 'role-chip' }, v.server_mute ? 'server-muted' : 'muted') : '',
       v.self_deaf ? h('span', { class: 'role-chip' }, 'deafened') : '',
+      v.self_video ? h('span', { class: 'role-chip live' }, 'live') : '',
+      v.self_video && inThisCall && v.user_id !== state.me.id
+        ? h('button', { type: 'button', class: 'watch', 'aria-label': `Watch ${username(v.user_id)}`, onclick: () => watchVideo(v.user_id) }, 'Watch')
+        : '',
       inThisCall && v.user_id !== state.me.id ? volumeSlider(v.user_id) : '')))
       : '';
     return h('li', {}, button, voiceList);

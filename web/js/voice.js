@@ -1,10 +1,16 @@
 // Voice channels in the browser, through the relay's SFU. Joining asks the relay for a grant
-// (renewed at a third of its life), then for the SFU's offer: one receive-only transceiver
-// for this browser's microphone, then send-only "slots" that carry the loudest other
+// (renewed at a third of its life), then for the SFU's offer: one transceiver for this
+// browser's microphone (it brings the first slot back), then send-only "slots": together the
+// slots carry the loudest other
 // speakers (a slot changes speaker as people talk; each forwarded packet names its speaker
 // in its CSRC, `audioSource(user id)`). Mute takes the microphone off the sender (no packets
 // leave), deafen silences the slots (and mutes), the speaking indicators come from the RTP
 // audio levels, and a per-user volume follows its user from slot to slot.
+//
+// Video (screen share or camera): the offer also carries one video m-line, both ways: what
+// this browser shows goes out on it (its track swapped in and out without renegotiating),
+// and whoever this browser watches comes in on it (`watch(user)` asks the relay, which asks
+// that publisher for a keyframe so the picture starts at once).
 
 const POLL_MS = 250;
 // RTCRtpSynchronizationSource.audioLevel is linear 0..1; above this someone is talking.
@@ -42,6 +48,10 @@ export class VoiceCall {
     this.pc = null;
     this.mic = null;
     this.slots = []; // { receiver, audio, user }
+    this.videoUp = null; // the transceiver our screen or camera goes out on
+    this.videoSlot = null; // the track of whoever we watch
+    this.video = null; // { kind: 'screen' | 'camera', track } while we share
+    this.watching = null; // the user id we watch
     this.muted = false;
     this.deafened = false;
     this.serverMuted = false;
@@ -73,17 +83,27 @@ export class VoiceCall {
     const policy = localStorage.getItem('concord-voice-relay-only') === '1' ? 'relay' : 'all';
     const pc = new RTCPeerConnection({ iceServers: ice.ice_servers, iceTransportPolicy: policy });
     this.pc = pc;
-    pc.addEventListener('track', (ev) => this.addSlot(ev.receiver, ev.track));
+    pc.addEventListener('track', (ev) => {
+      if (ev.track.kind === 'audio') this.addSlot(ev.receiver, ev.track);
+    });
     pc.addEventListener('connectionstatechange', () => {
       const s = pc.connectionState;
       this.hooks.state(s === 'connected' ? 'Voice connected' : s === 'failed' ? 'Voice connection failed' : `Voice ${s}…`);
       if (s === 'failed') this.hooks.ended('The voice connection failed.');
     });
-    const offer = await this.api.call('POST', this.path('/sfu'));
+    const offer = await this.api.call('POST', this.path('/sfu'), { video: true });
     await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
-    // The first m-line is the relay's receive-only transceiver: our microphone goes there.
-    const up = pc.getTransceivers()[0];
-    up.direction = 'sendonly';
+    // The first m-line takes our microphone and brings the first slot (the relay's upstream
+    // transceiver and its first slot share it); the other audio m-lines are slots.
+    const transceivers = pc.getTransceivers();
+    const up = transceivers[0];
+    up.direction = 'sendrecv';
+    // After the audio, one video m-line both ways: our screen or camera (none yet) goes
+    // out on it, whoever we watch comes in on it.
+    const video = transceivers.find((t) => t.receiver.track.kind === 'video');
+    this.videoUp = video ?? null;
+    if (video) video.direction = 'sendrecv';
+    this.videoSlot = video?.receiver.track ?? null;
     await up.sender.replaceTrack(this.mic.getAudioTracks()[0]);
     this.up = up;
     await pc.setLocalDescription(await pc.createAnswer());
@@ -165,6 +185,53 @@ export class VoiceCall {
     await this.api.call('PATCH', this.path('/state'), { self_deaf: deafened });
   }
 
+  // Shares the screen or the camera (one at a time: starting one stops the other).
+  async startVideo(kind) {
+    if (!this.videoUp) throw new Error('This relay takes no video.');
+    let stream;
+    try {
+      stream = kind === 'screen'
+        ? await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 15 }, audio: false })
+        : await navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720 } });
+    } catch (err) {
+      throw new Error(kind === 'screen' ? `Screen sharing did not start (${err.name}).` : `The camera is not available (${err.name}).`);
+    }
+    const track = stream.getVideoTracks()[0];
+    // Text and lines stay sharp on a shared screen; a camera favours motion.
+    track.contentHint = kind === 'screen' ? 'detail' : 'motion';
+    const previous = this.video;
+    this.video = { kind, track };
+    previous?.track.stop();
+    // The browser's own "Stop sharing" bar ends the track.
+    track.addEventListener('ended', () => {
+      if (this.video?.track === track) this.stopVideo().then(() => this.hooks.video?.(), () => {});
+    });
+    await this.videoUp.sender.replaceTrack(track);
+    await this.api.call('PATCH', this.path('/state'), { self_video: true });
+  }
+
+  async stopVideo(announce = true) {
+    const video = this.video;
+    if (!video) return;
+    this.video = null;
+    video.track.stop();
+    await this.videoUp?.sender.replaceTrack(null);
+    if (announce) await this.api.call('PATCH', this.path('/state'), { self_video: false });
+  }
+
+  // Receives `userId`'s screen or camera on our video slot; returns its track.
+  async watch(userId) {
+    await this.api.call('POST', this.path('/sfu/watch'), { user_id: userId });
+    this.watching = userId;
+    return this.videoSlot;
+  }
+
+  async stopWatching() {
+    if (!this.watching) return;
+    this.watching = null;
+    await this.api.call('POST', this.path('/sfu/watch'), { user_id: null });
+  }
+
   setVolume(userId, volume) {
     this.volumes.set(userId, Math.min(1, Math.max(0, volume)));
     for (const slot of this.slots) if (slot.user === userId) slot.audio.volume = this.volumes.get(userId);
@@ -179,6 +246,8 @@ export class VoiceCall {
         this.serverMuted = serverMuted;
         this.sendMic();
       }
+      // A server mute ends our share too (the relay already cleared it).
+      if (this.video && serverMuted) this.stopVideo(false).then(() => this.hooks.video?.(), () => {});
     }
   }
 
@@ -188,6 +257,8 @@ export class VoiceCall {
     this.timers = [];
     this.pc?.close();
     for (const track of this.mic?.getTracks() ?? []) track.stop();
+    this.video?.track.stop();
+    this.video = null;
     for (const slot of this.slots) slot.audio.remove();
     this.slots = [];
   }

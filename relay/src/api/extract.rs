@@ -24,6 +24,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Validate> FromRequest<S> for Valid<T>
     }
 }
 
+/// An optional JSON body: none at all (no content type, as an empty POST sends) is `None`;
+/// a body that is there must parse and validate.
+impl<S: Send + Sync, T: DeserializeOwned + Validate> axum::extract::OptionalFromRequest<S>
+    for Valid<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        if !req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
+            return Ok(None);
+        }
+        <Valid<T> as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,

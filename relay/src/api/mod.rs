@@ -84,6 +84,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(voice::participants))
         .routes(routes!(voice::server_mute))
         .routes(routes!(voice::sfu_offer))
+        .routes(routes!(voice::sfu_watch))
         .routes(routes!(voice::sfu_answer))
         .routes(routes!(voice::sfu_stats))
         .routes(routes!(guilds::create_guild))

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use concord_proto::api::{ErrorBody, JoinVoice, ServerMute, UpdateVoiceState, VoiceJoined};
+use concord_proto::api::{
+    ErrorBody, JoinVoice, ServerMute, SfuOfferRequest, UpdateVoiceState, VoiceJoined, WatchVideo,
+};
 use concord_proto::model::{ChannelKind, VoiceState};
 use concord_proto::signed::VoiceGrant;
 use concord_proto::{Id, Permissions};
@@ -139,6 +141,7 @@ pub async fn join(
         speak: access.perms.contains(Permissions::SPEAK),
         client: body.client.unwrap_or_else(|| "node".into()),
         joined_at: now,
+        self_video: false,
     };
     let max = app.config.voice.max_participants as usize;
     let mesh_size = app.config.voice.mesh_size;
@@ -197,6 +200,7 @@ pub async fn leave(
 #[utoipa::path(patch, path = "/api/v1/voice/channels/{channel_id}/state", tag = "voice", security(("bearer" = [])),
     params(("channel_id" = Id, Path)), request_body = UpdateVoiceState,
     responses((status = 200, body = VoiceState), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "self_video without the right to speak (speak permission, no server mute)"),
         (status = 404, body = ErrorBody, description = "not in this channel")))]
 pub async fn update_state(
     State(app): State<Arc<App>>,
@@ -204,6 +208,17 @@ pub async fn update_state(
     PathParams(channel_id): PathParams<Id>,
     Valid(body): Valid<UpdateVoiceState>,
 ) -> ApiResult<Json<VoiceState>> {
+    let current = app
+        .voice
+        .with(|r| r.state_in(channel_id, caller.user_id).cloned())
+        .ok_or_else(not_in_voice)?;
+    // Sharing a screen is speaking to the channel: the same right.
+    if body.self_video == Some(true) && !current.speak {
+        return Err(ApiError::Forbidden(
+            "missing_permissions",
+            "sharing video needs the speak permission and no server mute",
+        ));
+    }
     let state = app
         .voice
         .with(|r| {
@@ -213,6 +228,9 @@ pub async fn update_state(
                 }
                 if let Some(d) = body.self_deaf {
                     s.self_deaf = d;
+                }
+                if let Some(v) = body.self_video {
+                    s.self_video = v && s.speak;
                 }
             })
         })
@@ -263,6 +281,8 @@ pub async fn server_mute(
         .with(|r| {
             r.update(channel, user_id, |s| {
                 s.server_mute = body.server_mute;
+                // A muted member's screen share stops too (the SFU drops it).
+                s.self_video &= !body.server_mute;
                 // Unmuting gives speaking back only with the permission: the next renewal
                 // (a join) recomputes it from the member's permissions.
             })
@@ -295,15 +315,17 @@ pub struct SfuSdp {
 const MAX_SDP_BYTES: usize = 16 * 1024;
 
 #[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/sfu", tag = "voice", security(("bearer" = [])),
-    params(("channel_id" = Id, Path)),
-    responses((status = 200, body = SfuSdp, description = "the relay's offer: one receive-only transceiver for the caller's voice, then the send-only slots of the loudest other speakers"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel"),
+    params(("channel_id" = Id, Path)), request_body(content = Option<SfuOfferRequest>, description = "optional: {\"video\": true} adds the video transceivers"),
+    responses((status = 200, body = SfuSdp, description = "the relay's offer: audio m-lines for the loudest other speakers (answer the first one sendrecv: the caller's voice goes up on it); with video, then one video m-line both ways (the caller's screen or camera up, whom they watch down)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "not in this channel"),
         (status = 409, body = ErrorBody, description = "sfu_full: the instance holds voice.sfu_max_rooms rooms")))]
 pub async fn sfu_offer(
     State(app): State<Arc<App>>,
     caller: Caller,
     PathParams(channel_id): PathParams<Id>,
+    body: Option<Valid<SfuOfferRequest>>,
 ) -> ApiResult<Json<SfuSdp>> {
+    let video = body.is_some_and(|Valid(b)| b.video);
     let state = app
         .voice
         .with(|r| r.state_in(channel_id, caller.user_id).cloned())
@@ -314,7 +336,7 @@ pub async fn sfu_offer(
     let sdp = app
         .voice
         .sfu
-        .offer(channel_id, caller.user_id, state.speak)
+        .offer(channel_id, caller.user_id, state.speak, video)
         .await
         .map_err(|e| match e {
             OfferError::Full(_) => ApiError::Conflict(
@@ -347,6 +369,48 @@ pub async fn sfu_answer(
         .answer(channel_id, caller.user_id, body.sdp)
         .await
         .map_err(|e| ApiError::BadRequest("bad_sdp", e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/voice/channels/{channel_id}/sfu/watch", tag = "voice", security(("bearer" = [])),
+    params(("channel_id" = Id, Path)), request_body = WatchVideo,
+    responses((status = 204, description = "the caller's video slot now carries that participant's screen or camera, from their next keyframe (asked for at once)"),
+        (status = 400, body = ErrorBody, description = "watching oneself, or a user not in this channel"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "not in this channel, or no SFU session with video (ask for an offer with video first)")))]
+pub async fn sfu_watch(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    PathParams(channel_id): PathParams<Id>,
+    Valid(body): Valid<WatchVideo>,
+) -> ApiResult<StatusCode> {
+    let in_channel = app.voice.with(|r| {
+        let me = r.state_in(channel_id, caller.user_id).is_some();
+        let target = body
+            .user_id
+            .is_none_or(|t| r.state_in(channel_id, t).is_some());
+        (me, target)
+    });
+    match in_channel {
+        (false, _) => return Err(not_in_voice()),
+        (true, false) => {
+            return Err(ApiError::BadRequest(
+                "bad_user",
+                "that user is not in this voice channel".into(),
+            ));
+        }
+        _ => {}
+    }
+    if body.user_id == Some(caller.user_id) {
+        return Err(ApiError::BadRequest(
+            "bad_user",
+            "watch someone else's screen, not your own".into(),
+        ));
+    }
+    app.voice
+        .sfu
+        .watch(channel_id, caller.user_id, body.user_id)
+        .await
+        .map_err(|_| ApiError::NotFound("sfu_video_session"))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -30,6 +30,7 @@ impl Voice {
                 slots: config.sfu_forwarded_speakers as usize,
                 max_rooms: config.sfu_max_rooms as usize,
                 max_upstream_kbps: config.sfu_max_upstream_kbps,
+                max_video_kbps: config.sfu_max_video_kbps,
             }),
             placement: std::sync::OnceLock::new(),
         }

@@ -55,6 +55,7 @@ impl Rooms {
         if let Some(seat) = self.rooms.get_mut(&channel).and_then(|r| r.get_mut(&user)) {
             state.joined_at = seat.state.joined_at;
             state.server_mute = seat.state.server_mute;
+            state.self_video = seat.state.self_video && state.speak && !state.server_mute;
             state.speak &= !state.server_mute;
             seat.state = state.clone();
             seat.lease_until = lease_until;
@@ -206,6 +207,7 @@ mod tests {
             speak: true,
             client: "node".into(),
             joined_at: at,
+            self_video: false,
         }
     }
 

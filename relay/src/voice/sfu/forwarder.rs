@@ -116,6 +116,10 @@ impl Forwarder {
         }
     }
 
+    pub fn is_muted(&self, id: Id) -> bool {
+        self.muted.contains(&id)
+    }
+
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }

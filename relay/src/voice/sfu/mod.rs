@@ -2,9 +2,11 @@
 //! decides which speakers each listener receives (the loudest N by RFC 6464 level, never
 //! itself, with hysteresis) and rewrites each down-track slot into one continuous RTP
 //! stream; and `session.rs`, the WebRTC side (one peer connection per participant: the
-//! relay offers one receive-only upstream transceiver and N send-only slots). Still to come:
-//! the node's SFU client and the mesh → SFU move, the browser, placement across instances.
+//! relay offers one receive-only upstream transceiver and N send-only slots); `video.rs`,
+//! the sans-IO core of screen share and camera (who watches whom, keyframe requests);
+//! `budget.rs`, the upstream bitrate caps.
 
 pub mod budget;
 pub mod forwarder;
 pub mod session;
+pub mod video;

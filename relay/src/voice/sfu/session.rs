@@ -4,6 +4,12 @@
 //! handed to the room's forwarder, and written to the chosen listeners' slots with the
 //! rewritten header and the audio level. Complete SDP (ICE gathered before the offer goes
 //! out), host candidates on the relay's addresses.
+//!
+//! The first slot shares the upstream transceiver's m-line (webrtc fills a transceiver
+//! without a sender first), so a client answers it `sendrecv`. A participant that asks for
+//! video (browsers) also gets one video m-line, both ways: their screen or camera up, and
+//! whoever they watch down (`video.rs` decides); a viewer's keyframe requests and each new viewer turn into a PLI to the
+//! publisher.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -14,8 +20,8 @@ use concord_media::Negotiated;
 use concord_proto::Id;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::watch;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -25,6 +31,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::forwarder::Forwarder;
+use super::video::VideoRouter;
 
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each participant's RTCP statistics are read.
@@ -100,7 +107,27 @@ struct Member {
     stats: Arc<Mutex<MemberStats>>,
     slots: Vec<Arc<TrackLocalStaticRTP>>,
     negotiated: Arc<Mutex<Negotiated>>,
+    /// The video slot (what this participant watches) and its negotiated VP8 payload type.
+    video_slot: Option<Arc<TrackLocalStaticRTP>>,
+    video_pt: Arc<Mutex<Option<u8>>>,
     watcher: tokio::task::JoinHandle<()>,
+    /// Reads the viewer's keyframe requests on the video slot.
+    feedback: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Member {
+    fn stop_tasks(&self) {
+        self.watcher.abort();
+        if let Some(f) = &self.feedback {
+            f.abort();
+        }
+    }
+}
+
+/// A participant's upstream video: where to send a keyframe request.
+struct Publisher {
+    track: Arc<dyn TrackRemote>,
+    ssrc: u32,
 }
 
 /// One voice channel on the SFU.
@@ -108,6 +135,8 @@ pub struct Room {
     epoch: Instant,
     forwarder: Mutex<Forwarder>,
     members: Mutex<HashMap<Id, Arc<Member>>>,
+    video: Mutex<VideoRouter>,
+    publishers: Mutex<HashMap<Id, Publisher>>,
     /// Offers being made (changed under the rooms lock): a room with one is not empty,
     /// even before its first member is in.
     pending: std::sync::atomic::AtomicUsize,
@@ -172,6 +201,82 @@ impl Room {
     }
 }
 
+impl Room {
+    /// One packet of `from`'s screen or camera: to the viewers watching them, once each
+    /// viewer's stream has started on a keyframe.
+    async fn video_upstream(&self, from: Id, mut packet: rtc::rtp::Packet) {
+        if self.forwarder.lock().expect("forwarder").is_muted(from) {
+            return;
+        }
+        let keyframe = super::video::vp8_keyframe_start(&packet.payload);
+        let actions = self.video.lock().expect("video").on_packet(
+            from,
+            packet.header.sequence_number,
+            packet.header.timestamp,
+            keyframe,
+            self.now_ms(),
+        );
+        if let Some(publisher) = actions.keyframe_request {
+            self.request_keyframe(publisher, "waiting").await;
+        }
+        if actions.forwards.is_empty() {
+            return;
+        }
+        packet.header.extensions.clear();
+        packet.header.extension = false;
+        let targets: Vec<(super::video::VideoForward, Arc<Member>)> = {
+            let members = self.members.lock().expect("members");
+            actions
+                .forwards
+                .into_iter()
+                .filter_map(|f| members.get(&f.viewer).map(|m| (f, m.clone())))
+                .collect()
+        };
+        for (f, member) in targets {
+            let (Some(track), Some(pt)) = (
+                member.video_slot.as_ref(),
+                *member.video_pt.lock().expect("video pt"),
+            ) else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = f.ssrc;
+            out.header.sequence_number = f.seq;
+            out.header.timestamp = f.timestamp;
+            out.header.payload_type = pt;
+            let bytes = 12 + out.payload.len();
+            if track.write_rtp(out).await.is_ok() {
+                metrics::counter!("concord_sfu_forwarded_video_packets_total").increment(1);
+                metrics::counter!("concord_sfu_forwarded_video_bytes_total")
+                    .increment(bytes as u64);
+            }
+        }
+    }
+
+    /// Asks `publisher` for a keyframe (RTCP PLI on their video upstream).
+    async fn request_keyframe(&self, publisher: Id, reason: &'static str) {
+        let target = {
+            let publishers = self.publishers.lock().expect("publishers");
+            publishers
+                .get(&publisher)
+                .map(|p| (p.track.clone(), p.ssrc))
+        };
+        // Not publishing yet: their first packets will be held until a keyframe, which the
+        // `waiting` path asks for.
+        let Some((track, ssrc)) = target else {
+            return;
+        };
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
+            metrics::counter!("concord_sfu_keyframe_requests_total", "reason" => reason)
+                .increment(1);
+        }
+    }
+}
+
 /// The CSRC that names a speaker in forwarded packets (see [`concord_media::audio_source`]).
 pub fn audio_source(user: Id) -> u32 {
     concord_media::audio_source(user.0)
@@ -184,6 +289,8 @@ pub struct SfuLimits {
     pub slots: usize,
     pub max_rooms: usize,
     pub max_upstream_kbps: u32,
+    /// Upstream cap for a participant's screen or camera.
+    pub max_video_kbps: u32,
 }
 
 /// Why the SFU gave no offer.
@@ -210,6 +317,7 @@ pub struct Sfu {
 struct Handler {
     user: Id,
     max_upstream_kbps: u32,
+    max_video_kbps: u32,
     room: Arc<Room>,
     negotiated: Arc<Mutex<Negotiated>>,
     gathered: watch::Sender<bool>,
@@ -230,6 +338,11 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let (room, user, negotiated) = (self.room.clone(), self.user, self.negotiated.clone());
+        if track.kind().await == RtpCodecKind::Video {
+            let budget = super::budget::UpstreamBudget::new(self.max_video_kbps);
+            tokio::spawn(video_upstream(room, user, track, budget));
+            return;
+        }
         let mut budget = super::budget::UpstreamBudget::new(self.max_upstream_kbps);
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
@@ -249,6 +362,67 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
     }
+}
+
+/// Reads a participant's screen or camera and hands it to the room.
+async fn video_upstream(
+    room: Arc<Room>,
+    user: Id,
+    track: Arc<dyn TrackRemote>,
+    mut budget: super::budget::UpstreamBudget,
+) {
+    let mut known_ssrc = None;
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                if known_ssrc != Some(packet.header.ssrc) {
+                    known_ssrc = Some(packet.header.ssrc);
+                    room.publishers.lock().expect("publishers").insert(
+                        user,
+                        Publisher {
+                            track: track.clone(),
+                            ssrc: packet.header.ssrc,
+                        },
+                    );
+                }
+                if !budget.allow(12 + packet.payload.len(), Instant::now()) {
+                    metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "video_bitrate").increment(1);
+                    continue;
+                }
+                room.video_upstream(user, packet).await;
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+}
+
+/// Reads a viewer's RTCP on their video slot: a keyframe request (their decoder lost its
+/// way) goes on to whoever they watch.
+async fn viewer_feedback(room: Arc<Room>, user: Id, slot: Arc<TrackLocalStaticRTP>) {
+    while let Some(event) = slot.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event
+            && packets
+                .iter()
+                .any(|p| concord_media::keyframe::is_keyframe_request(p.as_ref()))
+        {
+            let target = room
+                .video
+                .lock()
+                .expect("video")
+                .viewer_wants_keyframe(user, room.now_ms());
+            if let Some(publisher) = target {
+                room.request_keyframe(publisher, "viewer").await;
+            }
+        }
+    }
+}
+
+/// Why a watch request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("no SFU session with video: ask for an offer with video first")]
+    NoVideo,
 }
 
 impl Sfu {
@@ -277,6 +451,8 @@ impl Sfu {
                     epoch: Instant::now(),
                     forwarder: Mutex::new(Forwarder::new(self.limits.slots)),
                     members: Mutex::new(HashMap::new()),
+                    video: Mutex::new(VideoRouter::default()),
+                    publishers: Mutex::new(HashMap::new()),
                     pending: Default::default(),
                 })
             })
@@ -299,11 +475,23 @@ impl Sfu {
     }
 
     /// A new peer connection for `user` in `channel` (replacing an earlier one) and the
-    /// relay's complete offer.
-    pub async fn offer(&self, channel: Id, user: Id, speak: bool) -> Result<String, OfferError> {
+    /// relay's complete offer; with `video`, the video upstream and slot too.
+    pub async fn offer(
+        &self,
+        channel: Id,
+        user: Id,
+        speak: bool,
+        video: bool,
+    ) -> Result<String, OfferError> {
+        // Whom they watched survives the new connection (a renegotiation or a failover).
+        let watched = self.watching(channel, user);
         self.leave(channel, user).await;
         let room = self.room(channel)?;
-        let made = self.offer_in(&room, user, speak).await;
+        let made = self.offer_in(&room, user, speak, video).await;
+        if made.is_ok() && video && watched.is_some() {
+            let now = room.now_ms();
+            room.video.lock().expect("video").watch(user, watched, now);
+        }
         self.settle(channel, &room);
         made
     }
@@ -313,8 +501,9 @@ impl Sfu {
         room: &Arc<Room>,
         user: Id,
         speak: bool,
+        video: bool,
     ) -> Result<String, OfferError> {
-        let (engine, registry) = concord_media::media_engine()?;
+        let (engine, registry) = concord_media::sfu_media_engine()?;
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
@@ -325,6 +514,7 @@ impl Sfu {
             .with_handler(Arc::new(Handler {
                 user,
                 max_upstream_kbps: self.limits.max_upstream_kbps,
+                max_video_kbps: self.limits.max_video_kbps,
                 room: room.clone(),
                 negotiated: negotiated.clone(),
                 gathered: gathered_tx,
@@ -356,6 +546,23 @@ impl Sfu {
             slots.push(track);
             ssrcs.push(ssrc);
         }
+        // Video after the audio (clients that know nothing of it see the same first m-lines):
+        // one m-line both ways, the participant's screen or camera up, what they watch down.
+        let (mut video_slot, mut video_sender, mut video_ssrc) = (None, None, 0);
+        if video {
+            video_ssrc = concord_media::random_ssrc();
+            let track = Arc::new(concord_media::vp8_track(
+                "concord-sfu-video",
+                &format!("video-{video_ssrc}"),
+                video_ssrc,
+            ));
+            video_sender = Some(
+                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+                    .await
+                    .map_err(|e| format!("video slot track: {e}"))?,
+            );
+            video_slot = Some(track);
+        }
         let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
         pc.set_local_description(offer)
             .await
@@ -369,6 +576,8 @@ impl Sfu {
             .ok_or_else(|| OfferError::Failed("no local description".into()))?;
         // Once connected: the negotiated payload type and audio-level id.
         let (sender, neg) = (senders[0].clone(), negotiated.clone());
+        let video_pt = Arc::new(Mutex::new(None));
+        let video_neg = video_pt.clone();
         let stats = Arc::new(Mutex::new(MemberStats {
             user_id: user,
             ..MemberStats::default()
@@ -384,6 +593,10 @@ impl Sfu {
             }
             if let Some(n) = Negotiated::of(&sender).await {
                 *neg.lock().expect("negotiated") = n;
+            }
+            if let Some(vs) = &video_sender {
+                *video_neg.lock().expect("video pt") =
+                    concord_media::payload_type_of(vs, concord_media::MIME_TYPE_VP8).await;
             }
             let mut last = (0u64, 0i64);
             loop {
@@ -409,6 +622,15 @@ impl Sfu {
             f.add_listener(user, &ssrcs);
             f.set_muted(user, !speak);
         }
+        if video {
+            room.video
+                .lock()
+                .expect("video")
+                .add_viewer(user, video_ssrc);
+        }
+        let feedback = video_slot
+            .clone()
+            .map(|slot| tokio::spawn(viewer_feedback(room.clone(), user, slot)));
         room.members.lock().expect("members").insert(
             user,
             Arc::new(Member {
@@ -416,7 +638,10 @@ impl Sfu {
                 stats,
                 slots,
                 negotiated,
+                video_slot,
+                video_pt,
                 watcher,
+                feedback,
             }),
         );
         metrics::gauge!("concord_sfu_participants").increment(1.0);
@@ -440,6 +665,44 @@ impl Sfu {
             .map_err(|e| format!("answer: {e}"))
     }
 
+    /// Whom `user` watches in `channel`, if anyone.
+    pub fn watching(&self, channel: Id, user: Id) -> Option<Id> {
+        let room = self.rooms.lock().expect("rooms").get(&channel).cloned()?;
+        room.video.lock().expect("video").watching(user)
+    }
+
+    /// `viewer` watches `target`'s screen or camera on their video slot (None: nobody); the
+    /// target is asked for a keyframe so the picture starts at once.
+    pub async fn watch(
+        &self,
+        channel: Id,
+        viewer: Id,
+        target: Option<Id>,
+    ) -> Result<(), WatchError> {
+        let room = self
+            .rooms
+            .lock()
+            .expect("rooms")
+            .get(&channel)
+            .cloned()
+            .ok_or(WatchError::NoVideo)?;
+        let has_slot = room
+            .members
+            .lock()
+            .expect("members")
+            .get(&viewer)
+            .is_some_and(|m| m.video_slot.is_some());
+        if !has_slot {
+            return Err(WatchError::NoVideo);
+        }
+        let now = room.now_ms();
+        let ask = room.video.lock().expect("video").watch(viewer, target, now);
+        if let Some(publisher) = ask {
+            room.request_keyframe(publisher, "new_viewer").await;
+        }
+        Ok(())
+    }
+
     /// Server mute / speak permission changes.
     pub fn set_muted(&self, channel: Id, user: Id, muted: bool) {
         if let Some(room) = self.rooms.lock().expect("rooms").get(&channel) {
@@ -458,6 +721,8 @@ impl Sfu {
             };
             let gone = room.members.lock().expect("members").remove(&user);
             room.forwarder.lock().expect("forwarder").remove(user);
+            room.video.lock().expect("video").remove(user);
+            room.publishers.lock().expect("publishers").remove(&user);
             // Not while another participant's offer is on its way in (it holds the room).
             if room.members.lock().expect("members").is_empty()
                 && room.pending.load(Ordering::Relaxed) == 0
@@ -468,7 +733,7 @@ impl Sfu {
             gone
         };
         if let Some(member) = gone {
-            member.watcher.abort();
+            member.stop_tasks();
             let _ = member.pc.close().await;
             metrics::gauge!("concord_sfu_participants").decrement(1.0);
         }
