@@ -105,6 +105,20 @@ export function recordPeerConnections() {
   };
 }
 
+// Voice tests: an API call from the page with its session's token (204 → null).
+export async function pageApi(page, method, path, body) {
+  return page.evaluate(async ([m, p, b]) => {
+    const { kv } = await import('/js/store.js');
+    const { access_token: token } = await kv.get('session');
+    const resp = await fetch(p, {
+      method: m,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: b === undefined ? undefined : JSON.stringify(b),
+    });
+    return resp.status === 204 ? null : resp.json();
+  }, [method, path, body]);
+}
+
 // Chromium with fake microphones that need no permission prompt, and audio that plays
 // without a user gesture.
 export const FAKE_MEDIA = [

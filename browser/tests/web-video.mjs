@@ -8,7 +8,7 @@
 // Usage: node tests/web-video.mjs <relay base url>. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount, recordPeerConnections, FAKE_MEDIA } from './web-common.mjs';
+import { watch, createAccount, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const origin = new URL(base).origin;
@@ -17,18 +17,7 @@ const result = { ok: false, checks: {}, console_errors: [], foreign_requests: []
 const checks = result.checks;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function api(page, method, path, body) {
-  return page.evaluate(async ([m, p, b]) => {
-    const { kv } = await import('/js/store.js');
-    const { access_token: token } = await kv.get('session');
-    const resp = await fetch(p, {
-      method: m,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: b === undefined ? undefined : JSON.stringify(b),
-    });
-    return resp.status === 204 ? null : resp.json();
-  }, [method, path, body]);
-}
+const api = pageApi;
 
 // Video counters of the page's call: what it decodes and what its sender was asked for.
 async function video(page) {

@@ -11,7 +11,7 @@
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount, audioSource, recordPeerConnections, FAKE_MEDIA } from './web-common.mjs';
+import { watch, createAccount, audioSource, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const relayOnly = process.argv[3] === 'relay-only';
@@ -21,18 +21,7 @@ const result = { ok: false, checks: {}, console_errors: [], foreign_requests: []
 const checks = result.checks;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function api(page, method, path, body) {
-  return page.evaluate(async ([m, p, b]) => {
-    const { kv } = await import('/js/store.js');
-    const { access_token: token } = await kv.get('session');
-    const resp = await fetch(p, {
-      method: m,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: b === undefined ? undefined : JSON.stringify(b),
-    });
-    return resp.json();
-  }, [method, path, body]);
-}
+const api = pageApi;
 
 async function rtp(page) {
   return page.evaluate(async () => {

@@ -903,6 +903,8 @@ async function joinVoice(channel) {
     state: (text) => setText($('#voice-status'), `${text} — 🔊 ${channel.name}`),
     ended: (reason) => endCall(reason),
     video: () => renderVoicePanel(),
+    // After a reconnect the watched stream arrives on the new connection's slot.
+    watching: (track) => { if (track) $('#video-view').srcObject = new MediaStream([track]); },
   });
   state.call = call;
   renderVoicePanel();

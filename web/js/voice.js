@@ -16,6 +16,13 @@ const POLL_MS = 250;
 // RTCRtpSynchronizationSource.audioLevel is linear 0..1; above this someone is talking.
 const SPEAKING_LEVEL = 0.02;
 const GATHER_TIMEOUT_MS = 3_000;
+// How long a disconnected call waits before it reconnects, and how often it tries.
+const QUIET_MS = 1_000;
+const RECONNECT_ATTEMPTS = 5;
+// The relay's ICE consent checks reach us every second even when nobody speaks: nothing at
+// all for this long means its instance is gone, well before the browser's own ICE says so.
+const STALL_MS = 2_200;
+const STALL_POLL_MS = 500;
 
 // FNV-1a (32 bits) of the decimal user id: the CSRC the relay puts on a speaker's packets.
 export function audioSource(userId) {
@@ -78,6 +85,29 @@ export class VoiceCall {
       await this.leave();
       throw new Error(`The microphone is not available (${err.name}).`);
     }
+    await this.connect();
+    this.timers.push(setInterval(() => this.sample(), POLL_MS));
+    this.timers.push(setInterval(() => this.checkStall(), STALL_POLL_MS));
+  }
+
+  // Bytes received on the connection's transport: when they stop for STALL_MS, reconnect.
+  async checkStall() {
+    const pc = this.pc;
+    if (!pc || this.reconnecting || pc.connectionState !== 'connected') return;
+    let bytes = 0;
+    for (const s of (await pc.getStats()).values()) if (s.type === 'transport') bytes += s.bytesReceived ?? 0;
+    const now = Date.now();
+    if (pc !== this.lastStall?.pc || bytes !== this.lastStall.bytes) {
+      this.lastStall = { pc, bytes, at: now };
+    } else if (now - this.lastStall.at > STALL_MS) {
+      this.lastStall = null;
+      this.reconnect();
+    }
+  }
+
+  // One peer connection to the SFU: the relay's offer, answered with the microphone (and the
+  // screen or camera, if one is shared).
+  async connect() {
     const ice = await this.api.call('GET', '/api/v1/voice/ice-servers');
     // ?relay in the page's own settings (or a TURN-only network) sends everything via TURN.
     const policy = localStorage.getItem('concord-voice-relay-only') === '1' ? 'relay' : 'all';
@@ -86,11 +116,7 @@ export class VoiceCall {
     pc.addEventListener('track', (ev) => {
       if (ev.track.kind === 'audio') this.addSlot(ev.receiver, ev.track);
     });
-    pc.addEventListener('connectionstatechange', () => {
-      const s = pc.connectionState;
-      this.hooks.state(s === 'connected' ? 'Voice connected' : s === 'failed' ? 'Voice connection failed' : `Voice ${s}…`);
-      if (s === 'failed') this.hooks.ended('The voice connection failed.');
-    });
+    pc.addEventListener('connectionstatechange', () => this.connectionChanged(pc));
     const offer = await this.api.call('POST', this.path('/sfu'), { video: true });
     await pc.setRemoteDescription({ type: 'offer', sdp: offer.sdp });
     // The first m-line takes our microphone and brings the first slot (the relay's upstream
@@ -104,12 +130,74 @@ export class VoiceCall {
     this.videoUp = video ?? null;
     if (video) video.direction = 'sendrecv';
     this.videoSlot = video?.receiver.track ?? null;
-    await up.sender.replaceTrack(this.mic.getAudioTracks()[0]);
     this.up = up;
+    await this.sendMic();
+    if (this.video) await this.videoUp?.sender.replaceTrack(this.video.track);
     await pc.setLocalDescription(await pc.createAnswer());
     await gathered(pc);
     await this.api.call('POST', this.path('/sfu/answer'), { sdp: pc.localDescription.sdp });
-    this.timers.push(setInterval(() => this.sample(), POLL_MS));
+  }
+
+  connectionChanged(pc) {
+    if (pc !== this.pc || this.closed) return;
+    const s = pc.connectionState;
+    if (s === 'connected') {
+      clearTimeout(this.quiet);
+      this.hooks.state('Voice connected');
+    } else if (s === 'failed') {
+      this.reconnect();
+    } else if (s === 'disconnected') {
+      // The relay went quiet: its instance may be gone. A short wait rides out a blip.
+      this.hooks.state('Voice disconnected…');
+      clearTimeout(this.quiet);
+      this.quiet = setTimeout(() => {
+        if (pc === this.pc && pc.connectionState !== 'connected') this.reconnect();
+      }, QUIET_MS);
+    } else {
+      this.hooks.state(`Voice ${s}…`);
+    }
+  }
+
+  // The connection to the SFU broke (its instance died, the network changed): join again —
+  // another instance takes the room if its owner is gone — and renegotiate, keeping the
+  // microphone, mute, the shared screen and whom we watch.
+  async reconnect() {
+    if (this.reconnecting || this.closed) return;
+    this.reconnecting = true;
+    clearTimeout(this.quiet);
+    this.hooks.state('Reconnecting voice…');
+    try {
+      for (let attempt = 0; attempt < RECONNECT_ATTEMPTS && !this.closed; attempt += 1) {
+        this.dropConnection();
+        try {
+          const again = await this.api.call('POST', this.path('/join'), {
+            client: 'browser', self_mute: this.muted, self_deaf: this.deafened,
+          });
+          this.learn(again.participants);
+          await this.connect();
+          if (this.video) await this.api.call('PATCH', this.path('/state'), { self_video: true });
+          if (this.watching) {
+            await this.api.call('POST', this.path('/sfu/watch'), { user_id: this.watching });
+            this.hooks.watching?.(this.videoSlot);
+          }
+          return;
+        } catch (err) {
+          if (err?.status === 403 || err?.status === 404) break; // no longer allowed here
+          await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        }
+      }
+      if (!this.closed) this.hooks.ended('The voice connection failed.');
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  // Closes the peer connection and its slots, keeping the call's own state.
+  dropConnection() {
+    this.pc?.close();
+    this.pc = null;
+    for (const slot of this.slots) slot.audio.remove();
+    this.slots = [];
   }
 
   renewEvery(expiresAt) {
@@ -253,6 +341,7 @@ export class VoiceCall {
 
   close() {
     this.closed = true;
+    clearTimeout(this.quiet);
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     this.pc?.close();

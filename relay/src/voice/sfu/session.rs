@@ -26,7 +26,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
-    RTCStatsReportEntry, StatsSelector,
+    RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -34,6 +34,10 @@ use super::forwarder::Forwarder;
 use super::video::VideoRouter;
 
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+/// ICE consent checks to each participant at least this often, media or not: a client that
+/// hears nothing from the relay for two of these knows its instance is gone (browsers then
+/// rejoin; the room moves to a live instance).
+const KEEPALIVE: Duration = Duration::from_secs(1);
 /// How often each participant's RTCP statistics are read.
 const STATS_EVERY: Duration = Duration::from_secs(5);
 
@@ -508,6 +512,11 @@ impl Sfu {
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
         let pc = PeerConnectionBuilder::new()
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_ice_timeouts(None, None, Some(KEEPALIVE))
+                    .build(),
+            )
             .with_configuration(RTCConfigurationBuilder::default().build())
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
