@@ -55,6 +55,7 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
             crate::voice::expire(&app).await;
         }),
         every(&app, Duration::from_secs(5), |app| async move {
+            app.voice.sfu.record_room_quality();
             let window = Duration::from_secs(app.config.gateway.resume_window_secs);
             app.hub.sweep(window);
             metrics::gauge!("concord_gateway_sessions").set(app.hub.session_count() as f64);

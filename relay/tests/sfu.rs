@@ -245,6 +245,27 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         let rtt = s["rtt_ms"].as_f64().expect("a round-trip time");
         assert!(rtt > 0.0 && rtt < 1_000.0, "{s}");
     }
+    // The room-level summaries (one observation per room every 5 s) are exported too;
+    // the recorder is process-wide, so only this room's (the only one with RTT) moved them.
+    relay.server().app().voice.sfu.record_room_quality();
+    let text = reqwest::get(format!("{}/metrics", relay.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "concord_sfu_room_loss_ratio_count",
+        "concord_sfu_room_jitter_seconds_count",
+        "concord_sfu_room_rtt_seconds_count",
+    ] {
+        let count: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 1.0, "{name} in\n{text}");
+    }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
         client.sender.abort();

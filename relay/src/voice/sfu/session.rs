@@ -106,6 +106,34 @@ pub struct MemberStats {
     pub rtt_ms: Option<f64>,
 }
 
+/// A room's quality: the mean over its participants of their loss (the worse of up and
+/// down), upstream jitter and RTT.
+#[derive(Debug, PartialEq)]
+struct RoomQuality {
+    loss: f64,
+    jitter_ms: f64,
+    rtt_ms: Option<f64>,
+}
+
+impl RoomQuality {
+    fn of(samples: &[MemberStats]) -> Option<RoomQuality> {
+        if samples.is_empty() {
+            return None;
+        }
+        let n = samples.len() as f64;
+        let rtts: Vec<f64> = samples.iter().filter_map(|s| s.rtt_ms).collect();
+        Some(RoomQuality {
+            loss: samples
+                .iter()
+                .map(|s| s.upstream_loss.max(s.downstream_loss))
+                .sum::<f64>()
+                / n,
+            jitter_ms: samples.iter().map(|s| s.upstream_jitter_ms).sum::<f64>() / n,
+            rtt_ms: (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64),
+        })
+    }
+}
+
 struct Member {
     pc: Arc<dyn PeerConnection>,
     stats: Arc<Mutex<MemberStats>>,
@@ -764,6 +792,37 @@ impl Sfu {
         out
     }
 
+    /// Each room's call quality, from its participants' latest RTCP samples, into the
+    /// room-level histograms: one observation per room (the mean over its participants), so
+    /// a dashboard's p95 says how bad the worst rooms are without a series per room.
+    pub fn record_room_quality(&self) {
+        let rooms: Vec<Arc<Room>> = self
+            .rooms
+            .lock()
+            .expect("rooms")
+            .values()
+            .cloned()
+            .collect();
+        for room in rooms {
+            let samples: Vec<MemberStats> = room
+                .members
+                .lock()
+                .expect("members")
+                .values()
+                .map(|m| m.stats.lock().expect("stats").clone())
+                .collect();
+            let Some(quality) = RoomQuality::of(&samples) else {
+                continue;
+            };
+            metrics::histogram!("concord_sfu_room_loss_ratio").record(quality.loss);
+            metrics::histogram!("concord_sfu_room_jitter_seconds")
+                .record(quality.jitter_ms / 1000.0);
+            if let Some(rtt) = quality.rtt_ms {
+                metrics::histogram!("concord_sfu_room_rtt_seconds").record(rtt / 1000.0);
+            }
+        }
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.lock().expect("rooms").len()
     }
@@ -771,6 +830,27 @@ impl Sfu {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rooms_quality_is_the_mean_of_its_participants() {
+        use super::{MemberStats, RoomQuality};
+        let member = |up: f64, down: f64, jitter: f64, rtt: Option<f64>| MemberStats {
+            upstream_loss: up,
+            downstream_loss: down,
+            upstream_jitter_ms: jitter,
+            rtt_ms: rtt,
+            ..MemberStats::default()
+        };
+        assert_eq!(RoomQuality::of(&[]), None);
+        let q = RoomQuality::of(&[
+            member(0.02, 0.0, 10.0, Some(20.0)),
+            member(0.0, 0.04, 20.0, None),
+        ])
+        .unwrap();
+        assert!((q.loss - 0.03).abs() < 1e-9);
+        assert!((q.jitter_ms - 15.0).abs() < 1e-9);
+        assert_eq!(q.rtt_ms, Some(20.0));
+    }
+
     #[test]
     fn audio_source_is_fnv1a_of_the_decimal_id() {
         // The same vector is checked by the web client's test (web/js/voice.js).
