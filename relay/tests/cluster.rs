@@ -890,6 +890,35 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
             .contains(r#"concord_cluster_voice_forwarded_total{result="ok"}"#),
         "{metrics}"
     );
+    // A moderator's server mute sent to the instance without the room reaches its owner.
+    let mute = |relay: &TestRelay, on: bool| {
+        let url = format!(
+            "{}/api/v1/guilds/{guild}/voice-states/{}",
+            relay.url, bob.id
+        );
+        let token = ana.access.clone();
+        async move {
+            reqwest::Client::new()
+                .patch(url)
+                .bearer_auth(token)
+                .json(&json!({ "server_mute": on }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let muted = mute(other, true).await;
+    assert_eq!(muted.status(), 200);
+    assert_eq!(muted.json::<Value>().await.unwrap()["server_mute"], true);
+    let on_owner = owner_relay
+        .server()
+        .app()
+        .voice
+        .with(|r| r.state_in(channel, bob.id).cloned())
+        .expect("bob on the owner");
+    assert!(on_owner.server_mute, "{on_owner:?}");
+    assert_eq!(mute(owner_relay, false).await.status(), 200);
+
     // Leaving through either instance empties the owner's room.
     for user in [&ana, &bob] {
         user.post(

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use concord_proto::api::{
     ErrorBody, JoinVoice, ServerMute, SfuOfferRequest, UpdateVoiceState, VoiceJoined, WatchVideo,
 };
@@ -260,8 +261,9 @@ pub async fn server_mute(
     State(app): State<Arc<App>>,
     caller: Caller,
     PathParams((guild_id, user_id)): PathParams<(Id, Id)>,
+    headers: axum::http::HeaderMap,
     Valid(body): Valid<ServerMute>,
-) -> ApiResult<Json<VoiceState>> {
+) -> ApiResult<axum::response::Response> {
     let (snapshot, _) = app
         .perms
         .require_guild(guild_id, caller.user_id, Permissions::MUTE_MEMBERS)
@@ -271,11 +273,31 @@ pub async fn server_mute(
             .require_outrank(&snapshot, caller.user_id, user_id)
             .await?;
     }
-    let channel = app
+    let local = app
         .voice
         .with(|r| r.channel_of(user_id))
-        .filter(|c| snapshot.channels.iter().any(|sc| sc.id == *c))
-        .ok_or_else(not_in_voice)?;
+        .filter(|c| snapshot.channels.iter().any(|sc| sc.id == *c));
+    let Some(channel) = local else {
+        // In a cluster the member's room may live on another instance: its owner decides
+        // (and checks the caller's rights again).
+        let voice_channels = snapshot
+            .channels
+            .iter()
+            .filter(|c| c.kind == ChannelKind::Voice)
+            .map(|c| c.id);
+        let path = format!("/api/v1/guilds/{guild_id}/voice-states/{user_id}");
+        let json = serde_json::to_vec(&body).expect("a mute serialises");
+        return super::voice_forward::to_room_owners(
+            &app,
+            voice_channels,
+            &axum::http::Method::PATCH,
+            &path,
+            &headers,
+            json.into(),
+        )
+        .await
+        .ok_or_else(not_in_voice);
+    };
     let state = app
         .voice
         .with(|r| {
@@ -302,7 +324,7 @@ pub async fn server_mute(
         format!("channel {channel}"),
     )
     .await?;
-    Ok(Json(state))
+    Ok(Json(state).into_response())
 }
 
 /// An SDP offer or answer for the SFU.

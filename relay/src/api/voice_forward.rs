@@ -75,7 +75,11 @@ pub async fn route(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
             let req = Request::from_parts(parts, Body::from(body));
             return served_here(&placement, next.run(req).await);
         };
-        match forward(&placement, &parts, &body, &url).await {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |p| p.as_str());
+        match forward(&placement, &parts.method, path, &parts.headers, &body, &url).await {
             Ok(response) if joins => {
                 metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "ok")
                     .increment(1);
@@ -161,23 +165,58 @@ fn served_here(placement: &Placement, mut response: Response) -> Response {
     response
 }
 
+/// A request about a member's voice state that this instance cannot serve (a moderator's
+/// server mute when the member's room lives on another instance): replayed on the owners
+/// of the rooms of `channels`, the first answer other than 404 wins. None on a single
+/// instance, for a request that was itself forwarded, or when no other instance knows.
+pub async fn to_room_owners(
+    app: &App,
+    channels: impl Iterator<Item = Id>,
+    method: &axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Option<Response> {
+    let placement = app.voice.placement.get()?;
+    if is_forwarded(app, headers) {
+        return None;
+    }
+    for channel in channels {
+        let Ok(Some(Owner::There { url, .. })) = placement.owner(channel).await else {
+            continue;
+        };
+        match forward(placement, method, path, headers, &body, &url).await {
+            Ok(response) if response.status() != StatusCode::NOT_FOUND => {
+                metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "ok")
+                    .increment(1);
+                return Some(response);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "unreachable")
+                    .increment(1);
+                tracing::warn!(%url, error = %e, %channel, "voice room owner unreachable");
+            }
+        }
+    }
+    None
+}
+
 /// Replays the request on the owner and hands its answer back as it came.
 async fn forward(
     placement: &Placement,
-    parts: &axum::http::request::Parts,
+    method: &axum::http::Method,
+    path: &str,
+    headers: &HeaderMap,
     body: &axum::body::Bytes,
     owner_url: &str,
 ) -> Result<Response, reqwest::Error> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or(parts.uri.path(), |p| p.as_str());
     let mut request = placement
         .http
-        .request(parts.method.clone(), format!("{owner_url}{path}"))
+        .request(method.clone(), format!("{owner_url}{path}"))
         .body(body.clone());
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT] {
-        if let Some(v) = parts.headers.get(&name) {
+        if let Some(v) = headers.get(&name) {
             request = request.header(name, v);
         }
     }
