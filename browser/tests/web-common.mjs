@@ -105,6 +105,31 @@ export function recordPeerConnections() {
   };
 }
 
+// Voice tests: the first page creates an account (names[0]) and the guild `guildName`; the
+// others open its invite, create accounts (names[1..]) and join. Returns the guild and the
+// users (ids in page order).
+export async function guildOf(pages, base, names, guildName) {
+  const [first, ...others] = pages;
+  await first.goto(`${base}/`);
+  await createAccount(first, names[0]);
+  await first.getByRole('button', { name: 'New guild' }).click();
+  await first.getByLabel('Guild name').fill(guildName);
+  await first.getByRole('button', { name: 'Create guild' }).click();
+  await first.getByRole('heading', { name: '#general' }).waitFor();
+  const guilds = await pageApi(first, 'GET', '/api/v1/users/@me/guilds');
+  const guild = guilds.find((g) => g.name === guildName);
+  const invite = await pageApi(first, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
+  for (const [i, page] of others.entries()) {
+    await page.goto(`${base}/invite/${invite.code}`);
+    await createAccount(page, names[i + 1]);
+    await page.getByRole('button', { name: 'Join guild' }).click();
+    await page.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  }
+  const users = [];
+  for (const page of pages) users.push(await pageApi(page, 'GET', '/api/v1/users/@me'));
+  return { guild, users };
+}
+
 // Voice tests: an API call from the page with its session's token (204 → null).
 export async function pageApi(page, method, path, body) {
   return page.evaluate(async ([m, p, b]) => {

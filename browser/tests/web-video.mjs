@@ -8,7 +8,7 @@
 // Usage: node tests/web-video.mjs <relay base url>. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
+import { watch, guildOf, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const origin = new URL(base).origin;
@@ -64,24 +64,9 @@ try {
     pages.push(page);
   }
   const [a, b, c] = pages;
-  await a.goto(`${base}/`);
-  await createAccount(a, `ana_${suffix}`);
-  await a.getByRole('button', { name: 'New guild' }).click();
-  await a.getByLabel('Guild name').fill('Video Test');
-  await a.getByRole('button', { name: 'Create guild' }).click();
-  await a.getByRole('heading', { name: '#general' }).waitFor();
-  const me = await api(a, 'GET', '/api/v1/users/@me');
-  const guilds = await api(a, 'GET', '/api/v1/users/@me/guilds');
-  const guild = guilds.find((g) => g.name === 'Video Test');
+  const { guild, users } = await guildOf(pages, base, ['ana', 'bo', 'cy'].map((n) => `${n}_${suffix}`), 'Video Test');
+  const [me, bob] = users;
   await api(a, 'POST', `/api/v1/guilds/${guild.id}/channels`, { name: 'Stage', kind: 'voice' });
-  const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
-  for (const [page, name] of [[b, `bo_${suffix}`], [c, `cy_${suffix}`]]) {
-    await page.goto(`${base}/invite/${invite.code}`);
-    await createAccount(page, name);
-    await page.getByRole('button', { name: 'Join guild' }).click();
-    await page.locator('#composer-input[placeholder="Message #general"]').waitFor();
-  }
-  const bob = await api(b, 'GET', '/api/v1/users/@me');
   for (const page of [a, b]) {
     await page.getByRole('button', { name: 'Stage' }).click();
     await page.locator('#voice-status', { hasText: 'Voice connected' }).waitFor({ timeout: 30_000 });

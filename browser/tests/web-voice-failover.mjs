@@ -12,7 +12,7 @@
 
 import readline from 'node:readline';
 import { launch } from '../lib/chromium.mjs';
-import { watch, createAccount, recordPeerConnections, pageApi as api, FAKE_MEDIA } from './web-common.mjs';
+import { watch, guildOf, recordPeerConnections, pageApi as api, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const origin = new URL(base).origin;
@@ -68,20 +68,8 @@ try {
     watch(page, who, result, origin);
     pages.push(page);
   }
-  const [a, b] = pages;
-  await a.goto(`${base}/`);
-  await createAccount(a, `ana_${suffix}`);
-  await a.getByRole('button', { name: 'New guild' }).click();
-  await a.getByLabel('Guild name').fill('Failover');
-  await a.getByRole('button', { name: 'Create guild' }).click();
-  await a.getByRole('heading', { name: '#general' }).waitFor();
-  const guilds = await api(a, 'GET', '/api/v1/users/@me/guilds');
-  const guild = guilds.find((g) => g.name === 'Failover');
-  const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
-  await b.goto(`${base}/invite/${invite.code}`);
-  await createAccount(b, `bo_${suffix}`);
-  await b.getByRole('button', { name: 'Join guild' }).click();
-  await b.locator('#composer-input[placeholder="Message #general"]').waitFor();
+  const [a] = pages;
+  const { guild } = await guildOf(pages, base, [`ana_${suffix}`, `bo_${suffix}`], 'Failover');
 
   // Join channels until one's room is on the other instance (rendezvous hashing: one in two).
   let placed = false;

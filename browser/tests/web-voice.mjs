@@ -11,7 +11,7 @@
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, createAccount, audioSource, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
+import { watch, guildOf, audioSource, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const relayOnly = process.argv[3] === 'relay-only';
@@ -63,24 +63,9 @@ try {
     pages.push(page);
   }
   const [a, b, c] = pages;
-  await a.goto(`${base}/`);
-  await createAccount(a, `ana_${suffix}`);
-  await a.getByRole('button', { name: 'New guild' }).click();
-  await a.getByLabel('Guild name').fill('Voice Test');
-  await a.getByRole('button', { name: 'Create guild' }).click();
-  await a.getByRole('heading', { name: '#general' }).waitFor();
-  const me = await api(a, 'GET', '/api/v1/users/@me');
-  const guilds = await api(a, 'GET', '/api/v1/users/@me/guilds');
-  const guild = guilds.find((g) => g.name === 'Voice Test');
+  const { guild, users } = await guildOf(pages, base, ['ana', 'bo', 'cy'].map((n) => `${n}_${suffix}`), 'Voice Test');
   const lounge = await api(a, 'POST', `/api/v1/guilds/${guild.id}/channels`, { name: 'Lounge', kind: 'voice' });
-  const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
-  for (const [page, name] of [[b, `bo_${suffix}`], [c, `cy_${suffix}`]]) {
-    await page.goto(`${base}/invite/${invite.code}`);
-    await createAccount(page, name);
-    await page.getByRole('button', { name: 'Join guild' }).click();
-    await page.locator('#composer-input[placeholder="Message #general"]').waitFor();
-  }
-  const ids = [me.id, (await api(b, 'GET', '/api/v1/users/@me')).id, (await api(c, 'GET', '/api/v1/users/@me')).id];
+  const ids = users.map((u) => u.id);
   const sources = ids.map(audioSource);
 
   for (const page of pages) {

@@ -37,6 +37,42 @@ pub async fn run(script: &str, args: &[String], timeout: Duration) -> Value {
     }
 }
 
+/// A script that talks to its test while it runs: JSON lines on stdout (steps, then its
+/// result), answers on stdin. Killed when dropped.
+pub struct Interactive {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub stderr: tokio::process::ChildStderr,
+}
+
+/// Starts `node browser/<script> args…` with piped stdin, stdout and stderr.
+pub fn spawn(script: &str, args: &[String]) -> Interactive {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let dir = dir();
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "browser tests need `npm ci --prefix browser` and Debian's chromium (scripts/test installs both)"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    Interactive {
+        stdin: child.stdin.take().expect("stdin"),
+        stdout: tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines(),
+        stderr: child.stderr.take().expect("stderr"),
+        child,
+    }
+}
+
 /// Asserts that every named check of a script's result is `true`, and `ok`; a failure shows
 /// the whole result.
 pub fn assert_checks(result: &Value, checks: &[&str]) {

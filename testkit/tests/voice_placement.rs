@@ -36,15 +36,7 @@ fn hears(s: &Speaker, other: Id) -> bool {
 
 /// The SFU rooms an instance reports in its metrics.
 async fn sfu_rooms(url: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("concord_sfu_rooms "))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    concord_testkit::metric(url, "concord_sfu_rooms").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

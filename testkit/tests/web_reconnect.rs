@@ -4,12 +4,11 @@
 //! is `browser/tests/web-reconnect.mjs`; it asks this test to stop and start the relay
 //! through its stdin/stdout.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use concord_testkit::{TestRelay, browser};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// 1 s heartbeats: a client notices a silently dead connection within about 2 s.
 fn fast_heartbeats(c: &mut concord_relay::RelayConfig) {
@@ -26,24 +25,12 @@ async fn relay_restart_under_open_clients() {
         .parse()
         .expect("relay url is http://ip:port");
 
-    let dir = browser::dir();
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "browser tests need `npm ci --prefix browser` and Debian's chromium (scripts/test installs both)"
-    );
-    let mut child = tokio::process::Command::new("node")
-        .arg(dir.join("tests/web-reconnect.mjs"))
-        .arg(&url)
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut stderr = child.stderr.take().expect("stderr");
+    let browser::Interactive {
+        child: _child,
+        mut stdin,
+        mut stdout,
+        mut stderr,
+    } = browser::spawn("tests/web-reconnect.mjs", std::slice::from_ref(&url));
 
     let mut stopped = None;
     let mut result = None;

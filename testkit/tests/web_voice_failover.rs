@@ -6,24 +6,15 @@
 //! again through B, which takes the room, and renegotiate: audio flows again without the
 //! call ending.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use concord_testkit::{TestRelay, browser, fresh_postgres_url, procs, redis_url, wait_for};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The SFU rooms an instance reports in its metrics.
 async fn sfu_rooms(url: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix("concord_sfu_rooms "))
-        .map_or(0.0, |v| v.trim().parse().expect("a number"))
+    concord_testkit::metric(url, "concord_sfu_rooms").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,20 +40,12 @@ async fn browsers_rejoin_when_the_rooms_instance_dies() {
     let b_app = b.server().app().clone();
     wait_for(Duration::from_secs(10), || b_app.redis_ok()).await;
 
-    let dir = browser::dir();
-    let mut child = tokio::process::Command::new("node")
-        .arg(dir.join("tests/web-voice-failover.mjs"))
-        .arg(&b.url)
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut stderr = child.stderr.take().expect("stderr");
+    let browser::Interactive {
+        child: _child,
+        mut stdin,
+        mut stdout,
+        mut stderr,
+    } = browser::spawn("tests/web-voice-failover.mjs", std::slice::from_ref(&b.url));
 
     let mut result = None;
     let mut killed_at = None;
