@@ -42,6 +42,15 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), String> {
     engine
         .register_default_codecs()
         .map_err(|e| e.to_string())?;
+    register_audio_level(&mut engine)?;
+    // webrtc's defaults minus transport-wide congestion control: audio at a fixed Opus rate
+    // needs no bandwidth estimate, and rtc 0.21 sizes some of its feedback packets wrongly
+    // (Chromium peers made the relay log `marshal_to output size 28, but expect 32`).
+    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
+    Ok((engine, registry))
+}
+
+fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
     engine
         .register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -50,12 +59,7 @@ pub fn media_engine() -> Result<(MediaEngine, Registry), String> {
             RtpCodecKind::Audio,
             Some(RTCRtpTransceiverDirection::Sendrecv),
         )
-        .map_err(|e| e.to_string())?;
-    // webrtc's defaults minus transport-wide congestion control: audio at a fixed Opus rate
-    // needs no bandwidth estimate, and rtc 0.21 sizes some of its feedback packets wrongly
-    // (Chromium peers made the relay log `marshal_to output size 28, but expect 32`).
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
-    Ok((engine, registry))
+        .map_err(|e| e.to_string())
 }
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
@@ -81,15 +85,7 @@ pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
             RtpCodecKind::Video,
         )
         .map_err(|e| e.to_string())?;
-    engine
-        .register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: AUDIO_LEVEL_URI.to_owned(),
-            },
-            RtpCodecKind::Audio,
-            Some(RTCRtpTransceiverDirection::Sendrecv),
-        )
-        .map_err(|e| e.to_string())?;
+    register_audio_level(&mut engine)?;
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
