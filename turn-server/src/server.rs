@@ -38,6 +38,7 @@ use crate::core::wire::stream_frame_len;
 use crate::core::{AllocId, CoreConfig, Family, FiveTuple, Output, Stats, Transport, TurnCore};
 use crate::policy::PeerPolicy;
 use crate::tls::{TlsError, tls_acceptor};
+use crate::udp_batch::BatchReader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -112,13 +113,24 @@ impl Shared {
             f(&mut core, Instant::now());
             queue.extend(std::iter::from_fn(|| core.poll_output()));
         }
+        // Held across consecutive sends to peers (a batch is mostly those), released before
+        // anything that takes it again.
+        let mut relays = None;
         while let Some(out) = queue.pop_front() {
             match out {
                 Output::ToClient { tuple, data } => self.to_client(tuple, data),
-                Output::ToPeer { alloc, peer, data } => self.to_peer(alloc, peer, &data),
+                Output::ToPeer { alloc, peer, data } => {
+                    let relays = relays.get_or_insert_with(|| lock(&self.relays));
+                    if let Some(relay) = relays.get(&alloc)
+                        && relay.socket.try_send_to(&data, peer).is_err()
+                    {
+                        crate::metrics::driver_drop("send_failed");
+                    }
+                }
                 Output::BindRelay {
                     alloc, even_port, ..
                 } => {
+                    relays = None;
                     let advertised = self.open_relay(alloc, even_port);
                     let mut core = self.core();
                     let accepted = core.relay_bound(Instant::now(), alloc, advertised);
@@ -128,7 +140,10 @@ impl Shared {
                         self.close_relay(alloc);
                     }
                 }
-                Output::AllocationClosed { alloc, .. } => self.close_relay(alloc),
+                Output::AllocationClosed { alloc, .. } => {
+                    relays = None;
+                    self.close_relay(alloc);
+                }
             }
         }
     }
@@ -156,15 +171,6 @@ impl Shared {
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
-        }
-    }
-
-    fn to_peer(&self, alloc: AllocId, peer: SocketAddr, data: &[u8]) {
-        let socket = lock(&self.relays).get(&alloc).map(|r| r.socket.clone());
-        if let Some(socket) = socket
-            && socket.try_send_to(data, peer).is_err()
-        {
-            crate::metrics::driver_drop("send_failed");
         }
     }
 
@@ -251,28 +257,44 @@ impl Shared {
         }
     }
 
+    /// Reads the UDP listener a batch at a time (`recvmmsg`, up to [`crate::udp_batch::RECV_BATCH`] datagrams
+    /// per call) and hands each batch to the core under one lock: at tens of thousands of
+    /// packets per second the per-datagram syscall and lock are most of the user-space cost.
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
-        let mut buf = vec![0u8; 65_536];
+        let mut batch = match BatchReader::new(&*self.udp) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the UDP listener");
+                return;
+            }
+        };
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 ready = self.udp.readable() => if ready.is_err() { continue },
             }
-            // Drain a batch per wake-up: one select per packet costs more than the packet.
-            for _ in 0..256 {
-                let (n, client) = match self.udp.try_recv_from(&mut buf) {
-                    Ok(v) => v,
+            // Several batches per wake-up: one select per batch costs little, one per packet
+            // would cost more than the packet.
+            for _ in 0..8 {
+                let received = match self
+                    .udp
+                    .try_io(tokio::io::Interest::READABLE, || batch.recv(&*self.udp))
+                {
+                    Ok(received) => received,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP errors surface here on some systems; they are no reason to stop.
                     Err(_) => continue,
                 };
-                let tuple = FiveTuple {
-                    transport: Transport::Udp,
-                    client,
-                    server,
-                };
-                let data = &buf[..n];
-                self.drive(|core, now| core.handle_client(now, tuple, data));
+                self.drive(|core, now| {
+                    for (client, data) in received.datagrams() {
+                        let tuple = FiveTuple {
+                            transport: Transport::Udp,
+                            client,
+                            server,
+                        };
+                        core.handle_client(now, tuple, data);
+                    }
+                });
             }
             // No explicit yield: the readiness await above yields when the socket is empty,
             // and tokio's cooperative budget bounds a busy loop.
