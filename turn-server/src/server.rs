@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 // foldhash: several times cheaper than SipHash per lookup (every relayed packet does a few),
 // randomly seeded per process so client-chosen addresses cannot be pre-computed to collide.
 use foldhash::{HashMap, HashMapExt};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,8 +25,10 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::BytesMut;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -61,14 +63,28 @@ struct StreamHandle {
     close: CancellationToken,
 }
 
+/// A UDP socket registered for readability only. Sends never wait (a full buffer drops the
+/// datagram), and a socket also registered for writability would wake the reactor after
+/// every datagram it sends — one event per relayed packet for nothing.
+type Udp = AsyncFd<UdpSocket>;
+
+/// Registers `socket` with the reactor for readability only.
+fn register_readable(socket: UdpSocket) -> std::io::Result<Udp> {
+    // Deprecated because an arbitrary `AsRawFd` could close or swap its descriptor while
+    // registered. A `std::net::UdpSocket` owns its descriptor until it is dropped, which is
+    // the contract `register_with_interest` asks for (and `unsafe` is forbidden here).
+    #[allow(deprecated)]
+    AsyncFd::with_interest(socket, Interest::READABLE)
+}
+
 struct RelayHandle {
-    socket: Arc<UdpSocket>,
+    socket: Arc<Udp>,
     cancel: CancellationToken,
 }
 
 struct Shared {
     core: Mutex<TurnCore>,
-    udp: Arc<UdpSocket>,
+    udp: Arc<Udp>,
     streams: Mutex<HashMap<FiveTuple, StreamHandle>>,
     relays: Mutex<HashMap<AllocId, RelayHandle>>,
     relay_bind_ip: IpAddr,
@@ -122,7 +138,7 @@ impl Shared {
                 Output::ToPeer { alloc, peer, data } => {
                     let relays = relays.get_or_insert_with(|| lock(&self.relays));
                     if let Some(relay) = relays.get(&alloc)
-                        && relay.socket.try_send_to(&data, peer).is_err()
+                        && relay.socket.get_ref().send_to(&data, peer).is_err()
                     {
                         crate::metrics::driver_drop("send_failed");
                     }
@@ -151,7 +167,7 @@ impl Shared {
     fn to_client(&self, tuple: FiveTuple, data: Vec<u8>) {
         match tuple.transport {
             Transport::Udp => {
-                if self.udp.try_send_to(&data, tuple.client).is_err() {
+                if self.udp.get_ref().send_to(&data, tuple.client).is_err() {
                     crate::metrics::driver_drop("send_failed");
                 }
             }
@@ -201,15 +217,15 @@ impl Shared {
                 continue;
             }
             tried += 1;
-            if let Ok(s) = std::net::UdpSocket::bind((self.relay_bind_ip, port)) {
+            if let Ok(s) = UdpSocket::bind((self.relay_bind_ip, port)) {
                 socket = Some(s);
                 break;
             }
         }
         let socket = socket?;
         socket.set_nonblocking(true).ok()?;
-        let socket = Arc::new(UdpSocket::from_std(socket).ok()?);
         let local = socket.local_addr().ok()?;
+        let socket = Arc::new(register_readable(socket).ok()?);
         let cancel = self.stop.child_token();
         lock(&self.relays).insert(
             alloc,
@@ -233,23 +249,29 @@ impl Shared {
     async fn read_relay(
         self: Arc<Self>,
         alloc: AllocId,
-        socket: Arc<UdpSocket>,
+        socket: Arc<Udp>,
         cancel: CancellationToken,
     ) {
         loop {
-            tokio::select! {
+            let mut ready = tokio::select! {
                 _ = cancel.cancelled() => break,
-                ready = socket.readable() => if ready.is_err() { break },
-            }
+                ready = socket.readable() => match ready {
+                    Ok(guard) => guard,
+                    Err(_) => break,
+                },
+            };
             // Drain what is there into this thread's buffer; no await while it is borrowed.
             RECV_BUF.with_borrow_mut(|buf| {
                 for _ in 0..64 {
-                    match socket.try_recv_from(buf) {
+                    match socket.get_ref().recv_from(buf) {
                         Ok((n, peer)) => {
                             let data = &buf[..n];
                             self.drive(|core, now| core.handle_peer(now, alloc, peer, data));
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            ready.clear_ready();
+                            break;
+                        }
                         Err(_) => continue,
                     }
                 }
@@ -261,7 +283,7 @@ impl Shared {
     /// per call) and hands each batch to the core under one lock: at tens of thousands of
     /// packets per second the per-datagram syscall and lock are most of the user-space cost.
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
-        let mut batch = match BatchReader::new(&*self.udp) {
+        let mut batch = match BatchReader::new(self.udp.get_ref()) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set up the UDP listener");
@@ -269,24 +291,25 @@ impl Shared {
             }
         };
         loop {
-            tokio::select! {
+            let mut ready = tokio::select! {
                 _ = self.stop.cancelled() => break,
-                ready = self.udp.readable() => if ready.is_err() { continue },
-            }
+                ready = self.udp.readable() => match ready {
+                    Ok(guard) => guard,
+                    Err(_) => continue,
+                },
+            };
             // Several batches per wake-up: one select per batch costs little, one per packet
             // would cost more than the packet.
             for _ in 0..8 {
-                let received = match self
-                    .udp
-                    .try_io(tokio::io::Interest::READABLE, || batch.recv(&*self.udp))
-                {
-                    Ok(received) => received,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                match ready.try_io(|udp| batch.recv(udp.get_ref())) {
+                    Ok(Ok(())) => {}
+                    // Drained: wait for the next readiness.
+                    Err(_would_block) => break,
                     // ICMP errors surface here on some systems; they are no reason to stop.
-                    Err(_) => continue,
-                };
+                    Ok(Err(_)) => continue,
+                }
                 self.drive(|core, now| {
-                    for (client, data) in received.datagrams() {
+                    for (client, data) in batch.datagrams() {
                         let tuple = FiveTuple {
                             transport: Transport::Udp,
                             client,
@@ -481,8 +504,8 @@ async fn bind_main(
 ) -> Result<(UdpSocket, Option<TcpListener>), ServerError> {
     let mut attempts = 0;
     loop {
-        let udp = UdpSocket::bind(listen)
-            .await
+        let udp = UdpSocket::bind(listen).map_err(|e| ServerError::Bind(listen, e))?;
+        udp.set_nonblocking(true)
             .map_err(|e| ServerError::Bind(listen, e))?;
         enlarge_buffers(&udp);
         if !tcp {
@@ -587,7 +610,7 @@ impl TurnServer {
         let tasks = TaskTracker::new();
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
-            udp: Arc::new(udp),
+            udp: Arc::new(register_readable(udp).map_err(|e| ServerError::Bind(udp_addr, e))?),
             streams: Mutex::new(HashMap::new()),
             relays: Mutex::new(HashMap::new()),
             relay_bind_ip: relay_ip,

@@ -17,6 +17,8 @@ pub struct BatchReader {
     state: UdpSocketState,
     storage: Vec<u8>,
     meta: [RecvMeta; RECV_BATCH],
+    /// Buffers filled by the last read.
+    filled: usize,
 }
 
 impl BatchReader {
@@ -32,47 +34,43 @@ impl BatchReader {
             state,
             storage: vec![0; RECV_BATCH * MAX_DATAGRAM],
             meta: [RecvMeta::default(); RECV_BATCH],
+            filled: 0,
         })
     }
 
-    /// Reads what is queued, up to [`RECV_BATCH`] buffers; `WouldBlock` when nothing is.
-    pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<Received<'_>> {
+    /// Reads what is queued, up to [`RECV_BATCH`] buffers, into [`Self::datagrams`];
+    /// `WouldBlock` when nothing is.
+    pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<()> {
+        self.filled = 0;
         let mut chunks = self.storage.chunks_mut(MAX_DATAGRAM);
         let mut bufs: [IoSliceMut<'_>; RECV_BATCH] = std::array::from_fn(|_| {
             IoSliceMut::new(chunks.next().expect("storage holds RECV_BATCH buffers"))
         });
-        let count = self.state.recv(socket.into(), &mut bufs, &mut self.meta)?;
-        Ok(Received {
-            storage: &self.storage,
-            meta: &self.meta[..count],
-        })
+        self.filled = self.state.recv(socket.into(), &mut bufs, &mut self.meta)?;
+        Ok(())
     }
-}
 
-/// One batch: the buffers filled by the last read.
-pub struct Received<'a> {
-    storage: &'a [u8],
-    meta: &'a [RecvMeta],
-}
-
-impl<'a> Received<'a> {
-    /// Each datagram with its source, in arrival order (an empty datagram included).
-    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &'a [u8])> + '_ {
-        let storage = self.storage;
-        self.meta.iter().enumerate().flat_map(move |(i, meta)| {
-            let buf = &storage[i * MAX_DATAGRAM..][..meta.len.min(MAX_DATAGRAM)];
-            let stride = if meta.stride == 0 {
-                buf.len().max(1)
-            } else {
-                meta.stride
-            };
-            // `chunks` yields nothing for an empty slice; an empty datagram is still one.
-            let empty = buf.is_empty().then_some(buf);
-            empty
-                .into_iter()
-                .chain(buf.chunks(stride))
-                .map(move |datagram| (meta.addr, datagram))
-        })
+    /// Each datagram of the last read with its source, in arrival order (an empty datagram
+    /// included).
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        let storage = &self.storage;
+        self.meta[..self.filled]
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, meta)| {
+                let buf = &storage[i * MAX_DATAGRAM..][..meta.len.min(MAX_DATAGRAM)];
+                let stride = if meta.stride == 0 {
+                    buf.len().max(1)
+                } else {
+                    meta.stride
+                };
+                // `chunks` yields nothing for an empty slice; an empty datagram is still one.
+                let empty = buf.is_empty().then_some(buf);
+                empty
+                    .into_iter()
+                    .chain(buf.chunks(stride))
+                    .map(move |datagram| (meta.addr, datagram))
+            })
     }
 }
 
@@ -155,7 +153,7 @@ mod tests {
                 expected.len()
             );
             match reader.recv(&listener) {
-                Ok(batch) => got.extend(batch.datagrams().map(|(from, d)| (from, d.to_vec()))),
+                Ok(()) => got.extend(reader.datagrams().map(|(from, d)| (from, d.to_vec()))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
