@@ -283,13 +283,7 @@ impl Shared {
     /// per call) and hands each batch to the core under one lock: at tens of thousands of
     /// packets per second the per-datagram syscall and lock are most of the user-space cost.
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
-        let mut batch = match BatchReader::new(self.udp.get_ref()) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot set up the UDP listener");
-                return;
-            }
-        };
+        let mut batch = BatchReader::default();
         loop {
             let mut ready = tokio::select! {
                 _ = self.stop.cancelled() => break,
