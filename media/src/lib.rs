@@ -202,6 +202,13 @@ pub fn audio_level(level: u8) -> HeaderExtension {
     })
 }
 
+/// The RFC 6464 element (one byte: the voice flag and the level, clamped to 127) to put on a
+/// header with `Header::set_extension` under the negotiated id: what `audio_level` marshals
+/// to, without a map and a buffer per packet.
+pub fn audio_level_element(level: u8) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&[0x80 | level.min(127)])
+}
+
 /// A packet's RFC 6464 level given the negotiated extension id (127, silence, when it is
 /// absent or unreadable).
 pub fn level_of(packet: &rtp::Packet, level_id: Option<u8>) -> u8 {
@@ -238,5 +245,10 @@ mod tests {
         let mut buf = vec![0u8; loud.marshal_size()];
         loud.marshal_to(&mut buf).unwrap();
         assert_eq!(buf[0], 0x80 | 127);
+        // The shortcut writes the same byte.
+        assert_eq!(audio_level_element(200)[..], buf[..]);
+        let mut buf = vec![0u8; ext.marshal_size()];
+        ext.marshal_to(&mut buf).unwrap();
+        assert_eq!(audio_level_element(23)[..], buf[..]);
     }
 }

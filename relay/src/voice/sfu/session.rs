@@ -203,8 +203,12 @@ impl Room {
         };
         let started = Instant::now();
         let source = audio_source(from);
+        let level_element = concord_media::audio_level_element(level);
         for (f, member) in targets {
-            let Some(pt) = member.negotiated.lock().expect("negotiated").payload_type else {
+            let (Some(pt), level_id) = ({
+                let n = member.negotiated.lock().expect("negotiated");
+                (n.payload_type, n.level_id)
+            }) else {
                 continue;
             };
             let Some(track) = member.slots.get(f.slot) else {
@@ -219,11 +223,12 @@ impl Room {
             out.header.timestamp = f.timestamp;
             out.header.marker = f.marker;
             out.header.payload_type = pt;
-            if track
-                .write_rtp_with_extensions(out, &[concord_media::audio_level(level)])
-                .await
-                .is_ok()
-            {
+            // The level under the id this listener negotiated, set here rather than through
+            // `write_rtp_with_extensions` (a map, a buffer and one more track lock per packet).
+            if let Some(id) = level_id {
+                let _ = out.header.set_extension(id, level_element.clone());
+            }
+            if track.write_rtp(out).await.is_ok() {
                 metrics::counter!("concord_sfu_forwarded_packets_total").increment(1);
                 // Header with one CSRC, and the payload (extensions and SRTP not counted).
                 metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes as u64);
