@@ -22,8 +22,9 @@ use webrtc::peer_connection::{
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
 };
 
-/// Packets received per SSRC, and the last sequence number seen (for continuity).
-type Received = Arc<Mutex<HashMap<u32, (u64, u16, u64)>>>;
+/// Per SSRC: packets received, the last sequence number (for continuity), sequence gaps, and
+/// the RFC 6464 level the last packet carried (its only header extension).
+type Received = Arc<Mutex<HashMap<u32, (u64, u16, u64, Option<u8>)>>>;
 
 struct Handler {
     gathered: watch::Sender<bool>,
@@ -47,15 +48,21 @@ impl PeerConnectionEventHandler for Handler {
             while let Some(event) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = event {
                     let mut r = received.lock().unwrap();
-                    let e = r
-                        .entry(p.header.ssrc)
-                        .or_insert((0, p.header.sequence_number, 0));
+                    let e =
+                        r.entry(p.header.ssrc)
+                            .or_insert((0, p.header.sequence_number, 0, None));
                     // Count sequence gaps bigger than one (a speaker switch must not make one).
                     if e.0 > 0 && p.header.sequence_number.wrapping_sub(e.1) > 1 {
                         e.2 += 1;
                     }
                     e.0 += 1;
                     e.1 = p.header.sequence_number;
+                    e.3 = p
+                        .header
+                        .extensions
+                        .first()
+                        .and_then(|x| x.payload.first())
+                        .map(|b| b & 0x7f);
                 }
             }
         });
@@ -72,7 +79,7 @@ impl Client {
     fn total(&self) -> u64 {
         self.received.lock().unwrap().values().map(|e| e.0).sum()
     }
-    fn streams(&self) -> HashMap<u32, (u64, u16, u64)> {
+    fn streams(&self) -> HashMap<u32, (u64, u16, u64, Option<u8>)> {
         self.received.lock().unwrap().clone()
     }
 }
@@ -194,6 +201,18 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         eprintln!("{name} receives {streams:?}");
         let busy: Vec<_> = streams.values().filter(|e| e.0 >= 50).collect();
         assert_eq!(busy.len(), 2, "{name} hears the two others: {streams:?}");
+        // Each forwarded packet carries its speaker's level (one of the others' 10/20/30).
+        let own = match name {
+            "ana" => 10,
+            "bob" => 20,
+            _ => 30,
+        };
+        for e in &busy {
+            assert!(
+                matches!(e.3, Some(l) if [10, 20, 30].contains(&l) && l != own),
+                "{name}: forwarded packets carry a speaker's level: {streams:?}"
+            );
+        }
         assert!(
             !streams.contains_key(
                 &(1_000
