@@ -4,7 +4,7 @@ mod common;
 
 use common::client::{Backend, TestRelay, relaxed, send};
 use concord_proto::Id;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
@@ -306,6 +306,20 @@ async fn security_headers_cors_and_compression() {
         .await
         .unwrap();
     assert_eq!(br.headers()["content-encoding"], "br");
+    // A small answer is not worth a compressor's setup: it goes out as is.
+    let small = raw
+        .get(format!("http://{}/healthz", relay.server().http_addr()))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), StatusCode::OK);
+    assert!(
+        small.headers().get("content-encoding").is_none(),
+        "{:?}",
+        small.headers()
+    );
+    assert!(small.bytes().await.unwrap().len() < 1024);
     let preflight = relay
         .http
         .request(

@@ -279,9 +279,10 @@ impl Shared {
         }
     }
 
-    /// Reads the UDP listener a batch at a time (`recvmmsg`, up to [`crate::udp_batch::RECV_BATCH`] datagrams
-    /// per call) and hands each batch to the core under one lock: at tens of thousands of
-    /// packets per second the per-datagram syscall and lock are most of the user-space cost.
+    /// Reads the UDP listener a batch at a time (`recvmmsg`, up to
+    /// [`crate::udp_batch::RECV_BATCH`] datagrams per call) and hands each batch to the core
+    /// under one lock: at tens of thousands of packets per second the per-datagram syscall
+    /// and lock are most of the user-space cost.
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
         let mut batch = BatchReader::default();
         loop {

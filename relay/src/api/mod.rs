@@ -26,7 +26,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -36,6 +37,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
+
+/// Responses smaller than this go out uncompressed (most JSON answers of the API are).
+const MIN_COMPRESSED_BYTES: u64 = 1024;
 
 fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
@@ -248,7 +252,14 @@ pub fn router(app: Arc<App>) -> Router {
             HeaderValue::from_static("DENY"),
         ))
         .layer(cors)
-        .layer(CompressionLayer::new())
+        .layer(
+            // Small answers (a sent message, an ack) are not worth a compressor's setup, and
+            // brotli's default quality 11 costs milliseconds per page: level 4 is the usual
+            // choice for dynamic responses.
+            CompressionLayer::new()
+                .quality(CompressionLevel::Precise(4))
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(MIN_COMPRESSED_BYTES))),
+        )
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
                 let route = req
