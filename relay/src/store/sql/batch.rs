@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{MESSAGE_COLS, insert_one, message_row, with_reactions};
 use super::rows::{int, opt_id};
-use crate::store::{InsertedMessage, NewMessage, StoreError, StoreResult};
+use crate::store::{Backend, InsertedMessage, NewMessage, StoreError, StoreResult};
 
 /// Most messages in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -37,9 +37,9 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the writer task; it ends when the store (the last sender) is dropped.
-    pub(super) fn spawn(pool: AnyPool) -> Batcher {
+    pub(super) fn spawn(pool: AnyPool, backend: Backend) -> Batcher {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, backend, rx));
         Batcher { jobs }
     }
 
@@ -54,7 +54,7 @@ impl Batcher {
     }
 }
 
-async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -64,7 +64,7 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let messages: Vec<&NewMessage> = jobs.iter().map(|j| &j.message).collect();
-        let results = match write_batch(&pool, &messages).await {
+        let results = match write_batch(&pool, backend, &messages).await {
             Ok(results) => results,
             Err(e) => {
                 tracing::debug!(error = %e, size = jobs.len(), "batch failed; inserting one by one");
@@ -86,10 +86,22 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The `n`th (1-based) bind parameter of a statement whose parameters appear in bind order.
+/// SQLite gets anonymous `?`: sqlx looks each parameter's name up with
+/// `sqlite3_bind_parameter_name`, a linear scan of the statement's named parameters, so
+/// `$N` costs O(n²) per statement (1.9 % of the relay's CPU under `--preset 10x`).
+fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => "?".to_owned(),
+        Backend::Postgres => format!("${n}"),
+    }
+}
+
 /// Writes a batch in one transaction. `None` marks a message whose (author, nonce) repeats
 /// an earlier one of the same batch (resolved after the commit).
 async fn write_batch(
     pool: &AnyPool,
+    backend: Backend,
     batch: &[&NewMessage],
 ) -> StoreResult<Vec<Option<StoreResult<InsertedMessage>>>> {
     let mut results: Vec<Option<StoreResult<InsertedMessage>>> =
@@ -101,9 +113,9 @@ async fn write_batch(
         let conds: Vec<String> = (0..batch.len())
             .map(|i| {
                 format!(
-                    "(m.author_id = ${} AND m.nonce = ${})",
-                    2 * i + 1,
-                    2 * i + 2
+                    "(m.author_id = {} AND m.nonce = {})",
+                    param(backend, 2 * i + 1),
+                    param(backend, 2 * i + 2)
                 )
             })
             .collect();
@@ -197,7 +209,7 @@ async fn write_batch(
     for chunk in created.chunks(ROWS_PER_INSERT) {
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
-                let p = |k: usize| format!("${}", r * 11 + k);
+                let p = |k: usize| param(backend, r * 11 + k);
                 format!(
                     "({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                     p(1),
@@ -237,14 +249,14 @@ async fn write_batch(
 
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
-                let b = r * 5;
+                let p = |k: usize| param(backend, r * 5 + k);
                 format!(
-                    "(${}, ${}, 'message_create', ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
+                    "({}, {}, 'message_create', {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5)
                 )
             })
             .collect();

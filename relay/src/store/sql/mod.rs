@@ -242,7 +242,7 @@ impl SqlStore {
         }
         Ok(SqlStore {
             backend,
-            batcher: batch::Batcher::spawn(write.clone()),
+            batcher: batch::Batcher::spawn(write.clone(), backend),
             write,
             read: Readers::new(read, replicas),
             // Two failed probes in a row (2 s apart) open it; probes go on, one success closes it.
