@@ -930,3 +930,127 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
     }
     assert_eq!(owner_relay.server().app().voice.with(|r| r.room_count()), 0);
 }
+
+#[tokio::test]
+async fn voice_states_and_one_channel_per_user_span_instances() {
+    use concord_relay::voice::placement::pick_owner;
+
+    let (a, b) = cluster_with(|c| {
+        relaxed(c);
+        c.voice.mesh_size = 1;
+    })
+    .await;
+    for relay in [&a, &b] {
+        let app = relay.server().app().clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while app.voice.placement.get().and_then(|p| p.secret()).is_none() {
+            assert!(Instant::now() < deadline, "no placement heartbeat");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ana = a.register(&format!("ana{}", rand_suffix())).await;
+    let (guild, _) = ana.create_guild("voice").await;
+    let bob = b.register(&format!("bob{}", rand_suffix())).await;
+    bob.join(&ana.invite(guild).await).await;
+    // Two voice channels whose rooms land on different instances (rendezvous hashing over
+    // the two live instances decides, as the first join's claim will).
+    let instances = [
+        a.server().app().instance.clone(),
+        b.server().app().instance.clone(),
+    ];
+    let owner_of = |channel| {
+        pick_owner(channel, instances.iter().map(String::as_str))
+            .unwrap()
+            .to_owned()
+    };
+    let first = ana.voice_channel(guild, "one").await;
+    let mut second = ana.voice_channel(guild, "two").await;
+    for i in 0..20 {
+        if owner_of(second) != owner_of(first) {
+            break;
+        }
+        second = ana.voice_channel(guild, &format!("two-{i}")).await;
+    }
+    assert_ne!(
+        owner_of(second),
+        owner_of(first),
+        "no channel on the other owner"
+    );
+    let relay_of = |instance: String| if instance == instances[0] { &a } else { &b };
+    let voice_in = |view: &Value| -> Vec<(String, String)> {
+        // Left out when nobody is in voice.
+        let none = Vec::new();
+        let mut v: Vec<(String, String)> = view["voice_states"]
+            .as_array()
+            .unwrap_or(&none)
+            .iter()
+            .map(|s| {
+                (
+                    s["user_id"].as_str().unwrap().to_owned(),
+                    s["channel_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let guild_path = format!("/api/v1/guilds/{guild}");
+    let ana_id = ana.id.to_string();
+
+    ana.post(
+        &format!("/api/v1/voice/channels/{first}/join"),
+        json!({ "client": "node" }),
+    )
+    .await
+    .ok(200);
+    // Both instances list ana in the first channel, whichever holds its room.
+    for viewer in [&ana, &bob] {
+        let view = viewer.get(&guild_path).await.ok(200);
+        assert_eq!(
+            voice_in(&view),
+            vec![(ana_id.clone(), first.to_string())],
+            "{}",
+            viewer.url
+        );
+    }
+
+    // Joining the second channel (held by the other instance) takes ana out of the first.
+    ana.post(
+        &format!("/api/v1/voice/channels/{second}/join"),
+        json!({ "client": "node" }),
+    )
+    .await
+    .ok(200);
+    let first_owner = relay_of(owner_of(first));
+    let second_owner = relay_of(owner_of(second));
+    assert_eq!(
+        first_owner.server().app().voice.with(|r| r.room_count()),
+        0,
+        "ana is still in the first channel"
+    );
+    assert_eq!(
+        second_owner
+            .server()
+            .app()
+            .voice
+            .with(|r| r.channel_of(ana.id)),
+        Some(second)
+    );
+    for viewer in [&ana, &bob] {
+        let view = viewer.get(&guild_path).await.ok(200);
+        assert_eq!(
+            voice_in(&view),
+            vec![(ana_id.clone(), second.to_string())],
+            "{}",
+            viewer.url
+        );
+    }
+
+    ana.post(&format!("/api/v1/voice/channels/{second}/leave"), json!({}))
+        .await
+        .ok(204);
+    for viewer in [&ana, &bob] {
+        let view = viewer.get(&guild_path).await.ok(200);
+        assert!(voice_in(&view).is_empty(), "{view}");
+    }
+}

@@ -33,13 +33,33 @@ pub async fn guild_view(app: &App, snapshot: &GuildSnapshot, user_id: Id) -> Api
         .map(|m| m.roles.clone())
         .unwrap_or_default();
     let channels = app.perms.visible_channels(snapshot, user_id).await?;
-    let voice_states = app.voice.with(|r| {
+    let mut voice_states: Vec<_> = app.voice.with(|r| {
         channels
             .iter()
             .filter(|c| c.kind == ChannelKind::Voice)
             .flat_map(|c| r.participants(c.id))
             .collect()
     });
+    // In a cluster, rooms held by other instances come from the voice directory.
+    if let Some(placement) = app.voice.placement.get() {
+        match placement.guild_states(snapshot.guild.id).await {
+            Ok(entries) => {
+                for entry in entries {
+                    let visible = channels.iter().any(|c| {
+                        c.kind == ChannelKind::Voice && Some(c.id) == entry.state.channel_id
+                    });
+                    let known = voice_states
+                        .iter()
+                        .any(|s| s.user_id == entry.state.user_id);
+                    if entry.instance != placement.instance && visible && !known {
+                        voice_states.push(entry.state);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, guild = %snapshot.guild.id,
+                "voice states of other instances unavailable; listing this instance's"),
+        }
+    }
     Ok(ReadyGuild {
         guild: snapshot.guild.clone(),
         channels,

@@ -113,6 +113,7 @@ pub async fn join(
     State(app): State<Arc<App>>,
     caller: Caller,
     PathParams(channel_id): PathParams<Id>,
+    headers: axum::http::HeaderMap,
     Valid(body): Valid<JoinVoice>,
 ) -> ApiResult<Json<VoiceJoined>> {
     let access = voice_channel(
@@ -122,6 +123,10 @@ pub async fn join(
         Permissions::VIEW_CHANNEL | Permissions::CONNECT,
     )
     .await?;
+    if app.voice.with(|r| r.channel_of(caller.user_id)) != Some(channel_id) {
+        // One voice channel per user: out of one another instance holds, first.
+        super::voice_forward::leave_other_owner(&app, caller.user_id, channel_id, &headers).await;
+    }
     let key = app
         .p2p
         .get()
@@ -162,6 +167,12 @@ pub async fn join(
     if !joined.renewed {
         voice::announce(&app, channel_id, &joined.state).await;
         metrics::counter!("concord_voice_joins_total").increment(1);
+    } else if let Some(placement) = app.voice.placement.get() {
+        // Written again on each renewal: an entry a reader dropped while this instance's
+        // liveness key lagged comes back within a grant's lifetime.
+        if let Err(e) = placement.record(&joined.state).await {
+            tracing::warn!(error = %e, channel = %channel_id, "voice state not written to the cluster directory");
+        }
     }
     let grant = VoiceGrant::sign(
         &key,

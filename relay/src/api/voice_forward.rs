@@ -202,6 +202,52 @@ pub async fn to_room_owners(
     None
 }
 
+/// Takes `user` out of the voice channel another instance holds for them before they join
+/// `joining` here (the owner of a room only knows its own rooms). The leave is sent on the
+/// user's behalf with their own credentials; if that instance does not answer, the join
+/// goes on (its room drops the user when their grant runs out).
+pub async fn leave_other_owner(app: &App, user: Id, joining: Id, headers: &HeaderMap) {
+    let Some(placement) = app.voice.placement.get() else {
+        return;
+    };
+    let (entry, url) = match placement.elsewhere(user).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, %user, "voice directory unavailable; not leaving other rooms");
+            return;
+        }
+    };
+    let Some(old) = entry.state.channel_id.filter(|c| *c != joining) else {
+        return;
+    };
+    let path = format!("/api/v1/voice/channels/{old}/leave");
+    let method = axum::http::Method::POST;
+    match forward(
+        placement,
+        &method,
+        &path,
+        headers,
+        &Default::default(),
+        &url,
+    )
+    .await
+    {
+        Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => {
+            metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "ok")
+                .increment(1);
+        }
+        Ok(r) => {
+            tracing::warn!(status = %r.status(), %url, %old, "leaving a room on another instance refused");
+        }
+        Err(e) => {
+            metrics::counter!("concord_cluster_voice_forwarded_total", "result" => "unreachable")
+                .increment(1);
+            tracing::warn!(%url, error = %e, %old, "voice room owner unreachable; joining anyway");
+        }
+    }
+}
+
 /// Replays the request on the owner and hands its answer back as it came.
 async fn forward(
     placement: &Placement,

@@ -3,6 +3,7 @@
 //! channel gets. Small channels of nodes talk over a WebRTC mesh between
 //! the nodes; larger ones and browsers go through the SFU (`sfu/`).
 
+pub mod directory;
 pub mod placement;
 pub mod rooms;
 pub mod sfu;
@@ -47,6 +48,21 @@ impl Voice {
 pub async fn announce(app: &App, from: Id, state: &VoiceState) {
     if state.channel_id == Some(from) {
         app.voice.sfu.set_muted(from, state.user_id, !state.speak);
+    }
+    if let Some(placement) = app.voice.placement.get() {
+        // The room is held here (voice requests reach their room's owner): other instances
+        // read who is in it from Redis.
+        let written = if state.channel_id.is_some() {
+            placement.record(state).await
+        } else {
+            let instance = placement.instance.clone();
+            placement
+                .forget(state.guild_id, state.user_id, from, &instance)
+                .await
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, channel = %from, "voice state not written to the cluster directory");
+        }
     }
     let Some(channel) = app.perms.channel(from).await.ok().flatten() else {
         return;

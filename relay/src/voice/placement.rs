@@ -61,7 +61,7 @@ pub struct Placement {
     redis: Redis,
     conn: tokio::sync::Mutex<Option<Conn>>,
     /// `{prefix:voice}`: every key in one Redis Cluster slot (the scripts read several).
-    tag: String,
+    pub(super) tag: String,
     pub instance: String,
     /// Where the other instances reach this one's HTTP API.
     pub url: String,
@@ -88,7 +88,7 @@ impl Placement {
         }
     }
 
-    fn instance_key(&self, instance: &str) -> String {
+    pub(super) fn instance_key(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.tag)
     }
 
@@ -100,7 +100,7 @@ impl Placement {
         format!("{}:room:{channel}", self.tag)
     }
 
-    async fn conn(&self) -> redis::RedisResult<Conn> {
+    pub(super) async fn conn(&self) -> redis::RedisResult<Conn> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
@@ -111,7 +111,7 @@ impl Placement {
     }
 
     /// Drops a connection that failed, so the next call makes a new one.
-    async fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+    pub(super) async fn check<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if r.as_ref().is_err_and(|e| !e.is_unrecoverable_error()) {
             *self.conn.lock().await = None;
         }
@@ -391,6 +391,10 @@ pub async fn run(app: Arc<App>, placement: Arc<Placement>) {
                     let gone = app.voice.with(|r| r.close_room(room));
                     for state in gone {
                         app.voice.sfu.leave(room, state.user_id).await;
+                        // Their entries go too, unless they already joined the new owner.
+                        let _ = placement
+                            .forget(state.guild_id, state.user_id, room, &placement.instance)
+                            .await;
                     }
                 }
             }
