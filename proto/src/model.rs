@@ -285,4 +285,9 @@ pub struct VoiceState {
     /// Sharing their screen or camera (others may watch it through the SFU).
     #[serde(default)]
     pub self_video: bool,
+    /// In a cluster: the user talks to another instance than the one holding the room (their
+    /// join was forwarded to it). Nodes on different instances cannot count on reaching each
+    /// other, so such a channel runs on the owner's SFU, which everyone reaches.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cross_instance: bool,
 }

@@ -3,7 +3,8 @@
 //! later does not take it, and participants who talk to the other instance land on the
 //! owner's SFU anyway (their requests are forwarded). When the owner is SIGKILLed, the
 //! participants' SFU links go quiet, they ask their instance again, the room is placed on
-//! a live instance and the audio comes back.
+//! a live instance and the audio comes back. Nodes that talk to different instances meet on
+//! the room owner's SFU even in a channel small enough for a mesh.
 
 use std::time::{Duration, Instant};
 
@@ -161,5 +162,71 @@ async fn a_room_stays_on_its_owner_and_moves_when_the_owner_is_killed() {
     hears_all_others(&cat, &both, before.0.1, before.1.1, 0.05);
     hears_all_others(&bob, &both, from.0, to.0, 0.05);
     hears_all_others(&cat, &both, from.1, to.1, 0.05);
+    b.stop().await;
+}
+
+/// Two nodes that talk to different instances share a small channel. Nodes of different
+/// instances cannot count on reaching each other (each instance knows the addresses of its
+/// own nodes only), so the channel runs on its owner's SFU, which both reach: whichever of
+/// them came through the instance that does not hold the room moves it there, and the other
+/// follows on that participant's `voice_state_update`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_on_different_instances_meet_on_the_owners_sfu() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = fresh_postgres_url();
+    let prefix = format!("crossmesh{}", std::process::id());
+    let start = || {
+        let (db, prefix) = (db.clone(), prefix.clone());
+        TestRelay::start_with(tempfile::tempdir().unwrap(), move |c| {
+            c.database_url = Some(db);
+            c.redis.url = Some(redis_url());
+            c.redis.prefix = prefix;
+        })
+    };
+    let (a, b) = (start().await, start().await);
+    for relay in [&a, &b] {
+        let app = relay.server().app().clone();
+        wait_for(Duration::from_secs(10), || {
+            app.voice.placement.get().and_then(|p| p.secret()).is_some()
+        })
+        .await;
+    }
+    let bob = speaker("bob", 500.0, false).await;
+    let cat = speaker("cat", 900.0, false).await;
+    let (guild, _, code) = bob.node.create_guild(&a, "cross").await;
+    cat.node.join(&b, &code).await;
+    for s in [&bob, &cat] {
+        s.node.wait_connected().await;
+    }
+    let channel = bob.node.create_voice_channel(&a, guild, "lounge").await;
+    bob.node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("joins");
+    let joined = cat
+        .node
+        .node
+        .voice_join(channel, false)
+        .await
+        .expect("joins");
+    // Two nodes, mesh size 4 by default: only the instances make it the SFU.
+    assert_eq!(joined.mode, "sfu");
+    assert!(joined.participants.iter().any(|p| p.cross_instance));
+    wait_on_sfu(&bob).await;
+    wait_on_sfu(&cat).await;
+    let (bob_id, cat_id) = (user_id(&bob), user_id(&cat));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(hears(&bob, cat_id) && hears(&cat, bob_id)) {
+        assert!(
+            Instant::now() < deadline,
+            "bob and cat never heard each other across instances"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in [&bob, &cat] {
+        s.node.node.voice_leave().await.expect("leaves");
+    }
+    a.stop().await;
     b.stop().await;
 }

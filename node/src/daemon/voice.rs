@@ -395,7 +395,8 @@ pub(crate) fn on_voice_state(inner: &Inner, state: VoiceState) {
             session.mesh.set_muted(session.self_mute || !state.speak);
         }
         upsert(&mut session.participants, state);
-        // Past the mesh size, or a browser: the channel moves to the SFU (the relay's rule).
+        // Past the mesh size, a browser, or someone on another instance of a cluster: the
+        // channel moves to the SFU (the relay's rule).
         if wants_sfu(&session.participants, session.channel_id, session.mesh_size) {
             session.mode = "sfu".into();
         }
@@ -404,13 +405,17 @@ pub(crate) fn on_voice_state(inner: &Inner, state: VoiceState) {
     }
 }
 
-/// The relay's rule for a channel on the SFU: more than `mesh_size` people, or a browser.
+/// The relay's rule for a channel on the SFU: more than `mesh_size` people, a browser, or
+/// someone who talks to another instance than the room's.
 fn wants_sfu(participants: &[VoiceState], channel_id: Id, mesh_size: u32) -> bool {
     let here: Vec<&VoiceState> = participants
         .iter()
         .filter(|p| p.channel_id == Some(channel_id))
         .collect();
-    here.len() > mesh_size as usize || here.iter().any(|p| p.client == "browser")
+    here.len() > mesh_size as usize
+        || here
+            .iter()
+            .any(|p| p.client == "browser" || p.cross_instance)
 }
 
 /// A grant a peer presented: signed by our relay, for our channel, naming the device at the

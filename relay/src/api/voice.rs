@@ -148,6 +148,7 @@ pub async fn join(
         client: body.client.unwrap_or_else(|| "node".into()),
         joined_at: now,
         self_video: false,
+        cross_instance: super::voice_forward::is_forwarded(&app, &headers),
     };
     let max = app.config.voice.max_participants as usize;
     let mesh_size = app.config.voice.mesh_size;

@@ -200,6 +200,7 @@ mod tests {
             client: "browser".into(),
             joined_at: 1,
             self_video: false,
+            cross_instance: false,
         }
     }
 

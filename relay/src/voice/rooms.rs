@@ -123,13 +123,16 @@ impl Rooms {
         }
     }
 
-    /// `mesh` while the channel is small enough and has no browser in it, else `sfu`; a
-    /// channel that reached the SFU stays there until it empties (no flapping as people come
-    /// and go around the mesh size).
+    /// `mesh` while the channel is small enough and has no browser in it and nobody who came
+    /// through another instance, else `sfu`; a channel that reached the SFU stays there until
+    /// it empties (no flapping as people come and go around the mesh size).
     pub fn mode(&mut self, channel: Id, mesh_size: u32) -> &'static str {
         let participants = self.rooms.get(&channel);
-        let browser = participants.is_some_and(|r| r.values().any(|s| s.state.client == "browser"));
-        if browser || participants.map_or(0, BTreeMap::len) > mesh_size as usize {
+        let needs_sfu = participants.is_some_and(|r| {
+            r.values()
+                .any(|s| s.state.client == "browser" || s.state.cross_instance)
+        });
+        if needs_sfu || participants.map_or(0, BTreeMap::len) > mesh_size as usize {
             self.on_sfu.insert(channel);
         }
         if self.on_sfu.contains(&channel) {
@@ -208,6 +211,7 @@ mod tests {
             client: "node".into(),
             joined_at: at,
             self_video: false,
+            cross_instance: false,
         }
     }
 
@@ -260,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_channel_moves_to_the_sfu_past_the_mesh_size_or_with_a_browser_and_stays() {
+    fn a_channel_moves_to_the_sfu_past_the_mesh_size_or_with_a_browser_or_remote_user_and_stays() {
         let mut r = Rooms::default();
         for u in 1..=2 {
             r.join(state(7, u, 0), 100, 10).unwrap();
@@ -278,5 +282,13 @@ mod tests {
         browser.client = "browser".into();
         r.join(browser, 100, 10).unwrap();
         assert_eq!(r.mode(Id(7), 2), "sfu");
+
+        // Someone whose join came through another instance of a cluster: the SFU too.
+        r.join(state(8, 1, 0), 100, 10).unwrap();
+        assert_eq!(r.mode(Id(8), 2), "mesh");
+        let mut remote = state(8, 2, 0);
+        remote.cross_instance = true;
+        r.join(remote, 100, 10).unwrap();
+        assert_eq!(r.mode(Id(8), 2), "sfu");
     }
 }
