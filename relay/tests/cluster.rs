@@ -812,10 +812,8 @@ async fn a_voice_room_keeps_its_owner_as_instances_join_and_moves_when_it_dies()
     assert_eq!(b.claim(rooms[1]).await.unwrap(), Owner::Here);
 }
 
-#[tokio::test]
-async fn voice_requests_reach_the_room_owner_from_either_instance() {
-    use concord_relay::api::voice_forward::{FORWARDED, SERVED_BY};
-
+/// A cluster whose voice channels run on the SFU, once both instances' placement is up.
+async fn voice_cluster() -> (TestRelay, TestRelay) {
     let (a, b) = cluster_with(|c| {
         relaxed(c);
         c.voice.mesh_size = 1;
@@ -829,6 +827,14 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    (a, b)
+}
+
+#[tokio::test]
+async fn voice_requests_reach_the_room_owner_from_either_instance() {
+    use concord_relay::api::voice_forward::{FORWARDED, SERVED_BY};
+
+    let (a, b) = voice_cluster().await;
     let ana = a.register(&format!("ana{}", rand_suffix())).await;
     let (guild, _) = ana.create_guild("voice").await;
     let channel = ana.voice_channel(guild, "stage").await;
@@ -935,19 +941,7 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
 async fn voice_states_and_one_channel_per_user_span_instances() {
     use concord_relay::voice::placement::pick_owner;
 
-    let (a, b) = cluster_with(|c| {
-        relaxed(c);
-        c.voice.mesh_size = 1;
-    })
-    .await;
-    for relay in [&a, &b] {
-        let app = relay.server().app().clone();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while app.voice.placement.get().and_then(|p| p.secret()).is_none() {
-            assert!(Instant::now() < deadline, "no placement heartbeat");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let (a, b) = voice_cluster().await;
     let ana = a.register(&format!("ana{}", rand_suffix())).await;
     let (guild, _) = ana.create_guild("voice").await;
     let bob = b.register(&format!("bob{}", rand_suffix())).await;

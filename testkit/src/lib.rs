@@ -53,6 +53,27 @@ pub fn relay_config(dir: &std::path::Path) -> RelayConfig {
 }
 
 impl TestRelay {
+    /// Two instances of one cluster: a fresh PostgreSQL schema and a Redis prefix of their
+    /// own (`prefix` and this process's id), both connected to Redis when this returns.
+    pub async fn cluster_pair(prefix: &str) -> (TestRelay, TestRelay) {
+        let db = fresh_postgres_url();
+        let prefix = format!("{prefix}{}", std::process::id());
+        let start = || {
+            let (db, prefix) = (db.clone(), prefix.clone());
+            TestRelay::start_with(tempfile::tempdir().expect("temp dir"), move |c| {
+                c.database_url = Some(db);
+                c.redis.url = Some(redis_url());
+                c.redis.prefix = prefix;
+            })
+        };
+        let (a, b) = (start().await, start().await);
+        for relay in [&a, &b] {
+            let app = relay.server().app();
+            wait_for(Duration::from_secs(10), || app.redis_ok()).await;
+        }
+        (a, b)
+    }
+
     pub async fn start() -> TestRelay {
         let dir = tempfile::tempdir().expect("temp dir");
         Self::start_in(dir).await

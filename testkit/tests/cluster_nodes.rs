@@ -2,27 +2,11 @@
 //! only to its own instance (relay-only: no gossip or direct links that could carry the
 //! message instead), and still gets the other's messages, pushed by its instance.
 
-use std::time::Duration;
-
-use concord_testkit::{TestNode, TestRelay, fresh_postgres_url, redis_url};
+use concord_testkit::{TestNode, TestRelay};
 
 #[tokio::test]
 async fn nodes_on_two_instances_get_each_others_messages() {
-    let db = fresh_postgres_url();
-    let prefix = format!("nodes{}", std::process::id());
-    let start = || {
-        let (db, prefix) = (db.clone(), prefix.clone());
-        TestRelay::start_with(tempfile::tempdir().unwrap(), move |c| {
-            c.database_url = Some(db);
-            c.redis.url = Some(redis_url());
-            c.redis.prefix = prefix;
-        })
-    };
-    let (a, b) = (start().await, start().await);
-    for relay in [&a, &b] {
-        let app = relay.server().app();
-        concord_testkit::wait_for(Duration::from_secs(10), || app.redis_ok()).await;
-    }
+    let (a, b) = TestRelay::cluster_pair("nodes").await;
     let relay_only = |c: &mut concord_node::NodeConfig| c.relay_only = true;
     let ana = TestNode::start_with("ana", relay_only).await;
     let bob = TestNode::start_with("bob", relay_only).await;

@@ -173,17 +173,7 @@ async fn a_room_stays_on_its_owner_and_moves_when_the_owner_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nodes_on_different_instances_meet_on_the_owners_sfu() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let db = fresh_postgres_url();
-    let prefix = format!("crossmesh{}", std::process::id());
-    let start = || {
-        let (db, prefix) = (db.clone(), prefix.clone());
-        TestRelay::start_with(tempfile::tempdir().unwrap(), move |c| {
-            c.database_url = Some(db);
-            c.redis.url = Some(redis_url());
-            c.redis.prefix = prefix;
-        })
-    };
-    let (a, b) = (start().await, start().await);
+    let (a, b) = TestRelay::cluster_pair("crossmesh").await;
     for relay in [&a, &b] {
         let app = relay.server().app().clone();
         wait_for(Duration::from_secs(10), || {
