@@ -814,11 +814,15 @@ async fn a_voice_room_keeps_its_owner_as_instances_join_and_moves_when_it_dies()
 
 /// A cluster whose voice channels run on the SFU, once both instances' placement is up.
 async fn voice_cluster() -> (TestRelay, TestRelay) {
-    let (a, b) = cluster_with(|c| {
+    voice_cluster_with(|c| {
         relaxed(c);
         c.voice.mesh_size = 1;
     })
-    .await;
+    .await
+}
+
+async fn voice_cluster_with(tweak: fn(&mut concord_relay::RelayConfig)) -> (TestRelay, TestRelay) {
+    let (a, b) = cluster_with(tweak).await;
     for relay in [&a, &b] {
         let app = relay.server().app().clone();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -941,7 +945,13 @@ async fn voice_requests_reach_the_room_owner_from_either_instance() {
 async fn voice_states_and_one_channel_per_user_span_instances() {
     use concord_relay::voice::placement::pick_owner;
 
-    let (a, b) = voice_cluster().await;
+    // One participant per room: a join refused as full must leave the user where they are.
+    let (a, b) = voice_cluster_with(|c| {
+        relaxed(c);
+        c.voice.mesh_size = 1;
+        c.voice.max_participants = 1;
+    })
+    .await;
     let ana = a.register(&format!("ana{}", rand_suffix())).await;
     let (guild, _) = ana.create_guild("voice").await;
     let bob = b.register(&format!("bob{}", rand_suffix())).await;
@@ -1040,9 +1050,39 @@ async fn voice_states_and_one_channel_per_user_span_instances() {
         );
     }
 
-    ana.post(&format!("/api/v1/voice/channels/{second}/leave"), json!({}))
+    // Bob takes the first channel's only place; ana's join there is refused and she stays
+    // in the second.
+    bob.post(
+        &format!("/api/v1/voice/channels/{first}/join"),
+        json!({ "client": "node" }),
+    )
+    .await
+    .ok(200);
+    let refused = ana
+        .post(
+            &format!("/api/v1/voice/channels/{first}/join"),
+            json!({ "client": "node" }),
+        )
+        .await;
+    assert_eq!(refused.status, 409);
+    assert_eq!(
+        second_owner
+            .server()
+            .app()
+            .voice
+            .with(|r| r.channel_of(ana.id)),
+        Some(second),
+        "a refused join took ana out of her channel"
+    );
+
+    for (user, channel) in [(&ana, second), (&bob, first)] {
+        user.post(
+            &format!("/api/v1/voice/channels/{channel}/leave"),
+            json!({}),
+        )
         .await
         .ok(204);
+    }
     for viewer in [&ana, &bob] {
         let view = viewer.get(&guild_path).await.ok(200);
         assert!(voice_in(&view).is_empty(), "{view}");

@@ -123,8 +123,16 @@ pub async fn join(
         Permissions::VIEW_CHANNEL | Permissions::CONNECT,
     )
     .await?;
-    if app.voice.with(|r| r.channel_of(caller.user_id)) != Some(channel_id) {
-        // One voice channel per user: out of one another instance holds, first.
+    let max = app.config.voice.max_participants as usize;
+    let (elsewhere, full) = app.voice.with(|r| {
+        (
+            r.channel_of(caller.user_id) != Some(channel_id),
+            r.participants(channel_id).len() >= max,
+        )
+    });
+    // One voice channel per user: out of a room another instance holds, first (not for a
+    // join that is refused as full: as on one instance, the user then stays where they are).
+    if elsewhere && !full {
         super::voice_forward::leave_other_owner(&app, caller.user_id, channel_id, &headers).await;
     }
     let key = app
@@ -150,7 +158,6 @@ pub async fn join(
         self_video: false,
         cross_instance: super::voice_forward::is_forwarded(&app, &headers),
     };
-    let max = app.config.voice.max_participants as usize;
     let mesh_size = app.config.voice.mesh_size;
     let (joined, participants, mode) = app
         .voice
