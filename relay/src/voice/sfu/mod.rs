@@ -8,5 +8,7 @@
 
 pub mod budget;
 pub mod forwarder;
+mod peer;
+mod room;
 pub mod session;
 pub mod video;
