@@ -64,8 +64,9 @@ fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
 /// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
-/// reports, NACK both ways, and the viewers' keyframe requests passed to the application.
-pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
+/// reports, and with `video` NACK both ways and the viewers' keyframe requests passed to the
+/// application.
+pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> {
     let mut engine = MediaEngine::default();
     engine
         .register_codec(
@@ -86,6 +87,11 @@ pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
         )
         .map_err(|e| e.to_string())?;
     register_audio_level(&mut engine)?;
+    if !video {
+        // Audio only: Opus negotiates no NACK and no keyframes, so only the reports (loss,
+        // jitter, RTT) run; every interceptor is one more queue each forwarded packet crosses.
+        return Ok((engine, configure_rtcp_reports(Registry::new())));
+    }
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());

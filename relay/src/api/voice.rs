@@ -127,7 +127,7 @@ pub async fn join(
     let (elsewhere, full) = app.voice.with(|r| {
         (
             r.channel_of(caller.user_id) != Some(channel_id),
-            r.participants(channel_id).len() >= max,
+            r.len_of(channel_id) >= max,
         )
     });
     // One voice channel per user: out of a room another instance holds, first (not for a

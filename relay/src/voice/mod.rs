@@ -55,9 +55,8 @@ pub async fn announce(app: &App, from: Id, state: &VoiceState) {
         let written = if state.channel_id.is_some() {
             placement.record(state).await
         } else {
-            let instance = placement.instance.clone();
             placement
-                .forget(state.guild_id, state.user_id, from, &instance)
+                .forget(state.guild_id, state.user_id, from, &placement.instance)
                 .await
         };
         if let Err(e) = written {

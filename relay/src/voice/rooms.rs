@@ -172,6 +172,11 @@ impl Rooms {
             .unwrap_or_default()
     }
 
+    /// How many are in the channel (without copying their states).
+    pub fn len_of(&self, channel: Id) -> usize {
+        self.rooms.get(&channel).map_or(0, |r| r.len())
+    }
+
     /// Removes everyone whose lease ended at `now`; returns their last states.
     pub fn expire(&mut self, now: i64) -> Vec<VoiceState> {
         let gone: Vec<Id> = self

@@ -81,7 +81,7 @@ impl Peer {
     /// upstream audio transceiver, `slots` Opus slots (the first shares the upstream's
     /// m-line, so a client answers it `sendrecv`), and with `video` one VP8 m-line both ways.
     pub fn offer(spec: PeerSpec<'_>, now: Instant) -> Result<(Peer, String), String> {
-        let (engine, registry) = concord_media::sfu_media_engine()?;
+        let (engine, registry) = concord_media::sfu_media_engine(spec.video)?;
         // ICE ufrag: 4+ characters, password: 22+ (RFC 8839).
         let ufrag = random_hex(8);
         let mut pc = RTCPeerConnectionBuilder::new()
