@@ -16,7 +16,7 @@ use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpSendParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{MediaEngine, Registry, configure_nack, configure_rtcp_reports};
@@ -64,9 +64,8 @@ fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
 /// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
-/// reports, and with `video` NACK both ways and the viewers' keyframe requests passed to the
-/// application.
-pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> {
+/// reports, NACK both ways, and the viewers' keyframe requests passed to the application.
+pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
     let mut engine = MediaEngine::default();
     engine
         .register_codec(
@@ -87,11 +86,6 @@ pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> 
         )
         .map_err(|e| e.to_string())?;
     register_audio_level(&mut engine)?;
-    if !video {
-        // Audio only: Opus negotiates no NACK and no keyframes, so only the reports (loss,
-        // jitter, RTT) run; every interceptor is one more queue each forwarded packet crosses.
-        return Ok((engine, configure_rtcp_reports(Registry::new())));
-    }
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
@@ -129,17 +123,7 @@ fn track_of(
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
 ) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(media_track_of(stream_id, track_id, ssrc, kind, codec))
-}
-
-fn media_track_of(
-    stream_id: &str,
-    track_id: &str,
-    ssrc: u32,
-    kind: RtpCodecKind,
-    codec: RTCRtpCodec,
-) -> MediaStreamTrack {
-    MediaStreamTrack::new(
+    TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream_id.to_owned(),
         track_id.to_owned(),
         track_id.to_owned(),
@@ -152,7 +136,7 @@ fn media_track_of(
             codec,
             ..Default::default()
         }],
-    )
+    ))
 }
 
 /// A VP8 track that sends pre-built RTP packets under `ssrc`.
@@ -163,16 +147,6 @@ pub fn vp8_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStatic
 /// An Opus track that sends pre-built RTP packets under `ssrc`.
 pub fn opus_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
     track_of(stream_id, track_id, ssrc, RtpCodecKind::Audio, opus_codec())
-}
-
-/// An Opus send track under `ssrc` for a sans-IO (`rtc`) peer connection.
-pub fn opus_media_track(stream_id: &str, track_id: &str, ssrc: u32) -> MediaStreamTrack {
-    media_track_of(stream_id, track_id, ssrc, RtpCodecKind::Audio, opus_codec())
-}
-
-/// A VP8 send track under `ssrc` for a sans-IO (`rtc`) peer connection.
-pub fn vp8_media_track(stream_id: &str, track_id: &str, ssrc: u32) -> MediaStreamTrack {
-    media_track_of(stream_id, track_id, ssrc, RtpCodecKind::Video, vp8_codec())
 }
 
 /// A random non-zero SSRC.
@@ -192,11 +166,6 @@ pub struct Negotiated {
 /// The payload type a sender negotiated for `mime_type` (e.g. the SFU's VP8 slot).
 pub async fn payload_type_of(sender: &Arc<dyn RtpSender>, mime_type: &str) -> Option<u8> {
     let params = sender.get_parameters().await.ok()?;
-    payload_type_in(&params, mime_type)
-}
-
-/// The payload type negotiated for `mime_type` in a sender's parameters.
-pub fn payload_type_in(params: &RTCRtpSendParameters, mime_type: &str) -> Option<u8> {
     params
         .rtp_parameters
         .codecs
@@ -208,20 +177,20 @@ pub fn payload_type_in(params: &RTCRtpSendParameters, mime_type: &str) -> Option
 impl Negotiated {
     pub async fn of(sender: &Arc<dyn RtpSender>) -> Option<Negotiated> {
         let params = sender.get_parameters().await.ok()?;
-        Some(Negotiated::in_parameters(&params))
-    }
-
-    /// What a sender's parameters say (a sans-IO connection's sender, once connected).
-    pub fn in_parameters(params: &RTCRtpSendParameters) -> Negotiated {
-        Negotiated {
-            payload_type: payload_type_in(params, MIME_TYPE_OPUS),
+        Some(Negotiated {
+            payload_type: params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+                .map(|c| c.payload_type),
             level_id: params
                 .rtp_parameters
                 .header_extensions
                 .iter()
                 .find(|e| e.uri == AUDIO_LEVEL_URI)
                 .and_then(|e| u8::try_from(e.id).ok()),
-        }
+        })
     }
 }
 
