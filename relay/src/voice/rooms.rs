@@ -65,7 +65,7 @@ impl Rooms {
                 left: None,
             });
         }
-        if self.rooms.get(&channel).map_or(0, BTreeMap::len) >= max_participants {
+        if self.len_of(channel) >= max_participants {
             return Err(JoinError::Full);
         }
         let left = self.leave(user);
