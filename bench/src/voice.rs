@@ -1,5 +1,5 @@
 //! `concord-bench voice`: the relay's SFU under R rooms of P synthetic participants, each a
-//! real WebRTC peer connection (webrtc-rs, DTLS-SRTP) sending 50 packets/s of a 120-byte
+//! real WebRTC peer connection (webrtc-rs's sans-IO `rtc` core, DTLS-SRTP) sending 50 packets/s of a 120-byte
 //! Opus-sized payload with an RFC 6464 level (fixed per participant, so each listener's
 //! top-N speakers stay put). Every payload carries its send time, speaker and sequence, so
 //! each listener measures the delay through the SFU and counts what went missing per
@@ -19,17 +19,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use bytes::BytesMut;
 use clap::Args as ClapArgs;
 use futures_util::{StreamExt, stream};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-};
 
 use crate::load::population::{self, Account};
 use crate::load::relay::{Relay, Sampler, Tweaks, cpu_pct, read_proc};
@@ -246,52 +250,27 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-struct Handler {
-    gathered: watch::Sender<bool>,
-    state: watch::Sender<RTCPeerConnectionState>,
-    heard: Arc<Mutex<Heard>>,
-    window: Arc<Window>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
-        if s == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
+/// One forwarded packet heard by a listener: counted when it was sent inside the window.
+fn record(heard: &Mutex<Heard>, window: &Window, payload: &[u8]) {
+    let now = now_us();
+    let Some((sent, speaker, seq)) = read_stamp(payload) else {
+        return;
+    };
+    let (from, to) = (
+        window.from.load(Ordering::Relaxed),
+        window.to.load(Ordering::Relaxed),
+    );
+    if from == 0 || sent < from || sent > to {
+        return;
     }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let (heard, window) = (self.heard.clone(), self.window.clone());
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(p) = event else {
-                    continue;
-                };
-                let now = now_us();
-                let Some((sent, speaker, seq)) = read_stamp(&p.payload) else {
-                    continue;
-                };
-                let (from, to) = (
-                    window.from.load(Ordering::Relaxed),
-                    window.to.load(Ordering::Relaxed),
-                );
-                if from == 0 || sent < from || sent > to {
-                    continue;
-                }
-                let mut h = heard.lock().expect("heard");
-                let e = h.per_speaker.entry(speaker).or_insert((seq, seq, 0));
-                e.0 = e.0.min(seq);
-                e.1 = e.1.max(seq);
-                e.2 += 1;
-                if h.delays_us.len() < 2_000_000 {
-                    h.delays_us
-                        .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
-                }
-            }
-        });
+    let mut h = heard.lock().expect("heard");
+    let e = h.per_speaker.entry(speaker).or_insert((seq, seq, 0));
+    e.0 = e.0.min(seq);
+    e.1 = e.1.max(seq);
+    e.2 += 1;
+    if h.delays_us.len() < 2_000_000 {
+        h.delays_us
+            .push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
     }
 }
 
@@ -312,12 +291,23 @@ fn read_stamp(payload: &[u8]) -> Option<(u64, u32, u32)> {
 }
 
 struct Participant {
-    _pc: Arc<dyn PeerConnection>,
     heard: Arc<Mutex<Heard>>,
-    sender: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Joins `channel` through the SFU and starts sending at `level` dBov.
+/// What one synthetic participant sends and records.
+struct Voice {
+    ssrc: u32,
+    speaker: u32,
+    level: u8,
+    heard: Arc<Mutex<Heard>>,
+    window: Arc<Window>,
+}
+
+/// Joins `channel` through the SFU and starts sending at `level` dBov. Each participant is a
+/// sans-IO peer connection (webrtc-rs's `rtc` core, DTLS-SRTP as in a browser) driven by one
+/// task with its own socket: a generator as light as the stack allows, so that it is not
+/// what limits the measurement.
 async fn connect(
     http: &reqwest::Client,
     url: &str,
@@ -339,36 +329,38 @@ async fn connect(
     let offer = population::post(http, url, &account.token, &path("sfu"), json!({})).await?;
     let offer = offer["sdp"].as_str().context("offer sdp")?.to_owned();
     let (engine, registry) = concord_media::media_engine().map_err(anyhow::Error::msg)?;
-    let (gathered_tx, mut gathered) = watch::channel(false);
-    let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
-    let heard = Arc::new(Mutex::new(Heard::default()));
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::default().build())
+    let now = Instant::now();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler {
-            gathered: gathered_tx,
-            state: state_tx,
-            heard: heard.clone(),
-            window: window.clone(),
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    pc.set_remote_description(RTCSessionDescription::offer(offer)?)
-        .await?;
+        .build(now)?;
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
     let ssrc = concord_media::random_ssrc();
-    let track = Arc::new(concord_media::opus_track(
+    let sender = pc.add_track(concord_media::opus_media_track(
         "bench",
         &format!("mic-{ssrc}"),
         ssrc,
-    ));
-    let rtp_sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await?;
-    let answer = pc.create_answer(None).await?;
-    pc.set_local_description(answer).await?;
-    let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|d| *d)).await;
-    let answer = pc.local_description().await.context("answer")?.sdp;
+    ))?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_nonblocking(true)?;
+    let local = socket.local_addr()?;
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    pc.add_local_candidate(concord_media::host_candidate(local).map_err(anyhow::Error::msg)?)?;
+    let answer = pc.create_answer(None)?;
+    pc.set_local_description(now, answer)?;
+    pc.add_local_candidate(RTCIceCandidateInit::default())?;
+    let answer = pc.local_description().context("answer")?.sdp;
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let (connected_tx, connected) = tokio::sync::oneshot::channel();
+    let voice = Voice {
+        ssrc,
+        speaker,
+        level,
+        heard: heard.clone(),
+        window,
+    };
+    let task = tokio::spawn(drive(pc, socket, local, sender, voice, connected_tx));
     let resp = http
         .post(format!("{url}{}", path("sfu/answer")))
         .bearer_auth(&account.token)
@@ -381,42 +373,113 @@ async fn connect(
         "answer: {status}: {}",
         resp.text().await.unwrap_or_default()
     );
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        state.wait_for(|s| *s == RTCPeerConnectionState::Connected),
-    )
-    .await
-    .context("no connection to the SFU within 60 s")??;
-    let pt = concord_media::Negotiated::of(&rtp_sender)
+    tokio::time::timeout(Duration::from_secs(60), connected)
         .await
-        .and_then(|n| n.payload_type)
-        .context("opus not negotiated")?;
-    let sender = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(1_000 / PACKETS_PER_SEC));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        for n in 0u32.. {
-            tick.tick().await;
-            let packet = rtc::rtp::Packet {
-                header: rtc::rtp::header::Header {
-                    version: 2,
-                    payload_type: pt,
-                    sequence_number: n as u16,
-                    timestamp: n.wrapping_mul(960),
-                    ssrc,
-                    ..Default::default()
-                },
-                payload: stamp(now_us(), speaker, n),
-            };
-            let _ = track
-                .write_rtp_with_extensions(packet, &[concord_media::audio_level(level)])
-                .await;
+        .context("no connection to the SFU within 60 s")?
+        .context("the connection to the SFU failed")?
+        .map_err(anyhow::Error::msg)?;
+    Ok(Participant { heard, task })
+}
+
+/// One participant's event loop: datagrams in, timeouts, and a packet every 20 ms once
+/// connected (the payload type and level id its answer negotiated).
+async fn drive(
+    mut pc: RTCPeerConnection,
+    socket: tokio::net::UdpSocket,
+    local: SocketAddr,
+    sender: RTCRtpSenderId,
+    voice: Voice,
+    connected: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let mut connected = Some(connected);
+    let mut negotiated: Option<concord_media::Negotiated> = None;
+    let mut buf = vec![0u8; 2048];
+    let mut tick = tokio::time::interval(Duration::from_millis(1_000 / PACKETS_PER_SEC));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
+    let timer = tokio::time::sleep_until(far());
+    tokio::pin!(timer);
+    let mut armed = None;
+    let level = concord_media::audio_level_element(voice.level);
+    for n in 0u32.. {
+        while let Some(out) = pc.poll_write() {
+            let _ = socket.try_send_to(&out.message, out.transport.peer_addr);
         }
-    });
-    Ok(Participant {
-        _pc: pc,
-        heard,
-        sender,
-    })
+        while let Some(event) = pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        negotiated = pc.rtp_sender(sender).map(|mut s| {
+                            concord_media::Negotiated::in_parameters(s.get_parameters())
+                        });
+                        let ok = negotiated
+                            .is_some_and(|n| n.payload_type.is_some())
+                            .then_some(())
+                            .ok_or_else(|| "opus not negotiated".to_owned());
+                        if let Some(tx) = connected.take() {
+                            let _ = tx.send(ok);
+                        }
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return,
+                    _ => {}
+                }
+            }
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, packet) = message {
+                record(&voice.heard, &voice.window, &packet.payload);
+            }
+        }
+        let next = pc.poll_timeout();
+        if next != armed {
+            armed = next;
+            timer
+                .as_mut()
+                .reset(next.map_or_else(far, tokio::time::Instant::from_std));
+        }
+        let sending = negotiated.and_then(|n| n.payload_type.map(|pt| (pt, n.level_id)));
+        tokio::select! {
+            _ = &mut timer => {
+                armed = None;
+                let _ = pc.handle_timeout(Instant::now());
+            }
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((len, peer_addr)) = received {
+                    let _ = pc.handle_read(TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext {
+                            local_addr: local,
+                            peer_addr,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: BytesMut::from(&buf[..len]),
+                    });
+                }
+            }
+            _ = tick.tick(), if sending.is_some() => {
+                let (pt, level_id) = sending.unwrap_or_default();
+                let mut packet = rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        payload_type: pt,
+                        sequence_number: n as u16,
+                        timestamp: n.wrapping_mul(960),
+                        ssrc: voice.ssrc,
+                        ..Default::default()
+                    },
+                    payload: stamp(now_us(), voice.speaker, n),
+                };
+                if let Some(id) = level_id {
+                    let _ = packet.header.set_extension(id, level.clone());
+                }
+                let _ = pc.handle_write(TaggedRTCMessage {
+                    now: Instant::now(),
+                    message: RTCMessage::RtpPacket(String::new(), packet),
+                });
+            }
+        }
+    }
 }
 
 /// The relay's forwarded-packet counter.
@@ -529,7 +592,7 @@ async fn run_level(args: &Args, rooms: usize, relay_cpu: Option<usize>) -> Resul
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samples = sampler.finish();
     for part in &participants {
-        part.sender.abort();
+        part.task.abort();
     }
     let mut expected = 0u64;
     let mut received = 0u64;

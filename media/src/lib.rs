@@ -16,7 +16,7 @@ use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RTCRtpSendParameters, RtpCodecKind,
 };
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{MediaEngine, Registry, configure_nack, configure_rtcp_reports};
@@ -64,8 +64,9 @@ fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
 /// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
-/// reports, NACK both ways, and the viewers' keyframe requests passed to the application.
-pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
+/// reports, and with `video` NACK both ways and the viewers' keyframe requests passed to the
+/// application.
+pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> {
     let mut engine = MediaEngine::default();
     engine
         .register_codec(
@@ -86,6 +87,11 @@ pub fn sfu_media_engine() -> Result<(MediaEngine, Registry), String> {
         )
         .map_err(|e| e.to_string())?;
     register_audio_level(&mut engine)?;
+    if !video {
+        // Audio only: Opus negotiates no NACK and no keyframes, so only the reports (loss,
+        // jitter, RTT) run; every interceptor is one more queue each forwarded packet crosses.
+        return Ok((engine, configure_rtcp_reports(Registry::new())));
+    }
     let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
@@ -123,7 +129,17 @@ fn track_of(
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
 ) -> TrackLocalStaticRTP {
-    TrackLocalStaticRTP::new(MediaStreamTrack::new(
+    TrackLocalStaticRTP::new(media_track_of(stream_id, track_id, ssrc, kind, codec))
+}
+
+fn media_track_of(
+    stream_id: &str,
+    track_id: &str,
+    ssrc: u32,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> MediaStreamTrack {
+    MediaStreamTrack::new(
         stream_id.to_owned(),
         track_id.to_owned(),
         track_id.to_owned(),
@@ -136,7 +152,7 @@ fn track_of(
             codec,
             ..Default::default()
         }],
-    ))
+    )
 }
 
 /// A VP8 track that sends pre-built RTP packets under `ssrc`.
@@ -147,6 +163,38 @@ pub fn vp8_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStatic
 /// An Opus track that sends pre-built RTP packets under `ssrc`.
 pub fn opus_track(stream_id: &str, track_id: &str, ssrc: u32) -> TrackLocalStaticRTP {
     track_of(stream_id, track_id, ssrc, RtpCodecKind::Audio, opus_codec())
+}
+
+/// An Opus send track under `ssrc` for a sans-IO (`rtc`) peer connection.
+pub fn opus_media_track(stream_id: &str, track_id: &str, ssrc: u32) -> MediaStreamTrack {
+    media_track_of(stream_id, track_id, ssrc, RtpCodecKind::Audio, opus_codec())
+}
+
+/// A VP8 send track under `ssrc` for a sans-IO (`rtc`) peer connection.
+pub fn vp8_media_track(stream_id: &str, track_id: &str, ssrc: u32) -> MediaStreamTrack {
+    media_track_of(stream_id, track_id, ssrc, RtpCodecKind::Video, vp8_codec())
+}
+
+/// A host ICE candidate for a sans-IO (`rtc`) connection's socket bound at `addr`.
+pub fn host_candidate(
+    addr: std::net::SocketAddr,
+) -> Result<rtc::peer_connection::transport::RTCIceCandidateInit, String> {
+    use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| format!("host candidate: {e}"))?;
+    RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(|e| format!("host candidate: {e}"))
 }
 
 /// A random non-zero SSRC.
@@ -166,6 +214,11 @@ pub struct Negotiated {
 /// The payload type a sender negotiated for `mime_type` (e.g. the SFU's VP8 slot).
 pub async fn payload_type_of(sender: &Arc<dyn RtpSender>, mime_type: &str) -> Option<u8> {
     let params = sender.get_parameters().await.ok()?;
+    payload_type_in(&params, mime_type)
+}
+
+/// The payload type negotiated for `mime_type` in a sender's parameters.
+pub fn payload_type_in(params: &RTCRtpSendParameters, mime_type: &str) -> Option<u8> {
     params
         .rtp_parameters
         .codecs
@@ -177,20 +230,20 @@ pub async fn payload_type_of(sender: &Arc<dyn RtpSender>, mime_type: &str) -> Op
 impl Negotiated {
     pub async fn of(sender: &Arc<dyn RtpSender>) -> Option<Negotiated> {
         let params = sender.get_parameters().await.ok()?;
-        Some(Negotiated {
-            payload_type: params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
-                .map(|c| c.payload_type),
+        Some(Negotiated::in_parameters(&params))
+    }
+
+    /// What a sender's parameters say (a sans-IO connection's sender, once connected).
+    pub fn in_parameters(params: &RTCRtpSendParameters) -> Negotiated {
+        Negotiated {
+            payload_type: payload_type_in(params, MIME_TYPE_OPUS),
             level_id: params
                 .rtp_parameters
                 .header_extensions
                 .iter()
                 .find(|e| e.uri == AUDIO_LEVEL_URI)
                 .and_then(|e| u8::try_from(e.id).ok()),
-        })
+        }
     }
 }
 

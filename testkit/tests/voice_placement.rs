@@ -135,8 +135,12 @@ async fn a_room_stays_on_its_owner_and_moves_when_the_owner_is_killed() {
     while !(hears(&bob, cat_id) && hears(&cat, bob_id)) {
         assert!(
             Instant::now() < deadline,
-            "audio did not come back after the owner was killed: {}",
-            serde_json::to_string_pretty(&bob.node.node.voice_status().map(|v| v.peers)).unwrap()
+            "audio did not come back after the owner was killed: bob's links {}, cat's links {}, \
+             B's SFU rooms {}, its members {}",
+            serde_json::to_string_pretty(&bob.node.node.voice_status().map(|v| v.peers)).unwrap(),
+            serde_json::to_string_pretty(&cat.node.node.voice_status().map(|v| v.peers)).unwrap(),
+            b_app.voice.sfu.room_count(),
+            serde_json::to_string(&b_app.voice.sfu.room_stats(channel)).unwrap(),
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

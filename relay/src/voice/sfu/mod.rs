@@ -1,12 +1,17 @@
-//! The SFU (issue 11), built up in steps. Here now: `forwarder.rs`, the sans-IO core that
-//! decides which speakers each listener receives (the loudest N by RFC 6464 level, never
-//! itself, with hysteresis) and rewrites each down-track slot into one continuous RTP
-//! stream; and `session.rs`, the WebRTC side (one peer connection per participant: the
-//! relay offers one receive-only upstream transceiver and N send-only slots); `video.rs`,
-//! the sans-IO core of screen share and camera (who watches whom, keyframe requests);
-//! `budget.rs`, the upstream bitrate caps.
+//! The SFU (issue 11). `forwarder.rs`, the sans-IO core that decides which speakers each
+//! listener receives (the loudest N by RFC 6464 level, never itself, with hysteresis) and
+//! rewrites each down-track slot into one continuous RTP stream; `video.rs`, the sans-IO
+//! core of screen share and camera (who watches whom, keyframe requests); `budget.rs`, the
+//! upstream bitrate caps; `peer.rs`, one participant's sans-IO peer connection (webrtc-rs's
+//! `rtc` core: one receive-only upstream transceiver and N send-only slots); `demux.rs`, which
+//! participant a datagram on a room's shared sockets is for; `room.rs`, the
+//! task that owns a room's sockets and connections and forwards in one call per packet;
+//! `session.rs`, the API (`Sfu`).
 
 pub mod budget;
+mod demux;
 pub mod forwarder;
+mod peer;
+mod room;
 pub mod session;
 pub mod video;

@@ -1,49 +1,32 @@
-//! The SFU's WebRTC side: one peer connection per participant, the relay offering one
-//! receive-only audio transceiver (the participant's voice) and N send-only slots (the
-//! loudest other speakers, chosen by the forwarder). Upstream packets are read as they come,
-//! handed to the room's forwarder, and written to the chosen listeners' slots with the
-//! rewritten header and the audio level. Complete SDP (ICE gathered before the offer goes
-//! out), host candidates on the relay's addresses.
-//!
-//! The first slot shares the upstream transceiver's m-line (webrtc fills a transceiver
-//! without a sender first), so a client answers it `sendrecv`. A participant that asks for
-//! video (browsers) also gets one video m-line, both ways: their screen or camera up, and
-//! whoever they watch down (`video.rs` decides); a viewer's keyframe requests and each new viewer turn into a PLI to the
-//! publisher.
+//! The SFU's API: rooms by channel, each run by its own task (`room.rs`) that owns the
+//! participants' sans-IO peer connections (`peer.rs`) and its UDP sockets. The relay offers
+//! each participant one receive-only audio transceiver (their voice) and N send-only slots
+//! (the loudest other speakers, chosen by the forwarder); a participant that asks for video
+//! (browsers) also gets one video m-line both ways: their screen or camera up, and whoever
+//! they watch down (`video.rs` decides); a viewer's keyframe requests and each new viewer
+//! turn into a PLI to the publisher. Complete SDP: the room's host candidates are in the
+//! offer.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use concord_media::Negotiated;
 use concord_proto::Id;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tokio::sync::watch;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
-    RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
-};
-use webrtc::rtp_transceiver::RtpSender;
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
+use tokio::sync::{mpsc, oneshot};
 
-use super::forwarder::Forwarder;
-use super::video::VideoRouter;
+use super::room::{Command, MemberInfo, Shared};
 
-const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
-/// ICE consent checks to each participant at least this often, media or not: a client that
-/// hears nothing from the relay for two of these knows its instance is gone (browsers then
-/// rejoin; the room moves to a live instance).
-const KEEPALIVE: Duration = Duration::from_secs(1);
-/// How often each participant's RTCP statistics are read.
-const STATS_EVERY: Duration = Duration::from_secs(5);
+/// Commands queued to one room's task at most (offers, answers, leaves, keyframe requests).
+const ROOM_COMMANDS: usize = 64;
 
 /// One sample of a participant's statistics; `last` carries (received, lost) of the upstream
 /// between samples so the loss is that of the last interval.
-fn sample_stats(user: Id, report: &RTCStatsReport, last: &mut (u64, i64)) -> MemberStats {
+pub(super) fn sample_stats(
+    user: Id,
+    report: &RTCStatsReport,
+    last: &mut (u64, i64),
+) -> MemberStats {
     let mut out = MemberStats {
         user_id: user,
         ..MemberStats::default()
@@ -134,186 +117,6 @@ impl RoomQuality {
     }
 }
 
-struct Member {
-    pc: Arc<dyn PeerConnection>,
-    stats: Arc<Mutex<MemberStats>>,
-    slots: Vec<Arc<TrackLocalStaticRTP>>,
-    negotiated: Arc<Mutex<Negotiated>>,
-    /// The video slot (what this participant watches) and its negotiated VP8 payload type.
-    video_slot: Option<Arc<TrackLocalStaticRTP>>,
-    video_pt: Arc<Mutex<Option<u8>>>,
-    watcher: tokio::task::JoinHandle<()>,
-    /// Reads the viewer's keyframe requests on the video slot.
-    feedback: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Member {
-    fn stop_tasks(&self) {
-        self.watcher.abort();
-        if let Some(f) = &self.feedback {
-            f.abort();
-        }
-    }
-}
-
-/// A participant's upstream video: where to send a keyframe request.
-struct Publisher {
-    track: Arc<dyn TrackRemote>,
-    ssrc: u32,
-}
-
-/// One voice channel on the SFU.
-pub struct Room {
-    epoch: Instant,
-    forwarder: Mutex<Forwarder>,
-    members: Mutex<HashMap<Id, Arc<Member>>>,
-    video: Mutex<VideoRouter>,
-    publishers: Mutex<HashMap<Id, Publisher>>,
-    /// Offers being made (changed under the rooms lock): a room with one is not empty,
-    /// even before its first member is in.
-    pending: std::sync::atomic::AtomicUsize,
-}
-
-impl Room {
-    fn now_ms(&self) -> i64 {
-        self.epoch.elapsed().as_millis() as i64
-    }
-
-    /// One packet from `from`'s microphone: forwarded to the listeners whose slots carry it.
-    async fn upstream(&self, from: Id, mut packet: rtc::rtp::Packet, level_id: Option<u8>) {
-        let level = concord_media::level_of(&packet, level_id);
-        let forwards = self.forwarder.lock().expect("forwarder").on_packet(
-            from,
-            packet.header.sequence_number,
-            packet.header.timestamp,
-            level,
-            self.now_ms(),
-        );
-        if forwards.is_empty() {
-            return;
-        }
-        packet.header.extensions.clear();
-        packet.header.extension = false;
-        let targets: Vec<(super::forwarder::Forward, Arc<Member>)> = {
-            let members = self.members.lock().expect("members");
-            forwards
-                .into_iter()
-                .filter_map(|f| members.get(&f.listener).map(|m| (f, m.clone())))
-                .collect()
-        };
-        let started = Instant::now();
-        let source = audio_source(from);
-        let level_element = concord_media::audio_level_element(level);
-        for (f, member) in targets {
-            let (Some(pt), level_id) = ({
-                let n = member.negotiated.lock().expect("negotiated");
-                (n.payload_type, n.level_id)
-            }) else {
-                continue;
-            };
-            let Some(track) = member.slots.get(f.slot) else {
-                continue;
-            };
-            let bytes = 12 + 4 + packet.payload.len();
-            let mut out = packet.clone();
-            out.header.ssrc = f.ssrc;
-            // Who is speaking on this slot right now (browsers: getContributingSources).
-            out.header.csrc = vec![source];
-            out.header.sequence_number = f.seq;
-            out.header.timestamp = f.timestamp;
-            out.header.marker = f.marker;
-            out.header.payload_type = pt;
-            // The level under the id this listener negotiated, set here rather than through
-            // `write_rtp_with_extensions` (a map, a buffer and one more track lock per packet).
-            if let Some(id) = level_id {
-                let _ = out.header.set_extension(id, level_element.clone());
-            }
-            if track.write_rtp(out).await.is_ok() {
-                metrics::counter!("concord_sfu_forwarded_packets_total").increment(1);
-                // Header with one CSRC, and the payload (extensions and SRTP not counted).
-                metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes as u64);
-            }
-        }
-        metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
-    }
-}
-
-impl Room {
-    /// One packet of `from`'s screen or camera: to the viewers watching them, once each
-    /// viewer's stream has started on a keyframe.
-    async fn video_upstream(&self, from: Id, mut packet: rtc::rtp::Packet) {
-        if self.forwarder.lock().expect("forwarder").is_muted(from) {
-            return;
-        }
-        let keyframe = super::video::vp8_keyframe_start(&packet.payload);
-        let actions = self.video.lock().expect("video").on_packet(
-            from,
-            packet.header.sequence_number,
-            packet.header.timestamp,
-            keyframe,
-            self.now_ms(),
-        );
-        if let Some(publisher) = actions.keyframe_request {
-            self.request_keyframe(publisher, "waiting").await;
-        }
-        if actions.forwards.is_empty() {
-            return;
-        }
-        packet.header.extensions.clear();
-        packet.header.extension = false;
-        let targets: Vec<(super::video::VideoForward, Arc<Member>)> = {
-            let members = self.members.lock().expect("members");
-            actions
-                .forwards
-                .into_iter()
-                .filter_map(|f| members.get(&f.viewer).map(|m| (f, m.clone())))
-                .collect()
-        };
-        for (f, member) in targets {
-            let (Some(track), Some(pt)) = (
-                member.video_slot.as_ref(),
-                *member.video_pt.lock().expect("video pt"),
-            ) else {
-                continue;
-            };
-            let mut out = packet.clone();
-            out.header.ssrc = f.ssrc;
-            out.header.sequence_number = f.seq;
-            out.header.timestamp = f.timestamp;
-            out.header.payload_type = pt;
-            let bytes = 12 + out.payload.len();
-            if track.write_rtp(out).await.is_ok() {
-                metrics::counter!("concord_sfu_forwarded_video_packets_total").increment(1);
-                metrics::counter!("concord_sfu_forwarded_video_bytes_total")
-                    .increment(bytes as u64);
-            }
-        }
-    }
-
-    /// Asks `publisher` for a keyframe (RTCP PLI on their video upstream).
-    async fn request_keyframe(&self, publisher: Id, reason: &'static str) {
-        let target = {
-            let publishers = self.publishers.lock().expect("publishers");
-            publishers
-                .get(&publisher)
-                .map(|p| (p.track.clone(), p.ssrc))
-        };
-        // Not publishing yet: their first packets will be held until a keyframe, which the
-        // `waiting` path asks for.
-        let Some((track, ssrc)) = target else {
-            return;
-        };
-        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: ssrc,
-        };
-        if track.write_rtcp(vec![Box::new(pli)]).await.is_ok() {
-            metrics::counter!("concord_sfu_keyframe_requests_total", "reason" => reason)
-                .increment(1);
-        }
-    }
-}
-
 /// The CSRC that names a speaker in forwarded packets (see [`concord_media::audio_source`]).
 pub fn audio_source(user: Id) -> u32 {
     concord_media::audio_source(user.0)
@@ -345,121 +148,42 @@ impl From<String> for OfferError {
     }
 }
 
-/// All SFU rooms of this instance.
-pub struct Sfu {
-    limits: SfuLimits,
-    rooms: Mutex<HashMap<Id, Arc<Room>>>,
-}
-
-struct Handler {
-    user: Id,
-    max_upstream_kbps: u32,
-    max_video_kbps: u32,
-    room: Arc<Room>,
-    negotiated: Arc<Mutex<Negotiated>>,
-    gathered: watch::Sender<bool>,
-    state: watch::Sender<RTCPeerConnectionState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state.send(state);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let (room, user, negotiated) = (self.room.clone(), self.user, self.negotiated.clone());
-        if track.kind().await == RtpCodecKind::Video {
-            let budget = super::budget::UpstreamBudget::new(self.max_video_kbps);
-            tokio::spawn(video_upstream(room, user, track, budget));
-            return;
-        }
-        let mut budget = super::budget::UpstreamBudget::new(self.max_upstream_kbps);
-        tokio::spawn(async move {
-            while let Some(event) = track.poll().await {
-                match event {
-                    TrackRemoteEvent::OnRtpPacket(packet) => {
-                        // Header and payload: what forwarding it would cost.
-                        if !budget.allow(12 + packet.payload.len(), Instant::now()) {
-                            metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "upstream_bitrate").increment(1);
-                            continue;
-                        }
-                        let level_id = negotiated.lock().expect("negotiated").level_id;
-                        room.upstream(user, packet, level_id).await;
-                    }
-                    TrackRemoteEvent::OnEnded => break,
-                    _ => {}
-                }
-            }
-        });
-    }
-}
-
-/// Reads a participant's screen or camera and hands it to the room.
-async fn video_upstream(
-    room: Arc<Room>,
-    user: Id,
-    track: Arc<dyn TrackRemote>,
-    mut budget: super::budget::UpstreamBudget,
-) {
-    let mut known_ssrc = None;
-    while let Some(event) = track.poll().await {
-        match event {
-            TrackRemoteEvent::OnRtpPacket(packet) => {
-                if known_ssrc != Some(packet.header.ssrc) {
-                    known_ssrc = Some(packet.header.ssrc);
-                    room.publishers.lock().expect("publishers").insert(
-                        user,
-                        Publisher {
-                            track: track.clone(),
-                            ssrc: packet.header.ssrc,
-                        },
-                    );
-                }
-                if !budget.allow(12 + packet.payload.len(), Instant::now()) {
-                    metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "video_bitrate").increment(1);
-                    continue;
-                }
-                room.video_upstream(user, packet).await;
-            }
-            TrackRemoteEvent::OnEnded => break,
-            _ => {}
-        }
-    }
-}
-
-/// Reads a viewer's RTCP on their video slot: a keyframe request (their decoder lost its
-/// way) goes on to whoever they watch.
-async fn viewer_feedback(room: Arc<Room>, user: Id, slot: Arc<TrackLocalStaticRTP>) {
-    while let Some(event) = slot.poll().await {
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event
-            && packets
-                .iter()
-                .any(|p| concord_media::keyframe::is_keyframe_request(p.as_ref()))
-        {
-            let target = room
-                .video
-                .lock()
-                .expect("video")
-                .viewer_wants_keyframe(user, room.now_ms());
-            if let Some(publisher) = target {
-                room.request_keyframe(publisher, "viewer").await;
-            }
-        }
-    }
-}
-
 /// Why a watch request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("no SFU session with video: ask for an offer with video first")]
     NoVideo,
+}
+
+/// One voice channel on the SFU: what the API shares with the room's task, and the way to
+/// it. Dropping the last handle closes the channel, which ends the task.
+struct Room {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    /// Offers being made (changed under the rooms lock): a room with one is not empty,
+    /// even before its first member is in.
+    pending: AtomicUsize,
+}
+
+impl Room {
+    fn is_empty(&self) -> bool {
+        self.shared.members.lock().expect("members").is_empty()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| "the SFU room has stopped".to_owned())?;
+        rx.await.map_err(|_| "the SFU room has stopped".to_owned())
+    }
+}
+
+/// All SFU rooms of this instance.
+pub struct Sfu {
+    limits: SfuLimits,
+    rooms: Mutex<HashMap<Id, Arc<Room>>>,
 }
 
 impl Sfu {
@@ -473,29 +197,38 @@ impl Sfu {
         }
     }
 
-    /// The channel's room, made if there is room for one more.
+    /// The channel's room, made (sockets bound, task started) if there is room for one more.
     fn room(&self, channel: Id) -> Result<Arc<Room>, OfferError> {
         let mut rooms = self.rooms.lock().expect("rooms");
-        if !rooms.contains_key(&channel) && rooms.len() >= self.limits.max_rooms {
-            metrics::counter!("concord_sfu_refused_total", "reason" => "rooms").increment(1);
-            return Err(OfferError::Full(self.limits.max_rooms));
-        }
-        let room = rooms
-            .entry(channel)
-            .or_insert_with(|| {
+        let room = match rooms.get(&channel) {
+            Some(room) => room.clone(),
+            None => {
+                if rooms.len() >= self.limits.max_rooms {
+                    metrics::counter!("concord_sfu_refused_total", "reason" => "rooms")
+                        .increment(1);
+                    return Err(OfferError::Full(self.limits.max_rooms));
+                }
+                let sockets =
+                    super::room::bind_sockets().map_err(|e| format!("SFU sockets: {e}"))?;
+                let shared = Arc::new(Shared::new(self.limits));
+                let (commands, rx) = mpsc::channel(ROOM_COMMANDS);
+                tokio::spawn(super::room::run(shared.clone(), sockets, rx));
+                let room = Arc::new(Room {
+                    shared,
+                    commands,
+                    pending: AtomicUsize::new(0),
+                });
+                rooms.insert(channel, room.clone());
                 metrics::gauge!("concord_sfu_rooms").increment(1.0);
-                Arc::new(Room {
-                    epoch: Instant::now(),
-                    forwarder: Mutex::new(Forwarder::new(self.limits.slots)),
-                    members: Mutex::new(HashMap::new()),
-                    video: Mutex::new(VideoRouter::default()),
-                    publishers: Mutex::new(HashMap::new()),
-                    pending: Default::default(),
-                })
-            })
-            .clone();
+                room
+            }
+        };
         room.pending.fetch_add(1, Ordering::Relaxed);
         Ok(room)
+    }
+
+    fn get(&self, channel: Id) -> Option<Arc<Room>> {
+        self.rooms.lock().expect("rooms").get(&channel).cloned()
     }
 
     /// An offer into `room` is done (made or failed): a room left empty goes.
@@ -503,7 +236,7 @@ impl Sfu {
         let mut rooms = self.rooms.lock().expect("rooms");
         room.pending.fetch_sub(1, Ordering::Relaxed);
         if room.pending.load(Ordering::Relaxed) == 0
-            && room.members.lock().expect("members").is_empty()
+            && room.is_empty()
             && rooms.get(&channel).is_some_and(|r| Arc::ptr_eq(r, room))
         {
             rooms.remove(&channel);
@@ -526,8 +259,12 @@ impl Sfu {
         let room = self.room(channel)?;
         let made = self.offer_in(&room, user, speak, video).await;
         if made.is_ok() && video && watched.is_some() {
-            let now = room.now_ms();
-            room.video.lock().expect("video").watch(user, watched, now);
+            let now = room.shared.now_ms();
+            room.shared
+                .video
+                .lock()
+                .expect("video")
+                .watch(user, watched, now);
         }
         self.settle(channel, &room);
         made
@@ -540,177 +277,55 @@ impl Sfu {
         speak: bool,
         video: bool,
     ) -> Result<String, OfferError> {
-        let (engine, registry) = concord_media::sfu_media_engine()?;
-        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
-        let (gathered_tx, gathered) = watch::channel(false);
-        let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
-        let pc = PeerConnectionBuilder::new()
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_ice_timeouts(None, None, Some(KEEPALIVE))
-                    .build(),
-            )
-            .with_configuration(RTCConfigurationBuilder::default().build())
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .with_handler(Arc::new(Handler {
-                user,
-                max_upstream_kbps: self.limits.max_upstream_kbps,
-                max_video_kbps: self.limits.max_video_kbps,
-                room: room.clone(),
-                negotiated: negotiated.clone(),
-                gathered: gathered_tx,
-                state: state_tx,
-            }))
-            .with_udp_addrs(vec!["0.0.0.0:0".to_owned()])
-            .build()
-            .await
-            .map_err(|e| format!("peer connection: {e}"))?;
-        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-        pc.add_transceiver_from_kind(RtpCodecKind::Audio, None)
-            .await
-            .map_err(|e| format!("upstream transceiver: {e}"))?;
-        let mut slots = Vec::new();
-        let mut senders: Vec<Arc<dyn RtpSender>> = Vec::new();
-        let mut ssrcs = Vec::new();
-        for i in 0..self.limits.slots {
-            let ssrc = concord_media::random_ssrc();
-            let track = Arc::new(concord_media::opus_track(
-                &format!("concord-sfu-{i}"),
-                &format!("slot-{i}-{ssrc}"),
-                ssrc,
-            ));
-            senders.push(
-                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .map_err(|e| format!("slot track: {e}"))?,
-            );
-            slots.push(track);
-            ssrcs.push(ssrc);
-        }
-        // Video after the audio (clients that know nothing of it see the same first m-lines):
-        // one m-line both ways, the participant's screen or camera up, what they watch down.
-        let (mut video_slot, mut video_sender, mut video_ssrc) = (None, None, 0);
-        if video {
-            video_ssrc = concord_media::random_ssrc();
-            let track = Arc::new(concord_media::vp8_track(
-                "concord-sfu-video",
-                &format!("video-{video_ssrc}"),
-                video_ssrc,
-            ));
-            video_sender = Some(
-                pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-                    .await
-                    .map_err(|e| format!("video slot track: {e}"))?,
-            );
-            video_slot = Some(track);
-        }
-        let offer = pc.create_offer(None).await.map_err(|e| e.to_string())?;
-        pc.set_local_description(offer)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut wait = gathered.clone();
-        let _ = tokio::time::timeout(GATHER_TIMEOUT, wait.wait_for(|d| *d)).await;
-        let sdp = pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or_else(|| OfferError::Failed("no local description".into()))?;
-        // Once connected: the negotiated payload type and audio-level id.
-        let (sender, neg) = (senders[0].clone(), negotiated.clone());
-        let video_pt = Arc::new(Mutex::new(None));
-        let video_neg = video_pt.clone();
-        let stats = Arc::new(Mutex::new(MemberStats {
-            user_id: user,
-            ..MemberStats::default()
-        }));
-        let (stats_pc, member_stats) = (pc.clone(), stats.clone());
-        let watcher = tokio::spawn(async move {
-            if state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Some(n) = Negotiated::of(&sender).await {
-                *neg.lock().expect("negotiated") = n;
-            }
-            if let Some(vs) = &video_sender {
-                *video_neg.lock().expect("video pt") =
-                    concord_media::payload_type_of(vs, concord_media::MIME_TYPE_VP8).await;
-            }
-            let mut last = (0u64, 0i64);
-            loop {
-                tokio::time::sleep(STATS_EVERY).await;
-                let report = stats_pc
-                    .get_stats(Instant::now(), StatsSelector::None)
-                    .await;
-                let sample = sample_stats(user, &report, &mut last);
-                metrics::histogram!("concord_sfu_loss_ratio", "direction" => "up")
-                    .record(sample.upstream_loss);
-                metrics::histogram!("concord_sfu_loss_ratio", "direction" => "down")
-                    .record(sample.downstream_loss);
-                metrics::histogram!("concord_sfu_jitter_seconds")
-                    .record(sample.upstream_jitter_ms / 1000.0);
-                if let Some(rtt) = sample.rtt_ms {
-                    metrics::histogram!("concord_sfu_rtt_seconds").record(rtt / 1000.0);
-                }
-                *member_stats.lock().expect("stats") = sample;
-            }
-        });
+        let offered = room
+            .ask(|reply| Command::Offer { user, video, reply })
+            .await??;
         {
-            let mut f = room.forwarder.lock().expect("forwarder");
-            f.add_listener(user, &ssrcs);
+            let mut f = room.shared.forwarder.lock().expect("forwarder");
+            f.add_listener(user, &offered.slot_ssrcs);
             f.set_muted(user, !speak);
         }
-        if video {
-            room.video
+        if let Some(ssrc) = offered.video_ssrc {
+            room.shared
+                .video
                 .lock()
                 .expect("video")
-                .add_viewer(user, video_ssrc);
+                .add_viewer(user, ssrc);
         }
-        let feedback = video_slot
-            .clone()
-            .map(|slot| tokio::spawn(viewer_feedback(room.clone(), user, slot)));
-        room.members.lock().expect("members").insert(
+        room.shared.members.lock().expect("members").insert(
             user,
-            Arc::new(Member {
-                pc,
-                stats,
-                slots,
-                negotiated,
-                video_slot,
-                video_pt,
-                watcher,
-                feedback,
-            }),
+            MemberInfo {
+                stats: MemberStats {
+                    user_id: user,
+                    ..MemberStats::default()
+                },
+                video,
+            },
         );
         metrics::gauge!("concord_sfu_participants").increment(1.0);
-        Ok(sdp)
+        Ok(offered.sdp)
     }
 
     /// The participant's answer to the relay's offer.
     pub async fn answer(&self, channel: Id, user: Id, sdp: String) -> Result<(), String> {
-        let member = self
-            .rooms
-            .lock()
-            .expect("rooms")
-            .get(&channel)
-            .and_then(|r| r.members.lock().expect("members").get(&user).cloned())
+        let room = self
+            .get(channel)
+            .filter(|r| {
+                r.shared
+                    .members
+                    .lock()
+                    .expect("members")
+                    .contains_key(&user)
+            })
             .ok_or("no SFU session: ask for an offer first")?;
-        let answer = RTCSessionDescription::answer(sdp).map_err(|e| format!("answer: {e}"))?;
-        member
-            .pc
-            .set_remote_description(answer)
-            .await
-            .map_err(|e| format!("answer: {e}"))
+        room.ask(|reply| Command::Answer { user, sdp, reply })
+            .await?
     }
 
     /// Whom `user` watches in `channel`, if anyone.
     pub fn watching(&self, channel: Id, user: Id) -> Option<Id> {
-        let room = self.rooms.lock().expect("rooms").get(&channel).cloned()?;
-        room.video.lock().expect("video").watching(user)
+        let room = self.get(channel)?;
+        room.shared.video.lock().expect("video").watching(user)
     }
 
     /// `viewer` watches `target`'s screen or camera on their video slot (None: nobody); the
@@ -721,34 +336,41 @@ impl Sfu {
         viewer: Id,
         target: Option<Id>,
     ) -> Result<(), WatchError> {
-        let room = self
-            .rooms
-            .lock()
-            .expect("rooms")
-            .get(&channel)
-            .cloned()
-            .ok_or(WatchError::NoVideo)?;
+        let room = self.get(channel).ok_or(WatchError::NoVideo)?;
         let has_slot = room
+            .shared
             .members
             .lock()
             .expect("members")
             .get(&viewer)
-            .is_some_and(|m| m.video_slot.is_some());
+            .is_some_and(|m| m.video);
         if !has_slot {
             return Err(WatchError::NoVideo);
         }
-        let now = room.now_ms();
-        let ask = room.video.lock().expect("video").watch(viewer, target, now);
+        let now = room.shared.now_ms();
+        let ask = room
+            .shared
+            .video
+            .lock()
+            .expect("video")
+            .watch(viewer, target, now);
         if let Some(publisher) = ask {
-            room.request_keyframe(publisher, "new_viewer").await;
+            let _ = room
+                .commands
+                .send(Command::Keyframe {
+                    publisher,
+                    reason: "new_viewer",
+                })
+                .await;
         }
         Ok(())
     }
 
     /// Server mute / speak permission changes.
     pub fn set_muted(&self, channel: Id, user: Id, muted: bool) {
-        if let Some(room) = self.rooms.lock().expect("rooms").get(&channel) {
-            room.forwarder
+        if let Some(room) = self.get(channel) {
+            room.shared
+                .forwarder
                 .lock()
                 .expect("forwarder")
                 .set_muted(user, muted);
@@ -756,43 +378,55 @@ impl Sfu {
     }
 
     pub async fn leave(&self, channel: Id, user: Id) {
-        let gone = {
+        let (room, was_member) = {
             let mut rooms = self.rooms.lock().expect("rooms");
             let Some(room) = rooms.get(&channel).cloned() else {
                 return;
             };
-            let gone = room.members.lock().expect("members").remove(&user);
-            room.forwarder.lock().expect("forwarder").remove(user);
-            room.video.lock().expect("video").remove(user);
-            room.publishers.lock().expect("publishers").remove(&user);
+            let was_member = room
+                .shared
+                .members
+                .lock()
+                .expect("members")
+                .remove(&user)
+                .is_some();
+            room.shared
+                .forwarder
+                .lock()
+                .expect("forwarder")
+                .remove(user);
+            room.shared.video.lock().expect("video").remove(user);
             // Not while another participant's offer is on its way in (it holds the room).
-            if room.members.lock().expect("members").is_empty()
-                && room.pending.load(Ordering::Relaxed) == 0
-            {
+            if room.is_empty() && room.pending.load(Ordering::Relaxed) == 0 {
                 rooms.remove(&channel);
                 metrics::gauge!("concord_sfu_rooms").decrement(1.0);
             }
-            gone
+            (room, was_member)
         };
-        if let Some(member) = gone {
-            member.stop_tasks();
-            let _ = member.pc.close().await;
+        // The task closes the connection (DTLS close out); a room that left the map stops
+        // once this last handle goes.
+        let _ = room.commands.send(Command::Leave { user }).await;
+        if was_member {
             metrics::gauge!("concord_sfu_participants").decrement(1.0);
         }
     }
 
-    /// Every participant's latest statistics in a room (empty when it is not on the SFU).
-    pub fn room_stats(&self, channel: Id) -> Vec<MemberStats> {
-        let Some(room) = self.rooms.lock().expect("rooms").get(&channel).cloned() else {
-            return Vec::new();
-        };
-        let mut out: Vec<MemberStats> = room
+    fn member_stats(room: &Room) -> Vec<MemberStats> {
+        room.shared
             .members
             .lock()
             .expect("members")
             .values()
-            .map(|m| m.stats.lock().expect("stats").clone())
-            .collect();
+            .map(|m| m.stats.clone())
+            .collect()
+    }
+
+    /// Every participant's latest statistics in a room (empty when it is not on the SFU).
+    pub fn room_stats(&self, channel: Id) -> Vec<MemberStats> {
+        let Some(room) = self.get(channel) else {
+            return Vec::new();
+        };
+        let mut out = Self::member_stats(&room);
         out.sort_by_key(|m| m.user_id);
         out
     }
@@ -809,14 +443,7 @@ impl Sfu {
             .cloned()
             .collect();
         for room in rooms {
-            let samples: Vec<MemberStats> = room
-                .members
-                .lock()
-                .expect("members")
-                .values()
-                .map(|m| m.stats.lock().expect("stats").clone())
-                .collect();
-            let Some(quality) = RoomQuality::of(&samples) else {
+            let Some(quality) = RoomQuality::of(&Self::member_stats(&room)) else {
                 continue;
             };
             metrics::histogram!("concord_sfu_room_loss_ratio").record(quality.loss);
