@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use concord_proto::Id;
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -294,9 +295,7 @@ impl Task {
             return;
         };
         let _ = peer.pc.close();
-        while let Some(out) = peer.pc.poll_write() {
-            send(&self.sockets, &self.local, &out);
-        }
+        send_writes(&mut peer.pc, &self.sockets, &self.local);
         self.demux.remove(user);
     }
 
@@ -346,9 +345,7 @@ impl Task {
     /// Sends what a peer wrote.
     fn flush(&mut self, user: Id) {
         if let Some(peer) = self.peers.get_mut(&user) {
-            while let Some(out) = peer.pc.poll_write() {
-                send(&self.sockets, &self.local, &out);
-            }
+            send_writes(&mut peer.pc, &self.sockets, &self.local);
         }
     }
 
@@ -358,9 +355,7 @@ impl Task {
         let Some(peer) = self.peers.get_mut(&user) else {
             return;
         };
-        while let Some(out) = peer.pc.poll_write() {
-            send(&self.sockets, &self.local, &out);
-        }
+        send_writes(&mut peer.pc, &self.sockets, &self.local);
         while let Some(event) = peer.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
@@ -419,9 +414,7 @@ impl Task {
             }
         }
         // Events and reads can queue writes (RTCP, DTLS).
-        while let Some(out) = peer.pc.poll_write() {
-            send(&self.sockets, &self.local, &out);
-        }
+        send_writes(&mut peer.pc, &self.sockets, &self.local);
         peer.deadline = peer.pc.poll_timeout();
         let level_id = peer.negotiated.level_id;
         for item in inbound.drain(..) {
@@ -610,10 +603,15 @@ fn write_rtp(
             message: RTCMessage::RtpPacket(String::new(), packet),
         })
         .is_ok();
-    while let Some(out) = peer.pc.poll_write() {
+    send_writes(&mut peer.pc, sockets, local);
+    written
+}
+
+/// Sends everything a peer's connection has written so far.
+fn send_writes(pc: &mut RTCPeerConnection, sockets: &[UdpSocket], local: &[SocketAddr]) {
+    while let Some(out) = pc.poll_write() {
         send(sockets, local, &out);
     }
-    written
 }
 
 /// Sends a datagram from the socket it names (a full send buffer drops it, as the network
