@@ -21,8 +21,10 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use bytes::BytesMut;
 use clap::Args as ClapArgs;
+use concord_media::direct_srtp::{self, KeyTap};
 use futures_util::{StreamExt, stream};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -31,7 +33,9 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::srtp::context::Context as SrtpContext;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -330,7 +334,13 @@ async fn connect(
     let offer = offer["sdp"].as_str().context("offer sdp")?.to_owned();
     let (engine, registry) = concord_media::media_engine().map_err(anyhow::Error::msg)?;
     let now = Instant::now();
+    let tap = KeyTap::new().map_err(anyhow::Error::msg)?;
     let mut pc = RTCPeerConnectionBuilder::new()
+        .with_setting_engine(
+            SettingEngineBuilder::new()
+                .with_crypto_provider(tap.clone())
+                .build(),
+        )
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -360,7 +370,7 @@ async fn connect(
         heard: heard.clone(),
         window,
     };
-    let task = tokio::spawn(drive(pc, socket, local, sender, voice, connected_tx));
+    let task = tokio::spawn(drive(pc, socket, local, sender, tap, voice, connected_tx));
     let resp = http
         .post(format!("{url}{}", path("sfu/answer")))
         .bearer_auth(&account.token)
@@ -388,6 +398,7 @@ async fn drive(
     socket: tokio::net::UdpSocket,
     local: SocketAddr,
     sender: RTCRtpSenderId,
+    tap: Arc<KeyTap>,
     voice: Voice,
     connected: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
@@ -401,6 +412,11 @@ async fn drive(
     tokio::pin!(timer);
     let mut armed = None;
     let level = concord_media::audio_level_element(voice.level);
+    // After the first packet each way, RTP skips the connection's pipeline (as in the relay):
+    // the relay's SRTP to us, and ours to the relay with its address.
+    let mut opened: Option<SrtpContext> = None;
+    let mut sealed: Option<(SrtpContext, SocketAddr)> = None;
+    let mut sealed_tested = false;
     for n in 0u32.. {
         while let Some(out) = pc.poll_write() {
             let _ = socket.try_send_to(&out.message, out.transport.peer_addr);
@@ -444,17 +460,29 @@ async fn drive(
                 let _ = pc.handle_timeout(Instant::now());
             }
             received = socket.recv_from(&mut buf) => {
-                if let Ok((len, peer_addr)) = received {
-                    let _ = pc.handle_read(TaggedBytesMut {
-                        now: Instant::now(),
-                        transport: TransportContext {
-                            local_addr: local,
-                            peer_addr,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: BytesMut::from(&buf[..len]),
-                    });
+                let Ok((len, peer_addr)) = received else { continue };
+                let data = &buf[..len];
+                let rtp = direct_srtp::is_rtp(data);
+                if rtp && let Some(context) = opened.as_mut() {
+                    if let Ok(plain) = context.decrypt_rtp(data)
+                        && let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &plain[..])
+                    {
+                        record(&voice.heard, &voice.window, &packet.payload);
+                    }
+                    continue;
+                }
+                let _ = pc.handle_read(TaggedBytesMut {
+                    now: Instant::now(),
+                    transport: TransportContext {
+                        local_addr: local,
+                        peer_addr,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: BytesMut::from(data),
+                });
+                if rtp && opened.is_none() {
+                    opened = direct_srtp::remote_context(&tap, data).map(|(context, _)| context);
                 }
             }
             _ = tick.tick(), if sending.is_some() => {
@@ -473,10 +501,26 @@ async fn drive(
                 if let Some(id) = level_id {
                     let _ = packet.header.set_extension(id, level.clone());
                 }
+                let Ok(plain) = packet.marshal() else { continue };
+                if let Some((context, to)) = sealed.as_mut() {
+                    if let Ok(datagram) = context.encrypt_rtp_with_header(&plain, &packet.header) {
+                        let _ = socket.try_send_to(&datagram, *to);
+                    }
+                    continue;
+                }
                 let _ = pc.handle_write(TaggedRTCMessage {
                     now: Instant::now(),
                     message: RTCMessage::RtpPacket(String::new(), packet),
                 });
+                // The first packet out shows the context that protects as the connection does.
+                while let Some(out) = pc.poll_write() {
+                    let _ = socket.try_send_to(&out.message, out.transport.peer_addr);
+                    if direct_srtp::is_rtp(&out.message) && !sealed_tested {
+                        sealed_tested = true;
+                        sealed = direct_srtp::local_context(&tap, &plain, &out.message)
+                            .map(|context| (context, out.transport.peer_addr));
+                    }
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use rtc::media_stream::MediaStreamTrack;
+pub mod direct_srtp;
 pub mod keyframe;
 
 use rtc::interceptor::Slot;

@@ -278,6 +278,29 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
             .unwrap_or(0.0);
         assert!(count >= 1.0, "{name} in\n{text}");
     }
+    // Every listener's forwarded audio took the short path (SRTP past the connection's
+    // pipeline) once its first packet matched: the streams above arrived intact through it.
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        metric("concord_sfu_direct_srtp_total{result=\"matched\"}"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric("concord_sfu_direct_srtp_total{result=\"mismatch\"}"),
+        0.0
+    );
+    let direct = metric("concord_sfu_direct_packets_total");
+    let forwarded = metric("concord_sfu_forwarded_packets_total");
+    assert!(
+        direct > 0.9 * forwarded && forwarded > 500.0,
+        "{direct} of {forwarded} forwarded packets took the short path"
+    );
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
         client.sender.abort();

@@ -4,12 +4,14 @@
 //! core of screen share and camera (who watches whom, keyframe requests); `budget.rs`, the
 //! upstream bitrate caps; `peer.rs`, one participant's sans-IO peer connection (webrtc-rs's
 //! `rtc` core: one receive-only upstream transceiver and N send-only slots); `demux.rs`, which
-//! participant a datagram on a room's shared sockets is for; `room.rs`, the
+//! participant a datagram on a room's shared sockets is for; `direct.rs`, forwarded audio's
+//! short path (SRTP and the socket, past the connection's pipeline); `room.rs`, the
 //! task that owns a room's sockets and connections and forwards in one call per packet;
 //! `session.rs`, the API (`Sfu`).
 
 pub mod budget;
 mod demux;
+mod direct;
 pub mod forwarder;
 mod peer;
 mod room;

@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord_media::Negotiated;
+use concord_media::direct_srtp::KeyTap;
 use concord_proto::Id;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::RTCPeerConnection;
@@ -19,6 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::budget::UpstreamBudget;
+use super::direct::Direct;
 
 /// ICE consent checks to each participant at least this often, media or not: a client that
 /// hears nothing from the relay for two of these knows its instance is gone (browsers then
@@ -64,6 +67,10 @@ pub(super) struct Peer {
     /// (received, lost) of the upstream at the last statistics sample.
     pub last_counts: (u64, i64),
     pub connected: bool,
+    /// The connection's crypto, which shows its SRTP keys to the short path.
+    pub tap: Arc<KeyTap>,
+    /// Forwarded audio's send path (`direct.rs`).
+    pub direct: Direct,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -80,11 +87,13 @@ impl Peer {
         let (engine, registry) = concord_media::sfu_media_engine(spec.video)?;
         // ICE ufrag: 4+ characters, password: 22+ (RFC 8839).
         let ufrag = random_hex(8);
+        let tap = KeyTap::new()?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_setting_engine(
                 SettingEngineBuilder::new()
                     .with_ice_timeouts(None, None, Some(KEEPALIVE))
                     .with_ice_credentials(ufrag.clone(), random_hex(16))
+                    .with_crypto_provider(tap.clone())
                     .build(),
             )
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -150,6 +159,8 @@ impl Peer {
             deadline: None,
             last_counts: (0, 0),
             connected: false,
+            tap,
+            direct: Direct::Untested,
         };
         Ok((peer, sdp))
     }

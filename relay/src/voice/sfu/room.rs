@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use concord_proto::Id;
-use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -21,6 +20,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use tokio::io::ReadBuf;
@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::demux::{Demux, Route};
+use super::direct::Direct;
 use super::forwarder::Forwarder;
 use super::peer::{Peer, PeerSpec};
 use super::session::{MemberStats, SfuLimits, sample_stats};
@@ -295,7 +296,7 @@ impl Task {
             return;
         };
         let _ = peer.pc.close();
-        send_writes(&mut peer.pc, &self.sockets, &self.local);
+        send_writes(&mut peer, &self.sockets, &self.local);
         self.demux.remove(user);
     }
 
@@ -345,7 +346,7 @@ impl Task {
     /// Sends what a peer wrote.
     fn flush(&mut self, user: Id) {
         if let Some(peer) = self.peers.get_mut(&user) {
-            send_writes(&mut peer.pc, &self.sockets, &self.local);
+            send_writes(peer, &self.sockets, &self.local);
         }
     }
 
@@ -355,7 +356,7 @@ impl Task {
         let Some(peer) = self.peers.get_mut(&user) else {
             return;
         };
-        send_writes(&mut peer.pc, &self.sockets, &self.local);
+        send_writes(peer, &self.sockets, &self.local);
         while let Some(event) = peer.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
@@ -414,7 +415,7 @@ impl Task {
             }
         }
         // Events and reads can queue writes (RTCP, DTLS).
-        send_writes(&mut peer.pc, &self.sockets, &self.local);
+        send_writes(peer, &self.sockets, &self.local);
         peer.deadline = peer.pc.poll_timeout();
         let level_id = peer.negotiated.level_id;
         for item in inbound.drain(..) {
@@ -458,7 +459,7 @@ impl Task {
         // Who is speaking on the slot (browsers: getContributingSources).
         packet.header.csrc = vec![super::session::audio_source(from)];
         let level_element = concord_media::audio_level_element(level);
-        let (mut sent, mut bytes) = (0u64, 0u64);
+        let (mut sent, mut bytes, mut direct) = (0u64, 0u64, 0u64);
         for f in forwards {
             let Some(peer) = self.peers.get_mut(&f.listener) else {
                 continue;
@@ -476,13 +477,22 @@ impl Task {
                 let _ = out.header.set_extension(id, level_element.clone());
             }
             let size = 12 + 4 + out.payload.len();
-            if write_rtp(peer, out, now, &self.sockets, &self.local) {
+            let written = match &mut peer.direct {
+                Direct::Ready(ready) => ready.protect(&out).is_some_and(|datagram| {
+                    direct += 1;
+                    send_to(&self.sockets, &self.local, ready.from, ready.to, &datagram);
+                    true
+                }),
+                _ => write_rtp(peer, out, now, &self.sockets, &self.local),
+            };
+            if written {
                 sent += 1;
                 // Header with one CSRC, and the payload (extensions and SRTP not counted).
                 bytes += size as u64;
             }
         }
         metrics::counter!("concord_sfu_forwarded_packets_total").increment(sent);
+        metrics::counter!("concord_sfu_direct_packets_total").increment(direct);
         metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes);
         metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -589,6 +599,7 @@ impl Task {
 
 /// Writes one forwarded packet into a peer's connection (interceptors, SRTP) and sends what
 /// comes out. The sender's checks (payload type, extension ids) were settled at negotiation.
+/// The first such packet also tests the short path (`direct.rs`).
 fn write_rtp(
     peer: &mut Peer,
     packet: rtp::Packet,
@@ -596,6 +607,9 @@ fn write_rtp(
     sockets: &[UdpSocket],
     local: &[SocketAddr],
 ) -> bool {
+    let plaintext = matches!(peer.direct, Direct::Untested)
+        .then(|| packet.marshal().ok())
+        .flatten();
     let written = peer
         .pc
         .handle_write(TaggedRTCMessage {
@@ -603,28 +617,49 @@ fn write_rtp(
             message: RTCMessage::RtpPacket(String::new(), packet),
         })
         .is_ok();
-    send_writes(&mut peer.pc, sockets, local);
+    if let Some(plaintext) = plaintext {
+        while let Some(out) = peer.pc.poll_write() {
+            send(sockets, local, &out);
+            if matches!(peer.direct, Direct::Untested) {
+                peer.direct.test(&peer.tap, &plaintext, &out);
+            }
+        }
+    }
+    send_writes(peer, sockets, local);
     written
 }
 
 /// Sends everything a peer's connection has written so far.
-fn send_writes(pc: &mut RTCPeerConnection, sockets: &[UdpSocket], local: &[SocketAddr]) {
-    while let Some(out) = pc.poll_write() {
+fn send_writes(peer: &mut Peer, sockets: &[UdpSocket], local: &[SocketAddr]) {
+    while let Some(out) = peer.pc.poll_write() {
         send(sockets, local, &out);
+        peer.direct.follow(&out);
     }
 }
 
-/// Sends a datagram from the socket it names (a full send buffer drops it, as the network
-/// would: audio does not wait).
+/// Sends a datagram the connection wrote.
 fn send(sockets: &[UdpSocket], local: &[SocketAddr], out: &TaggedBytesMut) {
-    let index = local
-        .iter()
-        .position(|a| *a == out.transport.local_addr)
-        .unwrap_or(0);
+    send_to(
+        sockets,
+        local,
+        out.transport.local_addr,
+        out.transport.peer_addr,
+        &out.message,
+    );
+}
+
+/// Sends a datagram from the socket bound to `from` (a full send buffer drops it, as the
+/// network would: audio does not wait).
+fn send_to(
+    sockets: &[UdpSocket],
+    local: &[SocketAddr],
+    from: SocketAddr,
+    to: SocketAddr,
+    data: &[u8],
+) {
+    let index = local.iter().position(|a| *a == from).unwrap_or(0);
     if let Some(socket) = sockets.get(index)
-        && socket
-            .try_send_to(&out.message, out.transport.peer_addr)
-            .is_err()
+        && socket.try_send_to(data, to).is_err()
     {
         metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "send").increment(1);
     }

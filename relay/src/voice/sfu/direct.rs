@@ -1,0 +1,88 @@
+//! Forwarded audio's short path: once a participant's connection has sent one forwarded
+//! packet, and that packet showed which SRTP context protects like the connection does
+//! (`concord_media::direct_srtp`), the rest of their forwarded audio is protected here and
+//! sent from the room's socket, skipping the connection's per-packet pipeline (a queue hop
+//! per handler and interceptor). Everything else (STUN, DTLS, RTCP, video) still goes
+//! through the connection.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use concord_media::direct_srtp::{self, KeyTap};
+use rtc::rtp;
+use rtc::shared::TaggedBytesMut;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use rtc::srtp::context::Context;
+
+/// Largest RTP packet protected here (forwarded Opus stays far below).
+const MAX_RTP: usize = 1400;
+
+pub(super) enum Direct {
+    /// Nothing sent yet: the next forwarded packet goes through the connection and is the test.
+    Untested,
+    Ready(Ready),
+    /// The connection's output differed from every candidate: it keeps the whole path.
+    Off,
+}
+
+pub(super) struct Ready {
+    context: Context,
+    /// The socket address the connection sends media from, and the participant's address.
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+}
+
+impl Direct {
+    /// After the connection protected and sent the RTP packet `plaintext` as `sent`: the
+    /// context that does the same, or off.
+    pub fn test(&mut self, tap: &KeyTap, plaintext: &[u8], sent: &TaggedBytesMut) {
+        if !direct_srtp::is_rtp(&sent.message) {
+            return;
+        }
+        *self = match direct_srtp::local_context(tap, plaintext, &sent.message) {
+            Some(context) => {
+                metrics::counter!("concord_sfu_direct_srtp_total", "result" => "matched")
+                    .increment(1);
+                Direct::Ready(Ready {
+                    context,
+                    from: sent.transport.local_addr,
+                    to: sent.transport.peer_addr,
+                })
+            }
+            None => {
+                metrics::counter!("concord_sfu_direct_srtp_total", "result" => "mismatch")
+                    .increment(1);
+                tracing::info!(
+                    "sfu: a connection's SRTP output matches no tapped key; it keeps the full pipeline"
+                );
+                Direct::Off
+            }
+        };
+    }
+
+    /// Media the connection sends shows the selected candidate pair: keep sending there.
+    pub fn follow(&mut self, sent: &TaggedBytesMut) {
+        if let Direct::Ready(ready) = self
+            && direct_srtp::is_rtp_or_rtcp(&sent.message)
+        {
+            ready.from = sent.transport.local_addr;
+            ready.to = sent.transport.peer_addr;
+        }
+    }
+}
+
+impl Ready {
+    /// The packet, marshalled and protected (None if it cannot be: dropped, never sent twice
+    /// under one sequence number through the connection's context).
+    pub fn protect(&mut self, packet: &rtp::Packet) -> Option<BytesMut> {
+        let mut buf = [0u8; MAX_RTP];
+        let size = packet.marshal_size();
+        if size > MAX_RTP {
+            return None;
+        }
+        let n = packet.marshal_to(&mut buf).ok()?;
+        self.context
+            .encrypt_rtp_with_header(&buf[..n], &packet.header)
+            .ok()
+    }
+}
