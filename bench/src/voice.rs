@@ -98,7 +98,10 @@ struct Level {
 
 #[derive(Debug, Serialize)]
 struct Raw {
+    /// Whether the listeners read what they were sent (else their full buffers dropped it).
+    listeners_read: bool,
     forwarded_pps: f64,
+    received_pps: f64,
     cpu_pct: f64,
     pps_per_core: f64,
 }
@@ -116,7 +119,11 @@ struct Report {
     downtracks_per_core: f64,
     loss_fraction: f64,
     forward_delay_ms: Percentiles,
+    /// The minimal forwarder with listeners that read (the baseline of the ratio), and with
+    /// listeners that do not (earlier runs' baseline).
     raw_forwarder: Raw,
+    raw_forwarder_unread: Raw,
+    raw_forwarder_unread_ratio: f64,
     /// Packets per second of one core: the minimal forwarder's, and ours / it.
     raw_forwarder_pps: f64,
     raw_forwarder_ratio: f64,
@@ -151,11 +158,15 @@ pub fn run(args: &Args) -> Result<()> {
         }
         rooms = ((rooms as f64 * 1.5).ceil() as usize).min(args.max_rooms);
     }
-    let raw = raw_forwarder(
-        levels.last().map_or(args.rooms, |l| l.rooms),
+    let raw_rooms = levels.last().map_or(args.rooms, |l| l.rooms);
+    let raw_secs = args.duration.min(10);
+    let raw = raw_forwarder(raw_rooms, args.participants, raw_secs, host.relay_cpu, true)?;
+    let unread = raw_forwarder(
+        raw_rooms,
         args.participants,
-        args.duration.min(10),
+        raw_secs,
         host.relay_cpu,
+        false,
     )?;
     let best = levels
         .iter()
@@ -185,7 +196,9 @@ pub fn run(args: &Args) -> Result<()> {
             (if best.held { best.downtracks } else { 0 }) as f64 / seed_downtracks as f64,
         )
         .min(1.0),
+        raw_forwarder_unread_ratio: round2(ours / unread.pps_per_core.max(1.0)),
         raw_forwarder: raw,
+        raw_forwarder_unread: unread,
         levels,
     };
     println!(
@@ -198,9 +211,11 @@ pub fn run(args: &Args) -> Result<()> {
         report.forward_delay_ms.p99
     );
     println!(
-        "forwarding, packets/s per core: ours {ours:.0}, minimal UDP forwarder {:.0} (ratio {:.2}); seed premise (200 × 10) held: {:.0}%",
+        "forwarding, packets/s per core: ours {ours:.0}, minimal UDP forwarder {:.0} (ratio {:.2}; with listeners that do not read: {:.0}, ratio {:.2}); seed premise (200 × 10) held: {:.0}%",
         report.raw_forwarder_pps,
         report.raw_forwarder_ratio,
+        report.raw_forwarder_unread.pps_per_core,
+        report.raw_forwarder_unread_ratio,
         report.seed_premise_fraction * 100.0
     );
     println!("pinning: {}", report.pinning);
@@ -311,7 +326,9 @@ struct Voice {
 /// Joins `channel` through the SFU and starts sending at `level` dBov. Each participant is a
 /// sans-IO peer connection (webrtc-rs's `rtc` core, DTLS-SRTP as in a browser) driven by one
 /// task with its own socket: a generator as light as the stack allows, so that it is not
-/// what limits the measurement.
+/// what limits the measurement. After the first RTP packet each way, its RTP is protected
+/// and opened outside the connection (`concord_media::direct_srtp`, as the relay does for
+/// forwarded audio); ICE, DTLS and RTCP still go through it.
 async fn connect(
     http: &reqwest::Client,
     url: &str,
@@ -692,10 +709,19 @@ async fn run_level(args: &Args, rooms: usize, relay_cpu: Option<usize>) -> Resul
     })
 }
 
-/// The same packet load through read → look up → send on plain UDP, on the relay's core.
-/// Listeners do not read (the kernel drops what fills their buffers): only the forwarder's
-/// work is measured, as packets sent per CPU second.
-fn raw_forwarder(rooms: usize, p: usize, secs: u64, core: Option<usize>) -> Result<Raw> {
+/// The same packet load through read → look up → send on plain UDP, on the relay's core,
+/// measured as packets sent per CPU second of the forwarder's thread. With `read`, the
+/// listeners read what they get as the SFU's participants do (one task per socket on the
+/// generator's cores), so each send wakes a reader as the SFU's sends do; without, their
+/// full buffers drop it, which spares the forwarder that wake-up (an easier baseline, kept
+/// for comparison with earlier runs).
+fn raw_forwarder(
+    rooms: usize,
+    p: usize,
+    secs: u64,
+    core: Option<usize>,
+    read: bool,
+) -> Result<Raw> {
     let forwarder = UdpSocket::bind("127.0.0.1:0")?;
     forwarder.set_read_timeout(Some(Duration::from_millis(100)))?;
     let forwarder_addr = forwarder.local_addr()?;
@@ -720,6 +746,16 @@ fn raw_forwarder(rooms: usize, p: usize, secs: u64, core: Option<usize>) -> Resu
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let readers = if read {
+        let listeners = sockets
+            .iter()
+            .map(UdpSocket::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Some(spawn_readers(listeners, stop.clone(), received.clone()))
+    } else {
+        None
+    };
     let thread = {
         let (stop, sent) = (stop.clone(), sent.clone());
         std::thread::spawn(move || -> Result<f64> {
@@ -774,12 +810,50 @@ fn raw_forwarder(rooms: usize, p: usize, secs: u64, core: Option<usize>) -> Resu
     let cpu_s = thread
         .join()
         .map_err(|_| anyhow::anyhow!("forwarder panicked"))??;
+    if let Some(readers) = readers {
+        readers
+            .join()
+            .map_err(|_| anyhow::anyhow!("readers panicked"))??;
+    }
     let forwarded = sent.load(Ordering::Relaxed) as f64;
     let cpu_pct = cpu_s / elapsed * 100.0;
     Ok(Raw {
+        listeners_read: read,
         forwarded_pps: round2(forwarded / elapsed),
+        received_pps: round2(received.load(Ordering::Relaxed) as f64 / elapsed),
         cpu_pct: round2(cpu_pct),
         pps_per_core: round2(forwarded / cpu_s.max(1e-6)),
+    })
+}
+
+/// The raw forwarder's listeners, reading until `stop`: one task per socket on a runtime of
+/// its own (on the generator's cores, as the bench's participants).
+fn spawn_readers(
+    sockets: Vec<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<Result<()>> {
+    std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            for socket in sockets {
+                socket.set_nonblocking(true)?;
+                let socket = tokio::net::UdpSocket::from_std(socket)?;
+                let received = received.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    while socket.recv(&mut buf).await.is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(())
+        })
     })
 }
 

@@ -20,7 +20,7 @@ const MAX_RTP: usize = 1400;
 pub(super) enum Direct {
     /// Nothing sent yet: the next forwarded packet goes through the connection and is the test.
     Untested,
-    Ready(Ready),
+    Ready(Box<Ready>),
     /// The connection's output differed from every candidate: it keeps the whole path.
     Off,
 }
@@ -43,11 +43,11 @@ impl Direct {
             Some(context) => {
                 metrics::counter!("concord_sfu_direct_srtp_total", "result" => "matched")
                     .increment(1);
-                Direct::Ready(Ready {
+                Direct::Ready(Box::new(Ready {
                     context,
                     from: sent.transport.local_addr,
                     to: sent.transport.peer_addr,
-                })
+                }))
             }
             None => {
                 metrics::counter!("concord_sfu_direct_srtp_total", "result" => "mismatch")

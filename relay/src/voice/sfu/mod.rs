@@ -5,10 +5,11 @@
 //! upstream bitrate caps; `peer.rs`, one participant's sans-IO peer connection (webrtc-rs's
 //! `rtc` core: one receive-only upstream transceiver and N send-only slots); `demux.rs`, which
 //! participant a datagram on a room's shared sockets is for; `direct.rs`, forwarded audio's
-//! short path (SRTP and the socket, past the connection's pipeline); `room.rs`, the
-//! task that owns a room's sockets and connections and forwards in one call per packet;
-//! `session.rs`, the API (`Sfu`).
+//! short path (SRTP and the socket, past the connection's pipeline), sent a fan-out at a time
+//! (`batch.rs`, `sendmmsg`); `room.rs`, the task that owns a room's sockets and connections
+//! and forwards in one call per packet; `session.rs`, the API (`Sfu`).
 
+mod batch;
 pub mod budget;
 mod demux;
 mod direct;

@@ -27,6 +27,7 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch;
 use super::demux::{Demux, Route};
 use super::direct::Direct;
 use super::forwarder::Forwarder;
@@ -154,6 +155,8 @@ struct Task {
     peers: HashMap<Id, Peer>,
     demux: Demux,
     inbound: Vec<Inbound>,
+    /// Per socket: the short path's datagrams of the packet being forwarded.
+    fanout: Vec<Vec<(SocketAddr, BytesMut)>>,
 }
 
 /// Runs the room until its command channel closes (the room left the SFU's map).
@@ -170,7 +173,9 @@ pub(super) async fn run(
         peers: HashMap::new(),
         demux: Demux::default(),
         inbound: Vec::new(),
+        fanout: Vec::new(),
     };
+    task.fanout = task.sockets.iter().map(|_| Vec::new()).collect();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -459,7 +464,7 @@ impl Task {
         // Who is speaking on the slot (browsers: getContributingSources).
         packet.header.csrc = vec![super::session::audio_source(from)];
         let level_element = concord_media::audio_level_element(level);
-        let (mut sent, mut bytes, mut direct) = (0u64, 0u64, 0u64);
+        let (mut sent, mut bytes) = (0u64, 0u64);
         for f in forwards {
             let Some(peer) = self.peers.get_mut(&f.listener) else {
                 continue;
@@ -479,8 +484,10 @@ impl Task {
             let size = 12 + 4 + out.payload.len();
             let written = match &mut peer.direct {
                 Direct::Ready(ready) => ready.protect(&out).is_some_and(|datagram| {
-                    direct += 1;
-                    send_to(&self.sockets, &self.local, ready.from, ready.to, &datagram);
+                    let index = socket_index(&self.local, ready.from);
+                    if let Some(batch) = self.fanout.get_mut(index) {
+                        batch.push((ready.to, datagram));
+                    }
                     true
                 }),
                 _ => write_rtp(peer, out, now, &self.sockets, &self.local),
@@ -490,6 +497,20 @@ impl Task {
                 // Header with one CSRC, and the payload (extensions and SRTP not counted).
                 bytes += size as u64;
             }
+        }
+        // The short path's datagrams: one sendmmsg per socket.
+        let mut direct = 0u64;
+        for (socket, batch) in self.sockets.iter().zip(&mut self.fanout) {
+            if batch.is_empty() {
+                continue;
+            }
+            let taken = batch::send_all(socket, batch);
+            direct += taken as u64;
+            if taken < batch.len() {
+                metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "send")
+                    .increment((batch.len() - taken) as u64);
+            }
+            batch.clear();
         }
         metrics::counter!("concord_sfu_forwarded_packets_total").increment(sent);
         metrics::counter!("concord_sfu_direct_packets_total").increment(direct);
@@ -657,10 +678,14 @@ fn send_to(
     to: SocketAddr,
     data: &[u8],
 ) {
-    let index = local.iter().position(|a| *a == from).unwrap_or(0);
-    if let Some(socket) = sockets.get(index)
+    if let Some(socket) = sockets.get(socket_index(local, from))
         && socket.try_send_to(data, to).is_err()
     {
         metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "send").increment(1);
     }
+}
+
+/// The room's socket bound to `addr` (the first if none is: a connection only uses ours).
+fn socket_index(local: &[SocketAddr], addr: SocketAddr) -> usize {
+    local.iter().position(|a| *a == addr).unwrap_or(0)
 }

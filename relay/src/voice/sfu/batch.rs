@@ -1,0 +1,72 @@
+//! A forwarded packet's fan-out in one system call: `sendmmsg` of datagrams to several
+//! addresses from one socket, instead of one `sendto` each.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use tokio::net::UdpSocket;
+
+/// Datagrams per call (the kernel's limit, UIO_MAXIOV, is 1024).
+const MAX_BATCH: usize = 64;
+
+/// Sends each `(to, datagram)` from `socket` without waiting; returns how many the kernel
+/// took (a full send buffer drops the rest, as the network would: audio does not wait).
+pub(super) fn send_all(socket: &UdpSocket, datagrams: &[(SocketAddr, bytes::BytesMut)]) -> usize {
+    let mut sent = 0;
+    for chunk in datagrams.chunks(MAX_BATCH) {
+        let addrs: Vec<Option<SockaddrStorage>> = chunk
+            .iter()
+            .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+            .collect();
+        let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+        let no_control: [ControlMessage<'_>; 0] = [];
+        let taken = sendmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            &slices,
+            &addrs,
+            no_control,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_or(0, |results| results.count());
+        sent += taken;
+        if taken < chunk.len() {
+            break;
+        }
+    }
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_datagram_reaches_its_own_address() {
+        let from = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            receivers.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        let datagrams: Vec<(SocketAddr, bytes::BytesMut)> = (0..70)
+            .map(|i| {
+                let to = receivers[i % 3].local_addr().unwrap();
+                (to, bytes::BytesMut::from(&[i as u8; 20][..]))
+            })
+            .collect();
+        assert_eq!(send_all(&from, &datagrams), 70, "two calls: 64 and 6");
+        let mut buf = [0u8; 64];
+        for (i, (to, _)) in datagrams.iter().enumerate() {
+            let receiver = receivers
+                .iter()
+                .find(|r| r.local_addr().unwrap() == *to)
+                .unwrap();
+            let (n, src) = receiver.recv_from(&mut buf).await.unwrap();
+            assert_eq!((n, src), (20, from.local_addr().unwrap()));
+            assert_eq!(buf[0], i as u8, "in order per receiver");
+        }
+    }
+}
