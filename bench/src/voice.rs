@@ -7,8 +7,9 @@
 //! its CPU comes from /proc and its forwarded packets from its metrics.
 //!
 //! In the same run, a minimal UDP forwarder (read, look up, send: no crypto, no RTP) on the
-//! relay's core carries the same packet load with the same fan-out; both are reported as
-//! packets forwarded per second of one core, and their ratio.
+//! relay's core carries the same packet load with the same fan-out to listeners that read it
+//! (and once more to listeners that do not, the earlier baseline); all are reported as
+//! packets forwarded per second of one core, and our ratio to each.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
