@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use rtc::crypto::{
     ActiveKeyExchange, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher,
     CryptoAlgorithm, CryptoError, HashAlgorithm, HmacAlgorithm, KeyExchangeAlgorithm, Mac,
-    PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
-    StreamCipherAlgorithm,
+    PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SecretVec, SignatureScheme, SigningKey,
+    StreamCipher, StreamCipherAlgorithm,
 };
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -30,10 +30,11 @@ const PROFILES: [ProtectionProfile; 4] = [
 
 /// One master key, and the first block derived from it: RFC 3711's key derivation (label 0,
 /// index 0) encrypts the master salt padded with zeros, so the block's start is the salt.
+/// Both are wiped from memory when dropped.
 #[derive(Clone)]
 struct Seen {
-    key: Vec<u8>,
-    block: [u8; 16],
+    key: SecretVec,
+    block: SecretVec,
 }
 
 /// A crypto provider (the default one) that remembers the SRTP master keys derived with it.
@@ -63,8 +64,9 @@ impl KeyTap {
                 if profile.key_len() != seen.key.len() {
                     return None;
                 }
-                let salt = &seen.block[..profile.salt_len()];
-                Context::new(&seen.key, salt, profile, None, None, self.inner.crypto()).ok()
+                let salt = seen.block.as_ref().get(..profile.salt_len())?;
+                let key = seen.key.as_ref();
+                Context::new(key, salt, profile, None, None, self.inner.crypto()).ok()
             })
         })
     }
@@ -130,12 +132,12 @@ impl RTCCrypto for KeyTap {
     ) -> Result<(), CryptoError> {
         // Only SRTP's key derivation encrypts single blocks; the first block per key is the
         // label-0, index-0 one (the salt).
-        if let Ok(first) = <[u8; 16]>::try_from(&block[..]) {
+        if block.len() == 16 {
             let mut seen = self.seen.lock().expect("key tap");
-            if seen.len() < MAX_SEEN && !seen.iter().any(|s| s.key == key) {
+            if seen.len() < MAX_SEEN && !seen.iter().any(|s| s.key.as_ref() == key) {
                 seen.push(Seen {
-                    key: key.to_vec(),
-                    block: first,
+                    key: SecretVec::new(key.to_vec()),
+                    block: SecretVec::new(block.to_vec()),
                 });
             }
         }
