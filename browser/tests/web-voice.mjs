@@ -26,7 +26,7 @@ const api = pageApi;
 async function rtp(page) {
   return page.evaluate(async () => {
     const pc = window.__pcs.at(-1);
-    const out = { state: pc?.connectionState, inbound: 0, energy: 0, streams: 0, outbound: 0, sources: {}, relayed: false };
+    const out = { state: pc?.connectionState, inbound: 0, energy: 0, streams: 0, outbound: 0, sources: {}, relayed: false, remote: null };
     if (!pc) return out;
     const stats = await pc.getStats();
     for (const s of stats.values()) {
@@ -36,6 +36,11 @@ async function rtp(page) {
         if ((s.packetsReceived ?? 0) > 0) out.streams += 1;
       }
       if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound += s.packetsSent ?? 0;
+      // What the relay's receiver reports say of this browser's microphone.
+      if (s.type === 'remote-inbound-rtp' && s.kind === 'audio') {
+        out.remote = { packetsLost: s.packetsLost, fractionLost: s.fractionLost, jitter: s.jitter,
+          roundTripTime: s.roundTripTime, measurements: s.roundTripTimeMeasurements };
+      }
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
         const local = stats.get(s.localCandidateId);
         if (local?.candidateType === 'relay') out.relayed = true;
@@ -121,6 +126,14 @@ try {
   checks.relay_rtcp_stats = Array.isArray(result.relay_stats) && result.relay_stats.length === 3
     && result.relay_stats.every((s) => s.upstream_loss < 0.05 && s.upstream_jitter_ms >= 0 && s.upstream_jitter_ms < 1_000
       && s.rtt_ms > 0 && s.rtt_ms < 1_000);
+
+  // The relay's receiver reports on each browser's microphone (the relay writes them itself,
+  // as its short path opens the audio past the connection): Chrome takes a round-trip time
+  // from their LSR and DLSR, and they report no loss on loopback.
+  result.remote_inbound = [];
+  for (const page of [a, b, c]) result.remote_inbound.push((await rtp(page)).remote);
+  checks.relay_receiver_reports = result.remote_inbound.every((r) => r && r.measurements >= 1
+    && r.roundTripTime > 0 && r.roundTripTime < 1 && r.packetsLost <= 5 && r.fractionLost < 0.05);
 
   // C deafens: its slots are silenced and its microphone stops too.
   await c.locator('#voice-deafen').click();

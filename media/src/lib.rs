@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rtc::media_stream::MediaStreamTrack;
 pub mod direct_srtp;
 pub mod keyframe;
+pub mod reception;
 
 use rtc::interceptor::Slot;
 pub use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -65,8 +66,10 @@ fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
 /// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
-/// reports, and with `video` NACK both ways and the viewers' keyframe requests passed to the
-/// application.
+/// sender reports, and with `video` NACK both ways and the viewers' keyframe requests passed
+/// to the application. No receiver-report interceptor: the SFU's upstream audio skips the
+/// connection's pipeline, so the relay keeps its own reception statistics ([`reception`])
+/// and sends the receiver reports itself.
 pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> {
     let mut engine = MediaEngine::default();
     engine
@@ -89,14 +92,21 @@ pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> 
         .map_err(|e| e.to_string())?;
     register_audio_level(&mut engine)?;
     if !video {
-        // Audio only: Opus negotiates no NACK and no keyframes, so only the reports (loss,
-        // jitter, RTT) run; every interceptor is one more queue each forwarded packet crosses.
-        return Ok((engine, configure_rtcp_reports(Registry::new())));
+        // Audio only: Opus negotiates no NACK and no keyframes, so only the sender reports
+        // run; every interceptor is one more queue each packet through the connection crosses.
+        return Ok((engine, sender_reports(Registry::new())));
     }
-    let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
+    let registry = sender_reports(configure_nack(Registry::new(), &mut engine))
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
     Ok((engine, registry))
+}
+
+fn sender_reports(registry: Registry) -> Registry {
+    registry.with(
+        Slot::SenderReport,
+        rtc::interceptor::SenderReportBuilder::new().build(),
+    )
 }
 
 fn opus_codec() -> RTCRtpCodec {

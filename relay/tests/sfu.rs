@@ -6,13 +6,17 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::client::{Backend, TestRelay, TestUser, relaxed};
 use concord_proto::Id;
+use rtc::interceptor::{Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::sansio::Protocol;
 use serde_json::json;
 use tokio::sync::watch;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -69,9 +73,60 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The receiver reports a participant got on its own stream, in order.
+type Reports = Arc<Mutex<Vec<ReceptionReport>>>;
+
+/// An interceptor at the end of the participant's chain that notes the reception reports the
+/// relay sends about `ssrc` (rtc 0.21 does not put received reports in `get_stats`).
+struct ReportRecorder {
+    ssrc: u32,
+    reports: Reports,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportRecorder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            for packet in packets {
+                if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                    let mut reports = self.reports.lock().unwrap();
+                    reports.extend(rr.reports.iter().filter(|r| r.ssrc == self.ssrc).cloned());
+                }
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for ReportRecorder {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
 struct Client {
     pc: Arc<dyn PeerConnection>,
     received: Received,
+    reports: Reports,
     sender: tokio::task::JoinHandle<()>,
 }
 
@@ -99,7 +154,18 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
     let offer = offer["sdp"].as_str().unwrap().to_owned();
     assert!(offer.contains(concord_media::AUDIO_LEVEL_URI), "{offer}");
 
+    let ssrc = 1_000 + u32::from(level);
+    let reports = Reports::default();
     let (engine, registry) = concord_media::media_engine().unwrap();
+    let registry = registry.with(
+        Slot::from(14_000),
+        ReportRecorder {
+            ssrc,
+            reports: reports.clone(),
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        },
+    );
     let (gathered_tx, mut gathered) = watch::channel(false);
     let (state_tx, mut state) = watch::channel(RTCPeerConnectionState::New);
     let received: Received = Arc::default();
@@ -120,7 +186,6 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
     pc.set_remote_description(RTCSessionDescription::offer(offer).unwrap())
         .await
         .unwrap();
-    let ssrc = 1_000 + u32::from(level);
     let track = Arc::new(concord_media::opus_track(
         "mic",
         &format!("mic-{ssrc}"),
@@ -172,6 +237,7 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
     Client {
         pc,
         received,
+        reports,
         sender: sending,
     }
 }
@@ -279,28 +345,57 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         assert!(count >= 1.0, "{name} in\n{text}");
     }
     // Every listener's forwarded audio took the short path (SRTP past the connection's
-    // pipeline) once its first packet matched: the streams above arrived intact through it.
-    let metric = |name: &str| -> f64 {
+    // pipeline) once its first packet matched, and so did every speaker's upstream: the
+    // streams above arrived intact through it.
+    let metric = |name: &str, labels: &[&str]| -> f64 {
         text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
+            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0.0)
     };
-    assert_eq!(
-        metric("concord_sfu_direct_srtp_total{result=\"matched\"}"),
-        3.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric("concord_sfu_direct_srtp_total{result=\"mismatch\"}"),
-        0.0
-    );
-    let direct = metric("concord_sfu_direct_packets_total");
-    let forwarded = metric("concord_sfu_forwarded_packets_total");
+    for direction in ["direction=\"down\"", "direction=\"up\""] {
+        let srtp = "concord_sfu_direct_srtp_total";
+        assert_eq!(
+            metric(srtp, &[direction, "result=\"matched\""]),
+            3.0,
+            "{direction}: {text}"
+        );
+        assert_eq!(metric(srtp, &[direction, "result=\"mismatch\""]), 0.0);
+    }
+    let forwarded = metric("concord_sfu_forwarded_packets_total", &[]);
+    let down = metric("concord_sfu_direct_packets_total", &["direction=\"down\""]);
     assert!(
-        direct > 0.9 * forwarded && forwarded > 500.0,
-        "{direct} of {forwarded} forwarded packets took the short path"
+        down > 0.9 * forwarded && forwarded > 500.0,
+        "{down} of {forwarded} forwarded packets took the short path"
     );
+    // Three speakers at 50 packets/s, all connected for over 9 s: all but their first
+    // packets were opened past the connection.
+    let up = metric("concord_sfu_direct_packets_total", &["direction=\"up\""]);
+    assert!(up > 1_200.0, "{up} upstream packets took the short path");
+    // So the relay reports on each upstream itself (RTCP receiver reports, one a second), and
+    // the reports are current: the highest sequence number they show is that of the packets
+    // the participant has sent (one per 20 ms from 0, for over 9 s), not that of the
+    // connection's first packets; nothing is lost on loopback; and once the participant's
+    // sender reports arrived, they carry its LSR (from which it gets its RTT).
+    for (name, client) in [("ana", &a), ("bob", &b), ("cat", &c)] {
+        let reports = client.reports.lock().unwrap().clone();
+        let last = reports
+            .last()
+            .unwrap_or_else(|| panic!("{name}: no receiver report from the relay"));
+        eprintln!(
+            "{name}: {} reports from the relay, the last {last:?}",
+            reports.len()
+        );
+        assert!(reports.len() >= 5, "{name}: {reports:?}");
+        assert!(
+            last.last_sequence_number > 400,
+            "{name}: the relay's report shows sequence {}",
+            last.last_sequence_number
+        );
+        assert_eq!((last.total_lost, last.fraction_lost), (0, 0), "{name}");
+        assert!(last.last_sender_report != 0, "{name}: no LSR in {last:?}");
+        assert!(last.delay < 65_536 * 10, "{name}: {last:?}");
+    }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
         client.sender.abort();

@@ -20,6 +20,7 @@ const CHECKS: &[&str] = &[
     "unmute_resumes",
     "volume_follows_user",
     "relay_rtcp_stats",
+    "relay_receiver_reports",
     "deafen_silences",
     "deafen_shown_to_others",
     "leave_removes",
@@ -42,7 +43,36 @@ async fn three_browsers_talk_through_the_sfu() {
     .await;
     eprintln!("rtp: {}", result["rtp"]);
     eprintln!("relay stats: {}", result["relay_stats"]);
+    eprintln!("remote inbound: {}", result["remote_inbound"]);
     browser::assert_checks(&result, CHECKS);
+    assert_short_paths(&relay.url).await;
+}
+
+/// Chromium's connections took the SFU's short paths both ways: every SRTP key test matched
+/// (one per connection and direction: three browsers, more if one rejoined), none failed.
+async fn assert_short_paths(relay_url: &str) {
+    let text = reqwest::get(format!("{relay_url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let metric = |labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("concord_sfu_direct_srtp_total{"))
+            .filter(|l| labels.iter().all(|x| l.contains(x)))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    for direction in ["direction=\"down\"", "direction=\"up\""] {
+        let matched = metric(&[direction, "result=\"matched\""]);
+        assert!(matched >= 3.0, "{direction}: {matched} matched in\n{text}");
+        assert_eq!(
+            metric(&[direction, "result=\"mismatch\""]),
+            0.0,
+            "{direction}"
+        );
+    }
 }
 
 /// Forced TURN (`iceTransportPolicy: "relay"`): the same call with every browser relayed by
@@ -60,6 +90,8 @@ async fn browsers_talk_through_turn_only() {
     eprintln!("rtp: {}", result["rtp"]);
     let mut checks = CHECKS.to_vec();
     checks.push("through_turn");
+    // (No `assert_short_paths` here: the TURN server in this process installed the metrics
+    // recorder first, so the relay's `/metrics` is empty.)
     browser::assert_checks(&result, &checks);
 }
 

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use concord_media::direct_srtp::{self, KeyTap};
 use rtc::rtp;
 use rtc::shared::TaggedBytesMut;
-use rtc::shared::marshal::{Marshal, MarshalSize};
+use rtc::shared::marshal::Marshal;
 use rtc::srtp::context::Context;
 
 /// Largest RTP packet protected here (forwarded Opus stays far below).
@@ -41,7 +41,7 @@ impl Direct {
         }
         *self = match direct_srtp::local_context(tap, plaintext, &sent.message) {
             Some(context) => {
-                metrics::counter!("concord_sfu_direct_srtp_total", "result" => "matched")
+                metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "down", "result" => "matched")
                     .increment(1);
                 Direct::Ready(Box::new(Ready {
                     context,
@@ -50,7 +50,7 @@ impl Direct {
                 }))
             }
             None => {
-                metrics::counter!("concord_sfu_direct_srtp_total", "result" => "mismatch")
+                metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "down", "result" => "mismatch")
                     .increment(1);
                 tracing::info!(
                     "sfu: a connection's SRTP output matches no tapped key; it keeps the full pipeline"
@@ -76,10 +76,7 @@ impl Ready {
     /// under one sequence number through the connection's context).
     pub fn protect(&mut self, packet: &rtp::Packet) -> Option<BytesMut> {
         let mut buf = [0u8; MAX_RTP];
-        let size = packet.marshal_size();
-        if size > MAX_RTP {
-            return None;
-        }
+        // Too large for the buffer: an error, not a panic.
         let n = packet.marshal_to(&mut buf).ok()?;
         self.context
             .encrypt_rtp_with_header(&buf[..n], &packet.header)

@@ -6,7 +6,9 @@
 //! `rtc` core: one receive-only upstream transceiver and N send-only slots); `demux.rs`, which
 //! participant a datagram on a room's shared sockets is for; `direct.rs`, forwarded audio's
 //! short path (SRTP and the socket, past the connection's pipeline), sent a fan-out at a time
-//! (`batch.rs`, `sendmmsg`); `room.rs`, the task that owns a room's sockets and connections
+//! (`batch.rs`, `sendmmsg`); `upstream.rs`, a participant's microphone's short path (opened
+//! past the connection's pipeline) and the reception statistics behind the relay's receiver
+//! reports; `room.rs`, the task that owns a room's sockets and connections
 //! and forwards in one call per packet; `session.rs`, the API (`Sfu`).
 
 mod batch;
@@ -17,4 +19,5 @@ pub mod forwarder;
 mod peer;
 mod room;
 pub mod session;
+mod upstream;
 pub mod video;

@@ -22,6 +22,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::budget::UpstreamBudget;
 use super::direct::Direct;
+use super::upstream::Upstream;
 
 /// ICE consent checks to each participant at least this often, media or not: a client that
 /// hears nothing from the relay for two of these knows its instance is gone (browsers then
@@ -71,6 +72,8 @@ pub(super) struct Peer {
     pub tap: Arc<KeyTap>,
     /// Forwarded audio's send path (`direct.rs`).
     pub direct: Direct,
+    /// Their microphone's short path and the reception statistics (`upstream.rs`).
+    pub upstream: Upstream,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -161,8 +164,20 @@ impl Peer {
             connected: false,
             tap,
             direct: Direct::Untested,
+            upstream: Upstream::default(),
         };
         Ok((peer, sdp))
+    }
+
+    /// Whether one of their audio packets fits their upstream budget (header and payload:
+    /// what forwarding it costs); counted as dropped if not.
+    pub fn audio_allowed(&mut self, packet: &rtc::rtp::Packet, now: Instant) -> bool {
+        let allowed = self.audio_budget.allow(12 + packet.payload.len(), now);
+        if !allowed {
+            metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "upstream_bitrate")
+                .increment(1);
+        }
+        allowed
     }
 
     /// Once connected: the payload types and audio-level id the participant's answer chose.

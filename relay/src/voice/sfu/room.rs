@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use concord_proto::Id;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
@@ -33,10 +34,14 @@ use super::direct::Direct;
 use super::forwarder::Forwarder;
 use super::peer::{Peer, PeerSpec};
 use super::session::{MemberStats, SfuLimits, sample_stats};
+use super::upstream::Taken;
 use super::video::VideoRouter;
 
 /// How often each participant's RTCP statistics are read.
 const STATS_EVERY: Duration = Duration::from_secs(5);
+/// How often the relay sends each participant a receiver report on their upstream (what
+/// webrtc's report interceptor does).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Datagrams read in one go before the task looks at its commands and timers again.
 const READ_BATCH: usize = 64;
 /// Largest datagram read (WebRTC stays under the path MTU).
@@ -179,6 +184,8 @@ pub(super) async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reports = tokio::time::interval(REPORT_EVERY);
+    reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
     let timer = tokio::time::sleep_until(far());
     tokio::pin!(timer);
@@ -202,6 +209,7 @@ pub(super) async fn run(
                 task.timeouts(Instant::now());
             }
             _ = stats.tick() => task.sample_stats(),
+            _ = reports.tick() => task.send_reports(),
             (index, received) = recv_any(&task.sockets, &mut buf) => {
                 if let Ok((n, from)) = received {
                     task.datagram(index, from, &buf[..n]);
@@ -301,7 +309,7 @@ impl Task {
             return;
         };
         let _ = peer.pc.close();
-        send_writes(&mut peer, &self.sockets, &self.local);
+        send_writes(&mut peer, &self.sockets, &self.local, None);
         self.demux.remove(user);
     }
 
@@ -315,6 +323,23 @@ impl Task {
             return;
         };
         let now = Instant::now();
+        match peer.upstream.take(&peer.tap, data, now) {
+            Taken::Audio(packet) => {
+                metrics::counter!("concord_sfu_direct_packets_total", "direction" => "up")
+                    .increment(1);
+                let level_id = peer.negotiated.level_id;
+                if peer.audio_allowed(&packet, now) {
+                    self.audio(user, packet, level_id, now);
+                }
+                return;
+            }
+            Taken::Refused => {
+                metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "srtp")
+                    .increment(1);
+                return;
+            }
+            Taken::Connection => {}
+        }
         let input = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -351,7 +376,7 @@ impl Task {
     /// Sends what a peer wrote.
     fn flush(&mut self, user: Id) {
         if let Some(peer) = self.peers.get_mut(&user) {
-            send_writes(peer, &self.sockets, &self.local);
+            send_writes(peer, &self.sockets, &self.local, None);
         }
     }
 
@@ -361,7 +386,7 @@ impl Task {
         let Some(peer) = self.peers.get_mut(&user) else {
             return;
         };
-        send_writes(peer, &self.sockets, &self.local);
+        send_writes(peer, &self.sockets, &self.local, None);
         while let Some(event) = peer.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
@@ -384,6 +409,8 @@ impl Task {
             match message {
                 RTCMessage::RtpPacket(track, packet) => match peer.tracks.get(&track) {
                     Some((RtpCodecKind::Video, receiver)) => {
+                        peer.upstream
+                            .on_delivered(true, *receiver, &packet.header, now);
                         if peer
                             .video_in
                             .is_none_or(|(_, ssrc)| ssrc != packet.header.ssrc)
@@ -396,12 +423,11 @@ impl Task {
                             metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "video_bitrate").increment(1);
                         }
                     }
-                    Some(_) => {
-                        // Header and payload: what forwarding it would cost.
-                        if peer.audio_budget.allow(12 + packet.payload.len(), now) {
+                    Some((_, receiver)) => {
+                        peer.upstream
+                            .on_delivered(false, *receiver, &packet.header, now);
+                        if peer.audio_allowed(&packet, now) {
                             inbound.push(Inbound::Audio(packet));
-                        } else {
-                            metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "upstream_bitrate").increment(1);
                         }
                     }
                     None => {}
@@ -420,7 +446,7 @@ impl Task {
             }
         }
         // Events and reads can queue writes (RTCP, DTLS).
-        send_writes(peer, &self.sockets, &self.local);
+        send_writes(peer, &self.sockets, &self.local, None);
         peer.deadline = peer.pc.poll_timeout();
         let level_id = peer.negotiated.level_id;
         for item in inbound.drain(..) {
@@ -513,7 +539,8 @@ impl Task {
             batch.clear();
         }
         metrics::counter!("concord_sfu_forwarded_packets_total").increment(sent);
-        metrics::counter!("concord_sfu_direct_packets_total").increment(direct);
+        metrics::counter!("concord_sfu_direct_packets_total", "direction" => "down")
+            .increment(direct);
         metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes);
         metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -591,11 +618,45 @@ impl Task {
         self.drain(publisher, now);
     }
 
+    /// A receiver report on each participant's upstream streams, sent through the connection.
+    fn send_reports(&mut self) {
+        let now = Instant::now();
+        let users: Vec<Id> = self
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .map(|p| p.user)
+            .collect();
+        for user in users {
+            let Some(peer) = self.peers.get_mut(&user) else {
+                continue;
+            };
+            // The report's sender: the relay's first slot on this connection.
+            let sender = peer.slot_ssrcs.first().copied().unwrap_or_default();
+            for (receiver, block) in peer.upstream.reports(now) {
+                let report = ReceiverReport {
+                    ssrc: sender,
+                    reports: vec![block],
+                    profile_extensions: Bytes::new(),
+                };
+                if let Some(mut receiver) = peer.pc.rtp_receiver(receiver) {
+                    let _ = receiver.write_rtcp(now, vec![Box::new(report)]);
+                }
+            }
+            self.drain(user, now);
+        }
+    }
+
     fn sample_stats(&mut self) {
         let now = Instant::now();
         for peer in self.peers.values_mut().filter(|p| p.connected) {
             let report = peer.pc.get_stats(now, StatsSelector::None);
-            let sample = sample_stats(peer.user, &report, &mut peer.last_counts);
+            let sample = sample_stats(
+                peer.user,
+                &report,
+                peer.upstream.audio_counts(),
+                &mut peer.last_counts,
+            );
             metrics::histogram!("concord_sfu_loss_ratio", "direction" => "up")
                 .record(sample.upstream_loss);
             metrics::histogram!("concord_sfu_loss_ratio", "direction" => "down")
@@ -628,7 +689,7 @@ fn write_rtp(
     sockets: &[UdpSocket],
     local: &[SocketAddr],
 ) -> bool {
-    let plaintext = matches!(peer.direct, Direct::Untested)
+    let test = matches!(peer.direct, Direct::Untested)
         .then(|| packet.marshal().ok())
         .flatten();
     let written = peer
@@ -638,48 +699,31 @@ fn write_rtp(
             message: RTCMessage::RtpPacket(String::new(), packet),
         })
         .is_ok();
-    if let Some(plaintext) = plaintext {
-        while let Some(out) = peer.pc.poll_write() {
-            send(sockets, local, &out);
-            if matches!(peer.direct, Direct::Untested) {
-                peer.direct.test(&peer.tap, &plaintext, &out);
-            }
-        }
-    }
-    send_writes(peer, sockets, local);
+    send_writes(peer, sockets, local, test.as_deref());
     written
 }
 
-/// Sends everything a peer's connection has written so far.
-fn send_writes(peer: &mut Peer, sockets: &[UdpSocket], local: &[SocketAddr]) {
+/// Sends everything a peer's connection has written so far; the short path follows it, or
+/// with `test` (a forwarded packet, marshalled) is tested on it.
+fn send_writes(peer: &mut Peer, sockets: &[UdpSocket], local: &[SocketAddr], test: Option<&[u8]>) {
     while let Some(out) = peer.pc.poll_write() {
         send(sockets, local, &out);
-        peer.direct.follow(&out);
+        match test {
+            Some(plaintext) if matches!(peer.direct, Direct::Untested) => {
+                peer.direct.test(&peer.tap, plaintext, &out);
+            }
+            _ => peer.direct.follow(&out),
+        }
     }
 }
 
-/// Sends a datagram the connection wrote.
+/// Sends a datagram the connection wrote, from the socket bound to its local address (a full
+/// send buffer drops it, as the network would: audio does not wait).
 fn send(sockets: &[UdpSocket], local: &[SocketAddr], out: &TaggedBytesMut) {
-    send_to(
-        sockets,
-        local,
-        out.transport.local_addr,
-        out.transport.peer_addr,
-        &out.message,
-    );
-}
-
-/// Sends a datagram from the socket bound to `from` (a full send buffer drops it, as the
-/// network would: audio does not wait).
-fn send_to(
-    sockets: &[UdpSocket],
-    local: &[SocketAddr],
-    from: SocketAddr,
-    to: SocketAddr,
-    data: &[u8],
-) {
-    if let Some(socket) = sockets.get(socket_index(local, from))
-        && socket.try_send_to(data, to).is_err()
+    if let Some(socket) = sockets.get(socket_index(local, out.transport.local_addr))
+        && socket
+            .try_send_to(&out.message, out.transport.peer_addr)
+            .is_err()
     {
         metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "send").increment(1);
     }

@@ -20,37 +20,33 @@ use super::room::{Command, MemberInfo, Shared};
 /// Commands queued to one room's task at most (offers, answers, leaves, keyframe requests).
 const ROOM_COMMANDS: usize = 64;
 
-/// One sample of a participant's statistics; `last` carries (received, lost) of the upstream
-/// between samples so the loss is that of the last interval.
+/// One sample of a participant's statistics: their upstream audio from the relay's own
+/// reception statistics (`upstream`: received, lost, jitter in ms; the connection no longer
+/// sees those packets), the rest from the connection's report. `last` carries (received,
+/// lost) of the upstream between samples so the loss is that of the last interval.
 pub(super) fn sample_stats(
     user: Id,
     report: &RTCStatsReport,
+    upstream: Option<(u64, i64, f64)>,
     last: &mut (u64, i64),
 ) -> MemberStats {
     let mut out = MemberStats {
         user_id: user,
         ..MemberStats::default()
     };
+    if let Some((received, lost, jitter_ms)) = upstream {
+        let got = received.saturating_sub(last.0);
+        let lost_now = (lost - last.1).max(0);
+        *last = (received, lost);
+        let total = got as f64 + lost_now as f64;
+        if total > 0.0 {
+            out.upstream_loss = lost_now as f64 / total;
+        }
+        out.upstream_jitter_ms = jitter_ms;
+    }
     let (mut down_loss, mut down_n) = (0.0, 0u32);
     for entry in report.iter() {
         match entry {
-            RTCStatsReportEntry::InboundRtp(s) => {
-                let r = &s.received_rtp_stream_stats;
-                let (got, lost) = (
-                    r.packets_received.saturating_sub(last.0),
-                    (r.packets_lost - last.1).max(0),
-                );
-                *last = (r.packets_received, r.packets_lost);
-                let total = got as f64 + lost as f64;
-                out.upstream_loss = if total > 0.0 {
-                    lost as f64 / total
-                } else {
-                    0.0
-                };
-                // rtc 0.21 fills `jitter` with the receiver report's field as it is: RTP
-                // timestamp units (Opus: 48 kHz), though its doc says seconds.
-                out.upstream_jitter_ms = r.jitter / 48.0;
-            }
             RTCStatsReportEntry::RemoteInboundRtp(s) => {
                 down_loss += s.fraction_lost;
                 down_n += 1;
