@@ -15,10 +15,16 @@ use rtc::crypto::{
     StreamCipher, StreamCipherAlgorithm,
 };
 use rtc::srtp::context::Context;
+use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 /// Master keys remembered per connection: a local and a remote context, with room to spare.
 const MAX_SEEN: usize = 4;
+
+/// Replay windows of the contexts that open the peer's packets (`rtc`'s defaults for its
+/// own remote context): a replayed packet is refused, as the connection would refuse it.
+const SRTP_REPLAY_WINDOW: usize = 64;
+const SRTCP_REPLAY_WINDOW: usize = 64;
 
 /// The profiles tried, most common first (what browsers and `rtc` negotiate).
 const PROFILES: [ProtectionProfile; 4] = [
@@ -57,8 +63,9 @@ impl KeyTap {
         self.seen.lock().expect("key tap").clone()
     }
 
-    /// Contexts for every master key seen and every profile it fits, in derivation order.
-    fn candidates(&self) -> impl Iterator<Item = Context> + '_ {
+    /// Contexts for every master key seen and every profile it fits, in derivation order;
+    /// with `remote`, contexts that refuse replayed packets.
+    fn candidates(&self, remote: bool) -> impl Iterator<Item = Context> + '_ {
         self.seen().into_iter().flat_map(move |seen| {
             PROFILES.into_iter().filter_map(move |profile| {
                 if profile.key_len() != seen.key.len() {
@@ -66,7 +73,15 @@ impl KeyTap {
                 }
                 let salt = seen.block.as_ref().get(..profile.salt_len())?;
                 let key = seen.key.as_ref();
-                Context::new(key, salt, profile, None, None, self.inner.crypto()).ok()
+                let (rtp, rtcp) = if remote {
+                    (
+                        Some(srtp_replay_protection(SRTP_REPLAY_WINDOW)),
+                        Some(srtcp_replay_protection(SRTCP_REPLAY_WINDOW)),
+                    )
+                } else {
+                    (None, None)
+                };
+                Context::new(key, salt, profile, rtp, rtcp, self.inner.crypto()).ok()
             })
         })
     }
@@ -76,7 +91,7 @@ impl KeyTap {
 /// connection produced for the RTP packet `plaintext` (marshalled), the first it sent on its
 /// SSRC. The context returned has protected that packet too, so it continues the stream.
 pub fn local_context(tap: &KeyTap, plaintext: &[u8], sent: &[u8]) -> Option<Context> {
-    tap.candidates().find_map(|mut context| {
+    tap.candidates(false).find_map(|mut context| {
         let ours = context.encrypt_rtp(plaintext).ok()?;
         (ours[..] == *sent).then_some(context)
     })
@@ -85,7 +100,7 @@ pub fn local_context(tap: &KeyTap, plaintext: &[u8], sent: &[u8]) -> Option<Cont
 /// The context that opens the peer's SRTP: the one whose authentication tag checks on
 /// `received` (an SRTP packet from the peer). Also returns the packet, decrypted.
 pub fn remote_context(tap: &KeyTap, received: &[u8]) -> Option<(Context, bytes::BytesMut)> {
-    tap.candidates().find_map(|mut context| {
+    tap.candidates(true).find_map(|mut context| {
         let plain = context.decrypt_rtp(received).ok()?;
         Some((context, plain))
     })
@@ -266,6 +281,9 @@ mod tests {
         assert_eq!(plain[..], packet(3, 10)[..]);
         let next = remote_sender.encrypt_rtp(&packet(3, 11)).unwrap();
         assert_eq!(context.decrypt_rtp(&next).unwrap()[..], packet(3, 11)[..]);
+        // A replayed packet is refused, as the connection would refuse it.
+        assert!(context.decrypt_rtp(&next).is_err());
+        assert!(context.decrypt_rtp(&sent).is_err());
     }
 
     #[test]

@@ -195,3 +195,120 @@ impl Upstream {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::sender_report::SenderReport;
+    use rtc::shared::marshal::Marshal;
+    use rtc::srtp::protection_profile::ProtectionProfile;
+
+    fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 960,
+                ssrc,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![0xf8; 40]),
+        }
+    }
+
+    /// The participant's sending context, made through the tap as the connection's DTLS
+    /// handler makes its remote one.
+    fn participant(tap: &KeyTap) -> Context {
+        let profile = ProtectionProfile::AeadAes128Gcm;
+        let key = vec![3; profile.key_len()];
+        let salt = vec![9; profile.salt_len()];
+        Context::new(
+            &key,
+            &salt,
+            profile,
+            None,
+            None,
+            rtc::crypto::RTCCryptoProvider::crypto(tap),
+        )
+        .expect("context")
+    }
+
+    fn sealed(sender: &mut Context, ssrc: u32, seq: u16) -> Vec<u8> {
+        let plain = packet(ssrc, seq).marshal().expect("marshal");
+        sender.encrypt_rtp(&plain).expect("encrypt").to_vec()
+    }
+
+    #[test]
+    fn audio_takes_the_short_path_once_tested_and_bad_packets_are_refused() {
+        let tap = KeyTap::new().unwrap();
+        let mut sender = participant(&tap);
+        let mut up = Upstream::default();
+        let receiver = RTCRtpReceiverId::default();
+        let t0 = Instant::now();
+        // Nothing known of their audio yet: the connection opens it and delivers it.
+        let first = sealed(&mut sender, 5, 10);
+        assert!(matches!(up.take(&tap, &first, t0), Taken::Connection));
+        up.on_delivered(false, receiver, &packet(5, 10).header, t0);
+        // The next one tests the keys (and still goes through the connection).
+        let second = sealed(&mut sender, 5, 11);
+        assert!(matches!(up.take(&tap, &second, t0), Taken::Connection));
+        up.on_delivered(false, receiver, &packet(5, 11).header, t0);
+        // From then on it is opened here.
+        let third = sealed(&mut sender, 5, 12);
+        match up.take(&tap, &third, t0) {
+            Taken::Audio(p) => {
+                assert_eq!(p.header.sequence_number, 12);
+                assert_eq!(p.payload, packet(5, 12).payload);
+            }
+            _ => panic!("the third packet takes the short path"),
+        }
+        // Replayed or altered: refused, and the statistics do not move.
+        assert!(matches!(up.take(&tap, &third, t0), Taken::Refused));
+        let mut altered = sealed(&mut sender, 5, 13);
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(matches!(up.take(&tap, &altered, t0), Taken::Refused));
+        // Another SSRC (their video, say) and STUN go to the connection.
+        let video = sealed(&mut sender, 6, 1);
+        assert!(matches!(up.take(&tap, &video, t0), Taken::Connection));
+        assert!(matches!(
+            up.take(&tap, &[0, 1, 0, 0], t0),
+            Taken::Connection
+        ));
+        // Their sender report goes to the connection, and its time reaches our report.
+        let sr = SenderReport {
+            ssrc: 5,
+            ntp_time: 0x1111_2222_3333_4444,
+            ..Default::default()
+        };
+        let sr = sender
+            .encrypt_rtcp(&sr.marshal().expect("marshal"))
+            .expect("encrypt");
+        assert!(matches!(up.take(&tap, &sr, t0), Taken::Connection));
+        let reports = up.reports(t0 + std::time::Duration::from_secs(1));
+        assert_eq!(reports.len(), 1);
+        let (_, report) = &reports[0];
+        assert_eq!(report.ssrc, 5);
+        assert_eq!(report.last_sequence_number, 12);
+        assert_eq!((report.total_lost, report.fraction_lost), (0, 0));
+        assert_eq!(report.last_sender_report, 0x2222_3333);
+        assert_eq!(report.delay, 65_536);
+        assert_eq!(up.audio_counts().map(|c| (c.0, c.1)), Some((3, 0)));
+    }
+
+    #[test]
+    fn keys_that_open_nothing_leave_the_audio_on_the_connection() {
+        let tap = KeyTap::new().unwrap();
+        // The participant's keys were never derived through this tap.
+        let mut sender = participant(&KeyTap::new().unwrap());
+        let mut up = Upstream::default();
+        let t0 = Instant::now();
+        up.on_delivered(false, RTCRtpReceiverId::default(), &packet(5, 1).header, t0);
+        for seq in 2..5 {
+            let datagram = sealed(&mut sender, 5, seq);
+            assert!(matches!(up.take(&tap, &datagram, t0), Taken::Connection));
+        }
+        assert!(matches!(up.path, Path::Off));
+    }
+}
