@@ -153,6 +153,27 @@ enum Inbound {
     KeyframeRequest,
 }
 
+/// The per-packet metrics, looked up once per room rather than once per packet.
+struct PacketMetrics {
+    forwarded: metrics::Counter,
+    forwarded_bytes: metrics::Counter,
+    direct_down: metrics::Counter,
+    direct_up: metrics::Counter,
+    forward_seconds: metrics::Histogram,
+}
+
+impl PacketMetrics {
+    fn new() -> PacketMetrics {
+        PacketMetrics {
+            forwarded: metrics::counter!("concord_sfu_forwarded_packets_total"),
+            forwarded_bytes: metrics::counter!("concord_sfu_forwarded_bytes_total"),
+            direct_down: metrics::counter!("concord_sfu_direct_packets_total", "direction" => "down"),
+            direct_up: metrics::counter!("concord_sfu_direct_packets_total", "direction" => "up"),
+            forward_seconds: metrics::histogram!("concord_sfu_forward_seconds"),
+        }
+    }
+}
+
 struct Task {
     shared: Arc<Shared>,
     sockets: Vec<UdpSocket>,
@@ -162,6 +183,7 @@ struct Task {
     inbound: Vec<Inbound>,
     /// Per socket: the short path's datagrams of the packet being forwarded.
     fanout: Vec<Vec<(SocketAddr, BytesMut)>>,
+    metrics: PacketMetrics,
 }
 
 /// Runs the room until its command channel closes (the room left the SFU's map).
@@ -179,6 +201,7 @@ pub(super) async fn run(
         demux: Demux::default(),
         inbound: Vec::new(),
         fanout: Vec::new(),
+        metrics: PacketMetrics::new(),
     };
     task.fanout = task.sockets.iter().map(|_| Vec::new()).collect();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -325,8 +348,7 @@ impl Task {
         let now = Instant::now();
         match peer.upstream.take(&peer.tap, data, now) {
             Taken::Audio(packet) => {
-                metrics::counter!("concord_sfu_direct_packets_total", "direction" => "up")
-                    .increment(1);
+                self.metrics.direct_up.increment(1);
                 let level_id = peer.negotiated.level_id;
                 if peer.audio_allowed(&packet, now) {
                     self.audio(user, packet, level_id, now);
@@ -498,25 +520,29 @@ impl Task {
             let Some(pt) = peer.negotiated.payload_type else {
                 continue;
             };
-            let mut out = packet.clone();
+            // One packet rewritten per listener (every field a listener sees is set here): the
+            // short path protects it where it is, the connection gets a copy.
+            let out = &mut packet;
             out.header.ssrc = f.ssrc;
             out.header.sequence_number = f.seq;
             out.header.timestamp = f.timestamp;
             out.header.marker = f.marker;
             out.header.payload_type = pt;
+            out.header.extensions.clear();
+            out.header.extension = false;
             if let Some(id) = peer.negotiated.level_id {
                 let _ = out.header.set_extension(id, level_element.clone());
             }
             let size = 12 + 4 + out.payload.len();
             let written = match &mut peer.direct {
-                Direct::Ready(ready) => ready.protect(&out).is_some_and(|datagram| {
+                Direct::Ready(ready) => ready.protect(out).is_some_and(|datagram| {
                     let index = socket_index(&self.local, ready.from);
                     if let Some(batch) = self.fanout.get_mut(index) {
                         batch.push((ready.to, datagram));
                     }
                     true
                 }),
-                _ => write_rtp(peer, out, now, &self.sockets, &self.local),
+                _ => write_rtp(peer, out.clone(), now, &self.sockets, &self.local),
             };
             if written {
                 sent += 1;
@@ -538,11 +564,12 @@ impl Task {
             }
             batch.clear();
         }
-        metrics::counter!("concord_sfu_forwarded_packets_total").increment(sent);
-        metrics::counter!("concord_sfu_direct_packets_total", "direction" => "down")
-            .increment(direct);
-        metrics::counter!("concord_sfu_forwarded_bytes_total").increment(bytes);
-        metrics::histogram!("concord_sfu_forward_seconds").record(started.elapsed().as_secs_f64());
+        self.metrics.forwarded.increment(sent);
+        self.metrics.direct_down.increment(direct);
+        self.metrics.forwarded_bytes.increment(bytes);
+        self.metrics
+            .forward_seconds
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// One packet of `from`'s screen or camera, to the viewers watching them once each
