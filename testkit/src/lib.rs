@@ -298,15 +298,32 @@ pub fn redis_url() -> String {
     std::env::var("CONCORD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// One unlabelled metric of a relay (`GET {url}/metrics`), 0 when it is not there yet.
-pub async fn metric(url: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{url}/metrics"))
+/// A relay's metrics, in Prometheus text (`GET {url}/metrics`).
+pub async fn metrics_text(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("metrics text");
+        .expect("metrics text")
+}
+
+/// One metric in Prometheus text, 0 when it is not there yet: with no `labels` the unlabelled
+/// series, else the first series carrying every one of them (`key="value"`).
+pub fn metric_in(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if labels.is_empty() {
+                return rest.strip_prefix(' ');
+            }
+            let (series, value) = rest.strip_prefix('{')?.rsplit_once("} ")?;
+            labels.iter().all(|x| series.contains(x)).then_some(value)
+        })
         .map_or(0.0, |v| v.trim().parse().expect("a number"))
+}
+
+/// One unlabelled metric of a relay (`GET {url}/metrics`), 0 when it is not there yet.
+pub async fn metric(url: &str, name: &str) -> f64 {
+    metric_in(&metrics_text(url).await, name, &[])
 }

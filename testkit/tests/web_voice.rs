@@ -51,18 +51,9 @@ async fn three_browsers_talk_through_the_sfu() {
 /// Chromium's connections took the SFU's short paths both ways: every SRTP key test matched
 /// (one per connection and direction: three browsers, more if one rejoined), none failed.
 async fn assert_short_paths(relay_url: &str) {
-    let text = reqwest::get(format!("{relay_url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let metric = |labels: &[&str]| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with("concord_sfu_direct_srtp_total{"))
-            .filter(|l| labels.iter().all(|x| l.contains(x)))
-            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
+    let text = concord_testkit::metrics_text(relay_url).await;
+    let metric = |labels: &[&str]| {
+        concord_testkit::metric_in(&text, "concord_sfu_direct_srtp_total", labels)
     };
     for direction in ["direction=\"down\"", "direction=\"up\""] {
         let matched = metric(&[direction, "result=\"matched\""]);

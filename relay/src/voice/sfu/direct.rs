@@ -32,6 +32,14 @@ pub(super) struct Ready {
     pub to: SocketAddr,
 }
 
+/// One short path's key test (`direction`: "down" for forwarded audio, "up" for a
+/// participant's microphone), as `concord_sfu_direct_srtp_total`.
+pub(super) fn count_key_test(direction: &'static str, matched: bool) {
+    let result = if matched { "matched" } else { "mismatch" };
+    metrics::counter!("concord_sfu_direct_srtp_total", "direction" => direction, "result" => result)
+        .increment(1);
+}
+
 impl Direct {
     /// After the connection protected and sent the RTP packet `plaintext` as `sent`: the
     /// context that does the same, or off.
@@ -39,19 +47,15 @@ impl Direct {
         if !direct_srtp::is_rtp(&sent.message) {
             return;
         }
-        *self = match direct_srtp::local_context(tap, plaintext, &sent.message) {
-            Some(context) => {
-                metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "down", "result" => "matched")
-                    .increment(1);
-                Direct::Ready(Box::new(Ready {
-                    context,
-                    from: sent.transport.local_addr,
-                    to: sent.transport.peer_addr,
-                }))
-            }
+        let found = direct_srtp::local_context(tap, plaintext, &sent.message);
+        count_key_test("down", found.is_some());
+        *self = match found {
+            Some(context) => Direct::Ready(Box::new(Ready {
+                context,
+                from: sent.transport.local_addr,
+                to: sent.transport.peer_addr,
+            })),
             None => {
-                metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "down", "result" => "mismatch")
-                    .increment(1);
                 tracing::info!(
                     "sfu: a connection's SRTP output matches no tapped key; it keeps the full pipeline"
                 );

@@ -20,6 +20,8 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::shared::marshal::Unmarshal;
 use rtc::srtp::context::Context;
 
+use super::direct::count_key_test;
+
 const OPUS_CLOCK: u32 = 48_000;
 const VP8_CLOCK: u32 = 90_000;
 
@@ -91,13 +93,11 @@ impl Upstream {
             Path::Untested => {
                 // The connection opens this one too (and delivers it); the context found has
                 // opened it as well, so both continue from here.
-                self.path = match direct_srtp::remote_context(tap, datagram) {
-                    Some((context, _)) => {
-                        metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "up", "result" => "matched").increment(1);
-                        Path::Ready(Box::new(context))
-                    }
+                let found = direct_srtp::remote_context(tap, datagram);
+                count_key_test("up", found.is_some());
+                self.path = match found {
+                    Some((context, _)) => Path::Ready(Box::new(context)),
                     None => {
-                        metrics::counter!("concord_sfu_direct_srtp_total", "direction" => "up", "result" => "mismatch").increment(1);
                         tracing::info!(
                             "sfu: no tapped key opens a participant's audio; it keeps the full pipeline"
                         );
