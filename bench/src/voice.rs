@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use bytes::BytesMut;
 use clap::Args as ClapArgs;
-use concord_media::direct_srtp::{self, KeyTap};
+use concord_media::direct_srtp::{self, KeyTap, Srtp as SrtpContext};
 use futures_util::{StreamExt, stream};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -36,7 +36,6 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use rtc::srtp::context::Context as SrtpContext;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -482,7 +481,7 @@ async fn drive(
                 let data = &buf[..len];
                 let rtp = direct_srtp::is_rtp(data);
                 if rtp && let Some(context) = opened.as_mut() {
-                    if let Ok(plain) = context.decrypt_rtp(data)
+                    if let Ok(plain) = context.unprotect_rtp(data)
                         && let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &plain[..])
                     {
                         record(&voice.heard, &voice.window, &packet.payload);
@@ -521,7 +520,8 @@ async fn drive(
                 }
                 let Ok(plain) = packet.marshal() else { continue };
                 if let Some((context, to)) = sealed.as_mut() {
-                    if let Ok(datagram) = context.encrypt_rtp_with_header(&plain, &packet.header) {
+                    let mut datagram = plain.to_vec();
+                    if context.protect_rtp(&mut datagram).is_ok() {
                         let _ = socket.try_send_to(&datagram, *to);
                     }
                     continue;

@@ -18,6 +18,8 @@ use rtc::srtp::context::Context;
 use rtc::srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc::srtp::protection_profile::ProtectionProfile;
 
+use crate::srtp_gcm::GcmRtp;
+
 /// Master keys remembered per connection: a local and a remote context, with room to spare.
 const MAX_SEEN: usize = 4;
 
@@ -65,7 +67,7 @@ impl KeyTap {
 
     /// Contexts for every master key seen and every profile it fits, in derivation order;
     /// with `remote`, contexts that refuse replayed packets.
-    fn candidates(&self, remote: bool) -> impl Iterator<Item = Context> + '_ {
+    fn candidates(&self, remote: bool) -> impl Iterator<Item = Srtp> + '_ {
         self.seen().into_iter().flat_map(move |seen| {
             PROFILES.into_iter().filter_map(move |profile| {
                 if profile.key_len() != seen.key.len() {
@@ -81,27 +83,72 @@ impl KeyTap {
                 } else {
                     (None, None)
                 };
-                Context::new(key, salt, profile, rtp, rtcp, self.inner.crypto()).ok()
+                let crypto = self.inner.crypto();
+                let rtc = Context::new(key, salt, profile, rtp, rtcp, crypto).ok()?;
+                // AES-GCM profiles: RTP through our own transform; others through `rtc`'s.
+                let gcm = GcmRtp::new(crypto, profile, key, salt, remote).ok();
+                Some(Srtp { gcm, rtc })
             })
         })
+    }
+}
+
+/// One direction of a connection's SRTP, outside the connection: RTP through `srtp_gcm` when
+/// the profile is AES-GCM (what browsers and `rtc` negotiate), else through `rtc`'s context,
+/// which also handles RTCP.
+pub struct Srtp {
+    gcm: Option<GcmRtp>,
+    rtc: Context,
+}
+
+impl Srtp {
+    /// Protects the RTP packet in `packet` (marshalled) where it is.
+    pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), String> {
+        match &mut self.gcm {
+            Some(gcm) => gcm.protect(packet).map_err(|e| format!("srtp: {e:?}")),
+            None => {
+                let protected = self.rtc.encrypt_rtp(packet).map_err(|e| e.to_string())?;
+                packet.clear();
+                packet.extend_from_slice(&protected);
+                Ok(())
+            }
+        }
+    }
+
+    /// The RTP packet inside the SRTP packet `datagram` (refused: replayed, altered, foreign).
+    pub fn unprotect_rtp(&mut self, datagram: &[u8]) -> Result<Vec<u8>, String> {
+        match &mut self.gcm {
+            Some(gcm) => gcm.unprotect(datagram).map_err(|e| format!("srtp: {e:?}")),
+            None => self
+                .rtc
+                .decrypt_rtp(datagram)
+                .map(|plain| plain.to_vec())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The RTCP compound packet inside the SRTCP packet `datagram`.
+    pub fn unprotect_rtcp(&mut self, datagram: &[u8]) -> Result<bytes::BytesMut, String> {
+        self.rtc.decrypt_rtcp(datagram).map_err(|e| e.to_string())
     }
 }
 
 /// The context that protects exactly as the connection did: `sent` is the datagram the
 /// connection produced for the RTP packet `plaintext` (marshalled), the first it sent on its
 /// SSRC. The context returned has protected that packet too, so it continues the stream.
-pub fn local_context(tap: &KeyTap, plaintext: &[u8], sent: &[u8]) -> Option<Context> {
+pub fn local_context(tap: &KeyTap, plaintext: &[u8], sent: &[u8]) -> Option<Srtp> {
     tap.candidates(false).find_map(|mut context| {
-        let ours = context.encrypt_rtp(plaintext).ok()?;
+        let mut ours = plaintext.to_vec();
+        context.protect_rtp(&mut ours).ok()?;
         (ours[..] == *sent).then_some(context)
     })
 }
 
 /// The context that opens the peer's SRTP: the one whose authentication tag checks on
 /// `received` (an SRTP packet from the peer). Also returns the packet, decrypted.
-pub fn remote_context(tap: &KeyTap, received: &[u8]) -> Option<(Context, bytes::BytesMut)> {
+pub fn remote_context(tap: &KeyTap, received: &[u8]) -> Option<(Srtp, Vec<u8>)> {
     tap.candidates(true).find_map(|mut context| {
-        let plain = context.decrypt_rtp(received).ok()?;
+        let plain = context.unprotect_rtp(received).ok()?;
         Some((context, plain))
     })
 }
@@ -266,24 +313,31 @@ mod tests {
             // Past a sequence wrap, and on a second SSRC.
             for (ssrc, seq) in [(7, 0), (7, 1), (9, 500)] {
                 let theirs = local.encrypt_rtp(&packet(ssrc, seq)).unwrap();
-                assert_eq!(ours.encrypt_rtp(&packet(ssrc, seq)).unwrap(), theirs);
+                let mut mine = packet(ssrc, seq);
+                ours.protect_rtp(&mut mine).unwrap();
+                assert_eq!(mine[..], theirs[..], "{profile:?}");
             }
         }
     }
 
     #[test]
     fn the_remote_context_is_the_one_whose_tag_checks() {
-        let tap = KeyTap::new().unwrap();
-        // The peer protects with what we know as the remote key.
-        let (_local, mut remote_sender) = keyed(&tap, ProtectionProfile::AeadAes128Gcm, 1);
-        let sent = remote_sender.encrypt_rtp(&packet(3, 10)).unwrap();
-        let (mut context, plain) = remote_context(&tap, &sent).expect("found");
-        assert_eq!(plain[..], packet(3, 10)[..]);
-        let next = remote_sender.encrypt_rtp(&packet(3, 11)).unwrap();
-        assert_eq!(context.decrypt_rtp(&next).unwrap()[..], packet(3, 11)[..]);
-        // A replayed packet is refused, as the connection would refuse it.
-        assert!(context.decrypt_rtp(&next).is_err());
-        assert!(context.decrypt_rtp(&sent).is_err());
+        for profile in [
+            ProtectionProfile::AeadAes128Gcm,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        ] {
+            let tap = KeyTap::new().unwrap();
+            // The peer protects with what we know as the remote key.
+            let (_local, mut remote_sender) = keyed(&tap, profile, 1);
+            let sent = remote_sender.encrypt_rtp(&packet(3, 10)).unwrap();
+            let (mut context, plain) = remote_context(&tap, &sent).expect("found");
+            assert_eq!(plain[..], packet(3, 10)[..]);
+            let next = remote_sender.encrypt_rtp(&packet(3, 11)).unwrap();
+            assert_eq!(context.unprotect_rtp(&next).unwrap()[..], packet(3, 11)[..]);
+            // A replayed packet is refused, as the connection would refuse it.
+            assert!(context.unprotect_rtp(&next).is_err(), "{profile:?}");
+            assert!(context.unprotect_rtp(&sent).is_err(), "{profile:?}");
+        }
     }
 
     #[test]

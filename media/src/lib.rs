@@ -9,6 +9,7 @@ use rtc::media_stream::MediaStreamTrack;
 pub mod direct_srtp;
 pub mod keyframe;
 pub mod reception;
+pub mod srtp_gcm;
 
 use rtc::interceptor::Slot;
 pub use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};

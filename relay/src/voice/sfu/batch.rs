@@ -11,16 +11,54 @@ use tokio::net::UdpSocket;
 /// Datagrams per call (the kernel's limit, UIO_MAXIOV, is 1024).
 const MAX_BATCH: usize = 64;
 
+/// One socket's datagrams of a fan-out, in buffers kept from one packet to the next (no
+/// allocation per listener once the room has seen its largest fan-out).
+#[derive(Default)]
+pub(super) struct Datagrams {
+    items: Vec<(SocketAddr, Vec<u8>)>,
+    len: usize,
+}
+
+impl Datagrams {
+    /// An empty buffer for the next datagram, to `to`.
+    pub fn push(&mut self, to: SocketAddr) -> &mut Vec<u8> {
+        if self.len == self.items.len() {
+            self.items.push((to, Vec::new()));
+        }
+        let item = &mut self.items[self.len];
+        self.len += 1;
+        item.0 = to;
+        item.1.clear();
+        &mut item.1
+    }
+
+    /// Takes back the last datagram pushed (it could not be filled).
+    pub fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
+    pub fn as_slice(&self) -> &[(SocketAddr, Vec<u8>)] {
+        &self.items[..self.len]
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
 /// Sends each `(to, datagram)` from `socket` without waiting; returns how many the kernel
 /// took (a full send buffer drops the rest, as the network would: audio does not wait).
-pub(super) fn send_all(socket: &UdpSocket, datagrams: &[(SocketAddr, bytes::BytesMut)]) -> usize {
+pub(super) fn send_all<D: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(SocketAddr, D)]) -> usize {
     let mut sent = 0;
     for chunk in datagrams.chunks(MAX_BATCH) {
         let addrs: Vec<Option<SockaddrStorage>> = chunk
             .iter()
             .map(|(to, _)| Some(SockaddrStorage::from(*to)))
             .collect();
-        let slices: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|(_, d)| [IoSlice::new(d)]).collect();
+        let slices: Vec<[IoSlice<'_>; 1]> = chunk
+            .iter()
+            .map(|(_, d)| [IoSlice::new(d.as_ref())])
+            .collect();
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
         let no_control: [ControlMessage<'_>; 0] = [];
         let taken = sendmmsg(

@@ -7,12 +7,10 @@
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
-use concord_media::direct_srtp::{self, KeyTap};
+use concord_media::direct_srtp::{self, KeyTap, Srtp};
 use rtc::rtp;
 use rtc::shared::TaggedBytesMut;
 use rtc::shared::marshal::Marshal;
-use rtc::srtp::context::Context;
 
 /// Largest RTP packet protected here (forwarded Opus stays far below).
 const MAX_RTP: usize = 1400;
@@ -26,7 +24,7 @@ pub(super) enum Direct {
 }
 
 pub(super) struct Ready {
-    context: Context,
+    context: Srtp,
     /// The socket address the connection sends media from, and the participant's address.
     pub from: SocketAddr,
     pub to: SocketAddr,
@@ -76,14 +74,15 @@ impl Direct {
 }
 
 impl Ready {
-    /// The packet, marshalled and protected (None if it cannot be: dropped, never sent twice
-    /// under one sequence number through the connection's context).
-    pub fn protect(&mut self, packet: &rtp::Packet) -> Option<BytesMut> {
-        let mut buf = [0u8; MAX_RTP];
+    /// The packet, marshalled and protected into `out`; false if it cannot be (dropped, never
+    /// sent twice under one sequence number through the connection's context).
+    pub fn protect(&mut self, packet: &rtp::Packet, out: &mut Vec<u8>) -> bool {
+        out.resize(MAX_RTP, 0);
         // Too large for the buffer: an error, not a panic.
-        let n = packet.marshal_to(&mut buf).ok()?;
-        self.context
-            .encrypt_rtp_with_header(&buf[..n], &packet.header)
-            .ok()
+        let Ok(n) = packet.marshal_to(out) else {
+            return false;
+        };
+        out.truncate(n);
+        self.context.protect_rtp(out).is_ok()
     }
 }

@@ -182,7 +182,7 @@ struct Task {
     demux: Demux,
     inbound: Vec<Inbound>,
     /// Per socket: the short path's datagrams of the packet being forwarded.
-    fanout: Vec<Vec<(SocketAddr, BytesMut)>>,
+    fanout: Vec<batch::Datagrams>,
     metrics: PacketMetrics,
 }
 
@@ -203,7 +203,11 @@ pub(super) async fn run(
         fanout: Vec::new(),
         metrics: PacketMetrics::new(),
     };
-    task.fanout = task.sockets.iter().map(|_| Vec::new()).collect();
+    task.fanout = task
+        .sockets
+        .iter()
+        .map(|_| batch::Datagrams::default())
+        .collect();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -535,13 +539,16 @@ impl Task {
             }
             let size = 12 + 4 + out.payload.len();
             let written = match &mut peer.direct {
-                Direct::Ready(ready) => ready.protect(out).is_some_and(|datagram| {
+                Direct::Ready(ready) => {
                     let index = socket_index(&self.local, ready.from);
-                    if let Some(batch) = self.fanout.get_mut(index) {
-                        batch.push((ready.to, datagram));
-                    }
-                    true
-                }),
+                    self.fanout.get_mut(index).is_some_and(|batch| {
+                        let protected = ready.protect(out, batch.push(ready.to));
+                        if !protected {
+                            batch.pop();
+                        }
+                        protected
+                    })
+                }
                 _ => write_rtp(peer, out.clone(), now, &self.sockets, &self.local),
             };
             if written {
@@ -553,14 +560,15 @@ impl Task {
         // The short path's datagrams: one sendmmsg per socket.
         let mut direct = 0u64;
         for (socket, batch) in self.sockets.iter().zip(&mut self.fanout) {
-            if batch.is_empty() {
+            let datagrams = batch.as_slice();
+            if datagrams.is_empty() {
                 continue;
             }
-            let taken = batch::send_all(socket, batch);
+            let taken = batch::send_all(socket, datagrams);
             direct += taken as u64;
-            if taken < batch.len() {
+            if taken < datagrams.len() {
                 metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "send")
-                    .increment((batch.len() - taken) as u64);
+                    .increment((datagrams.len() - taken) as u64);
             }
             batch.clear();
         }

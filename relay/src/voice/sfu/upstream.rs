@@ -11,14 +11,13 @@
 
 use std::time::Instant;
 
-use concord_media::direct_srtp::{self, KeyTap};
+use concord_media::direct_srtp::{self, KeyTap, Srtp};
 use concord_media::reception::Reception;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::shared::marshal::Unmarshal;
-use rtc::srtp::context::Context;
 
 use super::direct::count_key_test;
 
@@ -38,7 +37,7 @@ pub(super) enum Taken {
 enum Path {
     /// The next packet of the audio SSRC tests the tapped keys.
     Untested,
-    Ready(Box<Context>),
+    Ready(Box<Srtp>),
     /// No tapped key opens their packets: all goes through the connection.
     Off,
 }
@@ -108,7 +107,7 @@ impl Upstream {
             }
             Path::Ready(context) => {
                 let packet = context
-                    .decrypt_rtp(datagram)
+                    .unprotect_rtp(datagram)
                     .ok()
                     .and_then(|plain| rtp::Packet::unmarshal(&mut &plain[..]).ok());
                 match packet {
@@ -132,7 +131,7 @@ impl Upstream {
         let Path::Ready(context) = &mut self.path else {
             return;
         };
-        let Ok(plain) = context.decrypt_rtcp(datagram) else {
+        let Ok(plain) = context.unprotect_rtcp(datagram) else {
             return;
         };
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &plain[..]) else {
@@ -201,6 +200,7 @@ mod tests {
     use super::*;
     use rtc::rtcp::sender_report::SenderReport;
     use rtc::shared::marshal::Marshal;
+    use rtc::srtp::context::Context;
     use rtc::srtp::protection_profile::ProtectionProfile;
 
     fn packet(ssrc: u32, seq: u16) -> rtp::Packet {
