@@ -1,12 +1,62 @@
-//! A forwarded packet's fan-out in one system call: `sendmmsg` of datagrams to several
-//! addresses from one socket, instead of one `sendto` each.
+//! Datagrams in batches: a forwarded packet's fan-out in one system call (`sendmmsg` to
+//! several addresses from one socket, instead of one `sendto` each), and a room's reads
+//! (`recvmmsg`, which also shows when the socket is empty without a read that fails).
 
-use std::io::IoSlice;
-use std::net::SocketAddr;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+
+/// Reads what `socket` holds, up to one datagram per buffer: `(buffer, length, sender)` into
+/// `got`. Returns whether the socket may hold more. Fewer datagrams than buffers means its
+/// queue was empty: tokio's readiness is cleared then, sparing the read that would fail with
+/// EAGAIN (a new datagram still wakes the task: epoll reports its arrival).
+pub(super) fn read_all(
+    socket: &UdpSocket,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(usize, usize, SocketAddr)>,
+) -> bool {
+    got.clear();
+    let wanted = bufs.len();
+    let read = socket.try_io(Interest::READABLE, || {
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> =
+            bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let results = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        let mut count = 0;
+        for (i, message) in results.enumerate() {
+            count += 1;
+            if let Some(from) = message.address.as_ref().and_then(socket_addr) {
+                got.push((i, message.bytes, from));
+            }
+        }
+        if count < wanted {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    read.is_ok()
+}
+
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
 
 /// Datagrams per call (the kernel's limit, UIO_MAXIOV, is 1024).
 const MAX_BATCH: usize = 64;
@@ -81,6 +131,41 @@ pub(super) fn send_all<D: AsRef<[u8]>>(socket: &UdpSocket, datagrams: &[(SocketA
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reads_come_in_batches_and_an_empty_queue_ends_them() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for i in 0..5u8 {
+            sender.send_to(&[i; 3], to).await.unwrap();
+        }
+        socket.readable().await.unwrap();
+        // Loopback delivers at once, but give the last datagrams a moment anyway.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut bufs = vec![vec![0u8; 64]; 4];
+        let mut got = Vec::new();
+        assert!(read_all(&socket, &mut bufs, &mut got), "four buffers full");
+        let from = sender.local_addr().unwrap();
+        let lens: Vec<(usize, usize, SocketAddr)> = (0..4).map(|i| (i, 3, from)).collect();
+        assert_eq!(got, lens);
+        assert_eq!(bufs[3][..3], [3, 3, 3]);
+        assert!(
+            !read_all(&socket, &mut bufs, &mut got),
+            "one left: the queue is empty"
+        );
+        assert_eq!((got.len(), bufs[0][0]), (1, 4));
+        assert!(!read_all(&socket, &mut bufs, &mut got));
+        assert!(got.is_empty());
+        // Readiness was cleared; the next datagram still wakes a reader.
+        sender.send_to(&[9; 3], to).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), socket.readable())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(!read_all(&socket, &mut bufs, &mut got));
+        assert_eq!((got.len(), bufs[0][0]), (1, 9));
+    }
 
     #[tokio::test]
     async fn every_datagram_reaches_its_own_address() {

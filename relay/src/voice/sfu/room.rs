@@ -24,7 +24,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::Marshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,8 +41,10 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 /// How often the relay sends each participant a receiver report on their upstream (what
 /// webrtc's report interceptor does).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Datagrams read in one go before the task looks at its commands and timers again.
-const READ_BATCH: usize = 64;
+/// Datagrams read per system call, and calls before the task looks at its commands and
+/// timers again.
+const READ_BATCH: usize = 16;
+const READS_PER_TURN: usize = 4;
 /// Largest datagram read (WebRTC stays under the path MTU).
 const MAX_DATAGRAM: usize = 2048;
 
@@ -208,7 +209,8 @@ pub(super) async fn run(
         .iter()
         .map(|_| batch::Datagrams::default())
         .collect();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; READ_BATCH];
+    let mut got = Vec::with_capacity(READ_BATCH);
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reports = tokio::time::interval(REPORT_EVERY);
@@ -237,16 +239,15 @@ pub(super) async fn run(
             }
             _ = stats.tick() => task.sample_stats(),
             _ = reports.tick() => task.send_reports(),
-            (index, received) = recv_any(&task.sockets, &mut buf) => {
-                if let Ok((n, from)) = received {
-                    task.datagram(index, from, &buf[..n]);
-                }
-                // More already queued: read them before looking at anything else.
-                for _ in 0..READ_BATCH {
-                    let Some((index, n, from)) = try_recv_any(&task.sockets, &mut buf) else {
+            index = readable(&task.sockets) => {
+                for _ in 0..READS_PER_TURN {
+                    let more = batch::read_all(&task.sockets[index], &mut bufs, &mut got);
+                    for &(i, n, from) in &got {
+                        task.datagram(index, from, &bufs[i][..n.min(MAX_DATAGRAM)]);
+                    }
+                    if !more {
                         break;
-                    };
-                    task.datagram(index, from, &buf[..n]);
+                    }
                 }
             }
         }
@@ -260,29 +261,17 @@ pub(super) async fn run(
     }
 }
 
-/// The next datagram on any of the sockets.
-async fn recv_any(
-    sockets: &[UdpSocket],
-    buf: &mut [u8],
-) -> (usize, std::io::Result<(usize, SocketAddr)>) {
+/// The index of a socket with datagrams to read.
+async fn readable(sockets: &[UdpSocket]) -> usize {
     poll_fn(|cx| {
         for (i, socket) in sockets.iter().enumerate() {
-            let mut read = ReadBuf::new(buf);
-            if let Poll::Ready(result) = socket.poll_recv_from(cx, &mut read) {
-                let n = read.filled().len();
-                return Poll::Ready((i, result.map(|from| (n, from))));
+            if socket.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
             }
         }
         Poll::Pending
     })
     .await
-}
-
-fn try_recv_any(sockets: &[UdpSocket], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
-    sockets
-        .iter()
-        .enumerate()
-        .find_map(|(i, s)| s.try_recv_from(buf).ok().map(|(n, from)| (i, n, from)))
 }
 
 impl Task {
