@@ -1,9 +1,11 @@
 //! What every Concord server binary shares (`concord-relay`, `concord-turn`,
 //! `concord-bootstrap`): tracing setup, waiting for SIGTERM/SIGINT, TLS certificate loading,
-//! and the checks that keep each `config/*.example.toml` in step with its config struct.
+//! batched UDP reads (`recvmmsg`), and the checks that keep each `config/*.example.toml` in
+//! step with its config struct.
 
 pub mod config_example;
 pub mod tls;
+pub mod udp_batch;
 
 use tracing_subscriber::EnvFilter;
 

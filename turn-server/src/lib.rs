@@ -18,7 +18,6 @@ pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod tls;
-pub mod udp_batch;
 
 pub use config::TurnConfig;
 pub use server::{ServerError, TurnServer};

@@ -40,7 +40,7 @@ use crate::core::wire::stream_frame_len;
 use crate::core::{AllocId, CoreConfig, Family, FiveTuple, Output, Stats, Transport, TurnCore};
 use crate::policy::PeerPolicy;
 use crate::tls::{TlsError, tls_acceptor};
-use crate::udp_batch::BatchReader;
+use concord_svc::udp_batch::BatchReader;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -55,6 +55,9 @@ pub enum ServerError {
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(1);
+/// Datagrams read per `recvmmsg` on the UDP listener, and room for the largest UDP payload.
+const RECV_BATCH: usize = 32;
+const MAX_DATAGRAM: usize = 65_536;
 /// Ports tried when binding a relay socket before giving up (508).
 const RELAY_BIND_ATTEMPTS: u32 = 256;
 
@@ -280,11 +283,11 @@ impl Shared {
     }
 
     /// Reads the UDP listener a batch at a time (`recvmmsg`, up to
-    /// [`crate::udp_batch::RECV_BATCH`] datagrams per call) and hands each batch to the core
+    /// [`RECV_BATCH`] datagrams per call) and hands each batch to the core
     /// under one lock: at tens of thousands of packets per second the per-datagram syscall
     /// and lock are most of the user-space cost.
     async fn read_udp(self: Arc<Self>, server: SocketAddr) {
-        let mut batch = BatchReader::default();
+        let mut batch = BatchReader::new(RECV_BATCH, MAX_DATAGRAM);
         loop {
             let mut ready = tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -297,7 +300,7 @@ impl Shared {
             // would cost more than the packet.
             for _ in 0..8 {
                 match ready.try_io(|udp| batch.recv(udp.get_ref())) {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(_)) => {}
                     // Drained: wait for the next readiness.
                     Err(_would_block) => break,
                     // ICMP errors surface here on some systems; they are no reason to stop.
@@ -402,7 +405,7 @@ impl Shared {
         let writer = async {
             while let Some(msg) = rx.recv().await {
                 match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&msg)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(_)) => break,
                     Err(_) => {
                         crate::metrics::slow_client();

@@ -2,60 +2,31 @@
 //! several addresses from one socket, instead of one `sendto` each), and a room's reads
 //! (`recvmmsg`, which also shows when the socket is empty without a read that fails).
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
-};
+use concord_svc::udp_batch::BatchReader;
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Reads what `socket` holds, up to one datagram per buffer: `(buffer, length, sender)` into
-/// `got`. Returns whether the socket may hold more. Fewer datagrams than buffers means its
-/// queue was empty: tokio's readiness is cleared then, sparing the read that would fail with
-/// EAGAIN (a new datagram still wakes the task: epoll reports its arrival).
-pub(super) fn read_all(
-    socket: &UdpSocket,
-    bufs: &mut [Vec<u8>],
-    got: &mut Vec<(usize, usize, SocketAddr)>,
-) -> bool {
-    got.clear();
-    let wanted = bufs.len();
+/// Reads what `socket` holds, up to one batch, into `reader`. Returns whether the socket
+/// may hold more. A short batch means its queue was empty: tokio's readiness is cleared
+/// then, sparing the read that would fail with EAGAIN (a new datagram still wakes the task:
+/// epoll reports its arrival).
+pub(super) fn read_all(socket: &UdpSocket, reader: &mut BatchReader) -> bool {
+    let wanted = reader.batch();
+    // try_io skips the read when tokio already knows the socket is empty.
+    reader.clear();
     let read = socket.try_io(Interest::READABLE, || {
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
-        let mut slices: Vec<[IoSliceMut<'_>; 1]> =
-            bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-        let results = recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
-        let mut count = 0;
-        for (i, message) in results.enumerate() {
-            count += 1;
-            if let Some(from) = message.address.as_ref().and_then(socket_addr) {
-                got.push((i, message.bytes, from));
-            }
-        }
-        if count < wanted {
+        if reader.recv(socket)? < wanted {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(())
     });
+    // Short or failed, what was read (if anything) is in `reader.datagrams()`.
     read.is_ok()
-}
-
-fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = storage.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-    }
-    storage
-        .as_sockaddr_in6()
-        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
 }
 
 /// Datagrams per call (the kernel's limit, UIO_MAXIOV, is 1024).
@@ -143,28 +114,29 @@ mod tests {
         socket.readable().await.unwrap();
         // Loopback delivers at once, but give the last datagrams a moment anyway.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let mut bufs = vec![vec![0u8; 64]; 4];
-        let mut got = Vec::new();
-        assert!(read_all(&socket, &mut bufs, &mut got), "four buffers full");
+        let mut reader = BatchReader::new(4, 64);
+        let got = |reader: &BatchReader| -> Vec<(SocketAddr, Vec<u8>)> {
+            reader.datagrams().map(|(f, d)| (f, d.to_vec())).collect()
+        };
+        assert!(read_all(&socket, &mut reader), "four buffers full");
         let from = sender.local_addr().unwrap();
-        let lens: Vec<(usize, usize, SocketAddr)> = (0..4).map(|i| (i, 3, from)).collect();
-        assert_eq!(got, lens);
-        assert_eq!(bufs[3][..3], [3, 3, 3]);
+        let first: Vec<(SocketAddr, Vec<u8>)> = (0..4).map(|i| (from, vec![i; 3])).collect();
+        assert_eq!(got(&reader), first);
         assert!(
-            !read_all(&socket, &mut bufs, &mut got),
+            !read_all(&socket, &mut reader),
             "one left: the queue is empty"
         );
-        assert_eq!((got.len(), bufs[0][0]), (1, 4));
-        assert!(!read_all(&socket, &mut bufs, &mut got));
-        assert!(got.is_empty());
+        assert_eq!(got(&reader), [(from, vec![4; 3])]);
+        assert!(!read_all(&socket, &mut reader));
+        assert!(got(&reader).is_empty());
         // Readiness was cleared; the next datagram still wakes a reader.
         sender.send_to(&[9; 3], to).await.unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), socket.readable())
             .await
             .expect("woken")
             .unwrap();
-        assert!(!read_all(&socket, &mut bufs, &mut got));
-        assert_eq!((got.len(), bufs[0][0]), (1, 9));
+        assert!(!read_all(&socket, &mut reader));
+        assert_eq!(got(&reader), [(from, vec![9; 3])]);
     }
 
     #[tokio::test]

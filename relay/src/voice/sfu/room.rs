@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use concord_proto::Id;
+use concord_svc::udp_batch::BatchReader;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -209,8 +210,7 @@ pub(super) async fn run(
         .iter()
         .map(|_| batch::Datagrams::default())
         .collect();
-    let mut bufs = vec![vec![0u8; MAX_DATAGRAM]; READ_BATCH];
-    let mut got = Vec::with_capacity(READ_BATCH);
+    let mut reader = BatchReader::new(READ_BATCH, MAX_DATAGRAM);
     let mut stats = tokio::time::interval(STATS_EVERY);
     stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reports = tokio::time::interval(REPORT_EVERY);
@@ -241,9 +241,9 @@ pub(super) async fn run(
             _ = reports.tick() => task.send_reports(),
             index = readable(&task.sockets) => {
                 for _ in 0..READS_PER_TURN {
-                    let more = batch::read_all(&task.sockets[index], &mut bufs, &mut got);
-                    for &(i, n, from) in &got {
-                        task.datagram(index, from, &bufs[i][..n.min(MAX_DATAGRAM)]);
+                    let more = batch::read_all(&task.sockets[index], &mut reader);
+                    for (from, data) in reader.datagrams() {
+                        task.datagram(index, from, data);
                     }
                     if !more {
                         break;

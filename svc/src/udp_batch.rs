@@ -1,4 +1,5 @@
-//! Batched reads from a UDP socket: one `recvmmsg` returns up to [`RECV_BATCH`] datagrams.
+//! Batched reads from a UDP socket: one `recvmmsg` returns up to a batch of datagrams (the
+//! TURN listener's and the SFU rooms' reads; they differ only in batch and datagram size).
 //! The socket's options are left as they are (no control messages asked for, no GRO).
 
 use std::io::{self, IoSliceMut};
@@ -7,40 +8,50 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
-/// Datagrams read per call.
-pub const RECV_BATCH: usize = 32;
-
-/// Room for the largest UDP payload.
-const MAX_DATAGRAM: usize = 65_536;
-
 pub struct BatchReader {
+    /// `batch` slots of `max_datagram` bytes each.
     storage: Vec<u8>,
+    max_datagram: usize,
     /// Source and length of each datagram of the last read (no source: not UDP/IP, dropped).
     received: Vec<(Option<SocketAddr>, usize)>,
 }
 
-impl Default for BatchReader {
-    fn default() -> Self {
+impl BatchReader {
+    /// A reader of up to `batch` datagrams per call, each cut at `max_datagram` bytes (65,536
+    /// holds any UDP payload; WebRTC media stays under the path MTU).
+    pub fn new(batch: usize, max_datagram: usize) -> Self {
+        let (batch, max_datagram) = (batch.max(1), max_datagram.max(1));
         BatchReader {
-            storage: vec![0; RECV_BATCH * MAX_DATAGRAM],
-            received: Vec::with_capacity(RECV_BATCH),
+            storage: vec![0; batch * max_datagram],
+            max_datagram,
+            received: Vec::with_capacity(batch),
         }
     }
-}
 
-impl BatchReader {
-    /// Reads what is queued (without blocking), up to [`RECV_BATCH`] datagrams, into
-    /// [`Self::datagrams`]; `WouldBlock` when nothing is.
-    pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<()> {
+    /// Forgets the last read's datagrams (a caller that may skip [`Self::recv`] clears first).
+    pub fn clear(&mut self) {
         self.received.clear();
+    }
+
+    /// Datagrams one call reads at most.
+    pub fn batch(&self) -> usize {
+        self.storage.len() / self.max_datagram
+    }
+
+    /// Reads what is queued (without blocking), up to [`Self::batch`] datagrams, into
+    /// [`Self::datagrams`]; returns how many it read. `WouldBlock` when nothing is queued;
+    /// fewer than a batch means the queue is now empty.
+    pub fn recv(&mut self, socket: &impl AsFd) -> io::Result<usize> {
+        self.received.clear();
+        let batch = self.batch();
         let mut bufs: Vec<[IoSliceMut<'_>; 1]> = self
             .storage
-            .chunks_mut(MAX_DATAGRAM)
+            .chunks_mut(self.max_datagram)
             .map(|chunk| [IoSliceMut::new(chunk)])
             .collect();
         // Made per call (two small allocations per batch): it holds raw pointers, so keeping
         // it would make the reader, and the task owning it, not `Send`.
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(batch, None);
         let results = recvmmsg(
             socket.as_fd().as_raw_fd(),
             &mut headers,
@@ -53,7 +64,7 @@ impl BatchReader {
             let from = msg.address.as_ref().and_then(socket_addr);
             self.received.push((from, msg.bytes));
         }
-        Ok(())
+        Ok(self.received.len())
     }
 
     /// Each datagram of the last read with its source, in arrival order (an empty datagram
@@ -63,8 +74,8 @@ impl BatchReader {
             .iter()
             .enumerate()
             .filter_map(|(i, &(from, len))| {
-                let len = len.min(MAX_DATAGRAM);
-                Some((from?, &self.storage[i * MAX_DATAGRAM..][..len]))
+                let len = len.min(self.max_datagram);
+                Some((from?, &self.storage[i * self.max_datagram..][..len]))
             })
     }
 }
@@ -93,7 +104,7 @@ mod tests {
             reads += 1;
             assert!(reads < 1_000, "datagrams missing: {} of {want}", got.len());
             match reader.recv(socket) {
-                Ok(()) => got.extend(reader.datagrams().map(|(from, d)| (from, d.to_vec()))),
+                Ok(_) => got.extend(reader.datagrams().map(|(from, d)| (from, d.to_vec()))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
@@ -107,7 +118,7 @@ mod tests {
     fn a_batch_holds_every_queued_datagram_with_its_source() {
         let listener = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let to = listener.local_addr().unwrap();
-        let mut reader = BatchReader::default();
+        let mut reader = BatchReader::new(32, 65_536);
         let a = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let b = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let mut expected = Vec::new();
@@ -138,6 +149,40 @@ mod tests {
     }
 
     #[test]
+    fn a_short_batch_shows_the_queue_empty_and_long_datagrams_are_cut() {
+        let listener = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let to = listener.local_addr().unwrap();
+        let peer = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        for i in 0..5u8 {
+            peer.send_to(&[i; 100], to).unwrap();
+        }
+        let mut reader = BatchReader::new(4, 64);
+        assert_eq!(reader.batch(), 4);
+        let (mut counts, mut got) = (Vec::new(), Vec::new());
+        for _ in 0..1_000 {
+            match reader.recv(&listener) {
+                Ok(n) => {
+                    counts.push(n);
+                    got.extend(reader.datagrams().map(|(_, d)| d.to_vec()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.len() == 5 => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 64]).collect();
+        assert_eq!(got, expected, "in order, each cut at 64 bytes");
+        assert_eq!(counts.iter().sum::<usize>(), 5);
+        assert!(counts.iter().all(|&n| n <= 4), "{counts:?}");
+        assert!(
+            *counts.last().unwrap() < 4,
+            "the last read was short: {counts:?}"
+        );
+    }
+
+    #[test]
     fn ipv6_sources_are_kept() {
         let Ok(listener) = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)) else {
             return; // no IPv6 loopback on this machine
@@ -145,7 +190,7 @@ mod tests {
         let to = listener.local_addr().unwrap();
         let peer = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
         peer.send_to(b"hello", to).unwrap();
-        let mut reader = BatchReader::default();
+        let mut reader = BatchReader::new(32, 65_536);
         let (got, _) = read_all(&mut reader, &listener, 1);
         assert_eq!(got, vec![(peer.local_addr().unwrap(), b"hello".to_vec())]);
     }
@@ -154,7 +199,7 @@ mod tests {
     fn reading_leaves_the_socket_options_alone() {
         let listener = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let before = rustix::net::sockopt::ip_mtu_discover(&listener).unwrap();
-        let mut reader = BatchReader::default();
+        let mut reader = BatchReader::new(32, 65_536);
         let _ = reader.recv(&listener);
         assert_eq!(
             rustix::net::sockopt::ip_mtu_discover(&listener).unwrap(),
