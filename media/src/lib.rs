@@ -9,6 +9,7 @@ use rtc::media_stream::MediaStreamTrack;
 pub mod direct_srtp;
 pub mod keyframe;
 pub mod reception;
+pub mod sending;
 pub mod srtp_gcm;
 
 use rtc::interceptor::Slot;
@@ -66,11 +67,11 @@ fn register_audio_level(engine: &mut MediaEngine) -> Result<(), String> {
 }
 
 /// The SFU's engine: Opus and VP8 only (the forwarder reads VP8 keyframes; no RTX, so a
-/// retransmission is the original packet on its own SSRC), the audio-level extension, RTCP
-/// sender reports, and with `video` NACK both ways and the viewers' keyframe requests passed
-/// to the application. No receiver-report interceptor: the SFU's upstream audio skips the
-/// connection's pipeline, so the relay keeps its own reception statistics ([`reception`])
-/// and sends the receiver reports itself.
+/// retransmission is the original packet on its own SSRC), the audio-level extension, and
+/// with `video` NACK both ways and the viewers' keyframe requests passed to the application.
+/// No report interceptors: the SFU's audio skips the connection's pipeline both ways, so the
+/// relay keeps its own reception and sender statistics ([`reception`], [`sending`]) and sends
+/// each connection one compound report a second itself.
 pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> {
     let mut engine = MediaEngine::default();
     engine
@@ -93,21 +94,14 @@ pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> 
         .map_err(|e| e.to_string())?;
     register_audio_level(&mut engine)?;
     if !video {
-        // Audio only: Opus negotiates no NACK and no keyframes, so only the sender reports
-        // run; every interceptor is one more queue each packet through the connection crosses.
-        return Ok((engine, sender_reports(Registry::new())));
+        // Audio only: Opus negotiates no NACK and no keyframes, so no interceptor runs; every
+        // one is one more queue each packet through the connection crosses, and a timer.
+        return Ok((engine, Registry::new()));
     }
-    let registry = sender_reports(configure_nack(Registry::new(), &mut engine))
+    let registry = configure_nack(Registry::new(), &mut engine)
         // Last on the way in: every other interceptor has seen the RTCP first.
         .with(Slot::from(14_000), keyframe::KeyframeRequests::default());
     Ok((engine, registry))
-}
-
-fn sender_reports(registry: Registry) -> Registry {
-    registry.with(
-        Slot::SenderReport,
-        rtc::interceptor::SenderReportBuilder::new().build(),
-    )
 }
 
 fn opus_codec() -> RTCRtpCodec {

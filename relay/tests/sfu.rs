@@ -16,6 +16,7 @@ use concord_proto::Id;
 use rtc::interceptor::{Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use serde_json::json;
 use tokio::sync::watch;
@@ -73,14 +74,18 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-/// The receiver reports a participant got on its own stream, in order.
+/// The reception reports a participant got on its own stream, in order.
 type Reports = Arc<Mutex<Vec<ReceptionReport>>>;
+/// The latest sender report the relay sent on each of its slots (by SSRC).
+type Senders = Arc<Mutex<HashMap<u32, SenderReport>>>;
 
 /// An interceptor at the end of the participant's chain that notes the reception reports the
-/// relay sends about `ssrc` (rtc 0.21 does not put received reports in `get_stats`).
+/// relay sends about `ssrc` and the relay's sender reports (rtc 0.21 does not put received
+/// reports in `get_stats`).
 struct ReportRecorder {
     ssrc: u32,
     reports: Reports,
+    senders: Senders,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -95,10 +100,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReportRecorder {
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
             for packet in packets {
-                if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
-                    let mut reports = self.reports.lock().unwrap();
-                    reports.extend(rr.reports.iter().filter(|r| r.ssrc == self.ssrc).cloned());
-                }
+                let blocks = if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                    &rr.reports
+                } else if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
+                    self.senders.lock().unwrap().insert(sr.ssrc, sr.clone());
+                    &sr.reports
+                } else {
+                    continue;
+                };
+                let mut reports = self.reports.lock().unwrap();
+                reports.extend(blocks.iter().filter(|r| r.ssrc == self.ssrc).cloned());
             }
         }
         self.reads.push_back(msg);
@@ -127,6 +138,7 @@ struct Client {
     pc: Arc<dyn PeerConnection>,
     received: Received,
     reports: Reports,
+    senders: Senders,
     sender: tokio::task::JoinHandle<()>,
 }
 
@@ -156,12 +168,14 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
 
     let ssrc = 1_000 + u32::from(level);
     let reports = Reports::default();
+    let senders = Senders::default();
     let (engine, registry) = concord_media::media_engine().unwrap();
     let registry = registry.with(
         Slot::from(14_000),
         ReportRecorder {
             ssrc,
             reports: reports.clone(),
+            senders: senders.clone(),
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         },
@@ -238,6 +252,7 @@ async fn connect(user: &TestUser, channel: Id, level: u8) -> Client {
         pc,
         received,
         reports,
+        senders,
         sender: sending,
     }
 }
@@ -395,6 +410,29 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         assert_eq!((last.total_lost, last.fraction_lost), (0, 0), "{name}");
         assert!(last.last_sender_report != 0, "{name}: no LSR in {last:?}");
         assert!(last.delay < 65_536 * 10, "{name}: {last:?}");
+        // The relay's sender reports on the slots it forwards on count what it sent there,
+        // short path included (at most a second behind what arrived): 60-byte payloads.
+        let senders = client.senders.lock().unwrap().clone();
+        let mut checked = 0;
+        for (ssrc, (received, ..)) in client.streams() {
+            if received < 400 {
+                continue;
+            }
+            checked += 1;
+            let sr = senders
+                .get(&ssrc)
+                .unwrap_or_else(|| panic!("{name}: no sender report on slot {ssrc}: {senders:?}"));
+            let sent = u64::from(sr.packet_count);
+            assert!(
+                sent + 120 >= received && sent <= received + 10,
+                "{name}: slot {ssrc} received {received}, its sender report says {sr:?}"
+            );
+            assert_eq!(sr.octet_count, sr.packet_count * 60, "{name}: {sr:?}");
+            assert!(
+                sr.ntp_time >> 32 > 3_900_000_000,
+                "{name}: an NTP time: {sr:?}"
+            );
+        }
     }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {

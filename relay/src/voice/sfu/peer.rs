@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use concord_media::Negotiated;
 use concord_media::direct_srtp::KeyTap;
+use concord_media::sending::Sending;
 use concord_proto::Id;
 use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::RTCPeerConnection;
@@ -17,6 +18,9 @@ use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
@@ -74,6 +78,8 @@ pub(super) struct Peer {
     pub direct: Direct,
     /// Their microphone's short path and the reception statistics (`upstream.rs`).
     pub upstream: Upstream,
+    /// What the relay sent on each of its slots (audio and video), for its sender reports.
+    pub sent: Vec<Sending>,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -165,6 +171,7 @@ impl Peer {
             tap,
             direct: Direct::Untested,
             upstream: Upstream::default(),
+            sent: Vec::new(),
         };
         Ok((peer, sdp))
     }
@@ -178,6 +185,59 @@ impl Peer {
                 .increment(1);
         }
         allowed
+    }
+
+    /// One packet sent on the relay's slot `ssrc` (one of this connection's, so the list stays
+    /// as short as its slots).
+    pub fn on_sent(
+        &mut self,
+        ssrc: u32,
+        clock_rate: u32,
+        timestamp: u32,
+        payload: usize,
+        now: Instant,
+    ) {
+        let index = match self.sent.iter().position(|s| s.ssrc() == ssrc) {
+            Some(i) => i,
+            None => {
+                self.sent.push(Sending::new(ssrc, clock_rate));
+                self.sent.len() - 1
+            }
+        };
+        self.sent[index].on_rtp(timestamp, payload, now);
+    }
+
+    /// This second's RTCP for the connection, as one compound packet: a sender report per slot
+    /// that has sent, the first carrying the reception blocks on their upstream, or a receiver
+    /// report with just those blocks; empty if there is nothing to say.
+    pub fn reports(&mut self, now: Instant, ntp: u64) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+        let blocks: Vec<ReceptionReport> = self
+            .upstream
+            .reports(now)
+            .into_iter()
+            .map(|(_, block)| block)
+            .collect();
+        let mut senders: Vec<SenderReport> = self
+            .sent
+            .iter()
+            .filter_map(|s| s.report(now, ntp))
+            .collect();
+        match senders.first_mut() {
+            Some(first) => first.reports = blocks,
+            None if blocks.is_empty() => return Vec::new(),
+            None => {
+                return vec![Box::new(ReceiverReport {
+                    // The report's sender: the relay's first slot on this connection.
+                    ssrc: self.slot_ssrcs.first().copied().unwrap_or_default(),
+                    reports: blocks,
+                    profile_extensions: bytes::Bytes::new(),
+                })];
+            }
+        }
+        senders
+            .into_iter()
+            .map(|sr| Box::new(sr) as Box<dyn rtc::rtcp::Packet>)
+            .collect()
     }
 
     /// Once connected: the payload types and audio-level id the participant's answer chose.

@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use concord_proto::Id;
 use concord_svc::udp_batch::BatchReader;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
@@ -39,9 +38,13 @@ use super::video::VideoRouter;
 
 /// How often each participant's RTCP statistics are read.
 const STATS_EVERY: Duration = Duration::from_secs(5);
-/// How often the relay sends each participant a receiver report on their upstream (what
-/// webrtc's report interceptor does).
+/// How often the relay sends each participant its reports (what webrtc's report interceptors
+/// do): one compound RTCP packet with a sender report per slot that has sent and the
+/// reception blocks on their upstream.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// RTP clock rates of Opus and VP8 (sender reports extrapolate timestamps with them).
+const OPUS_CLOCK: u32 = 48_000;
+const VP8_CLOCK: u32 = 90_000;
 /// Datagrams read per system call, and calls before the task looks at its commands and
 /// timers again.
 const READ_BATCH: usize = 16;
@@ -544,6 +547,7 @@ impl Task {
                 sent += 1;
                 // Header with one CSRC, and the payload (extensions and SRTP not counted).
                 bytes += size as u64;
+                peer.on_sent(f.ssrc, OPUS_CLOCK, f.timestamp, packet.payload.len(), now);
             }
         }
         // The short path's datagrams: one sendmmsg per socket.
@@ -612,6 +616,7 @@ impl Task {
             if write_rtp(peer, out, now, &self.sockets, &self.local) {
                 sent += 1;
                 bytes += size as u64;
+                peer.on_sent(f.ssrc, VP8_CLOCK, f.timestamp, size - 12, now);
             }
         }
         metrics::counter!("concord_sfu_forwarded_video_packets_total").increment(sent);
@@ -645,6 +650,7 @@ impl Task {
     /// A receiver report on each participant's upstream streams, sent through the connection.
     fn send_reports(&mut self) {
         let now = Instant::now();
+        let ntp = concord_media::sending::ntp_time(std::time::SystemTime::now());
         let users: Vec<Id> = self
             .peers
             .values()
@@ -655,17 +661,15 @@ impl Task {
             let Some(peer) = self.peers.get_mut(&user) else {
                 continue;
             };
-            // The report's sender: the relay's first slot on this connection.
-            let sender = peer.slot_ssrcs.first().copied().unwrap_or_default();
-            for (receiver, block) in peer.upstream.reports(now) {
-                let report = ReceiverReport {
-                    ssrc: sender,
-                    reports: vec![block],
-                    profile_extensions: Bytes::new(),
-                };
-                if let Some(mut receiver) = peer.pc.rtp_receiver(receiver) {
-                    let _ = receiver.write_rtcp(now, vec![Box::new(report)]);
-                }
+            let packets = peer.reports(now, ntp);
+            if packets.is_empty() {
+                continue;
+            }
+            // Any of the connection's senders writes it: RTCP is not tied to a track.
+            if let Some(&sender) = peer.slot_senders.first()
+                && let Some(mut sender) = peer.pc.rtp_sender(sender)
+            {
+                let _ = sender.write_rtcp(now, packets);
             }
             self.drain(user, now);
         }
