@@ -433,6 +433,7 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
                 "{name}: an NTP time: {sr:?}"
             );
         }
+        assert!(checked >= 1, "{name}: no busy slot: {:?}", client.streams());
     }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
