@@ -407,11 +407,11 @@ impl Task {
         send_writes(peer, &self.sockets, &self.local, None);
         while let Some(event) = peer.pc.poll_event() {
             match event {
-                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                    if state == RTCPeerConnectionState::Connected && !peer.connected {
-                        peer.connected = true;
-                        peer.read_negotiated();
-                    }
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state)
+                    if state == RTCPeerConnectionState::Connected && !peer.connected =>
+                {
+                    peer.connected = true;
+                    peer.read_negotiated();
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     if let Some(receiver) = peer.pc.rtp_receiver(init.receiver_id) {
@@ -452,13 +452,12 @@ impl Task {
                 },
                 // Only keyframe requests reach us (media's `KeyframeRequests`); from a
                 // participant they concern the one video we send them.
-                RTCMessage::RtcpPacket(_, packets) => {
+                RTCMessage::RtcpPacket(_, packets)
                     if packets
                         .iter()
-                        .any(|p| concord_media::keyframe::is_keyframe_request(p.as_ref()))
-                    {
-                        inbound.push(Inbound::KeyframeRequest);
-                    }
+                        .any(|p| concord_media::keyframe::is_keyframe_request(p.as_ref())) =>
+                {
+                    inbound.push(Inbound::KeyframeRequest);
                 }
                 _ => {}
             }
