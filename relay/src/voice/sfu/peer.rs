@@ -19,7 +19,6 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
@@ -211,12 +210,7 @@ impl Peer {
     /// that has sent, the first carrying the reception blocks on their upstream, or a receiver
     /// report with just those blocks; empty if there is nothing to say.
     pub fn reports(&mut self, now: Instant, ntp: u64) -> Vec<Box<dyn rtc::rtcp::Packet>> {
-        let blocks: Vec<ReceptionReport> = self
-            .upstream
-            .reports(now)
-            .into_iter()
-            .map(|(_, block)| block)
-            .collect();
+        let blocks = self.upstream.reports(now);
         let mut senders: Vec<SenderReport> = self
             .sent
             .iter()

@@ -427,8 +427,7 @@ impl Task {
             match message {
                 RTCMessage::RtpPacket(track, packet) => match peer.tracks.get(&track) {
                     Some((RtpCodecKind::Video, receiver)) => {
-                        peer.upstream
-                            .on_delivered(true, *receiver, &packet.header, now);
+                        peer.upstream.on_delivered(true, &packet.header, now);
                         if peer
                             .video_in
                             .is_none_or(|(_, ssrc)| ssrc != packet.header.ssrc)
@@ -441,9 +440,8 @@ impl Task {
                             metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "video_bitrate").increment(1);
                         }
                     }
-                    Some((_, receiver)) => {
-                        peer.upstream
-                            .on_delivered(false, *receiver, &packet.header, now);
+                    Some(_) => {
+                        peer.upstream.on_delivered(false, &packet.header, now);
                         if peer.audio_allowed(&packet, now) {
                             inbound.push(Inbound::Audio(packet));
                         }
@@ -646,7 +644,8 @@ impl Task {
         self.drain(publisher, now);
     }
 
-    /// A receiver report on each participant's upstream streams, sent through the connection.
+    /// Each connected participant's reports (`Peer::reports`): one compound RTCP packet,
+    /// sent through the connection.
     fn send_reports(&mut self) {
         let now = Instant::now();
         let ntp = concord_media::sending::ntp_time(std::time::SystemTime::now());

@@ -7,7 +7,7 @@
 //! the connection's per-packet pipeline. STUN, DTLS, RTCP and video still go through the
 //! connection. So the connection no longer sees every packet, and the relay keeps the
 //! RFC 3550 statistics itself (`concord_media::reception`), for audio and video alike: they
-//! fill the receiver reports it sends (`reports`), and the loss and jitter it shows.
+//! fill the reception blocks of the reports it sends (`reports`), and the loss and jitter it shows.
 
 use std::time::Instant;
 
@@ -16,7 +16,6 @@ use concord_media::reception::Reception;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
-use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::shared::marshal::Unmarshal;
 
 use super::direct::count_key_test;
@@ -42,17 +41,11 @@ enum Path {
     Off,
 }
 
-/// One incoming stream and the receiver it arrives on (its reports go out through it).
-struct Stream {
-    reception: Reception,
-    receiver: RTCRtpReceiverId,
-}
-
 pub(super) struct Upstream {
     path: Path,
     /// One stream per kind: a new SSRC (a screen share restarted) replaces the old one.
-    audio: Option<Stream>,
-    video: Option<Stream>,
+    audio: Option<Reception>,
+    video: Option<Reception>,
 }
 
 impl Default for Upstream {
@@ -84,7 +77,7 @@ impl Upstream {
         let Some(audio) = &mut self.audio else {
             return Taken::Connection;
         };
-        if ssrc_of(datagram) != Some(audio.reception.ssrc()) {
+        if ssrc_of(datagram) != Some(audio.ssrc()) {
             return Taken::Connection;
         }
         match &mut self.path {
@@ -112,11 +105,7 @@ impl Upstream {
                     .and_then(|plain| rtp::Packet::unmarshal(&mut &plain[..]).ok());
                 match packet {
                     Some(packet) => {
-                        audio.reception.on_rtp(
-                            packet.header.sequence_number,
-                            packet.header.timestamp,
-                            now,
-                        );
+                        audio.on_rtp(packet.header.sequence_number, packet.header.timestamp, now);
                         Taken::Audio(packet)
                     }
                     None => Taken::Refused,
@@ -140,8 +129,8 @@ impl Upstream {
         for packet in &packets {
             if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
                 for stream in [&mut self.audio, &mut self.video].into_iter().flatten() {
-                    if stream.reception.ssrc() == sr.ssrc {
-                        stream.reception.on_sender_report(sr.ntp_time, now);
+                    if stream.ssrc() == sr.ssrc {
+                        stream.on_sender_report(sr.ntp_time, now);
                     }
                 }
             }
@@ -149,49 +138,34 @@ impl Upstream {
     }
 
     /// A packet the connection delivered (audio before the short path is ready, video).
-    pub fn on_delivered(
-        &mut self,
-        video: bool,
-        receiver: RTCRtpReceiverId,
-        header: &rtp::header::Header,
-        now: Instant,
-    ) {
+    pub fn on_delivered(&mut self, video: bool, header: &rtp::header::Header, now: Instant) {
         let (slot, clock) = if video {
             (&mut self.video, VP8_CLOCK)
         } else {
             (&mut self.audio, OPUS_CLOCK)
         };
         let stream = match slot {
-            Some(stream) if stream.reception.ssrc() == header.ssrc => stream,
-            _ => slot.insert(Stream {
-                reception: Reception::new(header.ssrc, clock, now),
-                receiver,
-            }),
+            Some(stream) if stream.ssrc() == header.ssrc => stream,
+            _ => slot.insert(Reception::new(header.ssrc, clock, now)),
         };
-        stream
-            .reception
-            .on_rtp(header.sequence_number, header.timestamp, now);
+        stream.on_rtp(header.sequence_number, header.timestamp, now);
     }
 
-    /// The report block for each stream that has sent, and the receiver it goes out on.
-    pub fn reports(&mut self, now: Instant) -> Vec<(RTCRtpReceiverId, ReceptionReport)> {
+    /// The report block for each stream that has sent.
+    pub fn reports(&mut self, now: Instant) -> Vec<ReceptionReport> {
         [&mut self.audio, &mut self.video]
             .into_iter()
             .flatten()
-            .filter(|s| s.reception.received() > 0)
-            .map(|s| (s.receiver, s.reception.report(now)))
+            .filter(|s| s.received() > 0)
+            .map(|s| s.report(now))
             .collect()
     }
 
     /// Their microphone's (received, lost, jitter in ms), once it has sent.
     pub fn audio_counts(&self) -> Option<(u64, i64, f64)> {
-        self.audio.as_ref().map(|s| {
-            (
-                s.reception.received(),
-                s.reception.lost(),
-                s.reception.jitter_ms(),
-            )
-        })
+        self.audio
+            .as_ref()
+            .map(|s| (s.received(), s.lost(), s.jitter_ms()))
     }
 }
 
@@ -244,16 +218,15 @@ mod tests {
         let tap = KeyTap::new().unwrap();
         let mut sender = participant(&tap);
         let mut up = Upstream::default();
-        let receiver = RTCRtpReceiverId::default();
         let t0 = Instant::now();
         // Nothing known of their audio yet: the connection opens it and delivers it.
         let first = sealed(&mut sender, 5, 10);
         assert!(matches!(up.take(&tap, &first, t0), Taken::Connection));
-        up.on_delivered(false, receiver, &packet(5, 10).header, t0);
+        up.on_delivered(false, &packet(5, 10).header, t0);
         // The next one tests the keys (and still goes through the connection).
         let second = sealed(&mut sender, 5, 11);
         assert!(matches!(up.take(&tap, &second, t0), Taken::Connection));
-        up.on_delivered(false, receiver, &packet(5, 11).header, t0);
+        up.on_delivered(false, &packet(5, 11).header, t0);
         // From then on it is opened here.
         let third = sealed(&mut sender, 5, 12);
         match up.take(&tap, &third, t0) {
@@ -288,7 +261,7 @@ mod tests {
         assert!(matches!(up.take(&tap, &sr, t0), Taken::Connection));
         let reports = up.reports(t0 + std::time::Duration::from_secs(1));
         assert_eq!(reports.len(), 1);
-        let (_, report) = &reports[0];
+        let report = &reports[0];
         assert_eq!(report.ssrc, 5);
         assert_eq!(report.last_sequence_number, 12);
         assert_eq!((report.total_lost, report.fraction_lost), (0, 0));
@@ -304,7 +277,7 @@ mod tests {
         let mut sender = participant(&KeyTap::new().unwrap());
         let mut up = Upstream::default();
         let t0 = Instant::now();
-        up.on_delivered(false, RTCRtpReceiverId::default(), &packet(5, 1).header, t0);
+        up.on_delivered(false, &packet(5, 1).header, t0);
         for seq in 2..5 {
             let datagram = sealed(&mut sender, 5, seq);
             assert!(matches!(up.take(&tap, &datagram, t0), Taken::Connection));
