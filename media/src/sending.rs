@@ -5,20 +5,9 @@
 //! and one compound report per connection is one datagram where the interceptor sent one
 //! per stream.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use rtc::rtcp::sender_report::SenderReport;
-
-/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
-const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-
-/// A wall-clock time as a 64-bit NTP timestamp (32.32 fixed point, seconds since 1900).
-pub fn ntp_time(at: SystemTime) -> u64 {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let seconds = since.as_secs() + NTP_UNIX_OFFSET;
-    let fraction = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
-    (seconds << 32) | fraction
-}
 
 pub struct Sending {
     ssrc: u32,
@@ -61,8 +50,8 @@ impl Sending {
         }
     }
 
-    /// The sender report at `now` (wall clock `ntp`, from [`ntp_time`]), with no reception
-    /// blocks; `None` before the first packet (RFC 3550: only senders send reports).
+    /// The sender report at `now` (wall clock `ntp`, a 64-bit NTP timestamp such as
+    /// `rtc::shared::time::SystemInstant::ntp` gives), with no reception blocks; `None` before the first packet (RFC 3550: only senders send reports).
     pub fn report(&self, now: Instant, ntp: u64) -> Option<SenderReport> {
         let (timestamp, at) = self.last?;
         let elapsed = now.saturating_duration_since(at).as_secs_f64() * self.clock_rate;
@@ -80,13 +69,7 @@ impl Sending {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ntp_time_counts_from_1900() {
-        assert_eq!(ntp_time(UNIX_EPOCH), NTP_UNIX_OFFSET << 32);
-        let half = UNIX_EPOCH + Duration::from_millis(1_500);
-        assert_eq!(ntp_time(half), ((NTP_UNIX_OFFSET + 1) << 32) | (1 << 31));
-    }
+    use std::time::Duration;
 
     #[test]
     fn a_report_counts_what_was_sent_and_extrapolates_the_rtp_time() {

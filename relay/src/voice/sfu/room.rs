@@ -648,7 +648,7 @@ impl Task {
     /// sent through the connection.
     fn send_reports(&mut self) {
         let now = Instant::now();
-        let ntp = concord_media::sending::ntp_time(std::time::SystemTime::now());
+        let ntp = rtc::shared::time::SystemInstant::now(now).ntp(now);
         let users: Vec<Id> = self
             .peers
             .values()
