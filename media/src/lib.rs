@@ -26,6 +26,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{MediaEngine, Registry, configure_nack, configure_rtcp_reports};
 use webrtc::rtp_transceiver::RtpSender;
 
+/// RTP clock rates of the codecs both voice sides negotiate (RFC 7587, RFC 7741).
+pub const OPUS_CLOCK_RATE: u32 = 48_000;
+pub const VP8_CLOCK_RATE: u32 = 90_000;
+
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// The CSRC that names a speaker in packets the SFU forwards: FNV-1a (32 bits) of the user
@@ -107,7 +111,7 @@ pub fn sfu_media_engine(video: bool) -> Result<(MediaEngine, Registry), String> 
 fn opus_codec() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
+        clock_rate: OPUS_CLOCK_RATE,
         channels: 2,
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: vec![],
@@ -121,7 +125,7 @@ fn vp8_codec() -> RTCRtpCodec {
     };
     RTCRtpCodec {
         mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
+        clock_rate: VP8_CLOCK_RATE,
         channels: 0,
         sdp_fmtp_line: String::new(),
         rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],

@@ -42,9 +42,6 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 /// do): one compound RTCP packet with a sender report per slot that has sent and the
 /// reception blocks on their upstream.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// RTP clock rates of Opus and VP8 (sender reports extrapolate timestamps with them).
-const OPUS_CLOCK: u32 = 48_000;
-const VP8_CLOCK: u32 = 90_000;
 /// Datagrams read per system call, and calls before the task looks at its commands and
 /// timers again.
 const READ_BATCH: usize = 16;
@@ -544,7 +541,13 @@ impl Task {
                 sent += 1;
                 // Header with one CSRC, and the payload (extensions and SRTP not counted).
                 bytes += size as u64;
-                peer.on_sent(f.ssrc, OPUS_CLOCK, f.timestamp, packet.payload.len(), now);
+                peer.on_sent(
+                    f.ssrc,
+                    concord_media::OPUS_CLOCK_RATE,
+                    f.timestamp,
+                    packet.payload.len(),
+                    now,
+                );
             }
         }
         // The short path's datagrams: one sendmmsg per socket.
@@ -613,7 +616,13 @@ impl Task {
             if write_rtp(peer, out, now, &self.sockets, &self.local) {
                 sent += 1;
                 bytes += size as u64;
-                peer.on_sent(f.ssrc, VP8_CLOCK, f.timestamp, size - 12, now);
+                peer.on_sent(
+                    f.ssrc,
+                    concord_media::VP8_CLOCK_RATE,
+                    f.timestamp,
+                    size - 12,
+                    now,
+                );
             }
         }
         metrics::counter!("concord_sfu_forwarded_video_packets_total").increment(sent);

@@ -20,9 +20,6 @@ use rtc::shared::marshal::Unmarshal;
 
 use super::direct::count_key_test;
 
-const OPUS_CLOCK: u32 = 48_000;
-const VP8_CLOCK: u32 = 90_000;
-
 /// What became of a datagram from the participant.
 pub(super) enum Taken {
     /// One of their audio packets, opened here.
@@ -140,9 +137,9 @@ impl Upstream {
     /// A packet the connection delivered (audio before the short path is ready, video).
     pub fn on_delivered(&mut self, video: bool, header: &rtp::header::Header, now: Instant) {
         let (slot, clock) = if video {
-            (&mut self.video, VP8_CLOCK)
+            (&mut self.video, concord_media::VP8_CLOCK_RATE)
         } else {
-            (&mut self.audio, OPUS_CLOCK)
+            (&mut self.audio, concord_media::OPUS_CLOCK_RATE)
         };
         let stream = match slot {
             Some(stream) if stream.ssrc() == header.ssrc => stream,
