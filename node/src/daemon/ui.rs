@@ -243,7 +243,7 @@ async fn forward(State(c): State<Shared>, req: Request) -> Response {
     let Ok(method) = reqwest::Method::from_bytes(method.as_str().as_bytes()) else {
         return error(StatusCode::METHOD_NOT_ALLOWED, "method", "unknown method");
     };
-    let body = (!body.is_empty()).then(|| (content_type, body));
+    let body = (!body.is_empty()).then_some((content_type, body));
     http.forward(&c.inner.identity, method, &path, body)
         .await
         .map_or_else(relay_error, relay_answer)

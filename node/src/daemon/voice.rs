@@ -658,12 +658,13 @@ async fn sfu_tick(
         return;
     }
     let done = in_flight.get(SFU_KEY).is_some_and(|h| h.is_finished());
-    if done && let Some(handle) = in_flight.remove(SFU_KEY) {
-        if let Ok(Err(e)) = handle.await {
-            let delay = back_off(retry, SFU_KEY);
-            tracing::info!(error = %e, retry_in = ?delay, "SFU link failed");
-            return;
-        }
+    if done
+        && let Some(handle) = in_flight.remove(SFU_KEY)
+        && let Ok(Err(e)) = handle.await
+    {
+        let delay = back_off(retry, SFU_KEY);
+        tracing::info!(error = %e, retry_in = ?delay, "SFU link failed");
+        return;
     }
     if !in_flight.contains_key(SFU_KEY) {
         let task = sfu_connect(inner.clone(), mesh.clone(), s.channel_id, s.grant.user_id);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use concord_media::direct_srtp::{self, KeyTap, Srtp};
 use rtc::rtp;
 use rtc::shared::TaggedBytesMut;
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 
 /// Largest RTP packet protected here (forwarded Opus stays far below).
 const MAX_RTP: usize = 1400;
@@ -77,8 +77,12 @@ impl Ready {
     /// The packet, marshalled and protected into `out`; false if it cannot be (dropped, never
     /// sent twice under one sequence number through the connection's context).
     pub fn protect(&mut self, packet: &rtp::Packet, out: &mut Vec<u8>) -> bool {
-        out.resize(MAX_RTP, 0);
-        // Too large for the buffer: an error, not a panic.
+        // Sized to the packet: zeroing the largest size every time cost more than sealing.
+        let size = packet.marshal_size();
+        if size > MAX_RTP {
+            return false;
+        }
+        out.resize(size, 0);
         let Ok(n) = packet.marshal_to(out) else {
             return false;
         };

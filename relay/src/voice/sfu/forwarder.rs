@@ -52,14 +52,19 @@ struct Slot {
     switched: bool,
 }
 
+/// A listener and where its slots are in `Forwarder::slots`.
 struct Listener {
-    slots: Vec<Slot>,
+    id: Id,
+    slots: std::ops::Range<usize>,
 }
 
 pub struct Forwarder {
     slots_per_listener: usize,
     speakers: HashMap<Id, Speaker>,
-    listeners: HashMap<Id, Listener>,
+    /// In join order. Every packet visits every listener's slots, so the slots sit in one
+    /// array (a room's fit in a few cache lines) rather than one allocation per listener.
+    listeners: Vec<Listener>,
+    slots: Vec<Slot>,
     /// Speakers allowed to be heard (speak permission, no server mute).
     muted: std::collections::HashSet<Id>,
     last_reselect_ms: Option<i64>,
@@ -70,40 +75,57 @@ impl Forwarder {
         Forwarder {
             slots_per_listener: slots_per_listener.max(1),
             speakers: HashMap::new(),
-            listeners: HashMap::new(),
+            listeners: Vec::new(),
+            slots: Vec::new(),
             muted: std::collections::HashSet::new(),
             last_reselect_ms: None,
         }
     }
 
-    /// A participant joins with the SSRCs of its down-track slots.
+    /// A participant joins with the SSRCs of its down-track slots (a second join replaces the
+    /// first).
     pub fn add_listener(&mut self, id: Id, ssrcs: &[u32]) {
-        let slots = ssrcs
-            .iter()
-            .take(self.slots_per_listener)
-            .map(|&ssrc| Slot {
-                ssrc,
-                speaker: None,
-                last_seq: None,
-                last_ts: 0,
-                seq_offset: 0,
-                ts_offset: 0,
-                switched: false,
-            })
-            .collect();
-        self.listeners.insert(id, Listener { slots });
+        self.remove_listener(id);
+        let start = self.slots.len();
+        self.slots.extend(
+            ssrcs
+                .iter()
+                .take(self.slots_per_listener)
+                .map(|&ssrc| Slot {
+                    ssrc,
+                    speaker: None,
+                    last_seq: None,
+                    last_ts: 0,
+                    seq_offset: 0,
+                    ts_offset: 0,
+                    switched: false,
+                }),
+        );
+        self.listeners.push(Listener {
+            id,
+            slots: start..self.slots.len(),
+        });
     }
 
     pub fn remove(&mut self, id: Id) {
-        self.listeners.remove(&id);
+        self.remove_listener(id);
         self.speakers.remove(&id);
         self.muted.remove(&id);
-        for l in self.listeners.values_mut() {
-            for s in &mut l.slots {
-                if s.speaker == Some(id) {
-                    s.speaker = None;
-                }
+        for s in &mut self.slots {
+            if s.speaker == Some(id) {
+                s.speaker = None;
             }
+        }
+    }
+
+    fn remove_listener(&mut self, id: Id) {
+        let Some(i) = self.listeners.iter().position(|l| l.id == id) else {
+            return;
+        };
+        let gone = self.listeners.remove(i).slots;
+        self.slots.drain(gone.clone());
+        for l in &mut self.listeners[i..] {
+            l.slots = l.slots.start - gone.len()..l.slots.end - gone.len();
         }
     }
 
@@ -127,13 +149,20 @@ impl Forwarder {
     /// Which speaker each slot of `listener` carries now.
     pub fn slots_of(&self, listener: Id) -> Vec<Option<Id>> {
         self.listeners
-            .get(&listener)
-            .map(|l| l.slots.iter().map(|s| s.speaker).collect())
+            .iter()
+            .find(|l| l.id == listener)
+            .map(|l| {
+                self.slots[l.slots.clone()]
+                    .iter()
+                    .map(|s| s.speaker)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// One upstream packet from `from` (sequence number, timestamp and RFC 6464 level as
-    /// received): updates the ranking and says where the packet goes.
+    /// received): updates the ranking and says where the packet goes, in `out` (cleared
+    /// first: the caller keeps one buffer for every packet).
     pub fn on_packet(
         &mut self,
         from: Id,
@@ -141,9 +170,11 @@ impl Forwarder {
         timestamp: u32,
         level: u8,
         now_ms: i64,
-    ) -> Vec<Forward> {
+        out: &mut Vec<Forward>,
+    ) {
+        out.clear();
         if self.muted.contains(&from) {
-            return Vec::new();
+            return;
         }
         let loudness = f64::from(127u8.saturating_sub(level.min(127)));
         let speaker = self.speakers.entry(from).or_insert(Speaker {
@@ -159,18 +190,19 @@ impl Forwarder {
         {
             self.reselect(now_ms);
         }
-        let mut out = Vec::new();
-        for (&listener, l) in self.listeners.iter_mut() {
+        for l in &self.listeners {
+            let listener = l.id;
             if listener == from {
                 continue;
             }
+            let slots = &mut self.slots[l.slots.clone()];
             // A speaker the ranking just admitted gets a free slot at once.
-            if !l.slots.iter().any(|s| s.speaker == Some(from))
-                && let Some(free) = l.slots.iter_mut().find(|s| s.speaker.is_none())
+            if !slots.iter().any(|s| s.speaker == Some(from))
+                && let Some(free) = slots.iter_mut().find(|s| s.speaker.is_none())
             {
                 assign(free, from);
             }
-            for (i, slot) in l.slots.iter_mut().enumerate() {
+            for (i, slot) in slots.iter_mut().enumerate() {
                 if slot.speaker != Some(from) {
                     continue;
                 }
@@ -205,7 +237,6 @@ impl Forwarder {
                 out.push(f);
             }
         }
-        out
     }
 
     /// Re-ranks speakers: every listener's slots go to the loudest active speakers but
@@ -227,15 +258,17 @@ impl Forwarder {
             v
         };
         let loudness_of = |id: Id| active.iter().find(|(a, _)| *a == id).map(|(_, l)| *l);
-        for (&listener, l) in self.listeners.iter_mut() {
+        for l in &self.listeners {
+            let listener = l.id;
+            let slots = &mut self.slots[l.slots.clone()];
             let wanted: Vec<Id> = active
                 .iter()
                 .map(|(id, _)| *id)
                 .filter(|id| *id != listener)
-                .take(l.slots.len())
+                .take(slots.len())
                 .collect();
             // Slots whose speaker went silent, muted, or left are freed.
-            for slot in &mut l.slots {
+            for slot in slots.iter_mut() {
                 if let Some(s) = slot.speaker
                     && loudness_of(s).is_none()
                 {
@@ -243,17 +276,16 @@ impl Forwarder {
                 }
             }
             for candidate in wanted {
-                if l.slots.iter().any(|s| s.speaker == Some(candidate)) {
+                if slots.iter().any(|s| s.speaker == Some(candidate)) {
                     continue;
                 }
-                if let Some(free) = l.slots.iter_mut().find(|s| s.speaker.is_none()) {
+                if let Some(free) = slots.iter_mut().find(|s| s.speaker.is_none()) {
                     assign(free, candidate);
                     continue;
                 }
                 // Replace the quietest holder if the candidate is clearly louder.
                 let challenger = loudness_of(candidate).unwrap_or(0.0);
-                let quietest = l
-                    .slots
+                let quietest = slots
                     .iter_mut()
                     .filter_map(|s| s.speaker.and_then(&loudness_of).map(|ld| (ld, s)))
                     .min_by(|a, b| a.0.total_cmp(&b.0));
@@ -282,9 +314,9 @@ mod tests {
         speakers
             .iter()
             .flat_map(|&(id, level)| {
-                f.on_packet(Id(id), n as u16, (n * 960) as u32, level, t)
-                    .into_iter()
-                    .map(move |fw| (Id(id), fw))
+                let mut out = Vec::new();
+                f.on_packet(Id(id), n as u16, (n * 960) as u32, level, t, &mut out);
+                out.into_iter().map(move |fw| (Id(id), fw))
             })
             .collect()
     }
@@ -388,5 +420,46 @@ mod tests {
         assert_eq!(f.listener_count(), 2);
         assert!(tick(&mut f, 20, &[(2, 10)]).is_empty());
         assert!(f.slots_of(Id(3)).iter().all(|s| *s != Some(Id(1))));
+    }
+
+    #[test]
+    fn a_listener_leaving_or_joining_again_leaves_the_others_slots_as_they_were() {
+        let mut f = room(2, 4);
+        let speakers = [(1, 10), (2, 20)];
+        for t in (0..1_000).step_by(20) {
+            tick(&mut f, t, &speakers);
+        }
+        let before: Vec<Forward> = tick(&mut f, 1_000, &speakers)
+            .into_iter()
+            .filter(|(_, fw)| fw.listener == Id(4))
+            .map(|(_, fw)| fw)
+            .collect();
+        // Listener 3 (in the middle of the slot array) leaves; 2 joins again with new SSRCs.
+        f.remove(Id(3));
+        f.add_listener(Id(2), &[900, 901]);
+        assert_eq!(f.listener_count(), 3);
+        let after = tick(&mut f, 1_020, &speakers);
+        let to = |l: i64| -> Vec<Forward> {
+            after
+                .iter()
+                .filter(|(_, fw)| fw.listener == Id(l))
+                .map(|(_, fw)| *fw)
+                .collect()
+        };
+        // Listener 4 keeps its SSRCs and continues its streams by one.
+        assert_eq!(to(4).len(), 2);
+        for fw in to(4) {
+            let old = before.iter().find(|b| b.slot == fw.slot).unwrap();
+            assert_eq!(fw.ssrc, old.ssrc);
+            assert_eq!(fw.seq, old.seq.wrapping_add(1));
+            assert!(!fw.marker);
+        }
+        // The rejoined listener hears 1 on its new slots (never itself), from a fresh start.
+        let two = to(2);
+        assert_eq!(two.len(), 1);
+        assert!(two[0].ssrc == 900 || two[0].ssrc == 901);
+        assert!(two[0].marker);
+        assert!(to(3).is_empty());
+        assert_eq!(f.slots_of(Id(3)), Vec::<Option<Id>>::new());
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batch;
 use super::demux::{Demux, Route};
 use super::direct::Direct;
-use super::forwarder::Forwarder;
+use super::forwarder::{Forward, Forwarder};
 use super::peer::{Peer, PeerSpec};
 use super::session::{MemberStats, SfuLimits, sample_stats};
 use super::upstream::Taken;
@@ -71,7 +71,12 @@ impl Shared {
     }
 
     pub fn now_ms(&self) -> i64 {
-        self.epoch.elapsed().as_millis() as i64
+        self.ms_at(Instant::now())
+    }
+
+    /// `now` in the room's milliseconds (the forwarder's clock).
+    pub fn ms_at(&self, now: Instant) -> i64 {
+        now.saturating_duration_since(self.epoch).as_millis() as i64
     }
 }
 
@@ -176,6 +181,31 @@ impl PacketMetrics {
     }
 }
 
+/// The per-packet counters of one turn of reads, added to the metrics once per turn.
+#[derive(Default)]
+struct Counts {
+    forwarded: u64,
+    forwarded_bytes: u64,
+    direct_down: u64,
+    direct_up: u64,
+}
+
+impl Counts {
+    fn flush(&mut self, metrics: &PacketMetrics) {
+        let counts = std::mem::take(self);
+        for (counter, n) in [
+            (&metrics.forwarded, counts.forwarded),
+            (&metrics.forwarded_bytes, counts.forwarded_bytes),
+            (&metrics.direct_down, counts.direct_down),
+            (&metrics.direct_up, counts.direct_up),
+        ] {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+    }
+}
+
 struct Task {
     shared: Arc<Shared>,
     sockets: Vec<UdpSocket>,
@@ -185,7 +215,10 @@ struct Task {
     inbound: Vec<Inbound>,
     /// Per socket: the short path's datagrams of the packet being forwarded.
     fanout: Vec<batch::Datagrams>,
+    /// Where the packet being forwarded goes (kept: one buffer for every packet).
+    forwards: Vec<Forward>,
     metrics: PacketMetrics,
+    counts: Counts,
 }
 
 /// Runs the room until its command channel closes (the room left the SFU's map).
@@ -203,7 +236,9 @@ pub(super) async fn run(
         demux: Demux::default(),
         inbound: Vec::new(),
         fanout: Vec::new(),
+        forwards: Vec::new(),
         metrics: PacketMetrics::new(),
+        counts: Counts::default(),
     };
     task.fanout = task
         .sockets
@@ -242,8 +277,10 @@ pub(super) async fn run(
             index = readable(&task.sockets) => {
                 for _ in 0..READS_PER_TURN {
                     let more = batch::read_all(&task.sockets[index], &mut reader);
+                    // One clock reading per batch: its datagrams arrived together.
+                    let now = Instant::now();
                     for (from, data) in reader.datagrams() {
-                        task.datagram(index, from, data);
+                        task.datagram(index, from, data, now);
                     }
                     if !more {
                         break;
@@ -251,6 +288,7 @@ pub(super) async fn run(
                 }
             }
         }
+        task.counts.flush(&task.metrics);
     }
     for peer in task.peers.values_mut() {
         let _ = peer.pc.close();
@@ -329,7 +367,7 @@ impl Task {
         self.demux.remove(user);
     }
 
-    fn datagram(&mut self, index: usize, from: SocketAddr, data: &[u8]) {
+    fn datagram(&mut self, index: usize, from: SocketAddr, data: &[u8], now: Instant) {
         let Some(Route { user, moves }) = self.demux.route(from, data) else {
             metrics::counter!("concord_sfu_dropped_packets_total", "reason" => "unknown_source")
                 .increment(1);
@@ -338,10 +376,9 @@ impl Task {
         let Some(peer) = self.peers.get_mut(&user) else {
             return;
         };
-        let now = Instant::now();
         match peer.upstream.take(&peer.tap, data, now) {
             Taken::Audio(packet) => {
-                self.metrics.direct_up.increment(1);
+                self.counts.direct_up += 1;
                 let level_id = peer.negotiated.level_id;
                 if peer.audio_allowed(&packet, now) {
                     self.audio(user, packet, level_id, now);
@@ -483,19 +520,33 @@ impl Task {
     }
 
     /// One packet from `from`'s microphone, to the listeners whose slots carry it.
-    fn audio(&mut self, from: Id, mut packet: rtp::Packet, level_id: Option<u8>, now: Instant) {
+    fn audio(&mut self, from: Id, packet: rtp::Packet, level_id: Option<u8>, now: Instant) {
         let level = concord_media::level_of(&packet, level_id);
-        let now_ms = self.shared.now_ms();
-        let forwards = self.shared.forwarder.lock().expect("forwarder").on_packet(
+        let now_ms = self.shared.ms_at(now);
+        let mut forwards = std::mem::take(&mut self.forwards);
+        self.shared.forwarder.lock().expect("forwarder").on_packet(
             from,
             packet.header.sequence_number,
             packet.header.timestamp,
             level,
             now_ms,
+            &mut forwards,
         );
-        if forwards.is_empty() {
-            return;
+        if !forwards.is_empty() {
+            self.forward_audio(&forwards, from, packet, level, now);
         }
+        self.forwards = forwards;
+    }
+
+    /// Sends one packet of `from`'s on the slots `forwards` name.
+    fn forward_audio(
+        &mut self,
+        forwards: &[Forward],
+        from: Id,
+        mut packet: rtp::Packet,
+        level: u8,
+        now: Instant,
+    ) {
         let started = Instant::now();
         packet.header.extensions.clear();
         packet.header.extension = false;
@@ -565,9 +616,9 @@ impl Task {
             }
             batch.clear();
         }
-        self.metrics.forwarded.increment(sent);
-        self.metrics.direct_down.increment(direct);
-        self.metrics.forwarded_bytes.increment(bytes);
+        self.counts.forwarded += sent;
+        self.counts.direct_down += direct;
+        self.counts.forwarded_bytes += bytes;
         self.metrics
             .forward_seconds
             .record(started.elapsed().as_secs_f64());
