@@ -76,7 +76,9 @@ impl Shared {
 
     /// `now` in the room's milliseconds (the forwarder's clock).
     pub fn ms_at(&self, now: Instant) -> i64 {
-        now.saturating_duration_since(self.epoch).as_millis() as i64
+        let since = now.saturating_duration_since(self.epoch);
+        // Not `as_millis`: its 128-bit division showed in the per-packet profile.
+        (since.as_secs() * 1000 + u64::from(since.subsec_millis())) as i64
     }
 }
 
