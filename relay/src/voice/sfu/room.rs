@@ -505,7 +505,7 @@ impl Task {
                 Inbound::Audio(packet) => self.audio(user, packet, level_id, now),
                 Inbound::Video(packet) => self.video(user, packet, now),
                 Inbound::KeyframeRequest => {
-                    let now_ms = self.shared.now_ms();
+                    let now_ms = self.shared.ms_at(now);
                     let target = self
                         .shared
                         .video
@@ -639,7 +639,7 @@ impl Task {
             return;
         }
         let keyframe = super::video::vp8_keyframe_start(&packet.payload);
-        let now_ms = self.shared.now_ms();
+        let now_ms = self.shared.ms_at(now);
         let actions = self.shared.video.lock().expect("video").on_packet(
             from,
             packet.header.sequence_number,
