@@ -51,7 +51,8 @@ impl Sending {
     }
 
     /// The sender report at `now` (wall clock `ntp`, a 64-bit NTP timestamp such as
-    /// `rtc::shared::time::SystemInstant::ntp` gives), with no reception blocks; `None` before the first packet (RFC 3550: only senders send reports).
+    /// `rtc::shared::time::SystemInstant::ntp` gives), with no reception blocks; `None`
+    /// before the first packet (RFC 3550: only senders send reports).
     pub fn report(&self, now: Instant, ntp: u64) -> Option<SenderReport> {
         let (timestamp, at) = self.last?;
         let elapsed = now.saturating_duration_since(at).as_secs_f64() * self.clock_rate;
