@@ -95,7 +95,9 @@ impl KeyTap {
 
 /// One direction of a connection's SRTP, outside the connection: RTP through `srtp_gcm` when
 /// the profile is AES-GCM (what browsers and `rtc` negotiate), else through `rtc`'s context,
-/// which also handles RTCP.
+/// which also handles RTCP. In declaration order (`repr(C)`): the AES-GCM part, used for
+/// every packet, before `rtc`'s larger context.
+#[repr(C)]
 pub struct Srtp {
     gcm: Option<GcmRtp>,
     rtc: Context,

@@ -15,19 +15,25 @@ use rtc::shared::marshal::{Marshal, MarshalSize};
 /// Largest RTP packet protected here (forwarded Opus stays far below).
 const MAX_RTP: usize = 1400;
 
+// Ready is kept inline, not boxed: the forwarding loop reads it for every packet it sends,
+// and a box was one more cache miss each time.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Direct {
     /// Nothing sent yet: the next forwarded packet goes through the connection and is the test.
     Untested,
-    Ready(Box<Ready>),
+    Ready(Ready),
     /// The connection's output differed from every candidate: it keeps the whole path.
     Off,
 }
 
+/// In declaration order (`repr(C)`): the addresses and then the context, whose AES-GCM part
+/// comes first (`Srtp`), so that a forwarded packet reads adjacent lines.
+#[repr(C)]
 pub(super) struct Ready {
-    context: Srtp,
     /// The socket address the connection sends media from, and the participant's address.
     pub from: SocketAddr,
     pub to: SocketAddr,
+    context: Srtp,
 }
 
 /// One short path's key test (`direction`: "down" for forwarded audio, "up" for a
@@ -48,11 +54,11 @@ impl Direct {
         let found = direct_srtp::local_context(tap, plaintext, &sent.message);
         count_key_test("down", found.is_some());
         *self = match found {
-            Some(context) => Direct::Ready(Box::new(Ready {
-                context,
+            Some(context) => Direct::Ready(Ready {
                 from: sent.transport.local_addr,
                 to: sent.transport.peer_addr,
-            })),
+                context,
+            }),
             None => {
                 tracing::info!(
                     "sfu: a connection's SRTP output matches no tapped key; it keeps the full pipeline"

@@ -212,7 +212,8 @@ struct Task {
     shared: Arc<Shared>,
     sockets: Vec<UdpSocket>,
     local: Vec<SocketAddr>,
-    peers: HashMap<Id, Peer>,
+    /// Boxed: the map stays dense (the forwarding loop looks a listener up per packet).
+    peers: HashMap<Id, Box<Peer>>,
     demux: Demux,
     inbound: Vec<Inbound>,
     /// Per socket: the short path's datagrams of the packet being forwarded.
@@ -336,7 +337,7 @@ impl Task {
                         video_ssrc: peer.video_slot.as_ref().map(|v| v.ssrc),
                     };
                     self.demux.add(user, peer.ufrag.clone());
-                    self.peers.insert(user, peer);
+                    self.peers.insert(user, Box::new(peer));
                     self.drain(user, now);
                     offered
                 });
