@@ -26,7 +26,7 @@ const api = pageApi;
 async function rtp(page) {
   return page.evaluate(async () => {
     const pc = window.__pcs.at(-1);
-    const out = { state: pc?.connectionState, inbound: 0, energy: 0, streams: 0, outbound: 0, sources: {}, relayed: false, remote: null };
+    const out = { state: pc?.connectionState, inbound: 0, energy: 0, streams: 0, outbound: 0, sources: {}, perStream: {}, relayed: false, remote: null };
     if (!pc) return out;
     const stats = await pc.getStats();
     for (const s of stats.values()) {
@@ -34,6 +34,7 @@ async function rtp(page) {
         out.inbound += s.packetsReceived ?? 0;
         out.energy += s.totalAudioEnergy ?? 0;
         if ((s.packetsReceived ?? 0) > 0) out.streams += 1;
+        out.perStream[s.ssrc] = { packets: s.packetsReceived ?? 0, energy: s.totalAudioEnergy ?? 0 };
       }
       if (s.type === 'outbound-rtp' && s.kind === 'audio') out.outbound += s.packetsSent ?? 0;
       // What the relay's receiver reports say of this browser's microphone.
@@ -85,8 +86,13 @@ try {
   await sleep(2_000);
   const second = await Promise.all(pages.map(rtp));
   result.rtp = second.map(({ inbound, energy, streams, outbound, relayed }) => ({ inbound, energy, streams, outbound, relayed }));
-  checks.each_receives = second.every((s, i) => s.inbound - first[i].inbound >= 100 && s.streams >= 2);
-  checks.audio_energy_rises = second.every((s, i) => s.energy > first[i].energy);
+  // Per slot: two of each listener's slots (one per other participant) grow in packets
+  // (50/s) and in audio energy, not one busy slot standing for both.
+  const grown = (now, then, key, more) => Object.entries(now.perStream)
+    .filter(([ssrc, v]) => v[key] - (then.perStream[ssrc]?.[key] ?? 0) > more).length;
+  result.per_stream = second.map((s) => s.perStream);
+  checks.each_receives = second.every((s, i) => grown(s, first[i], 'packets', 50) >= 2);
+  checks.audio_energy_rises = second.every((s, i) => grown(s, first[i], 'energy', 0) >= 2);
   checks.sources_are_the_two_others = second.every((s, i) => {
     const heard = Object.keys(s.sources).map(Number);
     const others = sources.filter((_, j) => j !== i);
@@ -94,8 +100,10 @@ try {
   });
   if (relayOnly) checks.through_turn = second.every((s) => s.relayed);
 
-  // Speaking indicators light up from the fake microphones' beeps.
-  await b.locator('[data-voice-user].speaking').first().waitFor({ timeout: 15_000 });
+  // Speaking indicators light up from the fake microphones' beeps: at B, for A or C (from
+  // the slots' RTP levels, not B's own microphone).
+  await b.locator(`[data-voice-user="${ids[0]}"].speaking, [data-voice-user="${ids[2]}"].speaking`)
+    .first().waitFor({ timeout: 15_000 });
   checks.speaking_shown = true;
 
   // A mutes: A's packets stop, at A and at B; C still reaches B.
@@ -118,7 +126,22 @@ try {
   // A per-user volume at B follows A to whichever slot carries A.
   await b.getByLabel(`Volume of ana_${suffix}`).fill('20');
   await sleep(800);
-  checks.volume_follows_user = await b.evaluate(() => [...document.querySelectorAll('audio')].some((el) => Math.abs(el.volume - 0.2) < 0.01));
+  // The element playing the slot that carries A (its newest contributing source) is at
+  // 20 %, the one carrying C stays at 100 %.
+  result.volumes = await b.evaluate(([sa, sc]) => {
+    const pc = window.__pcs.at(-1);
+    const at = (source) => {
+      const r = pc.getReceivers().find((r) => {
+        const newest = r.getContributingSources().reduce((x, y) => (y.timestamp > (x?.timestamp ?? -Infinity) ? y : x), null);
+        return newest?.source === source;
+      });
+      const el = r && [...document.querySelectorAll('audio')].find((el) => el.srcObject?.getAudioTracks()[0] === r.track);
+      return el ? el.volume : null;
+    };
+    return { a: at(sa), c: at(sc) };
+  }, [sources[0], sources[2]]);
+  checks.volume_follows_user = result.volumes.a !== null && Math.abs(result.volumes.a - 0.2) < 0.01
+    && result.volumes.c === 1;
 
   // The relay's view from RTCP and ICE: all three, with no upstream loss on loopback, a sane
   // jitter (A's mute and unmute make its timestamps jump: tens of ms) and a round-trip time.

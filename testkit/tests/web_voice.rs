@@ -42,6 +42,8 @@ async fn three_browsers_talk_through_the_sfu() {
     )
     .await;
     eprintln!("rtp: {}", result["rtp"]);
+    eprintln!("per slot: {}", result["per_stream"]);
+    eprintln!("volumes: {}", result["volumes"]);
     eprintln!("relay stats: {}", result["relay_stats"]);
     eprintln!("remote inbound: {}", result["remote_inbound"]);
     browser::assert_checks(&result, CHECKS);

@@ -24,6 +24,18 @@ const RECONNECT_ATTEMPTS = 5;
 const STALL_MS = 2_200;
 const STALL_POLL_MS = 500;
 
+// The root mean square audio level (linear 0..1) since the last call for `holder` (a slot or
+// the upstream), from the `type` stats' total audio energy and duration; 0 on the first call.
+function meanLevel(holder, stats, type) {
+  const s = [...stats.values()].find((x) => x.type === type && x.kind === 'audio');
+  const energy = s?.totalAudioEnergy ?? 0;
+  const duration = s?.totalSamplesDuration ?? 0;
+  const last = holder.energy;
+  holder.energy = { energy, duration };
+  if (!last || duration <= last.duration) return 0;
+  return Math.sqrt(Math.max(0, energy - last.energy) / (duration - last.duration));
+}
+
 // FNV-1a (32 bits) of the decimal user id: the CSRC the relay puts on a speaker's packets.
 export function audioSource(userId) {
   let hash = 0x811c9dc5;
@@ -131,6 +143,7 @@ export class VoiceCall {
     if (video) video.direction = 'sendrecv';
     this.videoSlot = video?.receiver.track ?? null;
     this.up = up;
+    this.upMeter = {};
     await this.sendMic();
     if (this.video) await this.videoUp?.sender.replaceTrack(this.video.track);
     await pc.setLocalDescription(await pc.createAnswer());
@@ -230,6 +243,8 @@ export class VoiceCall {
   }
 
   // Who is on each slot and who is speaking; applies per-user volumes as speakers move.
+  // Speaking is the mean level since the last poll (from the audio energy the stats count),
+  // so a short burst between two polls lights the indicator too, not only a loud last packet.
   async sample() {
     if (this.closed) return;
     const speaking = new Set();
@@ -242,13 +257,15 @@ export class VoiceCall {
       const sync = slot.receiver.getSynchronizationSources()[0];
       const fresh = sync && newest && Math.abs(sync.timestamp - newest.timestamp) < 1_000 && sync.timestamp !== slot.lastSeen;
       slot.lastSeen = sync?.timestamp;
-      if (user && fresh && (sync.audioLevel ?? 0) > SPEAKING_LEVEL) speaking.add(user);
+      const level = meanLevel(slot, await slot.receiver.getStats(), 'inbound-rtp');
+      if (user && fresh && Math.max(level, sync.audioLevel ?? 0) > SPEAKING_LEVEL) speaking.add(user);
     }
+    if (this.closed) return;
     if (!this.muted && !this.serverMuted && this.up) {
       const stats = await this.up.sender.getStats();
-      for (const s of stats.values()) {
-        if (s.type === 'media-source' && s.kind === 'audio' && (s.audioLevel ?? 0) > SPEAKING_LEVEL) speaking.add(this.me);
-      }
+      const level = meanLevel(this.upMeter, stats, 'media-source');
+      const now = [...stats.values()].find((s) => s.type === 'media-source' && s.kind === 'audio')?.audioLevel ?? 0;
+      if (Math.max(level, now) > SPEAKING_LEVEL) speaking.add(this.me);
     }
     const changed = speaking.size !== this.speaking.size || [...speaking].some((u) => !this.speaking.has(u));
     this.speaking = speaking;
