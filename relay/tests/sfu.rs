@@ -2,7 +2,9 @@
 //! browser would be) join a voice channel, ask the relay for its offer and answer it; each
 //! sends an Opus-like RTP stream with its own RFC 6464 level. Each receives the other two,
 //! on the relay's slots (one SSRC per slot, continuous sequence numbers), never itself; a
-//! server-muted speaker is forwarded to nobody.
+//! server-muted speaker is forwarded to nobody. With more speakers than slots, each listener
+//! gets the loudest others only, and a freed slot goes to the next loudest on the same
+//! stream; a speaker over the upstream bitrate cap is cut to it.
 
 mod common;
 
@@ -362,12 +364,7 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
     // Every listener's forwarded audio took the short path (SRTP past the connection's
     // pipeline) once its first packet matched, and so did every speaker's upstream: the
     // streams above arrived intact through it.
-    let metric = |name: &str, labels: &[&str]| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let metric = |name: &str, labels: &[&str]| metric_value(&text, name, labels);
     for direction in ["direction=\"down\"", "direction=\"up\""] {
         let srtp = "concord_sfu_direct_srtp_total";
         assert_eq!(
@@ -447,6 +444,190 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         .ok(204);
     }
     assert_eq!(relay.server().app().voice.sfu.room_count(), 0);
+}
+
+/// The levels each client's slots carry now (each slot's last packet names its speaker).
+fn slot_levels(client: &Client) -> Vec<u8> {
+    let mut levels: Vec<u8> = client.streams().values().filter_map(|e| e.3).collect();
+    levels.sort_unstable();
+    levels
+}
+
+/// A metric's value in the Prometheus text (0 when absent).
+fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+                && labels.iter().all(|x| l.contains(x))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_loudest_others_up_to_the_bound_and_a_freed_slot_goes_to_the_next() {
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.voice.sfu_forwarded_speakers = 2;
+    })
+    .await;
+    let names = ["ana", "bob", "cat", "dan"];
+    let mut users = Vec::new();
+    for name in names {
+        users.push(relay.register(name).await);
+    }
+    let (guild, _) = users[0].create_guild("sfu").await;
+    let code = users[0].invite(guild).await;
+    for u in &users[1..] {
+        u.join(&code).await;
+    }
+    let channel = users[0].voice_channel(guild, "stage").await;
+    // Four speakers, ana loudest (-10 dBov) to dan quietest (-40), two slots each.
+    let levels = [10u8, 20, 30, 40];
+    let mut clients = Vec::new();
+    for (u, level) in users.iter().zip(levels) {
+        clients.push(connect(u, channel, level).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let expected = |heard: &[u8; 4]| -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|me| {
+                let mut others: Vec<u8> = (0..4)
+                    .filter(|s| *s != me && heard[*s] != 0)
+                    .map(|s| heard[s])
+                    .collect();
+                others.sort_unstable();
+                others.truncate(2);
+                others
+            })
+            .collect()
+    };
+    let all = expected(&levels);
+    for ((name, client), want) in names.iter().zip(&clients).zip(&all) {
+        let streams = client.streams();
+        eprintln!("{name} receives {streams:?}");
+        assert_eq!(streams.len(), 2, "{name}: two slots, no more: {streams:?}");
+        assert!(
+            streams.values().all(|e| e.0 >= 50),
+            "{name}: both slots busy: {streams:?}"
+        );
+        assert_eq!(
+            &slot_levels(client),
+            want,
+            "{name} hears the two loudest others"
+        );
+    }
+    // Nobody is sent dan (the quietest): three listeners × two slots at 50 packets/s each.
+    let before: Vec<u64> = clients.iter().map(Client::total).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate: Vec<f64> = clients
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| (c.total() - b) as f64 / 2.0)
+        .collect();
+    assert!(
+        rate.iter().all(|r| (80.0..130.0).contains(r)),
+        "two streams of 50 packets/s each: {rate:?}"
+    );
+
+    // Server-muting ana frees her slot at every listener: dan (the next loudest) takes it,
+    // on the same slot's continuous stream.
+    let ana = users[0].id;
+    users[0]
+        .patch(
+            &format!("/api/v1/guilds/{guild}/voice-states/{ana}"),
+            json!({ "server_mute": true }),
+        )
+        .await
+        .ok(200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = expected(&[0, 20, 30, 40]);
+    for ((name, client), want) in names.iter().zip(&clients).zip(&now) {
+        let streams = client.streams();
+        eprintln!("{name} receives {streams:?} with ana muted");
+        assert_eq!(streams.len(), 2, "{name}: still two slots: {streams:?}");
+        // Ana herself still hears bob and cat; the others now hear dan in her place.
+        assert_eq!(&slot_levels(client), want, "{name}: {streams:?}");
+        assert!(
+            streams.values().all(|e| e.2 == 0),
+            "{name}: no sequence gap across the switch: {streams:?}"
+        );
+    }
+
+    // The packet metrics: participants, forwarded packets and bytes, time per packet.
+    let text = reqwest::get(format!("{}/metrics", relay.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric_value(&text, "concord_sfu_rooms", &[]), 1.0, "{text}");
+    assert_eq!(
+        metric_value(&text, "concord_sfu_participants", &[]),
+        4.0,
+        "{text}"
+    );
+    let packets = metric_value(&text, "concord_sfu_forwarded_packets_total", &[]);
+    let bytes = metric_value(&text, "concord_sfu_forwarded_bytes_total", &[]);
+    // Each forwarded packet: a 12-byte header, one CSRC and the 60-byte payload.
+    assert!(packets > 1_000.0, "{packets} packets forwarded");
+    assert_eq!(bytes, packets * 76.0, "{bytes} bytes for {packets} packets");
+    let timed = metric_value(&text, "concord_sfu_forward_seconds_count", &[]);
+    let seconds = metric_value(&text, "concord_sfu_forward_seconds_sum", &[]);
+    assert!(
+        timed > 500.0 && seconds > 0.0 && seconds / timed < 0.01,
+        "time per forwarded packet: {timed} observations, {seconds} s"
+    );
+    for client in clients {
+        client.sender.abort();
+        let _ = client.pc.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_speaker_over_the_upstream_cap_is_cut_to_it() {
+    // 16 kbit/s (the smallest allowed) is 2,000 bytes/s; the clients send 72 bytes of
+    // header and payload 50 times a second (3,600 bytes/s).
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.voice.sfu_max_upstream_kbps = 16;
+    })
+    .await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let (guild, _) = ana.create_guild("sfu").await;
+    bob.join(&ana.invite(guild).await).await;
+    let channel = ana.voice_channel(guild, "stage").await;
+    let a = connect(&ana, channel, 10).await;
+    let b = connect(&bob, channel, 20).await;
+    // Past the bucket's one-second burst.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = a.total();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let per_second = (a.total() - before) as f64 / 4.0;
+    eprintln!("ana receives bob at {per_second} packets/s under a 16 kbit/s cap");
+    // 2,000 / 72 ≈ 27.8 packets/s pass.
+    assert!(
+        (22.0..34.0).contains(&per_second),
+        "bob cut to the cap: {per_second} packets/s"
+    );
+    let text = reqwest::get(format!("{}/metrics", relay.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = metric_value(
+        &text,
+        "concord_sfu_dropped_packets_total",
+        &["reason=\"upstream_bitrate\""],
+    );
+    assert!(dropped > 100.0, "{dropped} packets dropped at the cap");
+    for client in [a, b] {
+        client.sender.abort();
+        let _ = client.pc.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
