@@ -288,6 +288,109 @@ mod tests {
     use bytes::Bytes;
     use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 
+    /// A viewer's NACK is answered from what the SFU's video connections sent: the engine
+    /// for video registers the NACK responder (and negotiates `nack` for VP8); audio's has
+    /// no interceptor at all.
+    #[test]
+    fn the_sfus_video_connections_resend_what_a_viewer_nacks() {
+        use rtc::interceptor::{
+            AttributedPacket, Interceptor, Packet, RTCPFeedback, StreamInfo, TaggedPacket,
+        };
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
+        use rtc::sansio::Protocol;
+        use rtc::shared::TransportContext;
+
+        let tagged = |packet: Packet| TaggedPacket {
+            now: std::time::Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(packet),
+        };
+        let nack_of = |seq: u16| {
+            let nack = TransportLayerNack {
+                sender_ssrc: 1,
+                media_ssrc: 7,
+                nacks: vec![NackPair {
+                    packet_id: seq,
+                    lost_packets: 0b1,
+                }],
+            };
+            Packet::Rtcp(vec![Box::new(nack)])
+        };
+        let video = StreamInfo {
+            ssrc: 7,
+            payload_type: 96,
+            clock_rate: VP8_CLOCK_RATE,
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            rtcp_feedback: vec![RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        };
+        let send = |interceptor: &mut dyn FnMut(TaggedPacket) -> Vec<u16>| {
+            let mut out = Vec::new();
+            for seq in 10..20u16 {
+                let mut p = rtp::Packet::default();
+                p.header.version = 2;
+                p.header.ssrc = 7;
+                p.header.payload_type = 96;
+                p.header.sequence_number = seq;
+                p.payload = Bytes::from(vec![seq as u8; 30]);
+                out.extend(interceptor(tagged(Packet::Rtp(p))));
+            }
+            out
+        };
+
+        // VP8 offers `nack` (the viewer's browser NACKs what it lost).
+        assert!(
+            vp8_codec()
+                .rtcp_feedback
+                .iter()
+                .any(|f| f.typ == "nack" && f.parameter.is_empty())
+        );
+        let (_, registry) = sfu_media_engine(true).unwrap();
+        let mut chain = registry.build();
+        chain.bind_local_stream(&video);
+        let written = send(&mut |p| {
+            chain.handle_write(p).unwrap();
+            std::iter::from_fn(|| chain.poll_write())
+                .filter_map(|p| match p.message.packet {
+                    Packet::Rtp(r) => Some(r.header.sequence_number),
+                    _ => None,
+                })
+                .collect()
+        });
+        assert_eq!(written, (10..20).collect::<Vec<u16>>());
+        // The viewer lost 13 and 14.
+        chain.handle_read(tagged(nack_of(13))).unwrap();
+        let resent: Vec<(u16, Bytes)> = std::iter::from_fn(|| chain.poll_write())
+            .filter_map(|p| match p.message.packet {
+                Packet::Rtp(r) => Some((r.header.sequence_number, r.payload)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            resent,
+            vec![
+                (13, Bytes::from(vec![13u8; 30])),
+                (14, Bytes::from(vec![14u8; 30]))
+            ]
+        );
+
+        // Audio only: nothing buffered, nothing resent.
+        let (_, registry) = sfu_media_engine(false).unwrap();
+        let mut chain = registry.build();
+        chain.bind_local_stream(&video);
+        send(&mut |p| {
+            chain.handle_write(p).unwrap();
+            std::iter::from_fn(|| chain.poll_write())
+                .map(|_| 0)
+                .collect()
+        });
+        chain.handle_read(tagged(nack_of(13))).unwrap();
+        assert!(chain.poll_write().is_none());
+    }
+
     #[test]
     fn the_level_survives_the_wire() {
         let mut p = rtp::Packet::default();
