@@ -143,12 +143,13 @@ try {
   checks.volume_follows_user = result.volumes.a !== null && Math.abs(result.volumes.a - 0.2) < 0.01
     && result.volumes.c === 1;
 
-  // The relay's view from RTCP and ICE: all three, with no upstream loss on loopback, a sane
-  // jitter (A's mute and unmute make its timestamps jump: tens of ms) and a round-trip time.
+  // The relay's view from RTCP: all three, with no upstream loss on loopback, a sane jitter
+  // (A's mute and unmute make its timestamps jump: tens of ms) and a round-trip time from
+  // Chrome's reception blocks on the relay's sender reports.
   result.relay_stats = await api(a, 'GET', `/api/v1/voice/channels/${lounge.id}/sfu/stats`);
   checks.relay_rtcp_stats = Array.isArray(result.relay_stats) && result.relay_stats.length === 3
     && result.relay_stats.every((s) => s.upstream_loss < 0.05 && s.upstream_jitter_ms >= 0 && s.upstream_jitter_ms < 1_000
-      && s.rtt_ms > 0 && s.rtt_ms < 1_000);
+      && s.rtt_ms >= 0 && s.rtt_ms < 1_000 && s.rtt_from === 'rtcp');
 
   // The relay's receiver reports on each browser's microphone (the relay writes them itself,
   // as its short path opens the audio past the connection): Chrome takes a round-trip time

@@ -5,7 +5,7 @@
 //! and one compound report per connection is one datagram where the interceptor sent one
 //! per stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtcp::sender_report::SenderReport;
 
@@ -67,10 +67,41 @@ impl Sending {
     }
 }
 
+/// The round-trip time a reception block about one of our streams shows (RFC 3550 6.4.1):
+/// the block arrived at `arrival_ntp` (64-bit NTP), naming the sender report it last got by
+/// its middle 32 bits (`lsr`) and how long it held it (`dlsr`, 1/65536 s). `None` when the
+/// block names no report (`lsr` 0) or the result is negative (clocks or a stale block).
+pub fn round_trip(lsr: u32, dlsr: u32, arrival_ntp: u64) -> Option<Duration> {
+    if lsr == 0 {
+        return None;
+    }
+    let arrival = (arrival_ntp >> 16) as u32;
+    let rtt = arrival.wrapping_sub(lsr).wrapping_sub(dlsr);
+    // More than half the 16.16 space (about 9 hours) is a negative difference.
+    (rtt < 1 << 31).then(|| Duration::from_secs_f64(f64::from(rtt) / 65_536.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_reception_block_gives_the_round_trip() {
+        // A report sent at NTP 1000.5 s, held 0.25 s, back at 1000.8 s: 50 ms.
+        let ntp = |secs: f64| ((secs * 65_536.0) as u64) << 16;
+        let lsr = (ntp(1000.5) >> 16) as u32;
+        let dlsr = (0.25 * 65_536.0) as u32;
+        let rtt = round_trip(lsr, dlsr, ntp(1000.8)).unwrap();
+        assert!((rtt.as_secs_f64() - 0.05).abs() < 1e-4, "{rtt:?}");
+        // No report named, or a block that would make it negative: none.
+        assert_eq!(round_trip(0, dlsr, ntp(1000.8)), None);
+        assert_eq!(round_trip(lsr, dlsr, ntp(1000.6)), None);
+        // Across the wrap of the middle 32 bits.
+        let lsr = u32::MAX - 10;
+        let rtt = round_trip(lsr, 0, u64::from(lsr.wrapping_add(6_554)) << 16).unwrap();
+        assert!((rtt.as_secs_f64() - 0.1).abs() < 1e-3, "{rtt:?}");
+    }
 
     #[test]
     fn a_report_counts_what_was_sent_and_extrapolates_the_rtp_time() {

@@ -324,7 +324,8 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         "one stream (bob's) at 50 packets/s, not two: {per_second}"
     );
 
-    // RTCP statistics per participant (sampled every 5 s): loopback loses nothing.
+    // RTCP statistics per participant (sampled every 5 s): loopback loses nothing; the round
+    // trip comes from RTCP.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stats = ana
         .get(&format!("/api/v1/voice/channels/{channel}/sfu/stats"))
@@ -338,7 +339,9 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
         let jitter = s["upstream_jitter_ms"].as_f64().unwrap();
         assert!((0.0..100.0).contains(&jitter), "{s}");
         let rtt = s["rtt_ms"].as_f64().expect("a round-trip time");
-        assert!(rtt > 0.0 && rtt < 1_000.0, "{s}");
+        assert!((0.0..1_000.0).contains(&rtt), "{s}");
+        // From RTCP: their receiver reports on the relay's sender reports.
+        assert_eq!(s["rtt_from"], "rtcp", "{s}");
     }
     // The room-level summaries (one observation per room every 5 s) are exported too;
     // the recorder is process-wide, so only this room's (the only one with RTT) moved them.

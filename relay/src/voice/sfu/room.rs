@@ -744,6 +744,7 @@ impl Task {
                 peer.user,
                 &report,
                 peer.upstream.audio_counts(),
+                peer.upstream.rtcp_rtt(),
                 &mut peer.last_counts,
             );
             metrics::histogram!("concord_sfu_loss_ratio", "direction" => "up")

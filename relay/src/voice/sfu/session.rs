@@ -23,11 +23,14 @@ const ROOM_COMMANDS: usize = 64;
 /// One sample of a participant's statistics: their upstream audio from the relay's own
 /// reception statistics (`upstream`: received, lost, jitter in ms; the connection no longer
 /// sees those packets), the rest from the connection's report. `last` carries (received,
-/// lost) of the upstream between samples so the loss is that of the last interval.
+/// lost) of the upstream between samples so the loss is that of the last interval. The
+/// round trip is RTCP's (`rtcp_rtt`, from their reception blocks on the relay's sender
+/// reports) when they have sent one, else the ICE consent checks'.
 pub(super) fn sample_stats(
     user: Id,
     report: &RTCStatsReport,
     upstream: Option<(u64, i64, f64)>,
+    rtcp_rtt: Option<std::time::Duration>,
     last: &mut (u64, i64),
 ) -> MemberStats {
     let mut out = MemberStats {
@@ -59,6 +62,7 @@ pub(super) fn sample_stats(
                     && pair.current_round_trip_time > 0.0
                 {
                     out.rtt_ms = Some(pair.current_round_trip_time * 1000.0);
+                    out.rtt_from = Some("ice".to_owned());
                 }
             }
             _ => {}
@@ -66,6 +70,10 @@ pub(super) fn sample_stats(
     }
     if down_n > 0 {
         out.downstream_loss = down_loss / f64::from(down_n);
+    }
+    if let Some(rtt) = rtcp_rtt {
+        out.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+        out.rtt_from = Some("rtcp".to_owned());
     }
     out
 }
@@ -81,8 +89,12 @@ pub struct MemberStats {
     pub upstream_jitter_ms: f64,
     /// Loss the participant reports on the slots it receives (RTCP receiver reports).
     pub downstream_loss: f64,
-    /// Round-trip time to the participant (ICE consent checks on the selected pair), ms.
+    /// Round-trip time to the participant, ms: from RTCP (their reception blocks' LSR and
+    /// DLSR on the relay's sender reports) once they have reported, else from the ICE
+    /// consent checks on the selected pair.
     pub rtt_ms: Option<f64>,
+    /// Where `rtt_ms` comes from: `rtcp` or `ice`.
+    pub rtt_from: Option<String>,
 }
 
 /// A room's quality: the mean over its participants of their loss (the worse of up and

@@ -8,11 +8,14 @@
 //! connection. So the connection no longer sees every packet, and the relay keeps the
 //! RFC 3550 statistics itself (`concord_media::reception`), for audio and video alike: they
 //! fill the reception blocks of the reports it sends (`reports`), and the loss and jitter it shows.
+//! The participant's own reception blocks on what the relay sends them give the round trip
+//! (RFC 3550: their LSR and DLSR against the relay's sender reports).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use concord_media::direct_srtp::{self, KeyTap, Srtp};
 use concord_media::reception::Reception;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
@@ -46,6 +49,8 @@ pub(super) struct Upstream {
     /// One stream per kind: a new SSRC (a screen share restarted) replaces the old one.
     audio: Option<Reception>,
     video: Option<Reception>,
+    /// The last round trip their reception blocks showed.
+    rtt: Option<Duration>,
 }
 
 impl Default for Upstream {
@@ -54,6 +59,7 @@ impl Default for Upstream {
             path: Path::Untested,
             audio: None,
             video: None,
+            rtt: None,
         }
     }
 }
@@ -115,7 +121,8 @@ impl Upstream {
     }
 
     /// RTCP from the participant still goes to the connection; a copy opened here shows
-    /// their sender reports (the receiver reports' LSR and DLSR, from which they get RTT).
+    /// their sender reports (the receiver reports' LSR and DLSR, from which they get RTT) and
+    /// their reception blocks on the relay's slots (from which the relay gets it).
     fn peek_rtcp(&mut self, datagram: &[u8], now: Instant) {
         let Path::Ready(context) = &mut self.path else {
             return;
@@ -127,14 +134,36 @@ impl Upstream {
             return;
         };
         for packet in &packets {
-            if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
+            let blocks = if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
                 for stream in [&mut self.audio, &mut self.video].into_iter().flatten() {
                     if stream.ssrc() == sr.ssrc {
                         stream.on_sender_report(sr.ntp_time, now);
                     }
                 }
+                &sr.reports
+            } else if let Some(rr) = packet.as_any().downcast_ref::<ReceiverReport>() {
+                &rr.reports
+            } else {
+                continue;
+            };
+            // Only the relay sends them media: every block with an LSR names one of its
+            // sender reports.
+            for block in blocks.iter().filter(|b| b.last_sender_report != 0) {
+                let arrival = rtc::shared::time::SystemInstant::now(now).ntp(now);
+                if let Some(rtt) = concord_media::sending::round_trip(
+                    block.last_sender_report,
+                    block.delay,
+                    arrival,
+                ) {
+                    self.rtt = Some(rtt);
+                }
             }
         }
+    }
+
+    /// The round trip to the participant from their last reception block with an LSR.
+    pub fn rtcp_rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 
     /// A packet the connection delivered (audio before the short path is ready, video).
@@ -268,6 +297,35 @@ mod tests {
         assert_eq!(report.last_sender_report, 0x2222_3333);
         assert_eq!(report.delay, 65_536);
         assert_eq!(up.audio_counts().map(|c| (c.0, c.1)), Some((3, 0)));
+
+        // Their reception block on one of the relay's slots: the relay's report left 300 ms
+        // ago and they held it 250 ms, so the round trip is 50 ms.
+        assert_eq!(up.rtcp_rtt(), None);
+        let ntp = rtc::shared::time::SystemInstant::now(t0).ntp(t0);
+        let ago = |secs: f64| ((ntp >> 16) as u32).wrapping_sub((secs * 65_536.0) as u32);
+        let rr = ReceiverReport {
+            ssrc: 5,
+            reports: vec![
+                // A block that names no report of ours is no measure.
+                ReceptionReport {
+                    ssrc: 901,
+                    ..Default::default()
+                },
+                ReceptionReport {
+                    ssrc: 900,
+                    last_sender_report: ago(0.3),
+                    delay: (0.25 * 65_536.0) as u32,
+                    ..Default::default()
+                },
+            ],
+            profile_extensions: bytes::Bytes::new(),
+        };
+        let rr = sender
+            .encrypt_rtcp(&rr.marshal().expect("marshal"))
+            .expect("encrypt");
+        assert!(matches!(up.take(&tap, &rr, t0), Taken::Connection));
+        let rtt = up.rtcp_rtt().expect("a round trip").as_secs_f64();
+        assert!((rtt - 0.05).abs() < 0.002, "{rtt}");
     }
 
     #[test]
