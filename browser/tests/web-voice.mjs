@@ -6,12 +6,13 @@
 // reaching the others) and unmute brings them back; deafen silences the listener's slots
 // and its microphone; a per-user volume follows its user onto whichever slot carries them;
 // leaving removes the participant everywhere and closes the connection; the relay's
-// statistics show every participant, without loss, with a round-trip time.
+// statistics show every participant, without loss, with a round-trip time; a browser that
+// refuses the microphone gets a clear error and stays out of the call.
 //
 // Usage: node tests/web-voice.mjs <relay base url> [relay-only]. Prints one JSON line.
 
 import { launch, finish } from '../lib/chromium.mjs';
-import { watch, guildOf, audioSource, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
+import { watch, guildOf, createAccount, audioSource, recordPeerConnections, pageApi, FAKE_MEDIA } from './web-common.mjs';
 
 const base = process.argv[2];
 const relayOnly = process.argv[3] === 'relay-only';
@@ -176,6 +177,26 @@ try {
   await a.locator(`[data-voice-user="${ids[2]}"]`).waitFor({ state: 'detached' });
   checks.leave_removes = (await c.evaluate(() => window.__pcs.at(-1).connectionState)) === 'closed'
     && (await c.locator('#voice-status').textContent()).includes('Not in voice');
+
+  // D refuses the microphone: a clear error, and D is in no call (its join was undone).
+  const dCtx = await browser.newContext();
+  await dCtx.addInitScript(recordPeerConnections);
+  await dCtx.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+  });
+  const d = await dCtx.newPage();
+  watch(d, 'D', result, origin);
+  const invite = await api(a, 'POST', `/api/v1/guilds/${guild.id}/invites`, {});
+  await d.goto(`${base}/invite/${invite.code}`);
+  await createAccount(d, `dee_${suffix}`);
+  await d.getByRole('button', { name: 'Join guild' }).click();
+  await d.getByRole('button', { name: 'Lounge' }).click();
+  await d.locator('#voice-error', { hasText: 'The microphone is not available (NotAllowedError).' }).waitFor({ timeout: 15_000 });
+  const dee = await api(d, 'GET', '/api/v1/users/@me');
+  await a.locator(`[data-voice-user="${dee.id}"]`).waitFor({ state: 'detached' });
+  checks.microphone_refused = (await d.locator('#voice-status').textContent()).includes('Not in voice')
+    && (await d.evaluate(() => window.__pcs.length === 0))
+    && !(await api(a, 'GET', `/api/v1/voice/channels/${lounge.id}/sfu/stats`)).some((s) => String(s.user_id) === String(dee.id));
 
   checks.no_console_errors = result.console_errors.length === 0;
   checks.no_foreign_requests = result.foreign_requests.length === 0;

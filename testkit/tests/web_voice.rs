@@ -24,6 +24,7 @@ const CHECKS: &[&str] = &[
     "deafen_silences",
     "deafen_shown_to_others",
     "leave_removes",
+    "microphone_refused",
     "no_console_errors",
     "no_foreign_requests",
     "no_dialogs",
