@@ -151,6 +151,11 @@ impl Client {
     fn streams(&self) -> HashMap<u32, (u64, u16, u64, Option<u8>)> {
         self.received.lock().unwrap().clone()
     }
+    /// Stops sending and closes the connection.
+    async fn close(self) {
+        self.sender.abort();
+        let _ = self.pc.close().await;
+    }
 }
 
 /// Joins the voice channel through the SFU and sends 50 packets/s at `level`.
@@ -346,22 +351,13 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
     // The room-level summaries (one observation per room every 5 s) are exported too;
     // the recorder is process-wide, so only this room's (the only one with RTT) moved them.
     relay.server().app().voice.sfu.record_room_quality();
-    let text = reqwest::get(format!("{}/metrics", relay.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&relay).await;
     for name in [
         "concord_sfu_room_loss_ratio_count",
         "concord_sfu_room_jitter_seconds_count",
         "concord_sfu_room_rtt_seconds_count",
     ] {
-        let count: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let count = metric_value(&text, name, &[]);
         assert!(count >= 1.0, "{name} in\n{text}");
     }
     // Every listener's forwarded audio took the short path (SRTP past the connection's
@@ -437,8 +433,7 @@ async fn three_participants_hear_each_other_through_the_sfu_and_server_mute_stop
     }
     // Leaving frees the room.
     for (user, client) in [(&ana, a), (&bob, b), (&cat, c)] {
-        client.sender.abort();
-        let _ = client.pc.close().await;
+        client.close().await;
         user.post(
             &format!("/api/v1/voice/channels/{channel}/leave"),
             json!({}),
@@ -454,6 +449,16 @@ fn slot_levels(client: &Client) -> Vec<u8> {
     let mut levels: Vec<u8> = client.streams().values().filter_map(|e| e.3).collect();
     levels.sort_unstable();
     levels
+}
+
+/// The relay's Prometheus text.
+async fn metrics_text(relay: &TestRelay) -> String {
+    reqwest::get(format!("{}/metrics", relay.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// A metric's value in the Prometheus text (0 when absent).
@@ -559,12 +564,7 @@ async fn only_the_loudest_others_up_to_the_bound_and_a_freed_slot_goes_to_the_ne
     }
 
     // The packet metrics: participants, forwarded packets and bytes, time per packet.
-    let text = reqwest::get(format!("{}/metrics", relay.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&relay).await;
     assert_eq!(metric_value(&text, "concord_sfu_rooms", &[]), 1.0, "{text}");
     assert_eq!(
         metric_value(&text, "concord_sfu_participants", &[]),
@@ -583,8 +583,7 @@ async fn only_the_loudest_others_up_to_the_bound_and_a_freed_slot_goes_to_the_ne
         "time per forwarded packet: {timed} observations, {seconds} s"
     );
     for client in clients {
-        client.sender.abort();
-        let _ = client.pc.close().await;
+        client.close().await;
     }
 }
 
@@ -615,12 +614,7 @@ async fn a_speaker_over_the_upstream_cap_is_cut_to_it() {
         (22.0..34.0).contains(&per_second),
         "bob cut to the cap: {per_second} packets/s"
     );
-    let text = reqwest::get(format!("{}/metrics", relay.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&relay).await;
     let dropped = metric_value(
         &text,
         "concord_sfu_dropped_packets_total",
@@ -628,8 +622,7 @@ async fn a_speaker_over_the_upstream_cap_is_cut_to_it() {
     );
     assert!(dropped > 100.0, "{dropped} packets dropped at the cap");
     for client in [a, b] {
-        client.sender.abort();
-        let _ = client.pc.close().await;
+        client.close().await;
     }
 }
 
