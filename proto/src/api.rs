@@ -512,6 +512,27 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Error codes after which the same request, sent again unchanged (a message with the same
+/// nonce), may succeed: the relay or its database was busy or away (`busy`, `unavailable`,
+/// `internal`), the sender was too fast (`rate_limited`), the commit's outcome is unknown
+/// (`retry`: the retry returns the stored message or stores it once), the disk is full
+/// (`storage_full`, 507), or the relay has not learnt the device yet (`unknown_device`).
+/// Every other code is final. The node's outbox and the web client's follow this list.
+pub const RETRYABLE_CODES: &[&str] = &[
+    "busy",
+    "internal",
+    "rate_limited",
+    "retry",
+    "storage_full",
+    "unavailable",
+    "unknown_device",
+];
+
+/// Whether a refusal with this code is worth retrying unchanged ([`RETRYABLE_CODES`]).
+pub fn is_retryable(code: &str) -> bool {
+    RETRYABLE_CODES.contains(&code)
+}
+
 /// `GET /.well-known/concord`: how a node finds a relay on libp2p, and what else it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -53,6 +53,8 @@ pub struct App {
     pub recent_writers: crate::api::read_your_writes::RecentWriters,
     /// Messages with smaller ids are archived (0: none); history responses say so.
     archived_before: std::sync::atomic::AtomicI64,
+    /// The SQLite database's free-space floor (none on PostgreSQL).
+    pub space: Option<Arc<crate::store::space::SpaceWatch>>,
 }
 
 /// The lock stripe of a channel. Ids end in a per-millisecond sequence that is mostly 0, so
@@ -77,6 +79,7 @@ pub struct AppParts {
     pub limiter: Arc<dyn RateLimiter>,
     pub worker_id: u16,
     pub instance: String,
+    pub space: Option<Arc<crate::store::space::SpaceWatch>>,
 }
 
 impl App {
@@ -110,6 +113,7 @@ impl App {
             redis_ok: AtomicBool::new(true),
             recent_writers,
             archived_before: std::sync::atomic::AtomicI64::new(0),
+            space: parts.space,
         }
     }
 
@@ -181,8 +185,15 @@ impl App {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// Ready for reads and writes: the database answers, the disk is over its floor, and
+    /// the instance is not draining.
     pub fn is_ready(&self) -> bool {
-        self.db_ok() && !self.is_draining()
+        self.db_ok() && !self.storage_low() && !self.is_draining()
+    }
+
+    /// New content is refused (the disk is under its floor or full).
+    pub fn storage_low(&self) -> bool {
+        self.space.as_ref().is_some_and(|s| s.is_low())
     }
 }
 

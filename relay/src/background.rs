@@ -1,4 +1,4 @@
-//! Periodic work: readiness checks, expiring resumable sessions, purging limiter windows,
+//! Periodic work: readiness checks (database, free space), expiring resumable sessions, purging limiter windows,
 //! revocations and challenges, renewing the worker-id lease, exporting pool gauges.
 
 use std::sync::Arc;
@@ -53,6 +53,12 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
         }),
         every(&app, Duration::from_secs(1), |app| async move {
             crate::voice::expire(&app).await;
+            if let Some(space) = &app.space {
+                let space = space.clone();
+                // statvfs can block on a sick filesystem: off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || space.check()).await;
+                metrics::gauge!("concord_ready").set(if app.is_ready() { 1.0 } else { 0.0 });
+            }
         }),
         every(&app, Duration::from_secs(5), |app| async move {
             app.voice.sfu.record_room_quality();

@@ -35,6 +35,7 @@ pub struct RelayConfig {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub database: DatabaseConfig,
+    pub storage: StorageConfig,
     pub p2p: P2pConfig,
     pub voice: VoiceConfig,
     pub redis: RedisConfig,
@@ -408,6 +409,26 @@ pub struct DatabaseConfig {
     pub read_your_writes_secs: u64,
 }
 
+/// The free-space floor of the SQLite database's filesystem (`store/space.rs`): under it,
+/// new content is refused with 507 `storage_full` and `/readyz` says `storage: low`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The floor in MiB …
+    pub min_free_mib: u64,
+    /// … or this share of the filesystem, whichever is larger (both 0: no floor).
+    pub min_free_percent: f64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            min_free_mib: 256,
+            min_free_percent: 1.0,
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> DatabaseConfig {
         DatabaseConfig {
@@ -448,6 +469,7 @@ impl Default for RelayConfig {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
             p2p: P2pConfig::default(),
             voice: VoiceConfig::default(),
             redis: RedisConfig::default(),
@@ -475,6 +497,23 @@ impl RelayConfig {
                 self.data_dir.join("relay.db").display()
             ),
         }
+    }
+
+    /// The directory of the SQLite database file (`None` on PostgreSQL).
+    pub fn sqlite_dir(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url.strip_prefix("sqlite:")?;
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        let parent = std::path::Path::new(path).parent()?;
+        Some(if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        })
     }
 
     /// Where archives go: the configured location, or `archive` in the data dir.
@@ -510,6 +549,11 @@ impl RelayConfig {
         {
             return Err(ConfigError::Invalid(
                 "redis.instance_url must be an http:// or https:// URL with a host".into(),
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.storage.min_free_percent) {
+            return Err(ConfigError::Invalid(
+                "storage.min_free_percent must be between 0 and 100".into(),
             ));
         }
         for url in &self.database.read_urls {

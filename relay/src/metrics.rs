@@ -117,6 +117,26 @@ pub const METRICS: &[(&str, &str)] = &[
         "Reads with read replicas configured, by target (replica, primary_fallback)",
     ),
     (
+        "concord_storage_free_bytes",
+        "Free bytes on the SQLite database's filesystem at the last check",
+    ),
+    (
+        "concord_storage_low",
+        "1 while that filesystem is under its free-space floor or full (new content refused)",
+    ),
+    (
+        "concord_storage_transitions_total",
+        "Changes of the free-space state, by the state entered (low, ok)",
+    ),
+    (
+        "concord_storage_refused_total",
+        "Writes refused with 507 storage_full because free space was under the floor",
+    ),
+    (
+        "concord_db_writer_reopened_total",
+        "SQLite writer connections closed because a failed write left them inside a transaction",
+    ),
+    (
         "concord_db_fast_failures_total",
         "Store calls refused at once while the database breaker is open",
     ),

@@ -16,6 +16,7 @@ use crate::config::{ConfigError, RelayConfig, normalize_origin};
 use crate::hub::CloseReason;
 use crate::listener::{self, TlsError};
 use crate::ratelimit::MemoryLimiter;
+use crate::store::space::SpaceWatch;
 use crate::store::sql::SqlStore;
 use crate::store::{Store, StoreError};
 
@@ -110,8 +111,18 @@ impl Server {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| ServerError::DataDir(config.data_dir.display().to_string(), e))?;
         }
-        let store: Arc<dyn Store> =
-            Arc::new(SqlStore::connect(&config.database_url(), &config.database.pool()).await?);
+        let mut sql = SqlStore::connect(&config.database_url(), &config.database.pool()).await?;
+        let space = config.sqlite_dir().map(|dir| {
+            let watch = Arc::new(SpaceWatch::new(
+                &dir,
+                config.storage.min_free_mib.saturating_mul(1 << 20),
+                config.storage.min_free_percent,
+            ));
+            watch.check();
+            sql.watch_space(watch.clone());
+            watch
+        });
+        let store: Arc<dyn Store> = Arc::new(sql);
         let instance = random_token(12);
         let worker_id = store
             .lease_worker_id(&instance, now_ms(), WORKER_LEASE_MS)
@@ -160,6 +171,7 @@ impl Server {
             limiter: shared_limiter,
             worker_id,
             instance,
+            space,
         }));
         let ttl_ms = app.tokens.access_ttl_secs() * 1000;
         for sid in store.revoked_sessions_since(now_ms() - ttl_ms).await? {

@@ -5,12 +5,18 @@ import { kv } from './store.js';
 import { loginBytes, sign } from './signed.js';
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(message || code);
     this.status = status;
     this.code = code;
+    // Seconds from the Retry-After header (429, 503, 507), when the relay sent one.
+    this.retryAfter = retryAfter;
   }
 }
+
+// Codes after which the same request, sent again unchanged (a message with the same nonce),
+// may succeed: concord_proto::api::RETRYABLE_CODES, plus `network` (no answer at all).
+export const RETRYABLE = new Set(['busy', 'internal', 'rate_limited', 'retry', 'storage_full', 'unavailable', 'unknown_device', 'network']);
 
 const REFRESH_MARGIN_MS = 60_000;
 
@@ -37,7 +43,10 @@ export class Api {
     const archived = resp.headers.get('concord-archived-before');
     if (archived !== null) this.archivedBefore = archived;
     const data = await resp.json().catch(() => null);
-    if (!resp.ok) throw new ApiError(resp.status, data?.code ?? `http_${resp.status}`, data?.message ?? resp.statusText);
+    if (!resp.ok) {
+      const retryAfter = Number(resp.headers.get('retry-after')) || null;
+      throw new ApiError(resp.status, data?.code ?? `http_${resp.status}`, data?.message ?? resp.statusText, retryAfter);
+    }
     // History pages say up to which seq they are current (catch-up starts after it).
     const seq = resp.headers.get('concord-channel-seq');
     if (seq !== null && Array.isArray(data)) Object.defineProperty(data, 'channelSeq', { value: Number(seq) });

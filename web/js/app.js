@@ -1,7 +1,7 @@
 // Concord web client: boot, account creation/login, guilds, channels, DMs, messages.
 // User content is only ever put into the page as text nodes (never parsed as HTML).
 
-import { Api, ApiError, NodeApi } from './api.js';
+import { Api, ApiError, NodeApi, RETRYABLE } from './api.js';
 import { Gateway } from './gateway.js';
 import { VoiceCall } from './voice.js';
 import { kv } from './store.js';
@@ -221,6 +221,8 @@ function describe(err) {
       account_suspended: 'This account is suspended on this relay.',
       network: 'The relay cannot be reached.',
       rate_limited: 'Too many attempts; wait a moment.',
+      storage_full: 'The server is out of storage; your message will be sent when there is room.',
+      retry: 'Not sure the server got this; sending again.',
     };
     return known[err.code] ?? err.message;
   }
@@ -1506,10 +1508,20 @@ async function deliver(nonce) {
     const view = state.view;
     if (view?.channel.id === m.channel_id && !view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
   } catch (err) {
-    const transient = err.status === 0 || err.status >= 500 || (err.status === 429 && err.code !== 'slowmode');
+    // A retryable refusal keeps the message with its nonce; the relay stores it once however
+    // often it arrives (docs/protocols/http.md, "Retrying a send").
+    const transient = err instanceof ApiError && (RETRYABLE.has(err.code) || err.status >= 500);
     p.status = transient ? 'waiting' : 'failed';
     p.error = describe(err);
     saveOutbox();
+    // The relay answered (an outcome it could not know, a full disk, a busy database): try
+    // again after its Retry-After, else with backoff. No answer at all waits for the gateway
+    // to come back (flushOutbox).
+    if (transient && err.status !== 0) {
+      p.attempts = (p.attempts ?? 0) + 1;
+      const backoff = Math.min(30, 2 ** (p.attempts - 1));
+      setTimeout(() => { if (state.outbox.get(nonce)?.status === 'waiting') deliver(nonce); }, 1000 * (err.retryAfter ?? backoff));
+    }
   } finally {
     p.inflight = false;
   }

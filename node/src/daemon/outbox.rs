@@ -10,12 +10,11 @@ use concord_net::protocol::Response;
 
 use super::{Inner, now_ms};
 
-/// Refusals that will not change on retry: the message is dropped and the sender told.
+/// Refusals that will not change on retry: the message is dropped and the sender told. The
+/// others (`retry`, `storage_full`, `unavailable` …) keep it in the outbox, sent again with
+/// its nonce.
 fn is_permanent(code: &str) -> bool {
-    !matches!(
-        code,
-        "busy" | "internal" | "rate_limited" | "unavailable" | "unknown_device"
-    )
+    !concord_proto::api::is_retryable(code)
 }
 
 pub async fn run(inner: Arc<Inner>) {

@@ -47,12 +47,25 @@ pub enum ApiError {
     /// 503 while shutting down or when a dependency is down.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// 503 `retry`: the write's outcome is unknown (the database connection was lost during
+    /// its commit); retrying it with the same nonce returns the stored message or stores it
+    /// once.
+    #[error("the outcome of this write is unknown; retry it with the same nonce")]
+    Retry,
+    /// 507 `storage_full`: the server's disk is full or under its free-space floor; nothing
+    /// was written. Reads go on; retry after `Retry-After`.
+    #[error("the server's storage is full; retry later")]
+    StorageFull,
     /// 500; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `Retry-After` of a 507: the free-space check runs every second, but an operator needs
+/// longer than that to make room.
+pub const STORAGE_FULL_RETRY_SECS: u64 = 10;
 
 impl ApiError {
     pub fn missing_access() -> ApiError {
@@ -77,7 +90,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited(_) | ApiError::SlowMode(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Retry => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +110,8 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited".into(),
             ApiError::SlowMode(_) => "slowmode".into(),
             ApiError::Unavailable(_) => "unavailable".into(),
+            ApiError::Retry => "retry".into(),
+            ApiError::StorageFull => "storage_full".into(),
             ApiError::Internal(_) => "internal".into(),
         }
     }
@@ -109,6 +125,8 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable => {
                 ApiError::Unavailable("the database is unavailable; retry shortly")
             }
+            StoreError::StorageFull => ApiError::StorageFull,
+            StoreError::OutcomeUnknown => ApiError::Retry,
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -129,6 +147,16 @@ impl IntoResponse for ApiError {
             crate::ratelimit::set_headers(response.headers_mut(), decision);
             let retry = HeaderValue::from(decision.reset_secs());
             response.headers_mut().insert(header::RETRY_AFTER, retry);
+        }
+        let retry_after = match &self {
+            ApiError::StorageFull => Some(STORAGE_FULL_RETRY_SECS),
+            ApiError::Retry | ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::SlowMode(ms) = &self {
             let retry = HeaderValue::from(((ms + 999) / 1000).max(1));

@@ -76,7 +76,9 @@ pub const CHANNEL_SEQ: &str = "concord-channel-seq";
 #[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("channel_id" = Id, Path)), request_body = SendMessage,
     responses((status = 201, body = Message, description = "created"), (status = 200, body = Message, description = "the message first sent with this nonce"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "`retry`: the commit's outcome is unknown, send again with the same nonce; `unavailable`: nothing was written"),
+        (status = 507, body = ErrorBody, description = "`storage_full`: the disk is under its free-space floor; nothing was written, retry after Retry-After")))]
 pub async fn send(
     State(app): State<Arc<App>>,
     caller: Caller,

@@ -22,6 +22,9 @@ pub struct Readiness {
     /// `ok`, `down` (the instance still serves its own clients: degraded) or `none` (a
     /// single instance without Redis).
     pub redis: &'static str,
+    /// `ok`, `low` (the disk is under its free-space floor: new content is refused with 507
+    /// `storage_full`, reads go on; not ready) or `none` (PostgreSQL: its disk is its own).
+    pub storage: &'static str,
     pub draining: bool,
 }
 
@@ -47,6 +50,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Readiness>
         },
         database: if app.db_ok() { "ok" } else { "down" },
         redis,
+        storage: match &app.space {
+            None => "none",
+            Some(_) if app.storage_low() => "low",
+            Some(_) => "ok",
+        },
         draining: app.is_draining(),
     };
     (

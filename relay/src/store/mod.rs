@@ -3,6 +3,7 @@
 //! both.
 
 mod records;
+pub mod space;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -25,14 +26,84 @@ pub enum StoreError {
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
-    /// The database is down (its breaker is open): the call failed fast without trying.
+    /// The database is down (its breaker is open, or the connection failed): nothing was
+    /// written.
     #[error("database unavailable; retry shortly")]
     Unavailable,
+    /// The disk is full, or its free space is under the floor (`space.rs`): nothing was
+    /// written; reads go on.
+    #[error("the server's storage is full; retry later")]
+    StorageFull,
+    /// The connection was lost while the write's transaction committed: it may or may not
+    /// have been stored. Idempotent writes (a message's nonce) are safe to retry as they are.
+    #[error("the write's outcome is unknown; retry it with the same nonce")]
+    OutcomeUnknown,
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts a driver error: disk full (SQLite `SQLITE_FULL`, PostgreSQL `53100`), the
+    /// database out of reach (I/O, pool timeout or closed, a crashed worker), or anything else.
+    fn from(e: sqlx::Error) -> StoreError {
+        if is_disk_full(&e) {
+            return StoreError::StorageFull;
+        }
+        if is_connection_failure(&e) {
+            return StoreError::Unavailable;
+        }
+        StoreError::Database(e)
+    }
+}
+
+impl StoreError {
+    /// An error from a transaction's COMMIT: a connection that failed then leaves the outcome
+    /// unknown (the server may have committed before the answer was lost).
+    pub fn from_commit(e: sqlx::Error) -> StoreError {
+        match StoreError::from(e) {
+            StoreError::Unavailable => StoreError::OutcomeUnknown,
+            other => other,
+        }
+    }
+
+    /// Errors that are the same for every write while they last (nothing message-specific):
+    /// a batch that fails with one is not retried message by message.
+    pub fn is_systemic(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable | StoreError::StorageFull | StoreError::OutcomeUnknown
+        )
+    }
+}
+
+/// SQLite's `SQLITE_FULL` (13) or PostgreSQL's `disk_full` (53100).
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    // SQLite's codes are numbers, PostgreSQL's five-character SQLSTATEs.
+    db.code()
+        .is_some_and(|code| code == "13" || code == "53100")
+}
+
+/// The database could not be reached or the connection broke.
+fn is_connection_failure(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        // PostgreSQL: connection exceptions (08…), shutting down / crash recovery (57P01–3).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"),
+        _ => false,
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -40,7 +40,7 @@ impl AccountStore for SqlStore {
         account: &AccountRecord,
         device: &DeviceRecord,
     ) -> StoreResult<()> {
-        let _t = self.begin("create_account")?;
+        let _t = self.begin_write("create_account")?;
         let mut tx = self.write.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, username, account_key, created_at) VALUES ($1, $2, $3, $4)",
@@ -138,7 +138,7 @@ impl AccountStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "add_device"))]
     async fn add_device(&self, device: &DeviceRecord) -> StoreResult<()> {
-        let _t = self.begin("add_device")?;
+        let _t = self.begin_write("add_device")?;
         match bind_device(sqlx::query(insert_device_sql()), device)
             .execute(&self.write)
             .await

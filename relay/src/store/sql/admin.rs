@@ -234,7 +234,7 @@ impl AdminStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "create_instance_invite"))]
     async fn create_instance_invite(&self, i: &InstanceInvite) -> StoreResult<()> {
-        let _t = self.begin("create_instance_invite")?;
+        let _t = self.begin_write("create_instance_invite")?;
         sqlx::query(
             "INSERT INTO instance_invites (code, created_by, max_uses, uses, expires_at, created_at) \
              VALUES ($1, $2, $3, 0, $4, $5)",

@@ -200,7 +200,7 @@ impl ArchiveStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "restore_messages"))]
     async fn restore_messages(&self, messages: &[ArchivedMessage]) -> StoreResult<u64> {
-        let _t = self.begin("restore_messages")?;
+        let _t = self.begin_write("restore_messages")?;
         let mut tx = self.write.begin().await?;
         let mut restored = 0;
         for chunk in messages.chunks(500) {

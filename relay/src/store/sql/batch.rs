@@ -45,7 +45,7 @@ impl Batcher {
 
     pub(super) async fn insert(&self, message: NewMessage) -> StoreResult<InsertedMessage> {
         let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        let closed = || StoreError::Unavailable;
         self.jobs
             .send(Job { message, reply })
             .await
@@ -66,6 +66,15 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
         let messages: Vec<&NewMessage> = jobs.iter().map(|j| &j.message).collect();
         let results = match write_batch(&pool, backend, &messages).await {
             Ok(results) => results,
+            // The same for every message (the database is gone, the disk is full, the commit's
+            // outcome is unknown): each sender gets it, and retries with its nonce.
+            Err(e) if e.is_systemic() => {
+                tracing::debug!(error = %e, size = jobs.len(), "batch failed");
+                messages
+                    .iter()
+                    .map(|_| Some(Err(clone_systemic(&e))))
+                    .collect()
+            }
             Err(e) => {
                 tracing::debug!(error = %e, size = jobs.len(), "batch failed; inserting one by one");
                 let mut one_by_one = Vec::with_capacity(jobs.len());
@@ -83,6 +92,14 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
             };
             let _ = job.reply.send(result);
         }
+    }
+}
+
+fn clone_systemic(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::StorageFull => StoreError::StorageFull,
+        StoreError::OutcomeUnknown => StoreError::OutcomeUnknown,
+        _ => StoreError::Unavailable,
     }
 }
 
@@ -277,7 +294,7 @@ async fn write_batch(
         q.execute(&mut *tx).await?;
     }
     debug_assert_eq!(EventKind::MessageCreate.as_str(), "message_create");
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::from_commit)?;
 
     for (i, message) in created {
         results[i] = Some(Ok(InsertedMessage {

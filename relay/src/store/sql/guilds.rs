@@ -213,7 +213,7 @@ impl GuildStore for SqlStore {
         everyone: &Role,
         channels: &[Channel],
     ) -> StoreResult<()> {
-        let _t = self.begin("create_guild")?;
+        let _t = self.begin_write("create_guild")?;
         let mut tx = self.write.begin().await?;
         sqlx::query("INSERT INTO guilds (id, name, owner_id, created_at) VALUES ($1, $2, $3, $4)")
             .bind(guild.id.0)
@@ -338,7 +338,7 @@ impl GuildStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "create_channel"))]
     async fn create_channel(&self, channel: &Channel) -> StoreResult<()> {
-        let _t = self.begin("create_channel")?;
+        let _t = self.begin_write("create_channel")?;
         let mut tx = self.write.begin().await?;
         insert_channel(&mut tx, channel, channel.id.unix_ms()).await?;
         tx.commit().await?;
@@ -422,7 +422,7 @@ impl GuildStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "put_overwrite"))]
     async fn put_overwrite(&self, channel_id: Id, overwrite: &Overwrite) -> StoreResult<()> {
-        let _t = self.begin("put_overwrite")?;
+        let _t = self.begin_write("put_overwrite")?;
         let mut conn = self.write.acquire().await?;
         upsert_overwrite(&mut conn, channel_id, overwrite).await
     }
@@ -441,7 +441,7 @@ impl GuildStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "create_role"))]
     async fn create_role(&self, role: &Role) -> StoreResult<()> {
-        let _t = self.begin("create_role")?;
+        let _t = self.begin_write("create_role")?;
         sqlx::query("INSERT INTO roles (id, guild_id, name, permissions, position, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(role.id.0)
             .bind(role.guild_id.0)
@@ -668,7 +668,7 @@ impl GuildStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "create_invite"))]
     async fn create_invite(&self, invite: &Invite) -> StoreResult<()> {
-        let _t = self.begin("create_invite")?;
+        let _t = self.begin_write("create_invite")?;
         let result = sqlx::query(
             "INSERT INTO invites (code, guild_id, inviter_id, max_uses, uses, expires_at, created_at) VALUES ($1, $2, $3, $4, 0, $5, $6)",
         )
@@ -734,7 +734,7 @@ impl GuildStore for SqlStore {
         user_id: Id,
         now: i64,
     ) -> StoreResult<Result<AcceptedInvite, InviteRefusal>> {
-        let _t = self.begin("accept_invite")?;
+        let _t = self.begin_write("accept_invite")?;
         let mut tx = self.write.begin().await?;
         let sql = format!("SELECT {INVITE_COLS} FROM invites WHERE code = $1");
         let Some(row) = sqlx::query(AssertSqlSafe(sql))
@@ -814,7 +814,7 @@ impl GuildStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "open_dm"))]
     async fn open_dm(&self, new_channel: &Channel, a: Id, b: Id) -> StoreResult<Channel> {
-        let _t = self.begin("open_dm")?;
+        let _t = self.begin_write("open_dm")?;
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         let find = "SELECT channel_id FROM dm_channels WHERE user_low = $1 AND user_high = $2";
         let existing = sqlx::query(find)

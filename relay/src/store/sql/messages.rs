@@ -310,7 +310,7 @@ pub(super) async fn insert_one(pool: &AnyPool, m: &NewMessage) -> StoreResult<In
         m.created_at,
     )
     .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::from_commit)?;
     Ok(InsertedMessage {
         message,
         created: true,
@@ -321,8 +321,8 @@ pub(super) async fn insert_one(pool: &AnyPool, m: &NewMessage) -> StoreResult<In
 impl MessageStore for SqlStore {
     #[tracing::instrument(name = "db", skip_all, fields(op = "insert_message"))]
     async fn insert_message(&self, m: &NewMessage) -> StoreResult<InsertedMessage> {
-        let _t = self.begin("insert_message")?;
-        self.batcher.insert(m.clone()).await
+        let _t = self.begin_write("insert_message")?;
+        self.note_write_error(self.batcher.insert(m.clone()).await)
     }
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "edit_message"))]
@@ -334,7 +334,7 @@ impl MessageStore for SqlStore {
         mentions: &[Id],
         now: i64,
     ) -> StoreResult<ChannelEvent> {
-        let _t = self.begin("edit_message")?;
+        let _t = self.begin_write("edit_message")?;
         let mut tx = self.write.begin().await?;
         live_message(&mut tx, channel_id, message_id).await?;
         sqlx::query(
@@ -447,7 +447,7 @@ impl MessageStore for SqlStore {
         emoji: &str,
         now: i64,
     ) -> StoreResult<Option<ChannelEvent>> {
-        let _t = self.begin("add_reaction")?;
+        let _t = self.begin_write("add_reaction")?;
         self.reaction_change(channel_id, message_id, user_id, emoji, now, true)
             .await
     }

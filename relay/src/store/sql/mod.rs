@@ -23,13 +23,14 @@ mod server;
 pub mod transfer;
 
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
+use super::space::SpaceWatch;
 use super::{Backend, StoreError, StoreResult};
 use crate::cluster::breaker::{Breaker, State};
 use readers::{Readers, Replica};
@@ -67,6 +68,9 @@ pub struct SqlStore {
     breaker: Mutex<Breaker>,
     /// Group commit of new messages (batch.rs).
     batcher: batch::Batcher,
+    /// The free-space floor of the SQLite database's filesystem (`space.rs`); none on
+    /// PostgreSQL.
+    space: Option<Arc<SpaceWatch>>,
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -199,6 +203,7 @@ impl SqlStore {
                     .after_connect(|conn, _| {
                         Box::pin(async move { conn.execute(SQLITE_PRAGMAS).await.map(|_| ()) })
                     })
+                    .after_release(|conn, _| Box::pin(sqlite_writer_usable(conn)))
                     .connect_with(options.clone())
                     .await?;
                 // Migrate before the readers open, so they see the schema.
@@ -243,6 +248,7 @@ impl SqlStore {
         Ok(SqlStore {
             backend,
             batcher: batch::Batcher::spawn(write.clone(), backend),
+            space: None,
             write,
             read: Readers::new(read, replicas),
             // Two failed probes in a row (2 s apart) open it; probes go on, one success closes it.
@@ -268,6 +274,38 @@ impl SqlStore {
         Ok(QueryTimer::new(op))
     }
 
+    /// Refuses new content while `watch` says the disk is low (SQLite only: PostgreSQL's
+    /// disk is its own).
+    pub fn watch_space(&mut self, watch: Arc<SpaceWatch>) {
+        if self.backend == Backend::Sqlite {
+            self.space = Some(watch);
+        }
+    }
+
+    /// The free-space watch, when there is one.
+    pub fn space(&self) -> Option<&Arc<SpaceWatch>> {
+        self.space.as_ref()
+    }
+
+    /// Starts a call that adds content (a message, an edit, a reaction, a guild, an account
+    /// …): refused with [`StoreError::StorageFull`] while the disk is under its floor.
+    /// Deletions, logins and the relay's own bookkeeping use [`begin`](Self::begin) and go on.
+    pub(crate) fn begin_write(&self, op: &'static str) -> StoreResult<QueryTimer> {
+        if self.space.as_ref().is_some_and(|s| s.is_low()) {
+            metrics::counter!("concord_storage_refused_total").increment(1);
+            return Err(StoreError::StorageFull);
+        }
+        self.begin(op)
+    }
+
+    /// A write failed: a full disk marks the watch low at once (the next check clears it).
+    pub(crate) fn note_write_error<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        if let (Err(StoreError::StorageFull), Some(space)) = (&result, &self.space) {
+            space.mark_full();
+        }
+        result
+    }
+
     /// The probe's verdict feeds the breaker; exported as a metric.
     pub(crate) fn record_probe(&self, ok: bool) {
         if self.backend == Backend::Sqlite {
@@ -283,6 +321,25 @@ impl SqlStore {
         metrics::gauge!("concord_breaker_state", "dependency" => "database")
             .set(breaker.state(now).as_gauge());
     }
+}
+
+/// Whether the SQLite writer may go back to the pool. A statement that fails with
+/// `SQLITE_FULL` (or an I/O error) makes SQLite roll the whole transaction back by itself;
+/// sqlx's rollback then fails ("no transaction is active") and sqlx still counts the
+/// connection as inside a transaction, so its next `begin` would issue a `SAVEPOINT` that
+/// opens a transaction nobody commits (every later "commit" a `RELEASE` inside it: acked,
+/// invisible to readers, lost at restart, seqs handed out again). Such a connection is closed
+/// and the pool opens a fresh one. The ping first lets the worker run the rollback that the
+/// dropped transaction queued.
+async fn sqlite_writer_usable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("the SQLite writer was left inside a failed transaction; reopening it");
+        metrics::counter!("concord_db_writer_reopened_total").increment(1);
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Records how long one store operation took, by operation name.

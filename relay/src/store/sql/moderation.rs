@@ -161,7 +161,7 @@ impl ModerationStore for SqlStore {
 
     #[tracing::instrument(name = "db", skip_all, fields(op = "create_report"))]
     async fn create_report(&self, r: &Report) -> StoreResult<()> {
-        let _t = self.begin("create_report")?;
+        let _t = self.begin_write("create_report")?;
         sqlx::query(
             "INSERT INTO reports (id, guild_id, reporter_id, user_id, channel_id, message_id, \
              message_content, reason, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9)",
