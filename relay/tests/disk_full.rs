@@ -316,9 +316,14 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
         "second",
         1_700_000_000,
     );
-    let (status, body) =
-        common::client::login(&client.http, &client.url, &device, Some(&cert), Some("filler"))
-            .await;
+    let (status, body) = common::client::login(
+        &client.http,
+        &client.url,
+        &device,
+        Some(&cert),
+        Some("filler"),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     let mut senders = Vec::new();
     for s in 0..SENDERS {
@@ -406,7 +411,10 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
             std::fs::copy(fs.outside(name), copy.path().join(name)).unwrap();
         }
     }
-    let db = format!("sqlite://{}?mode=rw", copy.path().join("relay.db").display());
+    let db = format!(
+        "sqlite://{}?mode=rw",
+        copy.path().join("relay.db").display()
+    );
     let store = SqlStore::connect(&db, &PoolConfig::default())
         .await
         .unwrap();

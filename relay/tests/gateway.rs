@@ -255,6 +255,54 @@ async fn a_reader_that_stops_reading_is_closed_as_too_slow() {
     assert_eq!(gw.closed().await, Some(close::TOO_SLOW));
 }
 
+/// With the default queue of 512 events, a client that does not read fills its socket (and
+/// the relay's) long before its queue overflows: the 4008 close frame is queued behind
+/// megabytes. The relay keeps the connection until the client has drained them, so the client
+/// sees 4008, not a bare end of stream.
+#[tokio::test]
+async fn a_reader_that_fell_behind_its_socket_still_receives_its_close_frame() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let (guild, channel) = ana.create_guild("g").await;
+    bob.join(&ana.invite(guild).await).await;
+    let mut gw = bob.gateway().await;
+    let big = "x".repeat(4_000);
+    let mut sent = 0;
+    while relay
+        .server()
+        .app()
+        .hub
+        .session(&gw.session_id)
+        .and_then(|s| s.close_reason())
+        .is_none()
+    {
+        ana.say(channel, &big).await;
+        sent += 1;
+        assert!(sent < 10_000, "the session was never marked too slow");
+    }
+    // Well past what the sockets buffer: the close frame was queued behind megabytes.
+    assert!(sent > 512, "{sent} messages");
+    // A slow reader takes its time to come back to its socket: longer than the relay's
+    // 10 s write timeout, so the relay has given up writing events and queued its close.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut events = 0;
+    let code = loop {
+        match gw.next(Duration::from_secs(10)).await {
+            Got::Frame(f) if f.op == "event" => events += 1,
+            Got::Frame(_) => {}
+            Got::Closed(code) => break code,
+            Got::Timeout => panic!("neither the close frame nor the end of the stream came"),
+        }
+    };
+    eprintln!("{sent} sent, {events} events read before the close");
+    assert_eq!(
+        code,
+        Some(close::TOO_SLOW),
+        "the client sees 4008, not a bare end of stream"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away() {
     let relay = TestRelay::start(Backend::Sqlite).await;

@@ -26,6 +26,8 @@ pub fn open_connections() -> usize {
 
 /// A slow socket write longer than this closes the connection as too slow.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the 4008 close frame may wait behind what the slow client has not read yet.
+const CLOSE_TIMEOUT_SLOW: Duration = Duration::from_secs(15);
 
 struct Counted;
 
@@ -105,11 +107,27 @@ pub async fn run(app: Arc<App>, mut socket: WebSocket, ip: IpAddr) {
         if let End::Close(code, reason) = end {
             metrics::counter!("concord_gateway_closes_total", "code" => code.to_string())
                 .increment(1);
-            let _ = timeout(
-                Duration::from_secs(1),
-                socket.send(close_message(code, reason)),
-            )
-            .await;
+            // A client that fell behind (4008) has megabytes queued before the close frame
+            // (tungstenite's buffer and both sockets'): give it time to read them, so it learns
+            // it was too slow instead of seeing a bare end of stream. Others get a second.
+            let wait = if code == close::TOO_SLOW {
+                CLOSE_TIMEOUT_SLOW
+            } else {
+                Duration::from_secs(1)
+            };
+            let sent = timeout(wait, socket.send(close_message(code, reason))).await;
+            // Then wait briefly for the client's close frame: closing a socket with unread
+            // input resets it, and a reset throws away what is still queued for the client.
+            if matches!(sent, Ok(Ok(()))) {
+                let _ = timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(m)) = socket.recv().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
         } else {
             metrics::counter!("concord_gateway_closes_total", "code" => "client").increment(1);
         }
