@@ -28,18 +28,27 @@ where
 }
 
 pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<()>> {
+    let probe = Duration::from_millis(app.config.database.probe_interval_ms);
     vec![
-        every(&app, Duration::from_secs(2), |app| async move {
+        // The database probe: feeds the store's breaker (`ping`) and `/readyz`.
+        every(&app, probe, |app| async move {
             let ok = match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "database check failed");
+                    if app.db_ok() {
+                        tracing::warn!(error = %e, "database check failed");
+                    }
                     false
                 }
                 Err(_) => false,
             };
+            if ok && !app.db_ok() {
+                tracing::warn!("the database answers again");
+            }
             app.set_db_ok(ok);
             metrics::gauge!("concord_ready").set(if app.is_ready() { 1.0 } else { 0.0 });
+        }),
+        every(&app, Duration::from_secs(2), |app| async move {
             let stats = app.store.pool_stats();
             for (pool, state, n) in [
                 ("write", "open", stats.write_size),

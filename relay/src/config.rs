@@ -402,7 +402,14 @@ pub struct DatabaseConfig {
     pub max_write_connections: u32,
     /// Per read pool: the primary's, and each replica's.
     pub max_read_connections: u32,
+    /// SQLite: how long a call waits for the connection it needs.
     pub acquire_timeout_secs: u64,
+    /// PostgreSQL: how long a call waits for a connection (a pooled one, or a new one while
+    /// the database refuses connections) before it fails with 503 `unavailable`.
+    pub fail_fast_ms: u64,
+    /// How often the database is probed; two failed probes in a row open the breaker (calls
+    /// fail at once), the first that succeeds closes it.
+    pub probe_interval_ms: u64,
     /// PostgreSQL read replicas (`postgres://…`); reads spread over them.
     pub read_urls: Vec<String>,
     /// After a client writes, its reads stay on the primary this long.
@@ -435,6 +442,8 @@ impl Default for DatabaseConfig {
             max_write_connections: 16,
             max_read_connections: 16,
             acquire_timeout_secs: 10,
+            fail_fast_ms: 800,
+            probe_interval_ms: 250,
             read_urls: Vec::new(),
             read_your_writes_secs: 5,
         }
@@ -447,6 +456,7 @@ impl DatabaseConfig {
             max_write_connections: self.max_write_connections,
             max_read_connections: self.max_read_connections,
             acquire_timeout: std::time::Duration::from_secs(self.acquire_timeout_secs),
+            fail_fast: std::time::Duration::from_millis(self.fail_fast_ms),
             read_urls: self.read_urls.clone(),
             ..PoolConfig::default()
         }
@@ -549,6 +559,11 @@ impl RelayConfig {
         {
             return Err(ConfigError::Invalid(
                 "redis.instance_url must be an http:// or https:// URL with a host".into(),
+            ));
+        }
+        if self.database.fail_fast_ms == 0 || self.database.probe_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "database.fail_fast_ms and database.probe_interval_ms must be more than 0".into(),
             ));
         }
         if !(0.0..=100.0).contains(&self.storage.min_free_percent) {

@@ -337,6 +337,17 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
     for s in senders {
         s.await.unwrap();
     }
+    let text = metrics_text(&relay.url).await;
+    for name in [
+        "concord_db_writer_reopened_total",
+        "concord_storage_transitions_total{to=\"low\"}",
+        "concord_storage_transitions_total{to=\"ok\"}",
+    ] {
+        assert!(
+            metric(&text, name) > 0.0,
+            "{name} moved on a full disk:\n{text}"
+        );
+    }
     relay.stop().await;
 
     // Phase 2: a floor of 8 MiB on the 20 MiB disk.
@@ -380,16 +391,12 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
         "{}",
         r.body
     );
-    let metrics = send(
-        &reqwest::Client::new(),
-        reqwest::Method::GET,
-        format!("{}/metrics", relay.url),
-        None,
-        None,
-    )
-    .await;
-    let text = metrics.body.as_str().unwrap_or_default().to_owned();
-    assert!(text.contains("concord_storage_low 1"), "{text}");
+    let text = metrics_text(&relay.url).await;
+    assert_eq!(metric(&text, "concord_storage_low"), 1.0, "{text}");
+    assert!(
+        metric(&text, "concord_storage_refused_total") >= 2.0,
+        "{text}"
+    );
 
     fs.free_all();
     wait_for("/readyz to report storage ok again", async || {
@@ -460,6 +467,25 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
     drop(l);
     drop(store);
     fs.release().await;
+}
+
+async fn metrics_text(url: &str) -> String {
+    let r = send(
+        &reqwest::Client::new(),
+        reqwest::Method::GET,
+        format!("{url}/metrics"),
+        None,
+        None,
+    )
+    .await;
+    r.body.as_str().unwrap_or_default().to_owned()
+}
+
+/// One sample's value (0 when absent).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The same account, logged in again on the restarted relay (its signing keys persist, but

@@ -131,13 +131,17 @@ async fn every_registered_metric_moves() {
     let mut missing = Vec::new();
     // Cluster metrics move only with Redis (tests/cluster.rs), replica and breaker metrics
     // with their PostgreSQL set-up (tests/pg_replica.rs), archive ones when a month is
-    // archived (tests/archive.rs).
+    // archived (tests/archive.rs), storage ones on a full disk (tests/disk_full.rs).
     let elsewhere = [
         "concord_breaker_state",
         "concord_db_reads_total",
         "concord_db_fast_failures_total",
         "concord_jobs_total",
         "concord_archive_messages_total",
+        // A full disk (tests/disk_full.rs).
+        "concord_storage_transitions_total",
+        "concord_storage_refused_total",
+        "concord_db_writer_reopened_total",
     ];
     for (name, _) in METRICS
         .iter()
@@ -173,6 +177,7 @@ fn is_gauge(name: &str) -> bool {
             | "concord_gateway_sessions"
             | "concord_db_pool_connections"
             | "concord_ready"
+            | "concord_storage_low"
             | "concord_p2p_nodes"
             | "concord_voice_rooms"
             | "concord_voice_participants"

@@ -15,6 +15,7 @@ use concord_proto::{Id, limits};
 use sqlx::{AnyPool, AssertSqlSafe};
 use tokio::sync::{mpsc, oneshot};
 
+use super::DbBreaker;
 use super::messages::{MESSAGE_COLS, insert_one, message_row, with_reactions};
 use super::rows::{int, opt_id};
 use crate::store::{Backend, InsertedMessage, NewMessage, StoreError, StoreResult};
@@ -37,9 +38,9 @@ pub(super) struct Batcher {
 
 impl Batcher {
     /// Starts the writer task; it ends when the store (the last sender) is dropped.
-    pub(super) fn spawn(pool: AnyPool, backend: Backend) -> Batcher {
+    pub(super) fn spawn(pool: AnyPool, backend: Backend, breaker: DbBreaker) -> Batcher {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, backend, rx));
+        tokio::spawn(run(pool, backend, breaker, rx));
         Batcher { jobs }
     }
 
@@ -54,7 +55,7 @@ impl Batcher {
     }
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
+async fn run(pool: AnyPool, backend: Backend, breaker: DbBreaker, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -63,8 +64,30 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // The database is known to be down: fail at once, like every other store call.
+        if !breaker.is_closed() {
+            metrics::counter!("concord_db_fast_failures_total").increment(jobs.len() as u64);
+            for job in jobs {
+                let _ = job.reply.send(Err(StoreError::Unavailable));
+            }
+            continue;
+        }
         let messages: Vec<&NewMessage> = jobs.iter().map(|j| &j.message).collect();
-        let results = match write_batch(&pool, backend, &messages).await {
+        let outcome = write_batch(&pool, backend, &messages).await;
+        if matches!(
+            outcome,
+            Err(StoreError::Unavailable | StoreError::OutcomeUnknown)
+        ) {
+            breaker.record(false);
+            // The database is gone: the sends that queued up meanwhile were never tried; they
+            // get their answer now instead of each waiting out an attempt of its own.
+            while let Ok(job) = rx.try_recv() {
+                let _ = job.reply.send(Err(StoreError::Unavailable));
+            }
+        } else {
+            breaker.record(true);
+        }
+        let results = match outcome {
             Ok(results) => results,
             // The same for every message (the database is gone, the disk is full, the commit's
             // outcome is unknown): each sender gets it, and retries with its nonce.

@@ -5,9 +5,11 @@
 //! read-only pool beside it (WAL lets readers run during writes). PostgreSQL gets a write pool
 //! and a read pool on the primary, plus one pool per read replica (readers.rs).
 //!
-//! A breaker guards every call: when the background probe ([`ServerStore::ping`]) finds the
-//! database down, calls fail fast with [`StoreError::Unavailable`] instead of each waiting out
-//! the acquire timeout; the next probes (half-open) close it again when the database is back.
+//! A breaker guards every call: when the background probe ([`ServerStore::ping`], every
+//! `database.probe_interval_ms`) finds the database down twice, calls fail fast with
+//! [`StoreError::Unavailable`]; the next probe that succeeds closes it. Until it opens, calls
+//! fail by themselves within `database.fail_fast_ms`: the PostgreSQL pools' acquire timeout
+//! (sqlx retries a refused connection until then).
 
 mod accounts;
 mod admin;
@@ -41,7 +43,11 @@ pub struct PoolConfig {
     pub max_write_connections: u32,
     /// Read pool size (both backends).
     pub max_read_connections: u32,
+    /// SQLite: the wait for the connection a call needs.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: the wait for a connection (pooled, or new while the database refuses them),
+    /// so that calls fail within it when the database goes away.
+    pub fail_fast: Duration,
     /// PostgreSQL read replicas; reads spread over them, the primary when none answers.
     pub read_urls: Vec<String>,
     /// How long one replica may take to hand out a connection before it is skipped.
@@ -54,6 +60,7 @@ impl Default for PoolConfig {
             max_write_connections: 16,
             max_read_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            fail_fast: Duration::from_millis(800),
             read_urls: Vec::new(),
             replica_acquire_timeout: Duration::from_secs(1),
         }
@@ -64,8 +71,8 @@ pub struct SqlStore {
     backend: Backend,
     write: AnyPool,
     read: Readers,
-    /// Open while the database is down (fed by `ping`).
-    breaker: Mutex<Breaker>,
+    /// Open while the database is down (fed by `ping` and failed message commits).
+    breaker: DbBreaker,
     /// Group commit of new messages (batch.rs).
     batcher: batch::Batcher,
     /// The free-space floor of the SQLite database's filesystem (`space.rs`); none on
@@ -222,15 +229,17 @@ impl SqlStore {
                 (write, read)
             }
             Backend::Postgres => {
+                // sqlx retries a refused connection until the acquire deadline: with a dead
+                // database every call would wait it out, so the deadline is short.
                 let write = AnyPoolOptions::new()
                     .max_connections(config.max_write_connections)
-                    .acquire_timeout(config.acquire_timeout)
-                    .connect_with(options.clone())
-                    .await?;
+                    .acquire_timeout(config.fail_fast)
+                    .connect_lazy_with(options.clone());
+                wait_for_database(&write, config.acquire_timeout).await?;
                 migrator(backend).run(&write).await?;
                 let read = AnyPoolOptions::new()
                     .max_connections(config.max_read_connections)
-                    .acquire_timeout(config.acquire_timeout)
+                    .acquire_timeout(config.fail_fast)
                     .connect_with(options)
                     .await?;
                 (write, read)
@@ -245,29 +254,21 @@ impl SqlStore {
                 .connect_lazy_with(AnyConnectOptions::from_str(url)?);
             replicas.push(Replica::new(pool));
         }
+        let breaker = DbBreaker::new(backend);
         Ok(SqlStore {
             backend,
-            batcher: batch::Batcher::spawn(write.clone(), backend),
+            batcher: batch::Batcher::spawn(write.clone(), backend, breaker.clone()),
             space: None,
             write,
             read: Readers::new(read, replicas),
-            // Two failed probes in a row (2 s apart) open it; probes go on, one success closes it.
-            breaker: Mutex::new(Breaker::new(2, Duration::from_secs(2))),
+            breaker,
         })
     }
 
     /// Starts one store call: fails fast while the breaker is open, else times it. SQLite is
     /// a local file with no outage to wait out: never gated.
     pub(crate) fn begin(&self, op: &'static str) -> StoreResult<QueryTimer> {
-        if self.backend == Backend::Sqlite {
-            return Ok(QueryTimer::new(op));
-        }
-        let state = self
-            .breaker
-            .lock()
-            .expect("db breaker")
-            .state(Instant::now());
-        if state != State::Closed {
+        if !self.breaker.is_closed() {
             metrics::counter!("concord_db_fast_failures_total").increment(1);
             return Err(StoreError::Unavailable);
         }
@@ -308,10 +309,37 @@ impl SqlStore {
 
     /// The probe's verdict feeds the breaker; exported as a metric.
     pub(crate) fn record_probe(&self, ok: bool) {
-        if self.backend == Backend::Sqlite {
-            return;
-        }
-        let mut breaker = self.breaker.lock().expect("db breaker");
+        self.breaker.record(ok);
+    }
+}
+
+/// The database breaker, shared by every store call and the group commit (none on SQLite, a
+/// local file with no outage to wait out). Two failures in a row (probes every
+/// `database.probe_interval_ms`, or message commits that lost the database) open it; while
+/// open every call fails at once with [`StoreError::Unavailable`]; the next probe that
+/// succeeds closes it.
+#[derive(Clone)]
+pub(super) struct DbBreaker(Option<Arc<Mutex<Breaker>>>);
+
+impl DbBreaker {
+    fn new(backend: Backend) -> DbBreaker {
+        DbBreaker(
+            (backend == Backend::Postgres)
+                .then(|| Arc::new(Mutex::new(Breaker::new(2, Duration::from_secs(2))))),
+        )
+    }
+
+    /// Whether calls may go to the database.
+    pub(super) fn is_closed(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|b| b.lock().expect("db breaker").state(Instant::now()) == State::Closed)
+    }
+
+    /// A probe's or a commit's outcome; exported as `concord_breaker_state`.
+    pub(super) fn record(&self, ok: bool) {
+        let Some(breaker) = &self.0 else { return };
+        let mut breaker = breaker.lock().expect("db breaker");
         let now = Instant::now();
         if ok {
             breaker.success();
@@ -320,6 +348,22 @@ impl SqlStore {
         }
         metrics::gauge!("concord_breaker_state", "dependency" => "database")
             .set(breaker.state(now).as_gauge());
+    }
+}
+
+/// At start, waits up to `patience` for PostgreSQL to accept a connection (it may be starting
+/// beside the relay), although calls later fail within the pool's short acquire timeout.
+async fn wait_for_database(pool: &AnyPool, patience: Duration) -> StoreResult<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(StoreError::Database(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "waiting for the database");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 
