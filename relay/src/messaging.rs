@@ -57,9 +57,10 @@ async fn text_channel(
 async fn fan_out(app: &App, access: &ChannelAccess, event: &ChannelEvent) {
     metrics::counter!("concord_channel_events_total", "kind" => event.kind.as_str()).increment(1);
     app.hub
-        .to_channel_viewers(
+        .to_channel_event(
             &app.perms,
             &access.channel,
+            event.seq,
             event.kind.as_str(),
             &event.data,
         )
@@ -102,9 +103,10 @@ pub async fn send(
         metrics::counter!("concord_messages_persisted_total").increment(1);
         metrics::counter!("concord_channel_events_total", "kind" => "message_create").increment(1);
         app.hub
-            .to_channel_viewers(
+            .to_channel_event(
                 &app.perms,
                 &access.channel,
+                inserted.message.seq,
                 "message_create",
                 &inserted.message,
             )

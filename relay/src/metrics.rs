@@ -117,6 +117,14 @@ pub const METRICS: &[(&str, &str)] = &[
         "Reads with read replicas configured, by target (replica, primary_fallback)",
     ),
     (
+        "concord_cluster_caught_up_total",
+        "Channel events pushed from the store because the Redis subscription was down",
+    ),
+    (
+        "concord_cluster_duplicates_total",
+        "Channel events from Redis skipped because they were already pushed here",
+    ),
+    (
         "concord_storage_free_bytes",
         "Free bytes on the SQLite database's filesystem at the last check",
     ),

@@ -22,6 +22,11 @@ pub struct Readiness {
     /// `ok`, `down` (the instance still serves its own clients: degraded) or `none` (a
     /// single instance without Redis).
     pub redis: &'static str,
+    /// How other instances' events reach this one's clients: `redis` (live, pub/sub),
+    /// `store` (Redis is down: channel events are read from the database every 0.5 s;
+    /// presence, typing and cache invalidations do not cross until it is back) or `local`
+    /// (a single instance).
+    pub fanout: &'static str,
     /// `ok`, `low` (the disk is under its free-space floor: new content is refused with 507
     /// `storage_full`, reads go on; not ready) or `none` (PostgreSQL: its disk is its own).
     pub storage: &'static str,
@@ -50,6 +55,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Readiness>
         },
         database: if app.db_ok() { "ok" } else { "down" },
         redis,
+        fanout: match redis {
+            "none" => "local",
+            "ok" => "redis",
+            _ => "store",
+        },
         storage: match &app.space {
             None => "none",
             Some(_) if app.storage_low() => "low",

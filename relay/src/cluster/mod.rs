@@ -5,9 +5,10 @@
 //! applies it to its own sessions with its own permission checks. Cache invalidations and
 //! session revocations travel the same way.
 //!
-//! Redis being down costs only cross-instance delivery: each instance keeps serving its own
-//! clients, the publisher drops (and counts) what it cannot send, and the subscriber
-//! reconnects with backoff. Durable work does not ride on pub/sub (see ARCHITECTURE.md).
+//! Redis being down costs latency, not events: each instance keeps serving its own clients,
+//! the publisher drops (and counts) what it cannot send, the subscriber reconnects with
+//! backoff, and meanwhile the channel events of other instances come from the store
+//! (`catchup.rs`). Durable work does not ride on pub/sub (see ARCHITECTURE.md).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,6 +27,7 @@ use crate::app::App;
 use crate::hub::CloseReason;
 
 pub mod breaker;
+pub mod catchup;
 pub mod jobs;
 pub mod link;
 pub mod ratelimit;
@@ -53,6 +55,10 @@ pub enum Fanout {
     ChannelViewers {
         channel: Box<Channel>,
         except: Option<Id>,
+        /// The channel's seq of a stored event (typing has none): an instance that already
+        /// pushed it (from the store while Redis was down) skips it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<i64>,
         t: String,
         d: String,
     },
@@ -172,9 +178,11 @@ pub fn spawn(app: Arc<App>, redis: Redis, prefix: &str) -> Vec<JoinHandle<()>> {
         let _ = outbox.tx.set(tx.clone());
     }
     let channel = channel_name(prefix);
+    let catch_up = Arc::new(catchup::CatchUp::default());
     vec![
         tokio::spawn(publish(app.clone(), redis.clone(), channel.clone(), rx)),
-        tokio::spawn(subscribe(app.clone(), redis, channel)),
+        tokio::spawn(subscribe(app.clone(), redis, channel, catch_up.clone())),
+        tokio::spawn(catch_up.run(app.clone())),
         tokio::spawn(refresh_presence(app)),
     ]
 }
@@ -235,7 +243,7 @@ async fn publish(
     }
 }
 
-async fn subscribe(app: Arc<App>, redis: Redis, channel: String) {
+async fn subscribe(app: Arc<App>, redis: Redis, channel: String, catch_up: Arc<catchup::CatchUp>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
@@ -249,6 +257,16 @@ async fn subscribe(app: Arc<App>, redis: Redis, channel: String) {
         };
         match pubsub {
             Ok(mut pubsub) => {
+                // What was committed before the subscription took effect came from no one:
+                // sweep the store once before the first message from Redis is applied (they
+                // wait in the subscription meanwhile; the seqs keep either from repeating).
+                let swept = catch_up.sweep(&app).await;
+                if swept > 0 {
+                    tracing::info!(
+                        swept,
+                        "events committed while unsubscribed pushed from the store"
+                    );
+                }
                 app.set_redis_ok(true);
                 backoff = Duration::from_millis(200);
                 // Whatever happened while this instance was not listening, ask who is online.
@@ -308,10 +326,17 @@ pub async fn apply(app: &App, fanout: Fanout) {
         Fanout::ChannelViewers {
             channel,
             except,
+            seq,
             t,
             d,
         } => {
             let Some(t) = event_name(&t) else { return };
+            if let Some(seq) = seq
+                && !app.hub.delivered.first(channel.id, seq)
+            {
+                metrics::counter!("concord_cluster_duplicates_total").increment(1);
+                return;
+            }
             match app
                 .hub
                 .channel_viewers(

@@ -50,7 +50,10 @@ pub struct RedisLimiter {
 }
 
 /// How long one check may wait for Redis before it counts as a failure.
-const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+/// A check normally takes well under a millisecond; one that takes this long opens the
+/// breaker at once (threshold 1), so an outage costs the requests in flight this much once,
+/// then one probe per cool-down, instead of every request waiting.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl RedisLimiter {
     pub fn new(redis: Redis, prefix: &str, fallback: Arc<MemoryLimiter>) -> RedisLimiter {
@@ -59,7 +62,7 @@ impl RedisLimiter {
             conn: tokio::sync::Mutex::new(None),
             script: redis::Script::new(SCRIPT),
             prefix: prefix.to_owned(),
-            breaker: Mutex::new(Breaker::new(3, Duration::from_secs(2))),
+            breaker: Mutex::new(Breaker::new(1, Duration::from_secs(2))),
             fallback,
         }
     }

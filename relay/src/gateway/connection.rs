@@ -267,6 +267,18 @@ async fn identify_session(
             return Err(end);
         }
     };
+    // From here the instance owes this session every later event of these channels: the
+    // store catch-up (while Redis is down) starts from these seqs at the latest.
+    for c in ready
+        .guilds
+        .iter()
+        .flat_map(|g| &g.channels)
+        .chain(&ready.dms)
+    {
+        if c.kind != concord_proto::model::ChannelKind::Voice {
+            app.hub.delivered.catch_up_from(c.id, c.last_seq);
+        }
+    }
     if let Err(end) = send_text(socket, gateway::ready_frame(&ready)).await {
         app.hub.unregister(&session.id);
         return Err(end);

@@ -1,6 +1,7 @@
 //! Fan-out: which gateway sessions are online, in which guilds, and who receives each event.
 //! Authorization is checked per recipient before anything is queued.
 
+pub mod delivered;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -75,6 +76,8 @@ pub struct Hub {
     state: Mutex<State>,
     /// Fan-outs for the other instances of a cluster (unset on a single instance).
     pub outbox: crate::cluster::Outbox,
+    /// Channel events already pushed here, whichever way they came (`delivered.rs`).
+    pub delivered: delivered::Delivered,
 }
 
 fn serialise<T: Serialize>(d: &T) -> Arc<str> {
@@ -92,6 +95,7 @@ impl Hub {
         Hub {
             state: Mutex::new(State::default()),
             outbox: crate::cluster::Outbox::default(),
+            delivered: delivered::Delivered::default(),
         }
     }
 
@@ -289,6 +293,16 @@ impl Hub {
         self.push_to_users(users, t, &d, None)
     }
 
+    /// Guilds with at least one member who has a session here.
+    pub fn local_guilds(&self) -> Vec<Id> {
+        self.lock().guild_users.keys().copied().collect()
+    }
+
+    /// Users with a session here.
+    pub fn local_users(&self) -> Vec<Id> {
+        self.lock().by_user.keys().copied().collect()
+    }
+
     /// Members of the guild with a session here.
     pub fn guild_online(&self, guild: Id) -> Vec<Id> {
         self.lock()
@@ -324,12 +338,40 @@ impl Hub {
             .await
     }
 
+    /// A stored channel event (it has the channel's `seq`) to its viewers on every instance;
+    /// noted as delivered here, so the store catch-up and Redis do not push it again.
+    pub async fn to_channel_event<T: Serialize>(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+        seq: i64,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        self.delivered.first(channel.id, seq);
+        self.fan_out_to_viewers(perms, channel, None, Some(seq), t, d)
+            .await
+    }
+
     /// Like `to_channel_viewers`, leaving out one user (typing: not to the typist).
     pub async fn to_channel_viewers_except<T: Serialize>(
         &self,
         perms: &PermCache,
         channel: &Channel,
         except: Option<Id>,
+        t: &'static str,
+        d: &T,
+    ) -> usize {
+        self.fan_out_to_viewers(perms, channel, except, None, t, d)
+            .await
+    }
+
+    async fn fan_out_to_viewers<T: Serialize>(
+        &self,
+        perms: &PermCache,
+        channel: &Channel,
+        except: Option<Id>,
+        seq: Option<i64>,
         t: &'static str,
         d: &T,
     ) -> usize {
@@ -349,7 +391,7 @@ impl Hub {
             t,
             d.clone(),
         );
-        self.publish_to_viewers(channel, except, t, &d);
+        self.publish_to_viewers(channel, except, seq, t, &d);
         delivered
     }
 
@@ -365,7 +407,7 @@ impl Hub {
     ) -> usize {
         let d = serialise(d);
         let delivered = self.push_local(viewers_here, t, d.clone());
-        self.publish_to_viewers(channel, None, t, &d);
+        self.publish_to_viewers(channel, None, None, t, &d);
         delivered
     }
 
@@ -374,6 +416,7 @@ impl Hub {
         &self,
         channel: &Channel,
         except: Option<Id>,
+        seq: Option<i64>,
         t: &'static str,
         d: &Arc<str>,
     ) {
@@ -381,6 +424,7 @@ impl Hub {
             .publish(|| crate::cluster::Fanout::ChannelViewers {
                 channel: Box::new(channel.clone()),
                 except,
+                seq,
                 t: t.to_owned(),
                 d: d.to_string(),
             });
