@@ -189,7 +189,7 @@ pub fn run(args: &Args) -> Result<()> {
         downtracks: best.downtracks,
         downtracks_per_core: best.downtracks_per_core,
         loss_fraction: best.loss_fraction,
-        forward_delay_ms: best.forward_delay_ms.clone(),
+        forward_delay_ms: best.forward_delay_ms,
         raw_forwarder_pps: raw.pps_per_core,
         raw_forwarder_ratio: round2(ours / raw.pps_per_core.max(1.0)),
         seed_premise_fraction: round2(

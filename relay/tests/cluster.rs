@@ -540,8 +540,8 @@ async fn with_redis_killed_the_other_instance_delivers_from_the_store() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     reader.abort();
 
-    let received = received.lock().unwrap();
-    let sent = sent.lock().unwrap();
+    let received = std::mem::take(&mut *received.lock().unwrap());
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
     let contents: Vec<&str> = received.iter().map(|(c, _, _)| c.as_str()).collect();
     let expected: Vec<String> = (0..count).map(|i| format!("m{i}")).collect();
     assert_eq!(contents, expected, "every message, once, in order");

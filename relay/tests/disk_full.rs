@@ -80,7 +80,7 @@ impl PrivateTmpfs {
     }
 
     fn free_bytes(&self) -> u64 {
-        let st = rustix::fs::statvfs(&self.outside("")).unwrap();
+        let st = rustix::fs::statvfs(self.outside("")).unwrap();
         st.f_bavail * st.f_frsize
     }
 
@@ -446,7 +446,7 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
         "seqs are gapless"
     );
-    let l = ledger.lock().unwrap();
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     for (nonce, seq) in &l.acked {
         assert_eq!(
             stored.get(nonce),
@@ -464,7 +464,6 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
         l.acked.len(),
         l.refused.len()
     );
-    drop(l);
     drop(store);
     fs.release().await;
 }

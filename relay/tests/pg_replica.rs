@@ -526,7 +526,7 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
         "seqs are gapless"
     );
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     for (nonce, seq) in &seen.acked {
         assert_eq!(
             stored.get(nonce),
