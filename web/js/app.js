@@ -914,7 +914,9 @@ async function joinVoice(channel) {
   try {
     await call.join();
   } catch (err) {
-    if (state.call === call) endCall(describe(err));
+    // A failed join undoes itself (leave), and the gateway's voice_state_update for that may
+    // end the call first ("You left…"): the join's own reason is the one to show.
+    if (state.call === call || !state.call) endCall(describe(err));
   }
   renderChannels();
 }
