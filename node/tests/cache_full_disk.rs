@@ -44,7 +44,10 @@ fn a_full_disk_keeps_the_outbox_and_the_cache_whole() {
         .env(INSIDE, "1")
         .status()
         .expect("unshare runs");
-    assert!(status.success(), "the test inside the mount namespace failed");
+    assert!(
+        status.success(),
+        "the test inside the mount namespace failed"
+    );
 }
 
 fn inside() {
@@ -70,10 +73,7 @@ fn inside() {
             Ok(()) => taken.push(format!("n{i}")),
             Err(e) => {
                 refused += 1;
-                assert!(
-                    e.to_string().contains("full"),
-                    "a full disk says so: {e}"
-                );
+                assert!(e.to_string().contains("full"), "a full disk says so: {e}");
                 if refused == 20 {
                     break;
                 }
@@ -82,7 +82,11 @@ fn inside() {
     }
     assert!(refused > 0, "the disk never filled up");
     assert!(!taken.is_empty());
-    assert_eq!(cache.outbox_len().unwrap(), taken.len(), "the outbox holds what it took");
+    assert_eq!(
+        cache.outbox_len().unwrap(),
+        taken.len(),
+        "the outbox holds what it took"
+    );
 
     // Reopened on the full disk: every envelope it took is there, in order, and due.
     drop(cache);
