@@ -3,7 +3,8 @@
 // a banner shows while the connection is lost, a message typed offline waits in the outbox,
 // and after the restart both clients reconnect (a new gateway session, then catch-up by
 // channel seq): every message sent meanwhile appears exactly once, the offline message is
-// sent exactly once, and live delivery works again.
+// sent exactly once, and live delivery works again. Last, a send whose answer is lost (503
+// `retry`) and one refused for a full disk (507) are retried with their nonce and shown once.
 //
 // Usage: node tests/web-reconnect.mjs <relay base url>. Talks to the Rust test over
 // stdin/stdout: prints {"step":"stop"} / {"step":"start"} and waits for a line "ok".
@@ -85,7 +86,43 @@ try {
   await messageText(pageB, 'live again').waitFor();
   checks.live_again = true;
 
-  const expected = ['before restart', 'while B was offline 1', 'while B was offline 2', ...during, 'typed offline', 'live again'];
+  // A send the relay stored but whose answer was lost (503 `retry`: it could not know the
+  // outcome), and one refused for a full disk (507 `storage_full`): the client tries again
+  // after Retry-After with the same nonce, and each message appears once.
+  const posts = {};
+  const faults = { 'answer lost': 'retry', 'disk was full': 'storage_full' };
+  await pageB.route('**/api/v1/channels/*/messages', async (route) => {
+    const req = route.request();
+    if (req.method() !== 'POST') return route.fallback();
+    const body = req.postDataJSON();
+    (posts[body.content] ??= []).push(body.nonce);
+    const code = faults[body.content];
+    if (!code) return route.fallback();
+    delete faults[body.content];
+    if (code === 'retry') {
+      // The relay stores it; its answer never arrives.
+      result.lost_answer_status = (await route.fetch()).status();
+    }
+    return route.fulfill({
+      status: code === 'retry' ? 503 : 507,
+      headers: { 'content-type': 'application/json', 'retry-after': '1' },
+      body: JSON.stringify({ code, message: code === 'retry' ? 'the outcome is unknown; send again with the same nonce' : 'the relay is out of disk space' }),
+    });
+  });
+  await send(pageB, 'answer lost');
+  await send(pageB, 'disk was full');
+  for (const t of ['answer lost', 'disk was full']) await messageText(pageA, t).waitFor();
+  await pageB.locator('#messages li.pending').waitFor({ state: 'detached' });
+  await pageB.unrouteAll();
+  result.posts = posts;
+  // The stored one may also come back over the gateway first (its nonce settles the outbox
+  // entry, so no retry is needed); the refused one must be sent again.
+  const sameNonce = (list) => list.length >= 1 && list.every((n) => n === list[0]);
+  checks.retried_with_the_same_nonce = result.lost_answer_status === 201
+    && sameNonce(posts['answer lost'] ?? []) && posts['answer lost'].length <= 2
+    && posts['disk was full']?.length === 2 && sameNonce(posts['disk was full']);
+
+  const expected = ['before restart', 'while B was offline 1', 'while B was offline 2', ...during, 'typed offline', 'live again', 'answer lost', 'disk was full'];
   const seen = {
     a: await Promise.all(expected.map((t) => count(pageA, t))),
     b: await Promise.all(expected.map((t) => count(pageB, t))),
@@ -94,12 +131,12 @@ try {
   checks.each_once = [...seen.a, ...seen.b].every((n) => n === 1);
   checks.no_duplicate_ids = await pageB.evaluate(() => {
     const ids = [...document.querySelectorAll('#messages li[data-id]')].map((li) => li.dataset.id);
-    return ids.length === new Set(ids).size && ids.length === 10;
+    return ids.length === new Set(ids).size && ids.length === 12;
   });
-  // The history the relay holds agrees: reloading shows the same 10 messages.
+  // The history the relay holds agrees: reloading shows the same 12 messages.
   await pageB.reload();
   await messageText(pageB, 'live again').waitFor();
-  checks.history_complete = (await pageB.locator('#messages li[data-id]').count()) === 10;
+  checks.history_complete = (await pageB.locator('#messages li[data-id]').count()) === 12;
   checks.no_foreign_requests = result.foreign_requests.length === 0;
   checks.no_dialogs = result.dialogs.length === 0;
   result.ok = Object.values(checks).every((v) => v === true);

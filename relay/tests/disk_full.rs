@@ -9,16 +9,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::{Resp, TestRelay, TestUser, send};
+use common::ledger::Ledger;
 use concord_proto::Id;
-use concord_relay::store::MessageStore;
-use concord_relay::store::sql::{PoolConfig, SqlStore};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -190,13 +188,6 @@ impl Relay {
     }
 }
 
-/// What one send got: the nonce, and the seq if it was acknowledged.
-#[derive(Default)]
-struct Ledger {
-    acked: BTreeMap<String, i64>,
-    refused: Vec<(u16, String)>,
-}
-
 async fn send_message(user: &TestUser, channel: Id, nonce: &str) -> Resp {
     user.post(
         &format!("/api/v1/channels/{channel}/messages"),
@@ -208,13 +199,9 @@ async fn send_message(user: &TestUser, channel: Id, nonce: &str) -> Resp {
 fn record(ledger: &Mutex<Ledger>, nonce: &str, r: &Resp) {
     let mut l = ledger.lock().unwrap();
     if r.status == 201 || r.status == 200 {
-        let seq = r.body["seq"].as_i64().expect("an ack carries its seq");
-        if let Some(before) = l.acked.insert(nonce.to_owned(), seq) {
-            assert_eq!(before, seq, "{nonce} acknowledged under two seqs");
-        }
+        l.ack(nonce, r.body["seq"].as_i64().expect("an ack carries its seq"));
     } else {
-        l.refused
-            .push((r.status, r.body["code"].as_str().unwrap_or("").to_owned()));
+        l.refuse(r.status, r.body["code"].as_str().unwrap_or(""));
     }
 }
 
@@ -422,49 +409,13 @@ async fn a_full_disk_loses_no_acknowledged_message_and_the_floor_refuses_early()
         "sqlite://{}?mode=rw",
         copy.path().join("relay.db").display()
     );
-    let store = SqlStore::connect(&db, &PoolConfig::default())
-        .await
-        .unwrap();
-    let mut stored: HashMap<String, i64> = HashMap::new();
-    let mut seqs = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.events(channel, after, 100).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for e in &page {
-            seqs.push(e.seq);
-            let nonce = e.data["nonce"].as_str().unwrap().to_owned();
-            assert!(
-                stored.insert(nonce.clone(), e.seq).is_none(),
-                "{nonce} stored twice"
-            );
-        }
-    }
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
-        "seqs are gapless"
-    );
     let l = std::mem::take(&mut *ledger.lock().unwrap());
-    for (nonce, seq) in &l.acked {
-        assert_eq!(
-            stored.get(nonce),
-            Some(seq),
-            "acknowledged {nonce} is stored at its seq"
-        );
-    }
-    assert_eq!(
-        stored.len(),
-        l.acked.len(),
-        "nothing stored that was not acknowledged"
-    );
+    l.verify_against(&db, channel).await;
     eprintln!(
         "{} acknowledged messages all stored once; {} refusals, all 507",
         l.acked.len(),
         l.refused.len()
     );
-    drop(store);
     fs.release().await;
 }
 

@@ -377,10 +377,11 @@ async fn a_database_outage_fails_fast_and_recovers_without_a_restart() {
 
 /// What one sender saw: every nonce it acked (with its seq), and each 503 with the time it
 /// took and its code.
+/// The senders' ledger, and how long each 503 took.
 #[derive(Default)]
 struct Seen {
-    acked: std::collections::BTreeMap<String, i64>,
-    unavailable: Vec<(Duration, String)>,
+    ledger: common::ledger::Ledger,
+    unavailable: Vec<Duration>,
 }
 
 /// PostgreSQL killed (`-m immediate`) under five senders and started again: requests fail
@@ -428,17 +429,17 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
                     match status {
                         200 | 201 => {
                             let seq = body["seq"].as_i64().unwrap();
-                            let before = seen.lock().unwrap().acked.insert(nonce.clone(), seq);
-                            assert!(before.is_none(), "{nonce} acked twice");
+                            seen.lock().unwrap().ledger.ack(&nonce, seq);
                             break;
                         }
                         503 => {
                             let code = body["code"].as_str().unwrap().to_owned();
                             assert!(code == "unavailable" || code == "retry", "{body}");
-                            seen.lock()
-                                .unwrap()
-                                .unavailable
-                                .push((started.elapsed(), code));
+                            {
+                                let mut seen = seen.lock().unwrap();
+                                seen.unavailable.push(started.elapsed());
+                                seen.ledger.refuse(503, &code);
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         other => panic!("{other}: {body}"),
@@ -449,7 +450,7 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let before_kill = seen.lock().unwrap().acked.len();
+    let before_kill = seen.lock().unwrap().ledger.acked.len();
     assert!(before_kill > 0, "the load produced acknowledged messages");
 
     let killed = Instant::now();
@@ -462,7 +463,7 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (slowest, refused) = {
         let s = seen.lock().unwrap();
-        let slowest = s.unavailable.iter().map(|(d, _)| *d).max();
+        let slowest = s.unavailable.iter().copied().max();
         (slowest, s.unavailable.len())
     };
     let slowest = slowest.expect("sends were refused while the database was down");
@@ -473,7 +474,7 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
     // The target is 1 s (reported above); a loaded CI machine gets slack.
     assert!(slowest < Duration::from_secs(5), "{slowest:?}");
 
-    let acked_before_restart = seen.lock().unwrap().acked.len();
+    let acked_before_restart = seen.lock().unwrap().ledger.acked.len();
     let pg = tokio::task::spawn_blocking(move || {
         pg.primary.start();
         pg
@@ -482,7 +483,7 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
     .unwrap();
     let restarted = Instant::now();
     let deadline = restarted + Duration::from_secs(20);
-    while seen.lock().unwrap().acked.len() == acked_before_restart {
+    while seen.lock().unwrap().ledger.acked.len() == acked_before_restart {
         assert!(Instant::now() < deadline, "sends never went through again");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -498,58 +499,14 @@ async fn postgres_killed_under_load_fails_fast_and_loses_nothing() {
     }
 
     // Every acknowledged nonce stored once, at its seq; seqs gapless; nothing else stored.
-    let store = concord_relay::store::sql::SqlStore::connect(
-        &pg.primary.url(),
-        &concord_relay::store::sql::PoolConfig::default(),
-    )
-    .await
-    .unwrap();
-    use concord_relay::store::MessageStore;
-    let mut stored = std::collections::HashMap::new();
-    let mut seqs = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.events(channel, after, 100).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for e in &page {
-            seqs.push(e.seq);
-            let nonce = e.data["nonce"].as_str().unwrap().to_owned();
-            assert!(
-                stored.insert(nonce.clone(), e.seq).is_none(),
-                "{nonce} stored twice"
-            );
-        }
-    }
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
-        "seqs are gapless"
-    );
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    for (nonce, seq) in &seen.acked {
-        assert_eq!(
-            stored.get(nonce),
-            Some(seq),
-            "acknowledged {nonce} is stored at its seq"
-        );
-    }
-    assert_eq!(
-        stored.len(),
-        seen.acked.len(),
-        "nothing stored that was not acknowledged"
-    );
-    let retries = seen
-        .unavailable
-        .iter()
-        .filter(|(_, c)| c == "retry")
-        .count();
+    seen.ledger.verify_against(&pg.primary.url(), channel).await;
+    let retries = seen.ledger.refused_with("retry");
     eprintln!(
         "{} acknowledged, all stored once; {} answered 503 ({retries} of them retry)",
-        seen.acked.len(),
+        seen.ledger.acked.len(),
         seen.unavailable.len()
     );
-    drop(store);
     relay.shutdown().await;
     drop(pg);
 }

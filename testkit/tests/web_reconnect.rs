@@ -77,6 +77,7 @@ async fn relay_restart_under_open_clients() {
             "offline_message_waits",
             "banner_hidden",
             "live_again",
+            "retried_with_the_same_nonce",
             "each_once",
             "no_duplicate_ids",
             "history_complete",

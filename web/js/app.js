@@ -1511,7 +1511,7 @@ async function deliver(nonce) {
     if (view?.channel.id === m.channel_id && !view.messages.has(m.id) && m.seq > view.applied) view.messages.set(m.id, m);
   } catch (err) {
     // A retryable refusal keeps the message with its nonce; the relay stores it once however
-    // often it arrives (docs/protocols/http.md, "Retrying a send").
+    // often it arrives (docs/protocols/faults.md, "Retrying a send").
     const transient = err instanceof ApiError && (RETRYABLE.has(err.code) || err.status >= 500);
     p.status = transient ? 'waiting' : 'failed';
     p.error = describe(err);
