@@ -99,6 +99,8 @@ pub struct Env {
     /// Relay RSS before and after the clients connected, KiB.
     pub rss_before_kb: u64,
     pub rss_connected_kb: u64,
+    /// Relay open file descriptors before the clients connected.
+    pub fds_before: Option<relay::Fds>,
     pub connect_secs: f64,
     pub setup_secs: f64,
 }
@@ -191,6 +193,7 @@ pub async fn setup(
         nofile,
         rss_before_kb: 0,
         rss_connected_kb: 0,
+        fds_before: None,
         connect_secs: 0.0,
         setup_secs: 0.0,
     };
@@ -201,7 +204,19 @@ pub async fn setup(
     let settle = Duration::from_secs_f64((1.0 + plan.connections() as f64 / 5_000.0).min(3.0));
     tokio::time::sleep(settle).await;
     env.rss_before_kb = rss_now(&env);
+    env.fds_before = env.relay.pid.and_then(relay::open_fds);
     let connect_start = Instant::now();
+    connect_clients(&mut env).await?;
+    env.connect_secs = connect_start.elapsed().as_secs_f64();
+    // Presence announcements of the connect phase drain before anything is measured.
+    tokio::time::sleep(settle).await;
+    env.rss_connected_kb = rss_now(&env);
+    env.setup_secs = start.elapsed().as_secs_f64();
+    Ok(env)
+}
+
+/// Connects every account's gateway client (128 at a time) and spawns its loop.
+pub async fn connect_clients(env: &mut Env) -> anyhow::Result<()> {
     env.bar.set_length(env.accounts.len() as u64);
     env.bar.set_position(0);
     env.bar.set_message("connections");
@@ -223,15 +238,18 @@ pub async fn setup(
     for r in results {
         env.clients.push(r?);
     }
-    env.connect_secs = connect_start.elapsed().as_secs_f64();
-    // Presence announcements of the connect phase drain before anything is measured.
-    tokio::time::sleep(settle).await;
-    env.rss_connected_kb = rss_now(&env);
-    env.setup_secs = start.elapsed().as_secs_f64();
-    Ok(env)
+    Ok(())
 }
 
-fn rss_now(env: &Env) -> u64 {
+/// Drops every client's connection at once (no close frame, as when clients vanish).
+pub async fn drop_clients(env: &mut Env) {
+    for c in env.clients.drain(..) {
+        c.abort();
+        let _ = c.await;
+    }
+}
+
+pub fn rss_now(env: &Env) -> u64 {
     env.relay
         .pid
         .and_then(|pid| relay::read_proc(pid, env.start))

@@ -39,6 +39,8 @@ pub struct Tweaks {
     /// Voice through the SFU: libp2p on loopback (the relay signs voice grants with its
     /// identity), this many SFU rooms allowed, and rooms on the SFU from the first join.
     pub voice_rooms: Option<usize>,
+    /// `[gateway] resume_window_secs`: how long a closed connection's session is kept.
+    pub resume_window_secs: Option<u64>,
 }
 
 impl Relay {
@@ -229,6 +231,9 @@ fn config_toml(dir: &Path, database_url: Option<&str>, tweaks: &Tweaks) -> Strin
             (n * 2).max(1024 * 1024)
         ));
     }
+    if let Some(secs) = tweaks.resume_window_secs {
+        out.push_str(&format!("resume_window_secs = {secs}\n"));
+    }
     out.push_str("[database]\nacquire_timeout_secs = 60\n");
     match tweaks.voice_rooms {
         Some(rooms) => out.push_str(&format!(
@@ -339,6 +344,30 @@ pub fn read_proc(pid: u32, start: Instant) -> Option<Sample> {
     })
 }
 
+/// Open file descriptors of a process: all of them, and how many are sockets.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Fds {
+    pub total: usize,
+    pub sockets: usize,
+}
+
+/// Reads a process's descriptor table (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Option<Fds> {
+    let mut fds = Fds {
+        total: 0,
+        sockets: 0,
+    };
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        fds.total += 1;
+        if std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        {
+            fds.sockets += 1;
+        }
+    }
+    Some(fds)
+}
+
 /// Samples a process every `every` on a thread of its own.
 pub struct Sampler {
     samples: Arc<Mutex<Vec<Sample>>>,
@@ -420,6 +449,7 @@ mod tests {
                 ws_read_buffer: Some(131_072),
                 ws_write_buffer: Some(131_072),
                 voice_rooms: Some(500),
+                resume_window_secs: Some(5),
             },
         );
         let config: concord_relay::RelayConfig = toml::from_str(&text).expect("parses");
