@@ -99,6 +99,16 @@ impl PermCache {
         self.lock().members.remove(&(guild_id, user_id));
     }
 
+    /// Drops every cached entry (they reload from the store on demand): what to do when
+    /// invalidations from other instances may have been missed (Redis down).
+    pub fn clear(&self) {
+        self.bump();
+        let mut c = self.lock();
+        c.guilds.clear();
+        c.members.clear();
+        c.channels.clear();
+    }
+
     /// Drops everything about a deleted guild, including memberships.
     pub fn forget_guild(&self, guild_id: Id) {
         self.invalidate_guild(guild_id);

@@ -352,6 +352,100 @@ async fn wait_readyz(relay: &TestRelay, redis: &str) -> Value {
     }
 }
 
+/// Rules cross without Redis too: with the Redis subscription down, a kick and a logout done
+/// through A take effect on B (its permission cache and revocation set come from the store)
+/// within about a second; and what happened in the gap before B resubscribed holds after.
+#[tokio::test]
+async fn with_redis_down_kicks_and_revocations_still_reach_the_other_instance() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Some(OwnRedis::start(port));
+    let db = fresh_postgres_url().await;
+    let start = || {
+        let db = db.clone();
+        TestRelay::start_with(Backend::Sqlite, move |c| {
+            relaxed(c);
+            c.database_url = Some(db);
+            c.redis.url = Some(format!("redis://127.0.0.1:{port}"));
+        })
+    };
+    let (a, b) = (start().await, start().await);
+    wait_readyz(&a, "ok").await;
+    wait_readyz(&b, "ok").await;
+    let ana = a.register("ana").await;
+    let (guild, channel) = ana.create_guild("rules").await;
+    let invite = ana.invite(guild).await;
+    let (carl, dave) = (b.register("carl").await, b.register("dave").await);
+    carl.join(&invite).await;
+    dave.join(&invite).await;
+    let history = format!("/api/v1/channels/{channel}/messages?limit=5");
+    // B's permission cache knows carl as a member.
+    carl.get(&history).await.ok(200);
+    let mut dave_gw = dave.gateway().await;
+
+    drop(redis.take());
+    wait_readyz(&b, "down").await;
+    wait_readyz(&a, "down").await;
+
+    // Ana kicks carl through A: B refuses him soon after.
+    let r = ana
+        .delete(&format!("/api/v1/guilds/{guild}/members/{}", carl.id))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let kicked = Instant::now();
+    loop {
+        let r = carl.get(&history).await;
+        if r.status == 403 || r.status == 404 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            kicked.elapsed() < Duration::from_secs(5),
+            "B still serves a kicked member"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kick_ms = kicked.elapsed().as_millis();
+
+    // Dave logs out through A: B refuses his token and closes his socket.
+    let r = a
+        .http
+        .post(format!("{}/api/v1/auth/logout", a.url))
+        .json(&serde_json::json!({ "refresh_token": dave.refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let revoked = Instant::now();
+    assert_eq!(
+        dave_gw.closed().await,
+        Some(concord_proto::gateway::close::SESSION_REVOKED)
+    );
+    let close_ms = revoked.elapsed().as_millis();
+    let r = dave.get("/api/v1/users/@me").await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (401, Some("session_revoked")),
+        "{}",
+        r.body
+    );
+    eprintln!(
+        "with Redis down, B refused a member kicked on A after {kick_ms} ms, closed a session revoked on A after {close_ms} ms"
+    );
+
+    // Back up: B resubscribes; a rule changed meanwhile still holds, and the cluster works.
+    let _redis = OwnRedis::start(port);
+    wait_readyz(&a, "ok").await;
+    wait_readyz(&b, "ok").await;
+    let r = carl.get(&history).await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.body);
+    let r = dave.get("/api/v1/users/@me").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
 #[tokio::test]
 async fn without_redis_each_instance_serves_its_own_clients_and_recovers() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

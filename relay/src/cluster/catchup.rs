@@ -10,6 +10,11 @@
 //! message from Redis is applied, so nothing committed during the gap is missed; an event
 //! both swept and received from Redis is pushed once (by its seq).
 //!
+//! Rules cross the same way: invalidations and revocations published while this instance
+//! was not listening are lost, so every sweep (and the last one) also drops the permission
+//! cache, which reloads from the store, and reads the sessions revoked since shortly before
+//! the outage began: their tokens are refused here too and their sockets closed.
+//!
 //! Bounded: at most [`PAGES`] pages of [`PAGE`] events per channel per sweep (a channel
 //! further behind continues at the next sweep); the followed set is rebuilt every
 //! [`REFRESH`]. Cancel-safe: a sweep dropped halfway leaves the registry consistent (each
@@ -26,6 +31,9 @@ use crate::app::App;
 
 /// How often the store is read while the subscription is down.
 pub const POLL: Duration = Duration::from_millis(500);
+/// Revocations are read from this long before the outage was noticed (what was published
+/// while the subscription was dying).
+const REVOKED_MARGIN_MS: i64 = 10_000;
 /// How often the followed channels are worked out again during an outage (and at its start).
 const REFRESH: Duration = Duration::from_secs(5);
 /// Events per read.
@@ -41,6 +49,8 @@ pub struct CatchUp {
     state: tokio::sync::Mutex<Followed>,
     /// Set while the subscription is up: the next outage starts from a fresh followed set.
     stale: std::sync::atomic::AtomicBool,
+    /// When the current outage was noticed, less [`REVOKED_MARGIN_MS`] (unix ms).
+    revoked_since: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Default)]
@@ -71,6 +81,17 @@ impl CatchUp {
     pub async fn sweep(&self, app: &App) -> usize {
         let mut followed = self.state.lock().await;
         let stale = self.stale.swap(false, std::sync::atomic::Ordering::Relaxed);
+        if stale || followed.refreshed.is_none() {
+            self.revoked_since.store(
+                crate::app::now_ms() - REVOKED_MARGIN_MS,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        resync_rules(
+            app,
+            self.revoked_since.load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .await;
         if stale || followed.refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
             refresh(app, &mut followed).await;
         }
@@ -95,6 +116,26 @@ impl CatchUp {
             metrics::counter!("concord_cluster_caught_up_total").increment(pushed as u64);
         }
         pushed
+    }
+}
+
+/// What other instances changed while their invalidations could not arrive: the permission
+/// cache is dropped, and sessions revoked since `revoked_since` (unix ms) are refused here
+/// and their sockets closed.
+async fn resync_rules(app: &App, revoked_since: i64) {
+    app.perms.clear();
+    match app.store.revoked_sessions_since(revoked_since).await {
+        Ok(sessions) => {
+            let forget_after =
+                crate::app::now_ms() + (app.tokens.access_ttl_secs() + 60) * 1000;
+            for sid in sessions {
+                if !app.revoked.contains(sid) {
+                    app.apply_revocation(&[sid], &[], forget_after);
+                    metrics::counter!("concord_cluster_revocations_caught_up_total").increment(1);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "catch-up could not read revoked sessions"),
     }
 }
 
