@@ -48,6 +48,9 @@ pub fn spawn_all(app: Arc<App>, limiter: Arc<MemoryLimiter>) -> Vec<JoinHandle<(
             app.set_db_ok(ok);
             metrics::gauge!("concord_ready").set(if app.is_ready() { 1.0 } else { 0.0 });
         }),
+        every(&app, crate::voice::AUDIT_EVERY, |app| async move {
+            crate::voice::audit(&app).await;
+        }),
         every(&app, Duration::from_secs(2), |app| async move {
             let stats = app.store.pool_stats();
             for (pool, state, n) in [

@@ -232,3 +232,66 @@ async fn a_full_voice_channel_refuses_newcomers() {
     ana.post(&join, json!({})).await.ok(200);
     relay.shutdown().await;
 }
+
+/// A seat lasts only while its holder may be in the channel: a kicked member, and one whose
+/// view of the channel an overwrite removed, lose it within about a second, everyone who can
+/// see the channel gets the `voice_state_update`, and the seat's calls answer 404 after.
+#[tokio::test]
+async fn kicked_or_view_less_members_lose_their_voice_seat() {
+    let relay = TestRelay::start_with(Backend::Sqlite, |c| {
+        relaxed(c);
+        c.voice.grant_ttl_secs = 600;
+    })
+    .await;
+    let ana = relay.register("ana").await;
+    let bob = relay.register("bob").await;
+    let cat = relay.register("cat").await;
+    let (guild, _text) = ana.create_guild("seats").await;
+    let code = ana.invite(guild).await;
+    bob.join(&code).await;
+    cat.join(&code).await;
+    let voice = ana.voice_channel(guild, "lounge").await;
+    let path = |what: &str| format!("/api/v1/voice/channels/{voice}/{what}");
+    bob.post(&path("join"), json!({})).await.ok(200);
+    cat.post(&path("join"), json!({})).await.ok(200);
+    let mut ana_gw = ana.gateway().await;
+    let left = |gw_event: Value, who: Id| {
+        gw_event["user_id"] == json!(who) && gw_event["channel_id"].is_null()
+    };
+
+    // Bob is kicked.
+    let started = std::time::Instant::now();
+    ana.delete(&format!("/api/v1/guilds/{guild}/members/{}", bob.id))
+        .await
+        .ok(204);
+    let e = ana_gw
+        .event_where("voice_state_update", |d| d["user_id"] == json!(bob.id))
+        .await;
+    assert!(left(e, bob.id));
+    let kicked_ms = started.elapsed().as_millis();
+    assert_eq!(bob.patch(&path("state"), json!({ "self_mute": true })).await.status, 404);
+
+    // Cat loses view of the channel through a member overwrite.
+    let started = std::time::Instant::now();
+    ana.put(
+        &format!("/api/v1/channels/{voice}/permissions/{}", cat.id),
+        Some(json!({ "kind": OverwriteKind::Member, "allow": 0, "deny": Permissions::VIEW_CHANNEL })),
+    )
+    .await
+    .ok(204);
+    let e = ana_gw
+        .event_where("voice_state_update", |d| d["user_id"] == json!(cat.id))
+        .await;
+    assert!(left(e, cat.id));
+    let hidden_ms = started.elapsed().as_millis();
+    assert_eq!(
+        cat.patch(&path("state"), json!({ "self_mute": true })).await.status,
+        404
+    );
+    let participants = ana
+        .get(&format!("/api/v1/voice/channels/{voice}"))
+        .await
+        .ok(200);
+    assert_eq!(participants.as_array().map(Vec::len), Some(0), "{participants}");
+    eprintln!("voice seat dropped {kicked_ms} ms after a kick, {hidden_ms} ms after losing view");
+}

@@ -10,8 +10,8 @@ pub mod sfu;
 
 use std::sync::Mutex;
 
-use concord_proto::Id;
 use concord_proto::model::VoiceState;
+use concord_proto::{Id, Permissions};
 
 use crate::app::{App, now_ms};
 
@@ -78,6 +78,40 @@ pub async fn announce_left(app: &App, mut state: VoiceState) {
     };
     app.voice.sfu.leave(from, state.user_id).await;
     announce(app, from, &state).await;
+}
+
+/// How often seats are checked against permissions ([`audit`]).
+pub const AUDIT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Drops participants who may no longer be in their channel — kicked, banned, gone from the
+/// guild, or without view or connect there after a role or overwrite change — and tells the
+/// channel (`voice_state_update`); their SFU tracks close. Runs every [`AUDIT_EVERY`]; the
+/// checks hit the permission cache, which every such change invalidates on every instance.
+pub async fn audit(app: &App) {
+    let seats = app.voice.with(|r| r.seats());
+    for (channel, user) in seats {
+        let allowed = match app.perms.channel_permissions(channel, user).await {
+            Ok(Some(access)) => access
+                .perms
+                .contains(Permissions::VIEW_CHANNEL | Permissions::CONNECT),
+            Ok(None) => false,
+            // The store is down: keep the seat rather than drop everyone.
+            Err(_) => continue,
+        };
+        if allowed {
+            continue;
+        }
+        let left = app.voice.with(|r| {
+            (r.channel_of(user) == Some(channel))
+                .then(|| r.leave(user))
+                .flatten()
+        });
+        if let Some(left) = left {
+            metrics::counter!("concord_voice_seats_revoked_total").increment(1);
+            tracing::info!(%channel, %user, "voice seat dropped: no longer allowed in the channel");
+            announce_left(app, left).await;
+        }
+    }
 }
 
 /// Drops participants whose grant ran out and tells their channels (run every few seconds).

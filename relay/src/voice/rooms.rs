@@ -189,6 +189,14 @@ impl Rooms {
         gone.into_iter().filter_map(|u| self.leave(u)).collect()
     }
 
+    /// Every seat here, as (channel, user).
+    pub fn seats(&self) -> Vec<(Id, Id)> {
+        self.rooms
+            .iter()
+            .flat_map(|(c, r)| r.keys().map(move |u| (*c, *u)))
+            .collect()
+    }
+
     /// Rooms with at least one participant.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
