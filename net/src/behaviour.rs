@@ -59,7 +59,7 @@ fn identify(keypair: &Keypair) -> identify::Behaviour {
 
 /// GossipSub with signed messages, manual validation (Concord decides accept / reject /
 /// ignore) and modest mesh sizes: chat traffic is small.
-fn gossipsub(keypair: &Keypair) -> gossipsub::Behaviour {
+pub fn gossipsub(keypair: &Keypair) -> gossipsub::Behaviour {
     let config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()

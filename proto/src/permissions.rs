@@ -152,6 +152,24 @@ impl OverwriteKind {
     }
 }
 
+/// Whether every member of the guild may view the channel, so its messages may go on
+/// GossipSub (a topic any subscriber reads): a guild text channel, not private, whose
+/// @everyone role (`everyone`, its guild-level permissions) may view, with no overwrite of
+/// any kind (@everyone, role or member) denying view. Roles only add permissions, so then
+/// every member sees it; any deny means some member may not. Nodes decide with this one
+/// function.
+pub fn gossip_eligible(channel: &crate::model::Channel, everyone: Permissions) -> bool {
+    channel.guild_id.is_some()
+        && channel.kind == crate::model::ChannelKind::Text
+        && !channel.private
+        && (everyone.contains(Permissions::VIEW_CHANNEL)
+            || everyone.contains(Permissions::ADMINISTRATOR))
+        && !channel
+            .overwrites
+            .iter()
+            .any(|o| o.deny.contains(Permissions::VIEW_CHANNEL))
+}
+
 /// Guild-level permissions: the owner and administrators hold everything; otherwise the union
 /// of @everyone and the member's roles.
 pub fn base_permissions(
@@ -238,6 +256,56 @@ mod tests {
             allow: Permissions::NONE,
             deny: Permissions::VIEW_CHANNEL,
         }
+    }
+
+    #[test]
+    fn only_channels_every_member_may_view_are_gossip_eligible() {
+        use crate::model::{Channel, ChannelKind};
+        let channel = |kind, private, overwrites: Vec<Overwrite>| Channel {
+            id: Id(10),
+            guild_id: Some(GUILD),
+            kind,
+            name: "c".into(),
+            topic: None,
+            position: 0,
+            private,
+            slowmode_secs: 0,
+            overwrites,
+            last_seq: 0,
+            recipients: Vec::new(),
+        };
+        let everyone = Permissions::DEFAULT_EVERYONE;
+        let open = channel(ChannelKind::Text, false, Vec::new());
+        assert!(gossip_eligible(&open, everyone));
+        // @everyone without view at the guild level: only roles see it.
+        assert!(!gossip_eligible(&open, everyone & !Permissions::VIEW_CHANNEL));
+        assert!(gossip_eligible(&open, Permissions::ADMINISTRATOR));
+        assert!(!gossip_eligible(&channel(ChannelKind::Text, true, Vec::new()), everyone));
+        assert!(!gossip_eligible(&channel(ChannelKind::Voice, false, Vec::new()), everyone));
+        let deny = |target_id, kind| Overwrite {
+            target_id,
+            kind,
+            allow: Permissions::NONE,
+            deny: Permissions::VIEW_CHANNEL,
+        };
+        for o in [
+            deny_everyone_view(),
+            deny(MOD_ROLE, OverwriteKind::Role),
+            deny(ME, OverwriteKind::Member),
+        ] {
+            assert!(!gossip_eligible(&channel(ChannelKind::Text, false, vec![o]), everyone));
+        }
+        // An overwrite that only allows, or denies something else, keeps it eligible.
+        let allow_only = Overwrite {
+            target_id: MOD_ROLE,
+            kind: OverwriteKind::Role,
+            allow: Permissions::MANAGE_MESSAGES,
+            deny: Permissions::SEND_MESSAGES,
+        };
+        assert!(gossip_eligible(&channel(ChannelKind::Text, false, vec![allow_only]), everyone));
+        let mut dm = open.clone();
+        dm.guild_id = None;
+        assert!(!gossip_eligible(&dm, everyone));
     }
 
     #[test]

@@ -476,3 +476,115 @@ async fn a_relay_only_node_keeps_its_address_private_and_still_gets_everything()
         shy.node.connections()
     );
 }
+
+/// A channel some member may not view never goes on GossipSub, whatever hides it (here a
+/// member overwrite; `permissions::gossip_eligible`): a subscriber to its topic, connected to
+/// the sender's node, gets the sender's #general message by gossip and nothing of the gated
+/// channel's.
+#[tokio::test]
+async fn a_channel_hidden_from_some_member_never_goes_on_gossipsub() {
+    use futures_util::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{gossipsub, noise, tcp, yamux};
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let bob = TestNode::start("bob").await;
+    let (guild, general, code) = ana.create_guild(&relay, "lab").await;
+    bob.join(&relay, &code).await;
+    ana.wait_connected().await;
+    bob.wait_connected().await;
+    let bob_id = bob
+        .node
+        .with_cache(|c| c.me().unwrap().map(|u| u.id))
+        .expect("bob knows his id");
+    let http = owner_http(&relay, &ana).await;
+    let staff: Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/guilds/{guild}/channels"),
+            Some(json!({ "name": "staff", "kind": "text" })),
+        )
+        .await
+        .unwrap();
+    let staff: Id = serde_json::from_value(staff["id"].clone()).unwrap();
+    let _: Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::PUT,
+            &format!("/api/v1/channels/{staff}/permissions/{bob_id}"),
+            Some(json!({ "kind": "member", "allow": 0, "deny": concord_proto::Permissions::VIEW_CHANNEL })),
+        )
+        .await
+        .unwrap_or(Value::Null);
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        ana.node.with_cache(|c| {
+            c.channel(staff)
+                .unwrap()
+                .is_some_and(|ch| !ch.overwrites.is_empty())
+        })
+    })
+    .await;
+
+    // A subscriber to both topics (with the nodes' own GossipSub settings), connected to ana.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let keypair = concord_net::identity::keypair(&key);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|kp| concord_net::behaviour::gossipsub(kp))
+        .unwrap()
+        .build();
+    for ch in [general, staff] {
+        swarm
+            .behaviour_mut()
+            .subscribe(&concord_net::topics::channel_topic(ch))
+            .unwrap();
+    }
+    let tcp_addr = ana
+        .node
+        .listen_addrs()
+        .into_iter()
+        .find(|a| a.to_string().contains("/tcp/"))
+        .expect("ana listens on TCP")
+        .clone();
+    swarm.dial(tcp_addr).unwrap();
+    // Drive the subscriber while the mesh forms and ana sends.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let driver = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            loop {
+                if let SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) =
+                    swarm.select_next_some().await
+                {
+                    let env: concord_proto::signed::Envelope =
+                        serde_json::from_slice(&message.data).unwrap();
+                    received.lock().unwrap().push(env.content);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    ana.node
+        .send(staff, "staff only", true)
+        .await
+        .expect("sent");
+    ana.node
+        .send(general, "for everyone", true)
+        .await
+        .expect("sent");
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        received.lock().unwrap().iter().any(|c| c == "for everyone")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    driver.abort();
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received, ["for everyone"], "only #general went on GossipSub");
+}

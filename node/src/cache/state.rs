@@ -123,6 +123,19 @@ impl Cache {
         write_role(&self.conn, role)
     }
 
+    /// The guild-level permissions of a guild's @everyone role (its id is the guild's).
+    pub fn everyone_permissions(&self, guild_id: Id) -> Result<Option<Permissions>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT permissions FROM roles WHERE id = ?1 AND guild_id = ?1",
+                [guild_id.0],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|p| Permissions(p as u64)))
+    }
+
     /// `role_delete`: also drops the role from `my_roles`.
     pub fn remove_role(&mut self, guild_id: Id, role_id: Id) -> Result<()> {
         let tx = self.conn.transaction()?;

@@ -10,6 +10,7 @@ use concord_net::protocol::{MAX_PUSH_EVENTS, Response};
 use concord_proto::gateway::{GuildDeleted, PresenceUpdate, ReadyGuild, TypingStart};
 use concord_proto::model::{Channel, ChannelKind, EventKind, Guild, Message, MessageDeleted};
 use concord_proto::signed::{Envelope, SignedEvent};
+use concord_proto::permissions::gossip_eligible;
 use concord_proto::{Id, Permissions};
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
@@ -136,21 +137,19 @@ pub fn announce(inner: &Inner, kind: EventKind, data: &Value) {
     }
 }
 
-/// True when @everyone may view the channel: it may go on GossipSub.
-pub fn is_public(channel: &Channel) -> bool {
+/// Whether the channel's messages may go on GossipSub: every member of its guild may view it
+/// (`permissions::gossip_eligible`, with the guild's @everyone role from the cache; a guild
+/// whose role is not cached yet: no).
+pub fn is_public(inner: &Inner, channel: &Channel) -> bool {
     let Some(guild) = channel.guild_id else {
         return false;
     };
-    channel.kind == ChannelKind::Text
-        && !channel.private
-        && !channel
-            .overwrites
-            .iter()
-            .any(|o| o.target_id == guild && o.deny.contains(Permissions::VIEW_CHANNEL))
+    let everyone = inner.cache().everyone_permissions(guild);
+    matches!(everyone, Ok(Some(everyone)) if gossip_eligible(channel, everyone))
 }
 
 pub fn follow_channel(inner: &Inner, channel: &Channel) {
-    let command = if is_public(channel) && inner.allow_direct() {
+    let command = if is_public(inner, channel) && inner.allow_direct() {
         super::swarm::Command::Subscribe(channel.id)
     } else {
         super::swarm::Command::Unsubscribe(channel.id)
@@ -198,6 +197,13 @@ fn apply_state(inner: &Arc<Inner>, t: &str, data: Value) -> Result<(), String> {
             let role: concord_proto::model::Role =
                 serde_json::from_value(data).map_err(|e| err(&e))?;
             inner.cache().upsert_role(&role).map_err(|e| err(&e))?;
+            // @everyone's view decides which of the guild's channels may be gossiped.
+            if role.id == role.guild_id {
+                let channels = inner.cache().channels(role.guild_id).map_err(|e| err(&e))?;
+                for channel in &channels {
+                    follow_channel(inner, channel);
+                }
+            }
         }
         "role_delete" => {
             let d: concord_proto::gateway::RoleDeleted =
@@ -273,6 +279,7 @@ pub fn gossip_verdict(
     source: Option<PeerId>,
     topic: &str,
     channel: Option<&Channel>,
+    everyone: Option<Permissions>,
 ) -> Verdict {
     let Ok(envelope) = serde_json::from_slice::<Envelope>(data) else {
         return Verdict::Reject;
@@ -290,7 +297,12 @@ pub fn gossip_verdict(
     if concord_net::topics::channel_of_topic(topic) != Some(envelope.channel_id) {
         return Verdict::Reject;
     }
-    if !channel.is_some_and(is_public) {
+    // A channel not every member may view never goes on GossipSub: whatever arrives on its
+    // topic is ignored, not shown.
+    let eligible = channel
+        .zip(everyone)
+        .is_some_and(|(c, everyone)| gossip_eligible(c, everyone));
+    if !eligible {
         return Verdict::Ignore;
     }
     Verdict::Accept(envelope)
@@ -301,11 +313,16 @@ pub fn gossip(inner: &Inner, message: &gossipsub::Message) -> MessageAcceptance 
     let channel = serde_json::from_slice::<Envelope>(&message.data)
         .ok()
         .and_then(|e| inner.cache().channel(e.channel_id).ok().flatten());
+    let everyone = channel
+        .as_ref()
+        .and_then(|c| c.guild_id)
+        .and_then(|g| inner.cache().everyone_permissions(g).ok().flatten());
     match gossip_verdict(
         &message.data,
         message.source,
         message.topic.as_str(),
         channel.as_ref(),
+        everyone,
     ) {
         Verdict::Accept(envelope) => {
             // Bound first: a guard in an `if let` scrutinee lives through the block, and
@@ -393,6 +410,8 @@ mod tests {
         }
     }
 
+    const EVERYONE: Option<Permissions> = Some(Permissions::DEFAULT_EVERYONE);
+
     #[test]
     fn gossip_verdicts() {
         let author = SigningKey::from_bytes(&[4u8; 32]);
@@ -403,16 +422,43 @@ mod tests {
         let data = serde_json::to_vec(&env).unwrap();
         let public = channel(ch, false);
         assert_eq!(
-            gossip_verdict(&data, Some(source), &topic, Some(&public)),
+            gossip_verdict(&data, Some(source), &topic, Some(&public), EVERYONE),
             Verdict::Accept(env.clone())
         );
         // Stale or unknown state on our side: ignore, never reject.
         assert_eq!(
-            gossip_verdict(&data, Some(source), &topic, None),
+            gossip_verdict(&data, Some(source), &topic, None, EVERYONE),
             Verdict::Ignore
         );
         assert_eq!(
-            gossip_verdict(&data, Some(source), &topic, Some(&channel(ch, true))),
+            gossip_verdict(&data, Some(source), &topic, Some(&channel(ch, true)), EVERYONE),
+            Verdict::Ignore
+        );
+        // @everyone cannot view at the guild level, or its role is unknown here: ignored.
+        assert_eq!(
+            gossip_verdict(
+                &data,
+                Some(source),
+                &topic,
+                Some(&public),
+                Some(Permissions::DEFAULT_EVERYONE & !Permissions::VIEW_CHANNEL)
+            ),
+            Verdict::Ignore
+        );
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, Some(&public), None),
+            Verdict::Ignore
+        );
+        // A role overwrite denying view hides it from some members: ignored.
+        let mut gated = public.clone();
+        gated.overwrites.push(Overwrite {
+            target_id: Id(9),
+            kind: OverwriteKind::Role,
+            allow: Permissions::NONE,
+            deny: Permissions::VIEW_CHANNEL,
+        });
+        assert_eq!(
+            gossip_verdict(&data, Some(source), &topic, Some(&gated), EVERYONE),
             Verdict::Ignore
         );
         let mut hidden = public.clone();
@@ -423,12 +469,12 @@ mod tests {
             deny: Permissions::VIEW_CHANNEL,
         });
         assert_eq!(
-            gossip_verdict(&data, Some(source), &topic, Some(&hidden)),
+            gossip_verdict(&data, Some(source), &topic, Some(&hidden), EVERYONE),
             Verdict::Ignore
         );
         // Provably bad: reject.
         assert_eq!(
-            gossip_verdict(b"{not json", Some(source), &topic, Some(&public)),
+            gossip_verdict(b"{not json", Some(source), &topic, Some(&public), EVERYONE),
             Verdict::Reject
         );
         let mut forged = env.clone();
@@ -438,23 +484,24 @@ mod tests {
                 &serde_json::to_vec(&forged).unwrap(),
                 Some(source),
                 &topic,
-                Some(&public)
+                Some(&public),
+                EVERYONE
             ),
             Verdict::Reject
         );
         let other =
             concord_net::identity::peer_id(&SigningKey::from_bytes(&[5u8; 32]).verifying_key());
         assert_eq!(
-            gossip_verdict(&data, Some(other), &topic, Some(&public)),
+            gossip_verdict(&data, Some(other), &topic, Some(&public), EVERYONE),
             Verdict::Reject
         );
         assert_eq!(
-            gossip_verdict(&data, None, &topic, Some(&public)),
+            gossip_verdict(&data, None, &topic, Some(&public), EVERYONE),
             Verdict::Reject
         );
         let wrong_topic = concord_net::topics::channel_topic(Id(78)).to_string();
         assert_eq!(
-            gossip_verdict(&data, Some(source), &wrong_topic, Some(&public)),
+            gossip_verdict(&data, Some(source), &wrong_topic, Some(&public), EVERYONE),
             Verdict::Reject
         );
     }

@@ -121,7 +121,7 @@ pub async fn send_with_nonce(
 /// Public channels also go out on GossipSub, over direct connections, so online members see
 /// the message before the relay's push arrives.
 async fn gossip(inner: &Inner, channel: &Channel, envelope: &Envelope) {
-    if super::apply::is_public(channel) && inner.allow_direct() {
+    if super::apply::is_public(inner, channel) && inner.allow_direct() {
         let data = serde_json::to_vec(envelope).expect("envelopes serialise");
         let _ = inner
             .commands
