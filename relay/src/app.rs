@@ -127,16 +127,36 @@ impl App {
 
     /// Refuses the sessions' access tokens at once and closes their gateway sockets.
     pub fn revoke_sessions(&self, session_ids: &[Id]) {
+        self.revoke(session_ids, &[]);
+    }
+
+    /// A suspended account: its sessions revoked as above, and its nodes' push sessions
+    /// (libp2p, which carry no auth session) closed; a node that says hello again is refused
+    /// (`domain::access`).
+    pub fn shut_out_account(&self, user: Id, session_ids: &[Id]) {
+        self.revoke(session_ids, &[user]);
+    }
+
+    fn revoke(&self, session_ids: &[Id], users: &[Id]) {
         let forget_after = now_ms() + (self.tokens.access_ttl_secs() + 60) * 1000;
+        self.apply_revocation(session_ids, users, forget_after);
+        self.outbox.publish(|| crate::cluster::Fanout::Revoke {
+            sessions: session_ids.to_vec(),
+            users: users.to_vec(),
+            forget_after,
+        });
+    }
+
+    /// A revocation here (from this instance or another).
+    pub fn apply_revocation(&self, session_ids: &[Id], users: &[Id], forget_after: i64) {
         for sid in session_ids {
             self.revoked.insert(*sid, forget_after);
             self.hub
                 .close_auth_session_local(*sid, CloseReason::Revoked);
         }
-        self.outbox.publish(|| crate::cluster::Fanout::Revoke {
-            sessions: session_ids.to_vec(),
-            forget_after,
-        });
+        for user in users {
+            self.hub.close_node_sessions_local(*user, CloseReason::Revoked);
+        }
     }
 
     /// Messages older than this id are archived.

@@ -9,6 +9,7 @@ mod background;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod domain;
 pub mod gateway;
 pub mod hub;
 pub mod listener;

@@ -1,10 +1,11 @@
 //! Writes that produce channel events: send, edit, delete, reactions, typing. HTTP, the
-//! gateway and (later) libp2p all go through here, so authorization, ordering and fan-out
-//! are the same on every path.
+//! gateway and libp2p all go through here, so authorization, the message budget, ordering
+//! and fan-out are the same on every path.
 
 use concord_proto::api::SendMessage;
 use concord_proto::gateway::TypingStart;
 use concord_proto::limits::MAX_MENTIONS;
+use concord_proto::ratelimit::Decision;
 use concord_proto::model::{ChannelEvent, ChannelKind, Message};
 use concord_proto::{Id, Permissions};
 
@@ -67,14 +68,42 @@ async fn fan_out(app: &App, access: &ChannelAccess, event: &ChannelEvent) {
         .await;
 }
 
-/// Stores a message (or returns the first one with the same nonce) and fans it out.
-/// Returns the message and whether it was created now.
+/// A send's outcome.
+#[derive(Debug)]
+pub struct Sent {
+    pub message: Message,
+    /// False when the nonce was sent before: `message` is the first one.
+    pub created: bool,
+    /// What is left of the account's message budget (HTTP reports it in headers).
+    pub budget: Decision,
+}
+
+/// Spends one unit of the account's message budget: one budget for every transport (HTTP,
+/// libp2p), under the key the HTTP layer used before it moved here.
+async fn spend_send_budget(app: &App, caller: &Caller) -> ApiResult<Decision> {
+    let decision = app
+        .limiter
+        .check(
+            &format!("message_send:user:{}", caller.user_id),
+            crate::ratelimit::rule(app.config.rate_limits.message_send),
+        )
+        .await;
+    if !decision.allowed {
+        crate::metrics::rate_limited("message_send");
+        return Err(ApiError::RateLimited(decision));
+    }
+    Ok(decision)
+}
+
+/// Stores a message (or returns the first one with the same nonce) and fans it out, after
+/// spending one unit of the account's message budget.
 pub async fn send(
     app: &App,
     caller: &Caller,
     channel_id: Id,
     body: SendMessage,
-) -> ApiResult<(Message, bool)> {
+) -> ApiResult<Sent> {
+    let budget = spend_send_budget(app, caller).await?;
     let access = text_channel(app, caller, channel_id, Permissions::SEND_MESSAGES).await?;
     if let Some(reply) = body.reply_to
         && app.store.message(channel_id, reply).await?.is_none()
@@ -99,6 +128,14 @@ pub async fn send(
     check_slowmode(app, &access, &new).await?;
     let _gate = app.commit_gate.read().await;
     let inserted = app.store.insert_message(&new).await?;
+    // A nonce is one message: reused for another channel it finds a message that may sit
+    // where the caller can no longer look, so it is refused rather than returned.
+    if !inserted.created && inserted.message.channel_id != channel_id {
+        return Err(ApiError::Conflict(
+            "nonce_reused",
+            "this nonce belongs to a message in another channel; send with a new nonce",
+        ));
+    }
     if inserted.created {
         metrics::counter!("concord_messages_persisted_total").increment(1);
         metrics::counter!("concord_channel_events_total", "kind" => "message_create").increment(1);
@@ -112,7 +149,11 @@ pub async fn send(
             )
             .await;
     }
-    Ok((inserted.message, inserted.created))
+    Ok(Sent {
+        message: inserted.message,
+        created: inserted.created,
+        budget,
+    })
 }
 
 /// Slow mode: one message per `slowmode_secs` for members without manage_messages. Runs under

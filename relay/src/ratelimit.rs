@@ -166,19 +166,20 @@ pub async fn enforce(State(app): State<Arc<App>>, mut req: Request, next: Next) 
             } else {
                 limits.general
             };
-            // Key by account when the token verifies; the handler still rejects bad tokens.
             // Key by account when the token verifies; the verified caller is handed on to
             // the handler, which still rejects missing or bad tokens itself.
-            let token = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_owned()));
+            let token = crate::auth::bearer_token(req.headers()).map(str::to_owned);
             let account = match token {
                 Some(t) => app.authenticate(&t).await.ok(),
                 None => None,
             };
             match account {
+                // A verified sender spends the account's message budget in the send itself
+                // (`messaging::send`, one budget for every transport), which reports it.
+                Some(caller) if class == Class::MessageSend => {
+                    req.extensions_mut().insert(caller);
+                    return next.run(req).await;
+                }
                 Some(caller) => {
                     let key = format!("user:{}", caller.user_id);
                     req.extensions_mut().insert(caller);

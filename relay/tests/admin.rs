@@ -64,6 +64,27 @@ async fn an_instance_admin_suspends_and_restores_an_account_with_an_audit_trail(
         (status, body["code"].as_str()),
         (403, Some("account_suspended"))
     );
+    // Nor can a new device of his account be added by logging in with its certificate.
+    let phone = common::client::random_key();
+    let cert = concord_proto::signed::DeviceCertificate::sign(
+        &bob.account,
+        &phone.verifying_key(),
+        "phone",
+        1_700_000_000,
+    );
+    let (status, body) = login(&relay.http, &relay.url, &phone, Some(&cert), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("account_suspended")),
+        "{body}"
+    );
+    assert_eq!(
+        ana.get(&format!("{bob_path}/devices")).await.ok(200)
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "no device was added"
+    );
     assert!(ana.get(&bob_path).await.ok(200)["suspended_at"].is_i64());
     assert_eq!(
         ana.get("/api/v1/admin/stats").await.ok(200)["suspended_accounts"],

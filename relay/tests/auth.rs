@@ -401,3 +401,110 @@ async fn expired_and_forged_tokens_are_refused() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+/// Only `Authorization: Bearer <token>` carries an access token: the same token under any
+/// other scheme is refused on every authenticated route (message sends are rate-limited by
+/// account, and that layer must not accept it either).
+#[tokio::test]
+async fn only_the_bearer_scheme_carries_an_access_token() {
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let ana = relay.register("ana").await;
+    let (_, channel) = ana.create_guild("schemes").await;
+    for scheme in ["Basic", "Token", "JWT", "bearer"] {
+        for (method, path, body) in [
+            (Method::GET, "/api/v1/users/@me".to_owned(), None),
+            (
+                Method::POST,
+                format!("/api/v1/channels/{channel}/messages"),
+                Some(json!({ "content": "x", "nonce": format!("n-{scheme}") })),
+            ),
+        ] {
+            let r = relay
+                .http
+                .request(method.clone(), format!("{}{path}", relay.url))
+                .header("authorization", format!("{scheme} {}", ana.access))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if scheme == "bearer" {
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+                assert!(status == 200 || status == 201, "{scheme} {path}: {status}");
+            } else {
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (401, Some("unauthorized")),
+                    "{scheme} {method} {path}: {body}"
+                );
+            }
+        }
+    }
+}
+
+/// A resumed gateway session belongs to the token that resumed it: logging out that token's
+/// session closes it; logging out the session that first identified it no longer does.
+#[tokio::test]
+async fn a_resumed_gateway_session_follows_the_token_that_resumed_it() {
+    use common::client::Got;
+    use futures_util::SinkExt;
+    let relay = TestRelay::start(Backend::Sqlite).await;
+    let ana = relay.register("ana").await;
+    let gw = ana.gateway().await;
+    let (session, seen) = (gw.session_id.clone(), gw.last_s);
+    drop(gw);
+    // A second login of the same device: another auth session, another token.
+    let (status, second) = login(&relay.http, &relay.url, &ana.device, None, None).await;
+    assert_eq!(status, 200, "{second}");
+    let resume = |token: String| {
+        let (url, session) = (relay.url.clone(), session.clone());
+        async move {
+            let mut ws = Gateway::connect(&url).await;
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                json!({ "op": "resume", "d": { "token": token, "session_id": session, "seq": seen } })
+                    .to_string(),
+            ))
+            .await
+            .unwrap();
+            let mut gw = Gateway {
+                ws,
+                ready: json!(null),
+                session_id: session,
+                last_s: seen,
+            };
+            match gw.next(Duration::from_secs(5)).await {
+                Got::Frame(f) if f.op == "resumed" => gw,
+                other => panic!("resume: {other:?}"),
+            }
+        }
+    };
+    let mut gw = resume(second["access_token"].as_str().unwrap().to_owned()).await;
+    // The first session logs out: the resumed socket stays.
+    let (status, _) = logout(&relay, &ana.refresh).await;
+    assert_eq!(status, 204);
+    gw.send_json(json!({ "op": "heartbeat" })).await;
+    loop {
+        match gw.next(Duration::from_secs(2)).await {
+            Got::Frame(f) if f.op == "heartbeat_ack" => break,
+            Got::Frame(_) => {}
+            other => panic!("the resumed session survives the old token's logout: {other:?}"),
+        }
+    }
+    // The session that resumed it logs out: the socket closes with session_revoked.
+    let (status, _) = logout(&relay, second["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 204);
+    assert_eq!(gw.closed().await, Some(close::SESSION_REVOKED));
+}
+
+async fn logout(relay: &TestRelay, refresh_token: &str) -> (u16, Value) {
+    let r = send(
+        &relay.http,
+        Method::POST,
+        format!("{}/api/v1/auth/logout", relay.url),
+        None,
+        Some(json!({ "refresh_token": refresh_token })),
+    )
+    .await;
+    (r.status, r.body)
+}

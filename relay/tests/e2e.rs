@@ -123,6 +123,20 @@ async fn scenario(backend: Backend) {
         .ok(200);
     assert_eq!(again["id"], dup["id"]);
     assert_eq!(dup["content"], "once");
+    // The same nonce in another channel finds nothing of the first: a clear refusal.
+    let r = ana
+        .post(
+            &format!("/api/v1/channels/{secret}/messages"),
+            json!({ "content": "elsewhere", "nonce": "fixed-nonce" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["code"].as_str()),
+        (409, Some("nonce_reused")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.get("content").is_none(), "{}", r.body);
 
     for i in 0..30 {
         bob.say(general, &format!("message number {i} about ferris"))

@@ -408,3 +408,162 @@ async fn revoked_devices_are_disconnected_and_refused() {
     let r = raw.call(Request::Submit { envelope: env }).await;
     assert!(r.is_err() || code(&r) == "device_revoked", "{r:?}");
 }
+
+/// A second device of `node`'s account, registered over HTTP: a raw client with its key has a
+/// peer id of its own (with the node's own key it would share the node's connection and
+/// receive the relay's pushes, which it does not answer).
+async fn second_device(node: &TestNode, relay: &TestRelay, seed: u8) -> SigningKey {
+    let phone = SigningKey::from_bytes(&[seed; 32]);
+    let cert = concord_node::identity::certify(
+        node.node.identity(),
+        &concord_proto::signed::public_key_string(&phone.verifying_key()),
+        "phone",
+    )
+    .unwrap();
+    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
+    http.login(node.node.identity(), None).await.unwrap();
+    let _: serde_json::Value = http
+        .authed(
+            node.node.identity(),
+            reqwest::Method::POST,
+            "/api/v1/users/@me/devices",
+            Some(json!({ "certificate": cert })),
+        )
+        .await
+        .unwrap();
+    phone
+}
+
+/// A suspended account is refused over libp2p as over HTTP (`domain::access`): hello and
+/// submit answer `account_suspended`, and nothing it submits is stored.
+#[tokio::test]
+async fn a_suspended_account_is_refused_over_libp2p() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let (_guild, general, invite) = ana.create_guild(&relay, "lab").await;
+    let bob = TestNode::start("bob").await;
+    bob.join(&relay, &invite).await;
+    let bob_key = second_device(&bob, &relay, 11).await;
+    let mut raw = RawClient::connect(&bob_key, &tcp_addr(&relay)).await;
+    let before = Envelope::sign(&bob_key, general, "b-1", "before", None, 1_700_000_000_000);
+    assert!(matches!(
+        raw.call(Request::Submit { envelope: before }).await,
+        Ok(Response::Ack { .. })
+    ));
+
+    // Ana becomes an instance admin (what `concord-relay admin grant` does) and suspends bob.
+    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
+    let find = |name: &'static str| {
+        let http = &http;
+        let ana = &ana;
+        async move {
+            let found: serde_json::Value = http
+                .authed(
+                    ana.node.identity(),
+                    reqwest::Method::GET,
+                    &format!("/api/v1/admin/users?q={name}"),
+                    None,
+                )
+                .await
+                .unwrap();
+            serde_json::from_value::<Id>(found[0]["id"].clone()).unwrap()
+        }
+    };
+    let app = relay.server().app();
+    let ana_id = ana
+        .node
+        .with_cache(|c| c.me().ok().flatten().map(|u| u.id))
+        .expect("ana knows her id");
+    assert!(app.store.set_instance_admin(ana_id, true).await.unwrap());
+    let bob_id = find("bob").await;
+    let _: serde_json::Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/users/{bob_id}/suspend"),
+            None,
+        )
+        .await
+        .unwrap_or(serde_json::Value::Null);
+
+    // Bob's node is shut out (its push session closes); a new connection is refused too.
+    let mut raw = RawClient::connect(&bob_key, &tcp_addr(&relay)).await;
+    let after = Envelope::sign(&bob_key, general, "b-2", "after", None, 1_700_000_000_000);
+    assert_eq!(
+        code(&raw.call(Request::Submit { envelope: after }).await),
+        "account_suspended"
+    );
+    assert_eq!(
+        code(
+            &raw.call(Request::Hello {
+                allow_direct: false
+            })
+            .await
+        ),
+        "account_suspended"
+    );
+    let history: serde_json::Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::GET,
+            &format!("/api/v1/channels/{general}/messages?limit=50"),
+            None,
+        )
+        .await
+        .unwrap();
+    let contents: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["author"] == serde_json::json!(bob_id))
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["before"], "{history}");
+}
+
+/// One message budget per account, whatever the transport: submits over libp2p spend the
+/// budget HTTP sends spend, and past it both are refused with `rate_limited`.
+#[tokio::test]
+async fn the_message_budget_holds_over_libp2p_and_is_shared_with_http() {
+    let relay = TestRelay::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.rate_limits.message_send.requests = 5;
+        c.rate_limits.message_send.window_secs = 60;
+    })
+    .await;
+    let ana = TestNode::start("ana").await;
+    let (_guild, general, _code) = ana.create_guild(&relay, "lab").await;
+    let key = second_device(&ana, &relay, 12).await;
+    let mut raw = RawClient::connect(&key, &tcp_addr(&relay)).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let env = Envelope::sign(
+            &key,
+            general,
+            &format!("burst-{i}"),
+            "spam",
+            None,
+            1_700_000_000_000,
+        );
+        let r = raw.call(Request::Submit { envelope: env }).await;
+        codes.push(match r {
+            Ok(Response::Ack { .. }) => "ack".to_owned(),
+            other => code(&other),
+        });
+    }
+    assert_eq!(
+        codes,
+        ["ack", "ack", "ack", "ack", "ack", "rate_limited", "rate_limited", "rate_limited"]
+    );
+    // The same account over HTTP finds the budget spent.
+    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
+    let r: Result<serde_json::Value, _> = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            &format!("/api/v1/channels/{general}/messages"),
+            Some(json!({ "content": "over http", "nonce": "http-1" })),
+        )
+        .await;
+    let err = r.expect_err("the budget is shared");
+    assert_eq!(err.code(), Some("rate_limited"), "{err:?}");
+}

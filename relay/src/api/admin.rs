@@ -164,7 +164,7 @@ pub async fn suspend(
             crate::store::StoreError::NotFound => ApiError::NotFound("user"),
             other => other.into(),
         })?;
-    app.revoke_sessions(&sessions);
+    app.shut_out_account(user_id, &sessions);
     audit(
         &app,
         Some(caller.user_id),

@@ -16,6 +16,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::Valid;
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
+use crate::domain::access;
 use crate::auth::tokens::{hash_refresh, random_token};
 use crate::config::Registration;
 use crate::store::{
@@ -105,6 +106,7 @@ pub async fn login(
             return Err(unauthorized("device_revoked", "this device was revoked"));
         }
         Some(device) => {
+            access::account_not_suspended(app.store.as_ref(), device.account_id).await?;
             let account = app
                 .store
                 .account(device.account_id)
@@ -128,6 +130,8 @@ pub async fn login(
             };
             match app.store.account_by_key(&cert.account_key).await? {
                 Some(account) => {
+                    // A suspended account gets no new device either.
+                    access::account_not_suspended(app.store.as_ref(), account.id).await?;
                     register_device(
                         &app,
                         DeviceRecord {
@@ -221,17 +225,6 @@ pub async fn login(
             }
         }
     };
-    if app
-        .store
-        .admin_account(account.id)
-        .await?
-        .is_some_and(|a| a.suspended_at.is_some())
-    {
-        return Err(ApiError::Forbidden(
-            "account_suspended",
-            "this account is suspended by the relay's admins",
-        ));
-    }
     let session = SessionRecord {
         id: app.next_id(),
         account_id: account.id,

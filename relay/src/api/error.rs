@@ -132,6 +132,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::domain::access::AccessError> for ApiError {
+    fn from(e: crate::domain::access::AccessError) -> ApiError {
+        use crate::domain::access::AccessError;
+        match e {
+            AccessError::UnknownDevice => {
+                ApiError::Unauthorized("unknown_device", "this device is not registered here")
+            }
+            AccessError::DeviceRevoked => {
+                ApiError::Unauthorized("device_revoked", "this device was revoked")
+            }
+            AccessError::AccountSuspended => ApiError::Forbidden(
+                "account_suspended",
+                "this account is suspended by the relay's admins",
+            ),
+            AccessError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {

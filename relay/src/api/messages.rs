@@ -76,7 +76,8 @@ pub const CHANNEL_SEQ: &str = "concord-channel-seq";
 #[utoipa::path(post, path = "/api/v1/channels/{channel_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("channel_id" = Id, Path)), request_body = SendMessage,
     responses((status = 201, body = Message, description = "created"), (status = 200, body = Message, description = "the message first sent with this nonce"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "`nonce_reused`: the nonce belongs to a message in another channel"), (status = 429, body = ErrorBody),
         (status = 503, body = ErrorBody, description = "`retry`: the commit's outcome is unknown, send again with the same nonce; `unavailable`: nothing was written"),
         (status = 507, body = ErrorBody, description = "`storage_full`: the disk is under its free-space floor; nothing was written, retry after Retry-After")))]
 pub async fn send(
@@ -84,15 +85,18 @@ pub async fn send(
     caller: Caller,
     PathParams(channel_id): PathParams<Id>,
     Valid(body): Valid<SendMessage>,
-) -> ApiResult<(StatusCode, Json<Message>)> {
-    let (message, created) = messaging::send(&app, &caller, channel_id, body).await?;
+) -> ApiResult<(StatusCode, axum::http::HeaderMap, Json<Message>)> {
+    let sent = messaging::send(&app, &caller, channel_id, body).await?;
+    let mut headers = axum::http::HeaderMap::new();
+    crate::ratelimit::set_headers(&mut headers, &sent.budget);
     Ok((
-        if created {
+        if sent.created {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         },
-        Json(message),
+        headers,
+        Json(sent.message),
     ))
 }
 

@@ -24,7 +24,6 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::hub::CloseReason;
 
 pub mod breaker;
 pub mod catchup;
@@ -86,6 +85,9 @@ pub enum Fanout {
     /// Auth sessions revoked: refuse their tokens and close their sockets.
     Revoke {
         sessions: Vec<Id>,
+        /// Accounts whose node push sessions close (suspension).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users: Vec<Id>,
         forget_after: i64,
     },
     InvalidateGuild {
@@ -370,13 +372,9 @@ pub async fn apply(app: &App, fanout: Fanout) {
         Fanout::ForgetGuild { guild } => app.hub.forget_guild_local(guild),
         Fanout::Revoke {
             sessions,
+            users,
             forget_after,
-        } => {
-            for sid in sessions {
-                app.revoked.insert(sid, forget_after);
-                app.hub.close_auth_session_local(sid, CloseReason::Revoked);
-            }
-        }
+        } => app.apply_revocation(&sessions, &users, forget_after),
         Fanout::InvalidateGuild { guild } => app.perms.invalidate_guild_local(guild),
         Fanout::InvalidateMember { guild, user } => app.perms.invalidate_member_local(guild, user),
         Fanout::Hello => publish_presence(app),

@@ -202,6 +202,13 @@ async fn start(app: &Arc<App>, socket: &mut WebSocket) -> Result<(Arc<Session>, 
             }
             match session.resume(resume.seq) {
                 Some((epoch, Resume::Replay(events))) => {
+                    // From now on the session stands for the token that resumed it; a
+                    // revocation that raced this is caught by the check after.
+                    session.rebind(caller.session_id);
+                    if app.revoked.contains(caller.session_id) {
+                        session.detach(epoch);
+                        return Err(End::Close(close::SESSION_REVOKED, "session revoked"));
+                    }
                     let replayed = events.len() as u64;
                     if let Err(end) = replay(socket, events, replayed).await {
                         session.detach(epoch);
@@ -333,7 +340,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, session: &Arc<Session>, e
     let limiter_key = format!("gateway:{}", session.id);
     let caller = Caller {
         user_id: session.user_id,
-        session_id: session.auth_session,
+        session_id: session.auth_session(),
         device_key: String::new(),
     };
     loop {

@@ -703,7 +703,19 @@ impl Hub {
         for s in st
             .sessions
             .values()
-            .filter(|s| s.auth_session == auth_session)
+            .filter(|s| s.auth_session() == auth_session)
+        {
+            s.close(reason);
+        }
+    }
+
+    /// Closes a user's node push sessions here (those without an auth session).
+    pub fn close_node_sessions_local(&self, user: Id, reason: CloseReason) {
+        let st = self.lock();
+        for s in st
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user && s.auth_session() == Id(0))
         {
             s.close(reason);
         }

@@ -59,8 +59,9 @@ struct State {
 pub struct Session {
     pub id: String,
     pub user_id: Id,
-    /// The auth session (token family) this gateway session belongs to.
-    pub auth_session: Id,
+    /// The auth session (token family) this gateway session belongs to: the identifying
+    /// token's, then the token of the latest resume (`rebind`).
+    auth_session: std::sync::atomic::AtomicI64,
     buffer_cap: usize,
     max_pending: usize,
     state: Mutex<State>,
@@ -76,6 +77,18 @@ pub enum Resume {
 }
 
 impl Session {
+    /// The auth session this gateway session belongs to now.
+    pub fn auth_session(&self) -> Id {
+        Id(self.auth_session.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Binds the session to the auth session of the token that resumed it: revoking that
+    /// token closes it from now on (and revoking the old one no longer does).
+    pub fn rebind(&self, auth_session: Id) {
+        self.auth_session
+            .store(auth_session.0, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn new(
         id: String,
         user_id: Id,
@@ -86,7 +99,7 @@ impl Session {
         Arc::new(Session {
             id,
             user_id,
-            auth_session,
+            auth_session: std::sync::atomic::AtomicI64::new(auth_session.0),
             buffer_cap,
             max_pending,
             state: Mutex::new(State {

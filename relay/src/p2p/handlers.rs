@@ -1,6 +1,6 @@
 //! Requests from nodes. The peer's device key comes from the Noise handshake (its PeerId); the
 //! device's certificate, registered over HTTP at join, maps it to an account. Every request
-//! re-checks that the device is not revoked.
+//! re-checks that the device is not revoked and its account not suspended.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use super::{PeerMeta, Shared};
 use crate::api::error::ApiError;
 use crate::app::App;
 use crate::auth::Caller;
+use crate::domain::access::AccessError;
 use crate::hub::Session;
 use crate::messaging;
 
@@ -22,7 +23,8 @@ fn refused(e: ApiError) -> Response {
     Response::refused(&e.code(), e.to_string())
 }
 
-/// The caller behind a peer: a registered, unrevoked device.
+/// The caller behind a peer: a registered, unrevoked device of an account that is not
+/// suspended (`domain::access`, checked on every request: node requests carry no token).
 async fn caller(app: &App, peer: &PeerId) -> Result<Caller, Response> {
     let Some(key) = device_key(peer) else {
         return Err(Response::refused(
@@ -30,24 +32,19 @@ async fn caller(app: &App, peer: &PeerId) -> Result<Caller, Response> {
             "only ed25519 device identities can talk to a relay",
         ));
     };
-    match app.store.device(&key).await {
-        Ok(Some(device)) if device.revoked_at.is_none() => {
-            // Node requests have no HTTP session; Id(0) never matches a revocable session.
-            Ok(Caller {
-                user_id: device.account_id,
-                session_id: Id(0),
-                device_key: key,
-            })
-        }
-        Ok(Some(_)) => Err(Response::refused(
-            "device_revoked",
-            "this device was revoked",
-        )),
-        Ok(None) => Err(Response::refused(
+    match crate::domain::access::live_device(app.store.as_ref(), &key).await {
+        // Node requests have no HTTP session; Id(0) never matches a revocable session.
+        Ok(device) => Ok(Caller {
+            user_id: device.account_id,
+            session_id: Id(0),
+            device_key: key,
+        }),
+        Err(AccessError::UnknownDevice) => Err(Response::refused(
             "unknown_device",
             "register this device over HTTP (concord join) first",
         )),
-        Err(e) => Err(refused(e.into())),
+        Err(AccessError::Store(e)) => Err(refused(e.into())),
+        Err(e) => Err(Response::refused(e.code().unwrap_or("refused"), e.to_string())),
     }
 }
 
@@ -98,7 +95,9 @@ async fn answer(app: &Arc<App>, p2p: &Shared, peer: PeerId, request: Request) ->
             };
             messaging::send(app, &caller, envelope.channel_id, body)
                 .await
-                .map(|(message, _)| Response::Ack { message })
+                .map(|sent| Response::Ack {
+                    message: sent.message,
+                })
         }
         Request::Sync {
             channel_id,
