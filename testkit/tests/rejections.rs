@@ -567,3 +567,69 @@ async fn the_message_budget_holds_over_libp2p_and_is_shared_with_http() {
     let err = r.expect_err("the budget is shared");
     assert_eq!(err.code(), Some("rate_limited"), "{err:?}");
 }
+
+/// A node takes a direct DM envelope only from a device the relay certified for one of the
+/// DM's participants: a stranger's key and a fellow member who is not in the DM are refused
+/// `not_a_participant`, and nothing they sent is shown.
+#[tokio::test]
+async fn a_node_refuses_direct_dm_envelopes_from_non_participants() {
+    let relay = TestRelay::start().await;
+    let ana = TestNode::start("ana").await;
+    let bob = TestNode::start("bob").await;
+    let carl = TestNode::start("carl").await;
+    let (_guild, _general, invite) = ana.create_guild(&relay, "lab").await;
+    bob.join(&relay, &invite).await;
+    carl.join(&relay, &invite).await;
+    bob.wait_connected().await;
+    let bob_id = bob
+        .node
+        .with_cache(|c| c.me().unwrap().map(|u| u.id))
+        .expect("bob knows his id");
+    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
+    http.login(ana.node.identity(), None).await.unwrap();
+    let dm: serde_json::Value = http
+        .authed(
+            ana.node.identity(),
+            reqwest::Method::POST,
+            "/api/v1/users/@me/dms",
+            Some(json!({ "recipient": bob_id })),
+        )
+        .await
+        .unwrap();
+    let dm: Id = serde_json::from_value(dm["id"].clone()).unwrap();
+    concord_testkit::wait_for(Duration::from_secs(10), || {
+        bob.node.with_cache(|c| c.channel(dm).unwrap().is_some())
+    })
+    .await;
+
+    let bob_addr = format!(
+        "{}/p2p/{}",
+        bob.node
+            .listen_addrs()
+            .iter()
+            .find(|a| a.to_string().contains("/tcp/"))
+            .expect("bob listens on TCP"),
+        bob.node.peer_id()
+    );
+    let stranger = SigningKey::from_bytes(&[21u8; 32]);
+    let carls_phone = second_device(&carl, &relay, 22).await;
+    for (who, key) in [("stranger", &stranger), ("carl", &carls_phone)] {
+        let mut raw = RawClient::connect(key, &bob_addr).await;
+        let env = Envelope::sign(
+            key,
+            dm,
+            &format!("{who}-1"),
+            &format!("from {who}"),
+            None,
+            1_700_000_000_000,
+        );
+        assert_eq!(
+            code(&raw.call(Request::Direct { envelope: env }).await),
+            "not_a_participant",
+            "{who}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shown = bob.node.history(dm, 50).unwrap();
+    assert!(shown.is_empty(), "{shown:?}");
+}

@@ -369,14 +369,23 @@ fn direct(inner: &Inner, peer: PeerId, envelope: Envelope) -> Result<(), (&'stat
         .cache()
         .channel(envelope.channel_id)
         .map_err(|e| ("internal", e.to_string()))?;
-    match channel {
-        Some(c) if c.kind == ChannelKind::Dm => {}
+    let channel = match channel {
+        Some(c) if c.kind == ChannelKind::Dm => c,
         _ => {
             return Err((
                 "unknown_channel",
                 "direct envelopes are for DM channels".into(),
             ));
         }
+    };
+    // Only a device the relay certified for one of the DM's participants may write in it
+    // (the directory holds what the relay said); anyone else waits for the relay's push.
+    let sender = inner.directory.lock().expect("directory lock").user_of(&peer);
+    if !sender.is_some_and(|u| channel.recipients.iter().any(|r| r.id == u)) {
+        return Err((
+            "not_a_participant",
+            "this device is not known here as a participant's device".into(),
+        ));
     }
     if inner
         .cache()
