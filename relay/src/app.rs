@@ -50,7 +50,7 @@ pub struct App {
     /// The cluster's Redis subscription is up (true on a single instance).
     redis_ok: AtomicBool,
     /// Clients whose reads stay on the primary (with read replicas only).
-    pub recent_writers: crate::api::read_your_writes::RecentWriters,
+    pub recent_writers: crate::store::consistency::RecentWriters,
     /// Messages with smaller ids are archived (0: none); history responses say so.
     archived_before: std::sync::atomic::AtomicI64,
     /// The SQLite database's free-space floor (none on PostgreSQL).
@@ -84,7 +84,7 @@ pub struct AppParts {
 
 impl App {
     pub fn new(parts: AppParts) -> App {
-        let recent_writers = crate::api::read_your_writes::RecentWriters::new(
+        let recent_writers = crate::store::consistency::RecentWriters::new(
             std::time::Duration::from_secs(parts.config.database.read_your_writes_secs),
         );
         let voice = crate::voice::Voice::new(&parts.config.voice);

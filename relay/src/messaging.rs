@@ -9,7 +9,7 @@ use concord_proto::ratelimit::Decision;
 use concord_proto::model::{ChannelEvent, ChannelKind, Message};
 use concord_proto::{Id, Permissions};
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::domain::error::{DomainError, DomainResult};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::perms::ChannelAccess;
@@ -40,13 +40,13 @@ async fn text_channel(
     caller: &Caller,
     channel_id: Id,
     needed: Permissions,
-) -> ApiResult<ChannelAccess> {
+) -> DomainResult<ChannelAccess> {
     let access = app
         .perms
         .require_channel(channel_id, caller.user_id, needed)
         .await?;
     if access.channel.kind == ChannelKind::Voice {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "not_a_text_channel",
             "voice channels have no messages".into(),
         ));
@@ -80,7 +80,7 @@ pub struct Sent {
 
 /// Spends one unit of the account's message budget: one budget for every transport (HTTP,
 /// libp2p), under the key the HTTP layer used before it moved here.
-async fn spend_send_budget(app: &App, caller: &Caller) -> ApiResult<Decision> {
+async fn spend_send_budget(app: &App, caller: &Caller) -> DomainResult<Decision> {
     let decision = app
         .limiter
         .check(
@@ -90,7 +90,7 @@ async fn spend_send_budget(app: &App, caller: &Caller) -> ApiResult<Decision> {
         .await;
     if !decision.allowed {
         crate::metrics::rate_limited("message_send");
-        return Err(ApiError::RateLimited(decision));
+        return Err(DomainError::RateLimited(decision));
     }
     Ok(decision)
 }
@@ -102,13 +102,13 @@ pub async fn send(
     caller: &Caller,
     channel_id: Id,
     body: SendMessage,
-) -> ApiResult<Sent> {
+) -> DomainResult<Sent> {
     let budget = spend_send_budget(app, caller).await?;
     let access = text_channel(app, caller, channel_id, Permissions::SEND_MESSAGES).await?;
     if let Some(reply) = body.reply_to
         && app.store.message(channel_id, reply).await?.is_none()
     {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "unknown_reply",
             "reply_to is not a message of this channel".into(),
         ));
@@ -131,7 +131,7 @@ pub async fn send(
     // A nonce is one message: reused for another channel it finds a message that may sit
     // where the caller can no longer look, so it is refused rather than returned.
     if !inserted.created && inserted.message.channel_id != channel_id {
-        return Err(ApiError::Conflict(
+        return Err(DomainError::Conflict(
             "nonce_reused",
             "this nonce belongs to a message in another channel; send with a new nonce",
         ));
@@ -159,7 +159,7 @@ pub async fn send(
 /// Slow mode: one message per `slowmode_secs` for members without manage_messages. Runs under
 /// the channel's lock, so two racing sends of one member cannot both pass; a retry of the
 /// same nonce passes (it returns the first message).
-async fn check_slowmode(app: &App, access: &ChannelAccess, new: &NewMessage) -> ApiResult<()> {
+async fn check_slowmode(app: &App, access: &ChannelAccess, new: &NewMessage) -> DomainResult<()> {
     let secs = access.channel.slowmode_secs;
     if secs == 0
         || access.perms.contains(Permissions::MANAGE_MESSAGES)
@@ -176,7 +176,7 @@ async fn check_slowmode(app: &App, access: &ChannelAccess, new: &NewMessage) -> 
         && nonce != new.nonce
         && new.created_at - at < window
     {
-        return Err(ApiError::SlowMode(window - (new.created_at - at)));
+        return Err(DomainError::SlowMode(window - (new.created_at - at)));
     }
     Ok(())
 }
@@ -187,15 +187,15 @@ pub async fn edit(
     channel_id: Id,
     message_id: Id,
     content: String,
-) -> ApiResult<Message> {
+) -> DomainResult<Message> {
     let access = text_channel(app, caller, channel_id, Permissions::VIEW_CHANNEL).await?;
     let existing = app
         .store
         .message(channel_id, message_id)
         .await?
-        .ok_or(ApiError::NotFound("message"))?;
+        .ok_or(DomainError::NotFound("message"))?;
     if existing.author != caller.user_id {
-        return Err(ApiError::Forbidden(
+        return Err(DomainError::Forbidden(
             "not_author",
             "only the author can edit a message",
         ));
@@ -212,23 +212,23 @@ pub async fn edit(
         )
         .await?;
     fan_out(app, &access, &event).await;
-    serde_json::from_value(event.data).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::from_value(event.data).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
-pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) -> ApiResult<()> {
+pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) -> DomainResult<()> {
     let access = text_channel(app, caller, channel_id, Permissions::VIEW_CHANNEL).await?;
     let existing = app
         .store
         .message(channel_id, message_id)
         .await?
-        .ok_or(ApiError::NotFound("message"))?;
+        .ok_or(DomainError::NotFound("message"))?;
     let by_moderator = existing.author != caller.user_id;
     if by_moderator && !access.perms.contains(Permissions::MANAGE_MESSAGES) {
-        return Err(ApiError::missing_permissions());
+        return Err(DomainError::missing_permissions());
     }
     delete_stored(app, &access, message_id).await?;
     if by_moderator && let Some(guild_id) = access.channel.guild_id {
-        crate::api::moderation::audit_guild(
+        crate::domain::audit::audit_guild(
             app,
             guild_id,
             caller.user_id,
@@ -243,7 +243,7 @@ pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) 
 
 /// Deletes one message (its author's or a moderator's decision, already checked) and tells
 /// the channel.
-pub async fn delete_stored(app: &App, access: &ChannelAccess, message_id: Id) -> ApiResult<()> {
+pub async fn delete_stored(app: &App, access: &ChannelAccess, message_id: Id) -> DomainResult<()> {
     let channel_id = access.channel.id;
     let _order = app.lock_channel(channel_id).await;
     let event = app
@@ -261,7 +261,7 @@ pub async fn react(
     message_id: Id,
     emoji: &str,
     add: bool,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     let needed = if add {
         Permissions::ADD_REACTIONS | Permissions::READ_HISTORY
     } else {
@@ -279,7 +279,7 @@ pub async fn react(
             .await
     }
     .map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::NotFound("message"),
+        crate::store::StoreError::NotFound => DomainError::NotFound("message"),
         other => other.into(),
     })?;
     if let Some(event) = event {
@@ -289,7 +289,7 @@ pub async fn react(
 }
 
 /// Tells the channel's other viewers that the caller is typing (no seq: not stored).
-pub async fn typing(app: &App, caller: &Caller, channel_id: Id) -> ApiResult<()> {
+pub async fn typing(app: &App, caller: &Caller, channel_id: Id) -> DomainResult<()> {
     let access: ChannelAccess =
         text_channel(app, caller, channel_id, Permissions::SEND_MESSAGES).await?;
     let d = TypingStart {

@@ -10,7 +10,7 @@ use concord_proto::model::{Channel, ChannelKind};
 use concord_proto::permissions::{apply_timeout, base_permissions, channel_permissions};
 use concord_proto::{Id, Permissions};
 
-use crate::api::error::{ApiError, ApiResult};
+use crate::domain::error::{DomainError, DomainResult};
 use crate::store::{GuildSnapshot, Store, StoreResult};
 
 /// Caches stop growing past these sizes (they are cleared and refilled on demand).
@@ -244,16 +244,16 @@ impl PermCache {
         channel_id: Id,
         user_id: Id,
         needed: Permissions,
-    ) -> ApiResult<ChannelAccess> {
+    ) -> DomainResult<ChannelAccess> {
         let access = self
             .channel_permissions(channel_id, user_id)
             .await?
-            .ok_or(ApiError::NotFound("channel"))?;
+            .ok_or(DomainError::NotFound("channel"))?;
         if !access.perms.contains(Permissions::VIEW_CHANNEL) {
-            return Err(ApiError::missing_access());
+            return Err(DomainError::missing_access());
         }
         if !access.perms.contains(needed) {
-            return Err(ApiError::missing_permissions());
+            return Err(DomainError::missing_permissions());
         }
         Ok(access)
     }
@@ -264,15 +264,15 @@ impl PermCache {
         guild_id: Id,
         user_id: Id,
         needed: Permissions,
-    ) -> ApiResult<(Arc<GuildSnapshot>, Permissions)> {
+    ) -> DomainResult<(Arc<GuildSnapshot>, Permissions)> {
         let Some((snapshot, perms)) = self.guild_permissions(guild_id, user_id).await? else {
             return Err(match self.snapshot(guild_id).await? {
-                None => ApiError::NotFound("guild"),
-                Some(_) => ApiError::missing_access(),
+                None => DomainError::NotFound("guild"),
+                Some(_) => DomainError::missing_access(),
             });
         };
         if !perms.contains(needed) {
-            return Err(ApiError::missing_permissions());
+            return Err(DomainError::missing_permissions());
         }
         Ok((snapshot, perms))
     }
@@ -301,11 +301,11 @@ impl PermCache {
         snapshot: &GuildSnapshot,
         actor: Id,
         position: i64,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         if self.rank(snapshot, actor).await? > position {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(
+            Err(DomainError::Forbidden(
                 "role_hierarchy",
                 "your highest role must be above the target's",
             ))
@@ -318,7 +318,7 @@ impl PermCache {
         snapshot: &GuildSnapshot,
         actor: Id,
         target: Id,
-    ) -> ApiResult<()> {
+    ) -> DomainResult<()> {
         let target_rank = self.rank(snapshot, target).await?;
         self.require_above(snapshot, actor, target_rank).await
     }

@@ -73,7 +73,7 @@ pub async fn challenge(
         (status = 409, body = concord_proto::api::ErrorBody), (status = 429, body = concord_proto::api::ErrorBody)))]
 pub async fn login(
     State(app): State<Arc<App>>,
-    client_ip: Option<axum::Extension<crate::ratelimit::ClientIp>>,
+    client_ip: Option<axum::Extension<super::ratelimit::ClientIp>>,
     Valid(body): Valid<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let now = now_ms();

@@ -38,32 +38,13 @@ fn refusal(r: InviteRefusal) -> ApiError {
 }
 
 fn usable(invite: &Invite, now: i64) -> Result<(), InviteRefusal> {
-    usable_parts(
+    InviteRefusal::check(
         invite.revoked,
         invite.expires_at,
         invite.max_uses,
         invite.uses,
         now,
     )
-}
-
-/// The rule for guild and instance invites alike: not revoked, not expired, uses left.
-pub fn usable_parts(
-    revoked: bool,
-    expires_at: Option<i64>,
-    max_uses: Option<i64>,
-    uses: i64,
-    now: i64,
-) -> Result<(), InviteRefusal> {
-    if revoked {
-        Err(InviteRefusal::Revoked)
-    } else if expires_at.is_some_and(|t| t <= now) {
-        Err(InviteRefusal::Expired)
-    } else if max_uses.is_some_and(|m| uses >= m) {
-        Err(InviteRefusal::UsedUp)
-    } else {
-        Ok(())
-    }
 }
 
 fn check_code(code: &str) -> ApiResult<()> {
@@ -172,7 +153,7 @@ pub async fn check_usable(app: &App, code: &str) -> ApiResult<SignupInvite> {
         .instance_invite(code)
         .await?
         .ok_or(ApiError::NotFound("invite"))?;
-    usable_parts(
+    InviteRefusal::check(
         invite.revoked,
         invite.expires_at,
         invite.max_uses,

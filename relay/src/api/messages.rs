@@ -88,7 +88,7 @@ pub async fn send(
 ) -> ApiResult<(StatusCode, axum::http::HeaderMap, Json<Message>)> {
     let sent = messaging::send(&app, &caller, channel_id, body).await?;
     let mut headers = axum::http::HeaderMap::new();
-    crate::ratelimit::set_headers(&mut headers, &sent.budget);
+    super::ratelimit::set_headers(&mut headers, &sent.budget);
     Ok((
         if sent.created {
             StatusCode::CREATED

@@ -14,6 +14,7 @@ pub mod members;
 pub mod messages;
 pub mod moderation;
 pub mod ops;
+pub mod ratelimit;
 pub mod read_your_writes;
 pub mod reports;
 pub mod users;
@@ -231,7 +232,7 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             app.clone(),
-            crate::ratelimit::enforce,
+            ratelimit::enforce,
         ))
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
         .layer(middleware::from_fn(crate::metrics::track_http))

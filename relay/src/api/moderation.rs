@@ -22,32 +22,7 @@ use crate::app::{App, now_ms};
 use crate::auth::Caller;
 use crate::store::AuditEntry;
 
-/// Records a moderation action in the guild's audit log.
-pub async fn audit_guild(
-    app: &App,
-    guild_id: Id,
-    actor: Id,
-    action: &str,
-    target: Option<Id>,
-    detail: String,
-) -> ApiResult<()> {
-    metrics::counter!("concord_moderation_actions_total", "action" => action.to_owned())
-        .increment(1);
-    app.store
-        .add_guild_audit(
-            guild_id,
-            &AuditEntry {
-                id: app.next_id(),
-                actor_id: Some(actor),
-                action: action.to_owned(),
-                target_id: target,
-                detail,
-                created_at: now_ms(),
-            },
-        )
-        .await?;
-    Ok(())
-}
+pub use crate::domain::audit::audit_guild;
 
 /// An audit detail with the moderator's reason after it, when they gave one.
 fn with_reason(detail: String, reason: Option<String>) -> String {

@@ -11,7 +11,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use concord_proto::Id;
 
-use crate::api::error::ApiError;
+use crate::domain::error::DomainError;
 use crate::app::App;
 
 /// The authenticated caller of a request.
@@ -43,20 +43,20 @@ impl AuthFailure {
         }
     }
 
-    pub fn into_api_error(self) -> ApiError {
+    pub fn into_api_error(self) -> DomainError {
         crate::metrics::auth_failure(self.as_str());
         match self {
             AuthFailure::Missing => {
-                ApiError::Unauthorized("unauthorized", "missing Authorization: Bearer token")
+                DomainError::Unauthorized("unauthorized", "missing Authorization: Bearer token")
             }
             AuthFailure::Expired => {
-                ApiError::Unauthorized("token_expired", "the access token has expired; refresh it")
+                DomainError::Unauthorized("token_expired", "the access token has expired; refresh it")
             }
             AuthFailure::Revoked => {
-                ApiError::Unauthorized("session_revoked", "the session was revoked; log in again")
+                DomainError::Unauthorized("session_revoked", "the session was revoked; log in again")
             }
             AuthFailure::Malformed | AuthFailure::BadSignature => {
-                ApiError::Unauthorized("invalid_token", "the access token is not valid")
+                DomainError::Unauthorized("invalid_token", "the access token is not valid")
             }
         }
     }
@@ -88,9 +88,9 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 impl FromRequestParts<Arc<App>> for Caller {
-    type Rejection = ApiError;
+    type Rejection = DomainError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Caller, DomainError> {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }

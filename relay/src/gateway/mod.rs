@@ -38,7 +38,7 @@ pub async fn upgrade(
     if connection::open_connections() >= app.config.gateway.max_connections {
         return ApiError::Unavailable("too many gateway connections").into_response();
     }
-    let ip = crate::ratelimit::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let ip = crate::api::ratelimit::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     // Small buffers keep idle sockets cheap; client frames are tiny.
     let sizes = &app.config.gateway;
     ws.read_buffer_size(sizes.read_buffer_bytes)

@@ -91,6 +91,27 @@ pub enum InviteRefusal {
     Banned,
 }
 
+impl InviteRefusal {
+    /// The rule for guild and instance invites alike: not revoked, not expired, uses left.
+    pub fn check(
+        revoked: bool,
+        expires_at: Option<i64>,
+        max_uses: Option<i64>,
+        uses: i64,
+        now: i64,
+    ) -> Result<(), InviteRefusal> {
+        if revoked {
+            Err(InviteRefusal::Revoked)
+        } else if expires_at.is_some_and(|t| t <= now) {
+            Err(InviteRefusal::Expired)
+        } else if max_uses.is_some_and(|m| uses >= m) {
+            Err(InviteRefusal::UsedUp)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub id: Id,

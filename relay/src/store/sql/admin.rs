@@ -316,7 +316,7 @@ impl AdminStore for SqlStore {
         Ok(Err(match self.instance_invite(code).await? {
             None => InviteRefusal::Unknown,
             Some(i) => {
-                crate::api::invites::usable_parts(i.revoked, i.expires_at, i.max_uses, i.uses, now)
+                crate::store::InviteRefusal::check(i.revoked, i.expires_at, i.max_uses, i.uses, now)
                     .err()
                     .unwrap_or(InviteRefusal::UsedUp)
             }
