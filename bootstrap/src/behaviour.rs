@@ -1,5 +1,7 @@
 //! The bootstrap's libp2p behaviour. Every part is bounded: connections in total and per
-//! peer, DHT records, relay reservations and circuits.
+//! peer, DHT records, relay reservations and circuits. Parts: connection limits, identify,
+//! ping, Kademlia (always server mode, a bounded `MemoryStore`, a record TTL), the AutoNAT
+//! server and, optionally, the circuit relay v2 server.
 
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::NetworkBehaviour;

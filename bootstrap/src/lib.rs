@@ -5,6 +5,15 @@
 //!
 //! - [`Bootstrap::spawn`] starts the swarm task and the `/healthz` + `/metrics` server.
 //! - [`BootstrapConfig`] is the TOML file's shape; [`cli`] layers flags and environment over it.
+//!
+//! Nodes take bootstrap servers from `--bootstrap` and from their relay's well-known list
+//! (`concord_node`'s `daemon/swarm.rs::enter_dht`), never in relay-only mode.
+//!
+//! # Layout
+//! - `server`: `Bootstrap::spawn`, the swarm task, `/healthz` + `/metrics`, `shutdown()`.
+//! - `behaviour`: connection limits, identify, ping, Kademlia, AutoNAT, optional relay.
+//! - `config`: `BootstrapConfig`; `cli`: flags and `CONCORD_BOOTSTRAP_*` over the file.
+//! - `metrics`: per-instance atomics rendered as Prometheus text.
 
 pub mod behaviour;
 pub mod cli;

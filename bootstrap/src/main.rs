@@ -1,4 +1,5 @@
-//! `concord-bootstrap`: parse flags, load config, init tracing, run, shut down on a signal.
+//! `concord-bootstrap`: parse flags, load config, init tracing, run, print the multiaddrs it
+//! listens on, shut down on a signal.
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -1,6 +1,9 @@
 //! `Bootstrap::spawn(config)`: load the identity, start the swarm task and the HTTP server.
 //! The swarm task owns the `Swarm`; it feeds Kademlia with the listen addresses peers report
-//! through identify, and keeps the numbers `/metrics` shows.
+//! through identify (only peers that serve the DHT), and keeps the numbers `/metrics` shows.
+//! The identity is `bootstrap.key` in the data dir, loaded by `load_or_create_key`
+//! (`concord_net::identity`); the swarm listens on TCP and QUIC. `shutdown()` closes every
+//! connection and stops the HTTP server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

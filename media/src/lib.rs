@@ -2,6 +2,18 @@
 //! engine (Opus, the RFC 6464 audio-level extension, RTCP reports and NACK), an Opus send
 //! track with a fixed SSRC, what a connection negotiated (payload type, extension id), and
 //! the audio level read from or written to a packet.
+//!
+//! `media_engine` is the mesh's; `sfu_media_engine` is the SFU's (no report interceptors: the
+//! relay writes its reports itself). `Negotiated::of(sender)` reads the Opus payload type and
+//! audio-level id; `level_of` reads a packet's level, `audio_level` writes one.
+//!
+//! # Layout
+//! For the SFU's short paths past the connection's pipeline:
+//! - `direct_srtp`: `KeyTap`, the SRTP keys a connection derived, checked before use.
+//! - `srtp_gcm`: RFC 7714 AES-GCM for RTP.
+//! - `reception`: RFC 3550 receiver statistics, sans-IO.
+//! - `sending`: RFC 3550 sender statistics and the round trip, sans-IO.
+//! - `keyframe`: the interceptor that passes viewers' keyframe requests (PLI, FIR) on.
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! The behaviours: a node runs QUIC (and TCP+Noise+Yamux as fallback) with identify, ping,
 //! AutoNAT, relay client, DCUtR, mDNS, Kademlia, GossipSub and Concord's RPC; a relay runs
 //! identify, ping, AutoNAT (server side), the circuit relay v2 server and Concord's RPC.
+//! `NodeBehaviour` and `RelayBehaviour`, each built from its options (`NodeOptions`,
+//! `RelayOptions`).
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! The lab's network: `lab.sh` builds it, `Lab` tears it down when dropped (also when a
-//! test panics), and `in_netns` runs a closure on a thread inside one of its namespaces.
+//! test panics), and `in_netns` runs a closure on a thread inside one of its namespaces
+//! (setns is per thread). `Lab::up()` takes a prefix unique to this process.
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;

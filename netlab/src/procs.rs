@@ -1,4 +1,5 @@
-//! The real binaries, run inside the lab's namespaces with `ip netns exec`.
+//! The real binaries, run inside the lab's namespaces with `ip netns exec`. `Node` wraps the
+//! `concord` CLI of one host.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

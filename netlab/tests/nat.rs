@@ -6,7 +6,8 @@
 //! - EIM↔EIM with 5% loss at each NAT: messages still arrive, once each, in order (direct
 //!   or relayed).
 //!
-//! `netlab/run-report` runs many trials of the same and writes the numbers.
+//! `netlab/run-report` runs many trials of the same and writes the numbers. This test runs
+//! alone (`threads-required` in `.config/nextest.toml`).
 
 use concord_netlab::procs::Bins;
 use concord_netlab::trial::{self, PAIRS};

@@ -1,6 +1,7 @@
 //! The node's keys, in its data dir with 0600 permissions: the device key (also its libp2p
 //! identity), the account key on the device that created the account, and the device
-//! certificate the account key signed. No key ever leaves the machine as bytes.
+//! certificate the account key signed. No key ever leaves the machine as bytes. Also linking
+//! a new device to an existing account.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

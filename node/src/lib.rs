@@ -1,6 +1,16 @@
 //! concord-node: a Concord desktop node — device identity, libp2p swarm, local SQLite cache,
 //! outbox, sync with its relay, GossipSub for public channels, a loopback control API and the
 //! `concord` CLI.
+//!
+//! # Layout
+//! - `identity`: the device key, account key and device certificate in the data dir; linking.
+//! - `relay_http`: the relay's HTTP API as the node uses it.
+//! - `cache`: the rusqlite cache (state, seq cursors, unconfirmed messages, outbox, search).
+//! - `daemon`: `Node::spawn`: swarm, relay link, send and outbox, apply, member directory,
+//!   control API, node-served web client, voice signalling.
+//! - `voice_mesh`: the WebRTC links of a voice call and its audio clock.
+//! - `voice_engine`: the sans-IO voice engine (VAD, Opus, jitter buffer, mixer).
+//! - `cli`: the `concord` command line.
 
 pub mod cache;
 pub mod cli;

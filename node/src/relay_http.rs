@@ -1,6 +1,7 @@
 //! The relay's HTTP API as the node uses it: discovery, login by device key (registering the
 //! account on first join), invites, DMs, devices. Tokens are kept in memory and renewed by
-//! logging in again (the device key is always at hand).
+//! logging in again (the device key is always at hand). `forward` passes any other API call
+//! through on the node's session (for the node-served web client, `daemon/ui.rs`).
 
 use std::time::{Duration, Instant};
 

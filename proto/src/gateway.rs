@@ -1,5 +1,6 @@
 //! The gateway's frames: JSON `{"op", "d", "s"?, "t"?}` over a WebSocket. See
 //! docs/protocols/gateway.md; the fixtures in proto/tests/fixtures/gateway are checked by tests.
+//! Also the close codes, and the parser of client frames, which checks their size first.
 
 use serde::{Deserialize, Serialize};
 

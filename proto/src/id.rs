@@ -1,6 +1,7 @@
 //! 64-bit time-ordered ids: 41 bits of milliseconds since the Concord epoch, 10 bits of worker
 //! id (each relay instance holds a lease on one) and 12 bits of per-millisecond sequence.
 //! They travel as decimal strings in JSON, because JavaScript numbers stop at 2^53.
+//! The Concord epoch is 2024-01-01T00:00:00Z; `IdGenerator` takes `now` like everything here.
 
 use std::fmt;
 use std::str::FromStr;

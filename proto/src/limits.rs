@@ -1,5 +1,9 @@
 //! Sizes and shapes every boundary enforces, in one place so the relay, the node and the web
 //! client agree.
+//!
+//! For example: content at most 4,000 characters, names 100, page sizes 100, nonces, emoji,
+//! search queries and their terms. `words` splits text into the words search indexes and
+//! matches, the same on both relay backends and in the node's cache.
 
 pub const MAX_CONTENT_CHARS: usize = 4_000;
 pub const MAX_NAME_CHARS: usize = 100;

@@ -1,5 +1,6 @@
 //! Objects the relay returns over HTTP and pushes over the gateway. Timestamps are unix
-//! milliseconds, ids are decimal strings.
+//! milliseconds, ids are decimal strings. User, Guild, Channel, Role, Member, Message,
+//! ChannelEvent and their kin.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,11 @@
 //! Permission bitflags and the rule that turns roles and channel overwrites into the
 //! permissions a member has in a channel.
+//!
+//! The rule: the owner and administrators have everything; otherwise @everyone's bits united
+//! with the member's roles', then the channel's overwrites in order (@everyone, the member's
+//! roles, the member); without view, nothing. While a timeout runs, `TIMED_OUT_DENY` is
+//! taken away after the overwrites (never from administrators). `gossip_eligible` says
+//! which channels may go on GossipSub: those every member may view.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
 //! Fixed-window rate limiting as a sans-IO state machine: the caller passes `now`. The relay
 //! wraps it behind its limiter trait; a Redis implementation keeps the same decisions.
+//! The number of keys it tracks is bounded.
 
 use std::collections::HashMap;
 

@@ -2,6 +2,10 @@
 //! made for one purpose can never be replayed as another. Keys and signatures travel as
 //! base64url without padding. Test vectors for each format are at the bottom of this file and
 //! in docs/protocols/signed-formats.md.
+//!
+//! Formats: the device certificate (the account key vouches for a device key), the login
+//! signature (audience and challenge), the message envelope, the relay-signed event and the
+//! relay-signed `VoiceGrant`. The Ed25519 vectors are cross-checked with OpenSSL.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,10 @@
 //! Shared state of one relay instance and the small operations every part uses (time, ids,
 //! session revocation, per-channel ordering).
+//!
+//! `App` holds the store, the token service and revocation set, the permission cache, the
+//! hub, the rate limiter, the id generator (on its leased worker id), voice, the cluster
+//! `Outbox` and the striped per-channel ordering locks (`lock_channel`). Test hook, cheap when
+//! unused: `commit_gate` holds message commits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,6 @@
-//! Library configuration: plain data, deserialisable from the TOML file. The binary layers
-//! file < environment < flags on top of it (see `cli.rs`).
+//! Library configuration (`RelayConfig`): plain data, deserialisable from the TOML file, with
+//! defaults and validation. The binary layers file < environment < flags on top of it (see
+//! `cli.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! Writes that produce channel events: send, edit, delete, reactions, typing. HTTP, the
 //! gateway and libp2p all go through here, so authorization, the message budget, ordering
-//! and fan-out are the same on every path.
+//! and fan-out are the same on every path. Each write is authorized, then takes the channel's
+//! ordering lock, persists and fans out. Slow mode is checked in `send` under that lock
+//! (`channels.slowmode_secs`; a retry of the same nonce passes).
 
 use concord_proto::api::SendMessage;
 use concord_proto::gateway::TypingStart;

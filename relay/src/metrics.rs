@@ -1,5 +1,6 @@
 //! Prometheus metrics. Every name starts with `concord_`; `METRICS` lists them all, and
-//! `relay/tests/metrics.rs` drives a session and checks that each one moved.
+//! `relay/tests/metrics.rs` drives a session and checks that each one moved. Also the
+//! recorder and the HTTP middleware.
 
 use std::sync::OnceLock;
 use std::time::Instant;

@@ -1,4 +1,5 @@
-//! `Server::spawn(config)`: open the store, bind, start background work, serve. `shutdown()`
+//! `Server::spawn(config)`: open the store, lease a worker id, load the token signing keys,
+//! bind, start background work, serve. `shutdown()`
 //! drains in order: readiness off, gateways closed with 4010, in-flight requests finished,
 //! lease released, store closed.
 

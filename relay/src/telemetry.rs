@@ -2,6 +2,11 @@
 //! HTTP request's span is the root; store calls are child spans (`store/sql`); a fan-out
 //! carries the W3C `traceparent` of the span that published it through Redis, so the span
 //! that applies it on another instance joins the same trace.
+//!
+//! Spans are exported in batches over OTLP/HTTP (JSON), with their own `info` filter,
+//! independent of the log level. `Outbox::publish` captures the current span's `traceparent`
+//! into the Redis envelope; the receiving instance's `cluster.apply` span takes it as its
+//! remote parent (`testkit/tests/otel.rs` checks one trace across two processes).
 
 use std::collections::HashMap;
 

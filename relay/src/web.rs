@@ -7,6 +7,10 @@
 //! - Client routes (`/`, `/invite/{code}`, `/setup`) serve `index.html`; the client reads the
 //!   path (and the setup link's token from the fragment, which never reaches the server).
 //! - Anything else, and every unknown `/api/…` path, stays the API's JSON `404`.
+//!
+//! Lookup, client routes, content types and ETag comparison live in `concord-web-assets`,
+//! shared with the node's `daemon/ui.rs`. Not in the OpenAPI document, so these routes have
+//! no row in the authorization matrix.
 
 use std::sync::Arc;
 

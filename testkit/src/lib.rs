@@ -5,6 +5,7 @@ pub mod audio;
 pub mod browser;
 pub mod lossy;
 pub mod procs;
+pub mod raw;
 
 use std::sync::Arc;
 use std::time::Duration;

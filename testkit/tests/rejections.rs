@@ -4,95 +4,13 @@
 
 use std::time::Duration;
 
-use concord_net::protocol::{self, Request, Response};
+use concord_net::protocol::{Request, Response};
 use concord_proto::Id;
 use concord_proto::signed::Envelope;
+use concord_testkit::raw::{RawClient, code, second_device, tcp_addr};
 use concord_testkit::{TestNode, TestRelay};
 use ed25519_dalek::SigningKey;
-use futures_util::StreamExt;
-use libp2p::request_response;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, tcp, yamux};
 use serde_json::json;
-
-/// A bare libp2p client speaking Concord's RPC, with any device key.
-struct RawClient {
-    swarm: Swarm<protocol::Behaviour>,
-    relay: PeerId,
-}
-
-impl RawClient {
-    async fn connect(device: &SigningKey, relay_addr: &str) -> RawClient {
-        let mut swarm =
-            libp2p::SwarmBuilder::with_existing_identity(concord_net::identity::keypair(device))
-                .with_tokio()
-                .with_tcp(
-                    tcp::Config::default(),
-                    noise::Config::new,
-                    yamux::Config::default,
-                )
-                .unwrap()
-                .with_behaviour(|_| protocol::behaviour(Duration::from_secs(10)))
-                .unwrap()
-                .build();
-        let addr: Multiaddr = relay_addr.parse().unwrap();
-        let relay: PeerId = relay_addr.rsplit_once("/p2p/").unwrap().1.parse().unwrap();
-        swarm.dial(addr).unwrap();
-        loop {
-            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                swarm.select_next_some().await
-                && peer_id == relay
-            {
-                break;
-            }
-        }
-        RawClient { swarm, relay }
-    }
-
-    async fn call(&mut self, request: Request) -> Result<Response, String> {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .send_request(&self.relay, request);
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), self.swarm.select_next_some())
-                .await
-                .expect("an answer in time")
-            {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            request_id,
-                            response,
-                        },
-                    ..
-                }) if request_id == id => return Ok(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    request_id,
-                    error,
-                    ..
-                }) if request_id == id => return Err(error.to_string()),
-                _ => {}
-            }
-        }
-    }
-}
-
-fn code(r: &Result<Response, String>) -> String {
-    match r {
-        Ok(Response::Refused { code, .. }) => code.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn tcp_addr(relay: &TestRelay) -> String {
-    relay
-        .server()
-        .p2p_addrs()
-        .into_iter()
-        .find(|a| a.contains("/tcp/"))
-        .expect("a TCP address")
-}
 
 #[tokio::test]
 async fn the_relay_refuses_bad_requests_and_keeps_serving() {
@@ -407,31 +325,6 @@ async fn revoked_devices_are_disconnected_and_refused() {
     );
     let r = raw.call(Request::Submit { envelope: env }).await;
     assert!(r.is_err() || code(&r) == "device_revoked", "{r:?}");
-}
-
-/// A second device of `node`'s account, registered over HTTP: a raw client with its key has a
-/// peer id of its own (with the node's own key it would share the node's connection and
-/// receive the relay's pushes, which it does not answer).
-async fn second_device(node: &TestNode, relay: &TestRelay, seed: u8) -> SigningKey {
-    let phone = SigningKey::from_bytes(&[seed; 32]);
-    let cert = concord_node::identity::certify(
-        node.node.identity(),
-        &concord_proto::signed::public_key_string(&phone.verifying_key()),
-        "phone",
-    )
-    .unwrap();
-    let http = concord_node::relay_http::RelayHttp::new(&relay.url);
-    http.login(node.node.identity(), None).await.unwrap();
-    let _: serde_json::Value = http
-        .authed(
-            node.node.identity(),
-            reqwest::Method::POST,
-            "/api/v1/users/@me/devices",
-            Some(json!({ "certificate": cert })),
-        )
-        .await
-        .unwrap();
-    phone
 }
 
 /// A suspended account is refused over libp2p as over HTTP (`domain::access`): hello and

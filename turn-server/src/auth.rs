@@ -1,6 +1,7 @@
 //! Long-term credentials (RFC 8489 §9.2): static users from the configuration, and the TURN
 //! REST scheme with a shared secret (coturn's `use-auth-secret`): the username is
-//! `expiry-unix-ts:user-id`, the password `base64(HMAC-SHA1(secret, username))`.
+//! `expiry-unix-ts:user-id`, the password `base64(HMAC-SHA1(secret, username))`, computed by
+//! `concord_proto::turn_rest`, which the relay that issues them shares.
 //!
 //! Also the server's nonces: stateless, `issued-secs` plus a MAC over it and the client's
 //! address, so that the server keeps no per-client state before authentication.

@@ -1,5 +1,5 @@
-//! Library configuration: plain data, deserialisable from the TOML file. The binary layers
-//! file < environment < flags on top of it (see `cli.rs`).
+//! Library configuration (`TurnConfig`): plain data, deserialisable from the TOML file. The
+//! binary layers file < environment < flags on top of it (see `cli.rs`).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

@@ -7,6 +7,14 @@
 //! - [`TurnServer`]: the tokio driver (UDP, TCP and TLS listeners, one UDP relay socket per
 //!   allocation, `/healthz` and `/metrics`).
 //! - [`rest_credentials`]: the ephemeral credentials a relay hands its users.
+//!
+//! # Layout
+//! - `core`: `TurnCore` (sans-IO), `wire` (STUN and ChannelData parsing), `stats` (counters).
+//! - `auth`: long-term and TURN REST credentials, stateless nonces.
+//! - `policy`: which peer addresses an allocation may reach.
+//! - `server`: `TurnServer::spawn`, the tokio driver, and `shutdown()`.
+//! - `config`: `TurnConfig`, the TOML file's shape; `cli`: flags and environment over it.
+//! - `metrics`: `concord_turn_*` names; `tls`: the rustls acceptor.
 
 pub mod auth;
 pub mod core;

@@ -8,6 +8,11 @@
 //! `/metrics`. All of them call into one `TurnCore` behind a mutex (never held across an
 //! await, nor while sending) and carry out its outputs without blocking: a full UDP socket
 //! buffer drops the datagram, a full client queue disconnects that client.
+//!
+//! UDP sockets are registered for readability only (sends never wait), so sending a datagram
+//! does not wake the reactor. The listener is read with `recvmmsg`
+//! (`concord_svc::udp_batch::BatchReader`, shared with the SFU's rooms), up to 32 datagrams
+//! of up to 64 KiB a call, and each batch goes to the core under one lock.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -1,5 +1,7 @@
 // The relay's HTTP API (docs/protocols/http-auth.md): challenge login with the device key,
 // tokens kept in IndexedDB, refresh under a Web Lock so several tabs share one rotation.
+// Login checks the challenge's `audience` is `location.origin`; a call that fails with
+// `token_expired` is retried once after a refresh.
 
 import { kv } from './store.js';
 import { loginBytes, sign } from './signed.js';

@@ -1,5 +1,13 @@
 // Concord web client: boot, account creation/login, guilds, channels, DMs, messages.
 // User content is only ever put into the page as text nodes (never parsed as HTML).
+//
+// State and screens: boot, create account / log in / link a device, guilds, channels
+// (create, rename, delete, private access by role), members (roles, presence, kick, ban), the
+// role editor, DMs, unread counts and acks, the open channel (a history page, catch-up by
+// seq, live events batched every 16 ms, windowed to ~200 messages at the bottom,
+// scroll-back), the outbox (kept in IndexedDB across reloads, retried when the gateway is
+// back; the nonce keeps a retry from posting twice), edit/delete/reply/reactions/mentions,
+// search and jump, typing, keyboard shortcuts.
 
 import { Api, ApiError, NodeApi, RETRYABLE } from './api.js';
 import { Gateway } from './gateway.js';

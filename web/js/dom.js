@@ -1,4 +1,5 @@
-// DOM helpers. Text goes in as text nodes only: nothing here parses HTML.
+// DOM helpers. Text goes in as text nodes only: nothing here parses HTML. `h` builds
+// elements, `reconcile` updates a list in place, search highlights become text + <mark>.
 
 export function $(selector) {
   const el = document.querySelector(selector);

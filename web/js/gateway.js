@@ -1,5 +1,7 @@
 // The gateway WebSocket (docs/protocols/gateway.md): identify or resume, heartbeats,
 // reconnect with jittered backoff; the caller gets ready/resumed/events and the state.
+// A heartbeat left unacknowledged drops the socket and resumes; close codes decide what
+// follows (resume, a fresh identify, a token refresh or a new login).
 
 const ENDED = new Set([4002, 4003, 4008, 4029]);
 

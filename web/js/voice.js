@@ -11,6 +11,14 @@
 // this browser shows goes out on it (its track swapped in and out without renegotiating),
 // and whoever this browser watches comes in on it (`watch(user)` asks the relay, which asks
 // that publisher for a keyframe so the picture starts at once).
+//
+// Failover: a transport that receives nothing for 2.2 s (the relay's ICE consent checks come
+// every second) or a failed connection makes the call join again and renegotiate, keeping
+// mute, the shared screen and whom it watches (`testkit/tests/web_voice_failover.rs`). Mute
+// is `replaceTrack(null)`. Speaking is each slot's mean level since the last poll (the
+// stats' audio energy, so a short burst between polls counts) or its last packet's RFC 6464
+// level. `audioSource(user)` is FNV-1a of the id, as `concord_media::audio_source` computes
+// it for the SFU.
 
 const POLL_MS = 250;
 // RTCRtpSynchronizationSource.audioLevel is linear 0..1; above this someone is talking.

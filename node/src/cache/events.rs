@@ -1,4 +1,5 @@
-//! Confirmed channel events (applied exactly once, in seq order) and unconfirmed messages.
+//! Confirmed channel events (applied exactly once, in seq order) and unconfirmed messages,
+//! merged with their confirmed copy by (device, nonce).
 
 use concord_proto::Id;
 use concord_proto::limits::search_text;

@@ -1,5 +1,6 @@
 //! The outbox: envelopes this device sent that the relay has not acknowledged. Rows survive
-//! restarts; the nonce makes every retry idempotent at the relay.
+//! restarts; the nonce makes every retry idempotent at the relay. Retries back off (0.5 s
+//! doubling, jittered by the nonce).
 
 use concord_proto::signed::Envelope;
 use rusqlite::{OptionalExtension, params};

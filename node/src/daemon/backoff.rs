@@ -2,6 +2,7 @@
 //! passed (2 s, doubling per failure, at most 5 min); a connection over it clears it. The
 //! member directory re-dials on every presence change, so without this a peer with dead
 //! addresses would be hammered. Time is a parameter (tested with virtual time); bounded.
+//! Only member dials back off: explicit dials, such as the relay link, do not.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The node daemon: the swarm, the relay connection (hello, catch-up, pushes), the outbox,
 //! GossipSub for public channels, and the control API for the CLI. `Node::spawn(config)`
-//! starts it; `shutdown()` stops it.
+//! starts it; `shutdown()` stops it. The tasks share one `Inner` (config, cache, swarm
+//! commands, directory); local events go out on a broadcast channel (`Node::subscribe`).
 
 mod apply;
 mod backoff;

@@ -1,5 +1,6 @@
 //! Sending: sign an envelope, show it at once as unconfirmed, keep it in the outbox, gossip it
-//! for public channels, and (with `wait`) return when the relay acknowledges it.
+//! for public channels, deliver a DM straight to the recipient's connected devices, and
+//! (with `wait`) return when the relay acknowledges it (ack waiters).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The node's swarm task: owns the `Swarm`, runs commands from the rest of the daemon, and
 //! turns swarm events into work (pushes from the relay, gossip, direct envelopes, connection
 //! bookkeeping for `concord peers`).
+//!
+//! Bootstrap servers come from `--bootstrap` and from the relay's well-known list
+//! (`enter_dht`); a relay-only node uses none (nor mDNS nor hole punching).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -7,9 +7,12 @@
 //!   loopback origin, as for the rest of the control API.
 //! - The page holds no key and no token: the node speaks for it with its own device key.
 //!   Messages go out through the node's send path (signed envelope, outbox, gossip, the
-//!   relay link); history falls back to the node's cache when the relay is unreachable; the
+//!   relay link); history falls back to the cache's newest page while the relay is away; the
 //!   gateway WebSocket is piped to the relay's, with the node's token put into `identify`
-//!   and `resume`; every other API call is forwarded on the node's session.
+//!   and `resume`; every other API call is forwarded on the node's session
+//!   (`relay_http.rs::forward`); `/api/v1/auth/…` is refused.
+//! - The embedded client is served with a CSP for this loopback origin, and `index.html`
+//!   says `concord-backend: node`. Tickets and sessions are bounded.
 
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};

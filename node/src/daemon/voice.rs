@@ -4,7 +4,14 @@
 //! mesh's signalling: for every other node in the channel, the side with the smaller device
 //! key (or a relay-only node, which nobody can reach) offers a WebRTC link over libp2p with
 //! its grant; the answerer checks the grant before it looks at the offer, and so does the
-//! offerer with the answer. Dead links are rebuilt, disconnected ones get an ICE restart.
+//! offerer with the answer. Dead links are rebuilt with backoff, disconnected ones get an ICE
+//! restart; a peer is reached through the relay's circuit when no address of it works.
+//!
+//! The move to the SFU: the relay's rule applied to `voice_state_update`s, sticky for the
+//! session: mesh links close, mesh offers are refused, and `sfu_tick` keeps one link to the
+//! relay's SFU, rebuilt when the relay has been silent for 2 s (`peer::SFU_DISCONNECTED`),
+//! with a join again when the room's instance does not know this node (the owner died and
+//! the room moved). Reached through the control API (`/v1/voice…`) and `concord voice …`.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //! callers pass packets and time in, so tests run a whole call in virtual time.
 //! (The WebRTC mesh in `voice_mesh` carries the packets; `device.rs`, with the `cpal`
 //! feature, reads the microphone and plays to the speaker.)
+//! `node/tests/voice_call.rs` runs a three-way call in virtual time and checks the mix by FFT.
 
 pub mod codec;
 #[cfg(feature = "cpal")]

@@ -2,6 +2,7 @@
 //! DTX, mute) and hands the packet to the senders; and it plays one frame out of each remote
 //! speaker's jitter buffer (Opus PLC / FEC for losses), mixes them and writes the sink.
 //! Packets from a speaker who may not speak (grant or server mute) are dropped on arrival.
+//! It also counts loss, jitter and the longest concealed gap per speaker.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

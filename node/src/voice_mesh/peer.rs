@@ -1,7 +1,8 @@
 //! One WebRTC peer connection of the mesh: Opus with the audio-level extension, ICE servers
 //! from the relay (TURN only when `relay_only`), a send track for our packets, and a reader
 //! for the remote track that hands packets to the media loop. Complete (non-trickle) SDP:
-//! offers and answers are sent once ICE gathering has finished.
+//! offers and answers are sent once ICE gathering has finished. webrtc 0.21 over the sans-IO
+//! `rtc` core; the path taken and the RTT come from its stats.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

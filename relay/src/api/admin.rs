@@ -3,6 +3,12 @@
 //! unsuspend them (a suspended account cannot log in and its sessions end at once), revoke an
 //! account's sessions, and read instance statistics and the instance audit log, which records
 //! every one of these actions.
+//!
+//! Also: account deletion (`api/deletion.rs`), guild removal, and the one-time setup link
+//! (`setup_link`: a token in `server_secrets`, claimed by `POST /admin/setup`, which makes the
+//! claimant an admin). Suspension revokes sessions through `App::revoke_sessions`; the audit
+//! log is the `instance_audit` table. The CLI's `admin grant|revoke|list|setup-link|
+//! delete-user|delete-guild` works on the database directly.
 
 use std::sync::Arc;
 

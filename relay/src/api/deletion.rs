@@ -3,6 +3,10 @@
 //! Messages stay, shown as written by a deleted user, or are erased too when
 //! `auth.deleted_account_messages = "erase"`. An account that owns guilds must hand them over
 //! (`PATCH /guilds/{id}` with `owner_id`) or delete them first.
+//!
+//! Shared by `DELETE /users/@me` and the admin route: `ModerationStore::delete_account`
+//! (one transaction; refused while the account owns guilds), then sessions revoked and the
+//! account's guild mates told.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! Extractors that turn malformed input into `ApiError`s: JSON bodies are size-checked,
-//! parsed and validated; path and query parameters are parsed with clear messages.
+//! parsed and validated; path and query parameters are parsed with clear messages. Malformed
+//! JSON, queries and path ids become 400, oversized bodies 413, a wrong content type 415.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};

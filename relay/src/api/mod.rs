@@ -1,6 +1,7 @@
 //! The HTTP API: every route is registered through utoipa-axum's `OpenApiRouter`, so the
 //! OpenAPI document and the route table come from the same list (the authorization matrix
-//! test reads it).
+//! test reads it). One file per resource; each handler carries `#[utoipa::path]` and is one
+//! line in `routes()`.
 
 pub mod admin;
 pub mod auth;

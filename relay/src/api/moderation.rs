@@ -1,6 +1,9 @@
 //! Guild moderation: the guild audit log (who did what to whom, readable with
 //! view_audit_log), timeouts (moderate_members) and bulk deletion of a member's recent
-//! messages (manage_messages). Every moderation route writes an audit entry.
+//! messages (manage_messages). Every moderation route writes an audit entry
+//! (`domain::audit::audit_guild`, the `guild_audit` table). A timeout is
+//! `members.timeout_until`; while it runs `perms.rs` strips `TIMED_OUT_DENY`, after the
+//! overwrites. Slow mode is checked in `messaging::send`.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

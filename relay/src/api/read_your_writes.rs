@@ -1,9 +1,9 @@
 //! With read replicas, HTTP reads go to them, but a client must still see its own writes: a
 //! request that writes runs on the primary, and so do that client's reads for a while after
-//! (longer than replica lag ever should be). Clients are told apart by a hash of their
-//! Authorization header (an access token). Catch-up reads (`after=`) stay on the primary too:
-//! they resume a live stream, and a lagging replica would leave a gap. Only installed when
-//! replicas exist.
+//! (`database.read_your_writes_secs`, longer than replica lag ever should be). Clients are
+//! told apart by a hash of their Authorization header (an access token). Catch-up reads
+//! (`after=`) stay on the primary too: they resume a live stream, and a lagging replica
+//! would leave a gap. Only installed when replicas exist.
 
 use std::sync::Arc;
 use std::time::Instant;

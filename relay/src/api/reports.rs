@@ -1,7 +1,8 @@
 //! Reports: any member reports a message or a user to the guild's moderators
 //! (moderate_members works the queue), and anyone reports to the instance admins. A reported
 //! message's content is kept with the report, so deleting the message does not destroy the
-//! evidence. Closing a report records what was done, in the report and in the audit log.
+//! evidence. Closing a report (resolve or dismiss) records what was done, in the report and
+//! in the audit log. Stored in the `reports` table; two queues, the guild's and the admins'.
 
 use std::sync::Arc;
 

@@ -2,7 +2,9 @@
 //! scheme, shared secret with concord-turn); joining a voice channel (a relay-signed grant,
 //! renewed by joining again), leaving, self mute/deafen, server mute by moderators, and the
 //! participant list. State changes go to everyone who can see the channel as
-//! `voice_state_update`.
+//! `voice_state_update`. The grant is `concord_proto::signed::VoiceGrant`. The SFU's routes
+//! are here too: `POST /api/v1/voice/channels/{id}/sfu` (the relay's offer), `…/sfu/answer`,
+//! `…/sfu/watch` and `…/sfu/stats`.
 
 use std::sync::Arc;
 

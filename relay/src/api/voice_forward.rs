@@ -4,6 +4,11 @@
 //! came); the request carries the cluster's forwarding secret so the owner serves it
 //! instead of forwarding it again, and skips the rate limit this instance already applied.
 //! On a single instance (no Redis) this layer passes everything through.
+//!
+//! The instance the client asked signs the join's grant again with its own key (the key
+//! the client knows). Once the owner's liveness key is gone, the next request fails over
+//! to a new owner (`testkit/tests/voice_placement.rs`: SIGKILL of the owner).
+//! `leave_other_owner` takes a joining user out of a room another owner holds.
 
 use std::sync::Arc;
 

@@ -8,6 +8,15 @@
 //! Order makes a crash harmless: the object is written completely before any row is deleted,
 //! and deleting a month is one transaction, so a month is either still in the database or in
 //! the archive (or, after a crash between the two, in both: archiving again rewrites it).
+//!
+//! The object is streamed by multipart upload. On PostgreSQL, migration 0002 moved existing
+//! rows into monthly partitions of `messages`; `(author_id, nonce)` uniqueness lives in
+//! `message_nonces`, filled by a row trigger, because a unique key of a partitioned table
+//! must contain the partition key. The channel event log keeps its entries (seq stays
+//! gapless for catch-up): only history and search lose archived messages.
+//!
+//! `month.rs`: months as id ranges and partition names; `schedule.rs`: the retention task and
+//! the job worker.
 
 pub mod month;
 pub mod schedule;

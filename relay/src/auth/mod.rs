@@ -1,5 +1,5 @@
 //! Who is calling: access tokens (JWT), refresh tokens, the revocation set, and the extractor
-//! that every authenticated route uses.
+//! that every authenticated route uses (`Caller`).
 
 pub mod revocation;
 pub mod tokens;

@@ -4,6 +4,10 @@
 //! first, another claims it once it has been idle long enough (XAUTOCLAIM) and runs it. Jobs
 //! are idempotent (archiving a month twice rewrites the same object), so at-least-once is
 //! enough. Pub/sub cannot do this: a message nobody is subscribed to is gone.
+//!
+//! The consumer group is `workers`; an offer is deduplicated by `SET NX`, so every
+//! instance offering the same month makes one job; the archive's jobs are reclaimed after
+//! 10 min idle (`archive::schedule::CLAIM_AFTER`).
 
 use std::time::Duration;
 

@@ -2,6 +2,10 @@
 //! routed by slot). Commands go through one connection type either way; pub/sub uses a
 //! plain connection to one node, because classic PUBLISH is broadcast over the cluster bus
 //! to every node, so a subscriber on any node hears every instance.
+//!
+//! A cluster is `--redis-cluster` with the seed URLs comma-separated; the pub/sub connection
+//! goes to the first cluster node that answers. Every key one Lua script touches shares a hash tag,
+//! so the script runs on one slot.
 
 use std::time::Duration;
 

@@ -9,6 +9,29 @@
 //! the publisher drops (and counts) what it cannot send, the subscriber reconnects with
 //! backoff, and meanwhile the channel events of other instances come from the store
 //! (`catchup.rs`). Durable work does not ride on pub/sub (see ARCHITECTURE.md).
+//!
+//! Enabled by `[redis] url`. A [`Fanout`] says what a fan-out means (to users, to a guild, to
+//! a channel's viewers except one, a visibility change, presence with the user's guilds,
+//! membership changes, revocations, permission-cache invalidations); it goes through one
+//! bounded queue to the pub/sub channel `{prefix}:fanout`, and every other instance runs it
+//! through `apply`. Hub, `PermCache` and `App` hold an [`Outbox`], a no-op on a single
+//! instance. The subscriber drives `/readyz`'s `redis` check (`ok`, or `down` → `degraded`);
+//! while it is down `catchup.rs` reads the followed channels from the store every 0.5 s, and
+//! `hub/delivered.rs` keeps each seq to one push.
+//!
+//! Fan-out is pub/sub, not a queue, on purpose: an event that misses an instance (Redis
+//! down, instance restarting) is already committed, and every client catches up by seq
+//! (gateway resume or `after`, node `sync`). A durable queue (`jobs.rs`) is only for work
+//! whose only record would otherwise be in memory (archiving months). Ids stay unique
+//! across instances through the worker-id lease. A SIGKILLed instance loses only
+//! unacknowledged sends, which clients retry on another instance with the same nonce
+//! (`testkit/tests/cluster_failover.rs`).
+//!
+//! Presence: each instance publishes who is online on it every [`PRESENCE_REFRESH`] (30 s,
+//! in `PresenceBatch`es of 500 users) and sends `Hello` whenever its subscription comes up
+//! (at start, after an outage), which makes the others answer with theirs, so a late
+//! instance still lists users online elsewhere; a remote user not refreshed for
+//! [`PRESENCE_EXPIRY`] (95 s) is shown offline (their instance died without a goodbye).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -3,6 +3,10 @@
 //! call per check, Redis's clock for every instance. O(1) memory per key, unlike a log.
 //! While Redis is unreachable (breaker open) each instance falls back to its own in-memory
 //! limiter, so a Redis outage neither blocks nor unlimits clients.
+//!
+//! Keys are hash-tagged for Redis Cluster; decisions and headers are the in-memory
+//! limiter's (`Decision`). The breaker is `breaker.rs` (half-open probe); the fallback is
+//! `crate::ratelimit::MemoryLimiter`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

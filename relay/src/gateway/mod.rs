@@ -1,6 +1,7 @@
 //! The gateway: one WebSocket per client, JSON frames (docs/protocols/gateway.md). The socket
 //! task reads client frames and drains the session's event buffer; the hub fills that buffer
-//! from any task without waiting on the socket.
+//! from any task without waiting on the socket. The connection (`connection.rs`) does
+//! identify and resume, heartbeats, the client-frame rate limit and the close codes.
 
 mod connection;
 

@@ -1,5 +1,6 @@
 //! Fan-out: which gateway sessions are online, in which guilds, and who receives each event.
-//! Authorization is checked per recipient before anything is queued.
+//! Authorization is checked per recipient before anything is queued. Presence lives here
+//! too. `session.rs` is one session's buffer; `delivered.rs` keeps each seq to one push.
 
 pub mod delivered;
 mod session;

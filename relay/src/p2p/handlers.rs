@@ -1,6 +1,7 @@
 //! Requests from nodes. The peer's device key comes from the Noise handshake (its PeerId); the
 //! device's certificate, registered over HTTP at join, maps it to an account. Every request
-//! re-checks that the device is not revoked and its account not suspended.
+//! re-checks that the device is not revoked and its account not suspended. Requests: hello,
+//! submit, sync and peers.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! The relay's libp2p identity: an ed25519 seed in the data dir, created on first start with
-//! 0600 permissions and reused across restarts (nodes pin the relay's PeerId).
+//! The relay's libp2p identity: an ed25519 seed in the data dir (`relay.key`), created on
+//! first start with 0600 permissions and reused across restarts (nodes pin the relay's PeerId).
 
 use std::path::Path;
 

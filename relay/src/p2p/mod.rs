@@ -2,6 +2,10 @@
 //! Noise handshake, and use Concord's RPC to submit envelopes, receive relay-signed pushes and
 //! sync by seq. The same `App` (store, permissions, hub) serves them as serves HTTP, so a
 //! message from a node and one from a browser follow one path.
+//!
+//! `identity.rs` (the key), `swarm.rs` (the swarm task), `handlers.rs` (requests), `pusher.rs`
+//! (one task per node). Test hook, cheap when unused: `drop_next_pushes` drops pushes to one
+//! peer, to make a seq gap.
 
 mod handlers;
 mod identity;

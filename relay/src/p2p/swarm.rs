@@ -1,5 +1,6 @@
 //! The swarm task: owns the `Swarm`, turns inbound requests into handler tasks, sends pushes
-//! for the pusher tasks, and keeps the peer table in step with connections.
+//! for the pusher tasks, and keeps the peer table in step with connections. Handler tasks in
+//! flight and the peer table are bounded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

@@ -1,6 +1,12 @@
 //! Persistence. The relay talks to storage only through these traits; `sql` implements them
 //! for SQLite and PostgreSQL, and `relay/tests/store_conformance.rs` runs one suite against
 //! both.
+//!
+//! `Store` is `ServerStore + AccountStore + GuildStore + MessageStore + ArchiveStore +
+//! AdminStore + ModerationStore`. `consistency.rs` says which reads may use a replica,
+//! `space.rs` keeps SQLite's free-space floor, `records.rs` holds the plain rows. What each
+//! fault (disk full, database down, lost commit) looks like to clients:
+//! `docs/protocols/faults.md`.
 
 mod records;
 pub mod space;

@@ -9,6 +9,9 @@
 //! `"{instance} {channel} {VoiceState as JSON}"`: the prefix lets an owner delete only its
 //! own entry (a user who moved to another owner keeps the new one) and lets readers skip
 //! the entries of dead instances without parsing them.
+//!
+//! Read by `api/guilds.rs::guild_view` (for `ready`) and by a join that must first take the
+//! user out of a room on another owner (`api/voice_forward.rs::leave_other_owner`).
 
 use concord_proto::Id;
 use concord_proto::model::VoiceState;

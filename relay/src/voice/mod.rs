@@ -2,6 +2,11 @@
 //! grants that let a device in, and the `voice_state_update` events everyone who can see the
 //! channel gets. Small channels of nodes talk over a WebRTC mesh between
 //! the nodes; larger ones and browsers go through the SFU (`sfu/`).
+//!
+//! `Voice` hangs on `App`; this module announces `voice_state_update`s, and its expiry sweep
+//! runs every second from `background.rs`. The grant is the relay-signed `VoiceGrant`
+//! (`concord_proto::signed`), issued on join by `api/voice.rs`. Across a cluster,
+//! `placement.rs` says which instance holds a room and `directory.rs` who is in voice where.
 
 pub mod directory;
 pub mod placement;

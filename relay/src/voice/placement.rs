@@ -7,6 +7,11 @@
 //! claims the room for a live instance (failover). Voice requests reaching another instance
 //! are forwarded to the owner (`api/voice_forward.rs`), so every participant of a room
 //! lands on one SFU.
+//!
+//! Keys share the `{prefix:voice}` hash tag: liveness `…:instance:*` (2 s TTL, refreshed
+//! every 500 ms), room claims by a Lua script that never overwrites a live owner, renewed
+//! every 500 ms while the room has participants and released when it empties. Tested
+//! against Redis in `relay/tests/cluster.rs`.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Who is in which voice channel on this instance: plain state with the clock passed in, so
 //! the rules (one channel per user, room capacity, leases that run out) are tested without
 //! sockets or timers. `api/voice.rs` turns its answers into grants and gateway events.
+//! It also decides a room's mode: `mesh`, or `sfu` past the mesh size, with a browser, or
+//! with a participant whose join another instance forwarded (`cross_instance`); a room
+//! that reached `sfu` stays there until it empties. Unit-tested.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

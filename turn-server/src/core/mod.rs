@@ -1,7 +1,8 @@
 //! The sans-IO TURN server: `TurnCore` takes `(now, 5-tuple, bytes)` and produces outputs
 //! (datagrams or stream messages for clients, datagrams for peers from an allocation's relay
 //! socket, relay sockets to bind, allocations that ended). It never touches a socket or a
-//! clock, so tests drive it with virtual time.
+//! clock, so tests drive it with virtual time (`core/tests.rs`). It also returns its next
+//! deadline.
 //!
 //! Protocol: STUN Binding (RFC 8489) and TURN over UDP/TCP/TLS (RFC 8656, accepting RFC 5766
 //! clients): Allocate, Refresh, CreatePermission, ChannelBind, Send/Data indications and

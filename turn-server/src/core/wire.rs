@@ -1,5 +1,6 @@
 //! The wire format: STUN messages (decoded with rtc-stun's `Message`, after checks of our
-//! own), ChannelData, XOR-encoded addresses, MESSAGE-INTEGRITY and stream framing. Every
+//! own: lengths, fingerprint, integrity, comprehension-required attributes), ChannelData,
+//! XOR-encoded addresses, MESSAGE-INTEGRITY and stream framing. Every
 //! function here takes arbitrary bytes and never panics (see `tests/parsers_never_panic.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

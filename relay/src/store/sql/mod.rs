@@ -3,11 +3,16 @@
 //!
 //! SQLite gets a single-connection write pool (one writer, no SQLITE_BUSY on upgrades) and a
 //! read-only pool beside it (WAL lets readers run during writes). PostgreSQL gets a write pool
-//! and a read pool on the primary, plus one pool per read replica (readers.rs).
+//! and a read pool on the primary, plus one pool per read replica (readers.rs). The write and
+//! read pools are separate and bounded, so slow reads cannot take the connections writes
+//! need. The SQLite writer pool replaces a connection a failed write left inside a
+//! transaction. New messages go through group commit (`batch.rs`); `transfer.rs` copies
+//! whole databases.
 //!
 //! A breaker guards every call: when the background probe ([`ServerStore::ping`], every
 //! `database.probe_interval_ms`) finds the database down twice, calls fail fast with
-//! [`StoreError::Unavailable`]; the next probe that succeeds closes it. Until it opens, calls
+//! [`StoreError::Unavailable`] (503 `unavailable`): no restart, no pile of requests each
+//! waiting out the acquire timeout; the next probe that succeeds closes it. Until it opens, calls
 //! fail by themselves within `database.fail_fast_ms`: the PostgreSQL pools' acquire timeout
 //! (sqlx retries a refused connection until then).
 

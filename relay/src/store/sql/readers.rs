@@ -1,6 +1,7 @@
 //! Where reads go. With PostgreSQL replicas configured, reads inside
 //! [`crate::store::consistency::on_replica`] go to the replicas in turn, skipping one that
-//! failed (per-replica breaker) and falling back to the primary when none answers. Every
+//! failed for 5 s (per-replica breaker) and falling back to the primary when none answers.
+//! Tested against a real streaming replica in `relay/tests/pg_replica.rs`. Every
 //! other read uses the read pool: the primary, or on SQLite the read-only connections beside
 //! the writer.
 

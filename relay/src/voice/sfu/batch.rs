@@ -1,6 +1,9 @@
 //! Datagrams in batches: a forwarded packet's fan-out in one system call (`sendmmsg` to
 //! several addresses from one socket, instead of one `sendto` each), and a room's reads
 //! (`recvmmsg`, which also shows when the socket is empty without a read that fails).
+//! A packet's whole fan-out is one `sendmmsg` per socket; reads are batches of 16 datagrams
+//! of up to 2 KiB through `concord_svc::udp_batch::BatchReader`, and a short batch clears
+//! tokio's readiness.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;

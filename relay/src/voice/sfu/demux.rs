@@ -1,6 +1,8 @@
 //! Which participant a datagram on a room's shared sockets belongs to: by source address,
 //! or, for a STUN check, by the relay's ICE username fragment it names ("ours:theirs").
 //! Plain data, no IO: the room's task asks and then tells what the peer made of it.
+//! A STUN check from an address another peer had goes to the peer whose ufrag it names,
+//! which takes the address over once it accepts the check. Bounded, unit-tested.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

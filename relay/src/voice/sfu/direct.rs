@@ -4,6 +4,13 @@
 //! sent from the room's socket, skipping the connection's per-packet pipeline (a queue hop
 //! per handler and interceptor). Everything else (STUN, DTLS, RTCP, video) still goes
 //! through the connection.
+//!
+//! The key is one the connection derived through `concord_media::direct_srtp::KeyTap` that
+//! protects the first packet to the same bytes; AES-GCM profiles then use
+//! `concord_media::srtp_gcm` (RFC 7714), other profiles `rtc`'s context. Packets go into
+//! per-listener buffers (`batch::Datagrams`) and out to the address the connection sends
+//! media to. A mismatch leaves that connection on the full pipeline. Counted as
+//! `concord_sfu_direct_srtp_total{direction,result}`.
 
 use std::net::SocketAddr;
 

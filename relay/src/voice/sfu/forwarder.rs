@@ -6,6 +6,8 @@
 //! when its speaker changes, sequence numbers continue by one and the timestamp continues by
 //! one frame, with the marker bit set, so the listener's jitter buffer sees one stream.
 //! Cost grows with listeners × N, not listeners × speakers. Bounded by the room size.
+//! Every listener's slots sit in one array that every packet visits, and the forwards are
+//! written into the room's one buffer.
 
 use std::collections::HashMap;
 

@@ -2,6 +2,12 @@
 //! is built here, and the room's task (`room.rs`) feeds it datagrams and timeouts and sends
 //! what it writes. No task, channel or lock of its own: forwarding a packet to it is a
 //! function call (interceptors, SRTP) and a `sendto`.
+//!
+//! The offer is complete: one receive-only upstream transceiver, N send-only slots, host
+//! candidates on the room's sockets. `Peer` is `repr(C)` with the fields the room reads per
+//! packet first (negotiated payload type and level id, the slots' send counters inline, the
+//! short paths' contexts unboxed), so forwarding to a listener touches its first cache lines
+//! rather than its connection's state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

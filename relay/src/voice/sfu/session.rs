@@ -6,6 +6,9 @@
 //! they watch down (`video.rs` decides); a viewer's keyframe requests and each new viewer
 //! turn into a PLI to the publisher. Complete SDP: the room's host candidates are in the
 //! offer.
+//!
+//! Limits: `voice.sfu_max_rooms` and `voice.sfu_max_upstream_kbps`. Per-participant RTCP
+//! statistics feed `…/sfu/stats`; metrics are `concord_sfu_*`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -10,6 +10,13 @@
 //! fill the reception blocks of the reports it sends (`reports`), and the loss and jitter it shows.
 //! The participant's own reception blocks on what the relay sends them give the round trip
 //! (RFC 3550: their LSR and DLSR against the relay's sender reports).
+//!
+//! Every second, one compound RTCP packet per connection: a sender report per slot that has
+//! sent (`concord_media::sending`, counted by `Peer::on_sent`), the reception blocks in the
+//! first (`sfu_media_engine` registers no report interceptor). LSR/DLSR come from the
+//! participant's own sender reports, read from a copy of their RTCP opened with the same
+//! key; the round trip (`sending::round_trip`) shows in `…/sfu/stats`, the ICE consent
+//! checks' until they have reported.
 
 use std::time::{Duration, Instant};
 
