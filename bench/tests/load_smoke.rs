@@ -138,7 +138,10 @@ fn idle_churn_gives_back_every_socket() {
         sockets(&d["relay_fds_before_connect"]),
         sockets(&d["relay_fds_connected"]),
     );
-    assert!(connected >= before + 50, "each connection holds a socket: {d}");
+    assert!(
+        connected >= before + 50,
+        "each connection holds a socket: {d}"
+    );
     assert_eq!(d["sockets_leaked"], 0, "{d}");
     for round in rounds {
         assert_eq!(sockets(&round["closed_fds"]), before, "{d}");

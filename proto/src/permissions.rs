@@ -284,10 +284,19 @@ mod tests {
         let open = channel(ChannelKind::Text, false, Vec::new());
         assert!(gossip_eligible(&open, everyone));
         // @everyone without view at the guild level: only roles see it.
-        assert!(!gossip_eligible(&open, everyone & !Permissions::VIEW_CHANNEL));
+        assert!(!gossip_eligible(
+            &open,
+            everyone & !Permissions::VIEW_CHANNEL
+        ));
         assert!(gossip_eligible(&open, Permissions::ADMINISTRATOR));
-        assert!(!gossip_eligible(&channel(ChannelKind::Text, true, Vec::new()), everyone));
-        assert!(!gossip_eligible(&channel(ChannelKind::Voice, false, Vec::new()), everyone));
+        assert!(!gossip_eligible(
+            &channel(ChannelKind::Text, true, Vec::new()),
+            everyone
+        ));
+        assert!(!gossip_eligible(
+            &channel(ChannelKind::Voice, false, Vec::new()),
+            everyone
+        ));
         let deny = |target_id, kind| Overwrite {
             target_id,
             kind,
@@ -299,7 +308,10 @@ mod tests {
             deny(MOD_ROLE, OverwriteKind::Role),
             deny(ME, OverwriteKind::Member),
         ] {
-            assert!(!gossip_eligible(&channel(ChannelKind::Text, false, vec![o]), everyone));
+            assert!(!gossip_eligible(
+                &channel(ChannelKind::Text, false, vec![o]),
+                everyone
+            ));
         }
         // An overwrite that only allows, or denies something else, keeps it eligible.
         let allow_only = Overwrite {
@@ -308,7 +320,10 @@ mod tests {
             allow: Permissions::MANAGE_MESSAGES,
             deny: Permissions::SEND_MESSAGES,
         };
-        assert!(gossip_eligible(&channel(ChannelKind::Text, false, vec![allow_only]), everyone));
+        assert!(gossip_eligible(
+            &channel(ChannelKind::Text, false, vec![allow_only]),
+            everyone
+        ));
         let mut dm = open.clone();
         dm.guild_id = None;
         assert!(!gossip_eligible(&dm, everyone));

@@ -160,7 +160,8 @@ impl App {
                 .close_auth_session_local(*sid, CloseReason::Revoked);
         }
         for user in users {
-            self.hub.close_node_sessions_local(*user, CloseReason::Revoked);
+            self.hub
+                .close_node_sessions_local(*user, CloseReason::Revoked);
         }
     }
 

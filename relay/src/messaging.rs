@@ -7,13 +7,13 @@
 use concord_proto::api::SendMessage;
 use concord_proto::gateway::TypingStart;
 use concord_proto::limits::MAX_MENTIONS;
-use concord_proto::ratelimit::Decision;
 use concord_proto::model::{ChannelEvent, ChannelKind, Message};
+use concord_proto::ratelimit::Decision;
 use concord_proto::{Id, Permissions};
 
-use crate::domain::error::{DomainError, DomainResult};
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
+use crate::domain::error::{DomainError, DomainResult};
 use crate::perms::ChannelAccess;
 use crate::store::NewMessage;
 
@@ -217,7 +217,12 @@ pub async fn edit(
     serde_json::from_value(event.data).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
-pub async fn delete(app: &App, caller: &Caller, channel_id: Id, message_id: Id) -> DomainResult<()> {
+pub async fn delete(
+    app: &App,
+    caller: &Caller,
+    channel_id: Id,
+    message_id: Id,
+) -> DomainResult<()> {
     let access = text_channel(app, caller, channel_id, Permissions::VIEW_CHANNEL).await?;
     let existing = app
         .store

@@ -79,7 +79,9 @@ async fn an_instance_admin_suspends_and_restores_an_account_with_an_audit_trail(
         "{body}"
     );
     assert_eq!(
-        ana.get(&format!("{bob_path}/devices")).await.ok(200)
+        ana.get(&format!("{bob_path}/devices"))
+            .await
+            .ok(200)
             .as_array()
             .map(Vec::len),
         Some(1),

@@ -156,11 +156,7 @@ async fn proxy(client: TcpStream, server: TcpStream, switch: Arc<Switch>) {
 async fn a_commit_whose_answer_is_lost_is_a_retry_that_stores_once() {
     let base = common::db::fresh_postgres_url().await;
     let mut url = reqwest::Url::parse(&base).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port().unwrap_or(5432)
-    );
+    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let switch = Arc::new(Switch::default());
     let port = start_proxy(upstream, switch.clone()).await;
     url.set_port(Some(port)).unwrap();
@@ -179,15 +175,23 @@ async fn a_commit_whose_answer_is_lost_is_a_retry_that_stores_once() {
 
     for round in 0..3 {
         let nonce = format!("before-{round}");
-        let r = ana.post(&path, json!({ "content": "x", "nonce": nonce })).await;
+        let r = ana
+            .post(&path, json!({ "content": "x", "nonce": nonce }))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         ledger.ack(&nonce, r.body["seq"].as_i64().unwrap());
 
         // The COMMIT reaches PostgreSQL; its answer does not reach the relay.
         let nonce = format!("lost-{round}");
         switch.armed.store(true, Ordering::SeqCst);
-        let r = ana.post(&path, json!({ "content": "x", "nonce": nonce })).await;
-        assert_eq!(switch.cut.load(Ordering::SeqCst), round + 1, "the COMMIT was cut");
+        let r = ana
+            .post(&path, json!({ "content": "x", "nonce": nonce }))
+            .await;
+        assert_eq!(
+            switch.cut.load(Ordering::SeqCst),
+            round + 1,
+            "the COMMIT was cut"
+        );
         assert_eq!(
             (r.status, r.body["code"].as_str()),
             (503, Some("retry")),
@@ -201,7 +205,9 @@ async fn a_commit_whose_answer_is_lost_is_a_retry_that_stores_once() {
         // message PostgreSQL committed and returns it (200), not a second copy.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let stored = loop {
-            let r = ana.post(&path, json!({ "content": "x", "nonce": nonce })).await;
+            let r = ana
+                .post(&path, json!({ "content": "x", "nonce": nonce }))
+                .await;
             if r.status == 503 {
                 assert!(std::time::Instant::now() < deadline, "no answer after 10 s");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -199,7 +199,10 @@ async fn send_message(user: &TestUser, channel: Id, nonce: &str) -> Resp {
 fn record(ledger: &Mutex<Ledger>, nonce: &str, r: &Resp) {
     let mut l = ledger.lock().unwrap();
     if r.status == 201 || r.status == 200 {
-        l.ack(nonce, r.body["seq"].as_i64().expect("an ack carries its seq"));
+        l.ack(
+            nonce,
+            r.body["seq"].as_i64().expect("an ack carries its seq"),
+        );
     } else {
         l.refuse(r.status, r.body["code"].as_str().unwrap_or(""));
     }

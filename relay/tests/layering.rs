@@ -21,10 +21,7 @@ const TRANSPORT_PATHS: &[&str] = &[
     "super::super::api",
 ];
 /// Known exceptions, each with its reason. Shrinks; never grows.
-const ALLOWED: &[(&str, &str)] = &[(
-    "app.rs",
-    "crate::p2p",
-)];
+const ALLOWED: &[(&str, &str)] = &[("app.rs", "crate::p2p")];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -269,13 +269,20 @@ async fn kicked_or_view_less_members_lose_their_voice_seat() {
         .await;
     assert!(left(e, bob.id));
     let kicked_ms = started.elapsed().as_millis();
-    assert_eq!(bob.patch(&path("state"), json!({ "self_mute": true })).await.status, 404);
+    assert_eq!(
+        bob.patch(&path("state"), json!({ "self_mute": true }))
+            .await
+            .status,
+        404
+    );
 
     // Cat loses view of the channel through a member overwrite.
     let started = std::time::Instant::now();
     ana.put(
         &format!("/api/v1/channels/{voice}/permissions/{}", cat.id),
-        Some(json!({ "kind": OverwriteKind::Member, "allow": 0, "deny": Permissions::VIEW_CHANNEL })),
+        Some(
+            json!({ "kind": OverwriteKind::Member, "allow": 0, "deny": Permissions::VIEW_CHANNEL }),
+        ),
     )
     .await
     .ok(204);
@@ -285,13 +292,19 @@ async fn kicked_or_view_less_members_lose_their_voice_seat() {
     assert!(left(e, cat.id));
     let hidden_ms = started.elapsed().as_millis();
     assert_eq!(
-        cat.patch(&path("state"), json!({ "self_mute": true })).await.status,
+        cat.patch(&path("state"), json!({ "self_mute": true }))
+            .await
+            .status,
         404
     );
     let participants = ana
         .get(&format!("/api/v1/voice/channels/{voice}"))
         .await
         .ok(200);
-    assert_eq!(participants.as_array().map(Vec::len), Some(0), "{participants}");
+    assert_eq!(
+        participants.as_array().map(Vec::len),
+        Some(0),
+        "{participants}"
+    );
     eprintln!("voice seat dropped {kicked_ms} ms after a kick, {hidden_ms} ms after losing view");
 }

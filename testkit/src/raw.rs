@@ -97,7 +97,6 @@ pub fn tcp_addr(relay: &TestRelay) -> String {
         .expect("a TCP address")
 }
 
-
 /// A second device of `node`'s account, registered over HTTP: a raw client with its key has a
 /// peer id of its own (with the node's own key it would share the node's connection and
 /// receive the relay's pushes, which it does not answer).
@@ -122,4 +121,3 @@ pub async fn second_device(node: &TestNode, relay: &TestRelay, seed: u8) -> Sign
         .unwrap();
     phone
 }
-

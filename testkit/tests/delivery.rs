@@ -586,5 +586,9 @@ async fn a_channel_hidden_from_some_member_never_goes_on_gossipsub() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     driver.abort();
     let received = received.lock().unwrap().clone();
-    assert_eq!(received, ["for everyone"], "only #general went on GossipSub");
+    assert_eq!(
+        received,
+        ["for everyone"],
+        "only #general went on GossipSub"
+    );
 }

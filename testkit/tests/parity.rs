@@ -61,7 +61,13 @@ impl Bob<'_> {
 }
 
 /// Ana's moderation calls.
-async fn ana_does(http: &RelayHttp, ana: &TestNode, method: reqwest::Method, path: &str, body: Option<Value>) {
+async fn ana_does(
+    http: &RelayHttp,
+    ana: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) {
     let _: Value = http
         .authed(ana.node.identity(), method.clone(), path, body)
         .await
@@ -104,20 +110,59 @@ async fn a_send_meets_the_same_rules_over_http_and_libp2p() {
     rows.push(("member", bob.over_http().await, bob.over_libp2p().await));
 
     let deny = |p: Permissions| json!({ "kind": "member", "allow": 0, "deny": p });
-    ana_does(&ana_http, &ana, reqwest::Method::PUT, &overwrite, Some(deny(Permissions::SEND_MESSAGES))).await;
-    rows.push(("no send permission", bob.over_http().await, bob.over_libp2p().await));
-    ana_does(&ana_http, &ana, reqwest::Method::PUT, &overwrite, Some(deny(Permissions::VIEW_CHANNEL))).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PUT,
+        &overwrite,
+        Some(deny(Permissions::SEND_MESSAGES)),
+    )
+    .await;
+    rows.push((
+        "no send permission",
+        bob.over_http().await,
+        bob.over_libp2p().await,
+    ));
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PUT,
+        &overwrite,
+        Some(deny(Permissions::VIEW_CHANNEL)),
+    )
+    .await;
     rows.push(("no view", bob.over_http().await, bob.over_libp2p().await));
     ana_does(&ana_http, &ana, reqwest::Method::DELETE, &overwrite, None).await;
 
     // Slow mode: bob sent in the last 600 s (the first row).
     let channel = format!("/api/v1/channels/{general}");
-    ana_does(&ana_http, &ana, reqwest::Method::PATCH, &channel, Some(json!({ "slowmode_secs": 600 }))).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PATCH,
+        &channel,
+        Some(json!({ "slowmode_secs": 600 })),
+    )
+    .await;
     rows.push(("slow mode", bob.over_http().await, bob.over_libp2p().await));
-    ana_does(&ana_http, &ana, reqwest::Method::PATCH, &channel, Some(json!({ "slowmode_secs": 0 }))).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PATCH,
+        &channel,
+        Some(json!({ "slowmode_secs": 0 })),
+    )
+    .await;
 
     let timeout = format!("/api/v1/guilds/{guild}/members/{bob_id}/timeout");
-    ana_does(&ana_http, &ana, reqwest::Method::PUT, &timeout, Some(json!({ "duration_secs": 600 }))).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PUT,
+        &timeout,
+        Some(json!({ "duration_secs": 600 })),
+    )
+    .await;
     rows.push(("timed out", bob.over_http().await, bob.over_libp2p().await));
     ana_does(&ana_http, &ana, reqwest::Method::DELETE, &timeout, None).await;
 
@@ -127,13 +172,31 @@ async fn a_send_meets_the_same_rules_over_http_and_libp2p() {
         spent += 1;
         assert!(spent < 40, "the budget never ran out");
     }
-    rows.push(("over the message budget", bob.over_http().await, bob.over_libp2p().await));
+    rows.push((
+        "over the message budget",
+        bob.over_http().await,
+        bob.over_libp2p().await,
+    ));
     // The budget comes back with the next window; the rows below see the rules only.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
 
-    ana_does(&ana_http, &ana, reqwest::Method::DELETE, &format!("/api/v1/guilds/{guild}/members/{bob_id}"), None).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/guilds/{guild}/members/{bob_id}"),
+        None,
+    )
+    .await;
     rows.push(("kicked", bob.over_http().await, bob.over_libp2p().await));
-    ana_does(&ana_http, &ana, reqwest::Method::PUT, &format!("/api/v1/guilds/{guild}/bans/{bob_id}"), Some(json!({}))).await;
+    ana_does(
+        &ana_http,
+        &ana,
+        reqwest::Method::PUT,
+        &format!("/api/v1/guilds/{guild}/bans/{bob_id}"),
+        Some(json!({})),
+    )
+    .await;
     rows.push(("banned", bob.over_http().await, bob.over_libp2p().await));
 
     let table: Vec<String> = rows
@@ -142,10 +205,19 @@ async fn a_send_meets_the_same_rules_over_http_and_libp2p() {
         .collect();
     eprintln!("{}", table.join("\n"));
     for (state, h, p) in &rows {
-        assert_eq!(h, p, "{state}: HTTP and libp2p disagree\n{}", table.join("\n"));
+        assert_eq!(
+            h,
+            p,
+            "{state}: HTTP and libp2p disagree\n{}",
+            table.join("\n")
+        );
     }
     assert_eq!(rows[0].1, "ok");
-    assert!(rows[1..].iter().all(|(_, h, _)| h != "ok"), "{}", table.join("\n"));
+    assert!(
+        rows[1..].iter().all(|(_, h, _)| h != "ok"),
+        "{}",
+        table.join("\n")
+    );
     assert!(
         rows.iter().filter(|(_, h, _)| h == "rate_limited").count() == 1,
         "each row shows its own rule\n{}",

@@ -445,7 +445,16 @@ async fn the_message_budget_holds_over_libp2p_and_is_shared_with_http() {
     }
     assert_eq!(
         codes,
-        ["ack", "ack", "ack", "ack", "ack", "rate_limited", "rate_limited", "rate_limited"]
+        [
+            "ack",
+            "ack",
+            "ack",
+            "ack",
+            "ack",
+            "rate_limited",
+            "rate_limited",
+            "rate_limited"
+        ]
     );
     // The same account over HTTP finds the budget spent.
     let http = concord_node::relay_http::RelayHttp::new(&relay.url);

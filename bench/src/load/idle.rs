@@ -72,9 +72,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ws_read_buffer: args.ws_read_buffer,
         ws_write_buffer: args.ws_write_buffer,
         voice_rooms: None,
-        resume_window_secs: args
-            .resume_window
-            .or((args.rounds > 0).then_some(5)),
+        resume_window_secs: args.resume_window.or((args.rounds > 0).then_some(5)),
     };
     let json_path = args
         .common
@@ -103,7 +101,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         // Past the resume window (sessions dropped) and the relay's own sweeps.
         let wait_out = Duration::from_secs(tweaks.resume_window_secs.unwrap_or(60) + 3);
         for round in 1..=args.rounds {
-            env.bar.set_message(format!("churn {round}/{}", args.rounds));
+            env.bar
+                .set_message(format!("churn {round}/{}", args.rounds));
             super::drop_clients(&mut env).await;
             tokio::time::sleep(wait_out).await;
             let (closed_rss_kb, closed_fds) = (super::rss_now(&env), fds());

@@ -9,8 +9,8 @@ use concord_net::identity::device_key;
 use concord_net::protocol::{MAX_PUSH_EVENTS, Response};
 use concord_proto::gateway::{GuildDeleted, PresenceUpdate, ReadyGuild, TypingStart};
 use concord_proto::model::{Channel, ChannelKind, EventKind, Guild, Message, MessageDeleted};
-use concord_proto::signed::{Envelope, SignedEvent};
 use concord_proto::permissions::gossip_eligible;
+use concord_proto::signed::{Envelope, SignedEvent};
 use concord_proto::{Id, Permissions};
 use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance};
@@ -380,7 +380,11 @@ fn direct(inner: &Inner, peer: PeerId, envelope: Envelope) -> Result<(), (&'stat
     };
     // Only a device the relay certified for one of the DM's participants may write in it
     // (the directory holds what the relay said); anyone else waits for the relay's push.
-    let sender = inner.directory.lock().expect("directory lock").user_of(&peer);
+    let sender = inner
+        .directory
+        .lock()
+        .expect("directory lock")
+        .user_of(&peer);
     if !sender.is_some_and(|u| channel.recipients.iter().any(|r| r.id == u)) {
         return Err((
             "not_a_participant",
@@ -440,7 +444,13 @@ mod tests {
             Verdict::Ignore
         );
         assert_eq!(
-            gossip_verdict(&data, Some(source), &topic, Some(&channel(ch, true)), EVERYONE),
+            gossip_verdict(
+                &data,
+                Some(source),
+                &topic,
+                Some(&channel(ch, true)),
+                EVERYONE
+            ),
             Verdict::Ignore
         );
         // @everyone cannot view at the guild level, or its role is unknown here: ignored.

@@ -16,9 +16,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::Valid;
 use crate::app::{App, now_ms};
 use crate::auth::Caller;
-use crate::domain::access;
 use crate::auth::tokens::{hash_refresh, random_token};
 use crate::config::Registration;
+use crate::domain::access;
 use crate::store::{
     AccountRecord, ChallengeRecord, DeviceRecord, RefreshOutcome, SessionRecord, StoreError,
 };

@@ -11,8 +11,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use concord_proto::Id;
 
-use crate::domain::error::DomainError;
 use crate::app::App;
+use crate::domain::error::DomainError;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +49,14 @@ impl AuthFailure {
             AuthFailure::Missing => {
                 DomainError::Unauthorized("unauthorized", "missing Authorization: Bearer token")
             }
-            AuthFailure::Expired => {
-                DomainError::Unauthorized("token_expired", "the access token has expired; refresh it")
-            }
-            AuthFailure::Revoked => {
-                DomainError::Unauthorized("session_revoked", "the session was revoked; log in again")
-            }
+            AuthFailure::Expired => DomainError::Unauthorized(
+                "token_expired",
+                "the access token has expired; refresh it",
+            ),
+            AuthFailure::Revoked => DomainError::Unauthorized(
+                "session_revoked",
+                "the session was revoked; log in again",
+            ),
             AuthFailure::Malformed | AuthFailure::BadSignature => {
                 DomainError::Unauthorized("invalid_token", "the access token is not valid")
             }

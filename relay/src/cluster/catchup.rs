@@ -89,7 +89,8 @@ impl CatchUp {
         }
         resync_rules(
             app,
-            self.revoked_since.load(std::sync::atomic::Ordering::Relaxed),
+            self.revoked_since
+                .load(std::sync::atomic::Ordering::Relaxed),
         )
         .await;
         if stale || followed.refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
@@ -126,8 +127,7 @@ async fn resync_rules(app: &App, revoked_since: i64) {
     app.perms.clear();
     match app.store.revoked_sessions_since(revoked_since).await {
         Ok(sessions) => {
-            let forget_after =
-                crate::app::now_ms() + (app.tokens.access_ttl_secs() + 60) * 1000;
+            let forget_after = crate::app::now_ms() + (app.tokens.access_ttl_secs() + 60) * 1000;
             for sid in sessions {
                 if !app.revoked.contains(sid) {
                     app.apply_revocation(&[sid], &[], forget_after);

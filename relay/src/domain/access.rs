@@ -36,10 +36,7 @@ impl AccessError {
 /// The device behind `key`, when it may act: registered, unrevoked, its account not
 /// suspended.
 pub async fn live_device(store: &dyn Store, key: &str) -> Result<DeviceRecord, AccessError> {
-    let device = store
-        .device(key)
-        .await?
-        .ok_or(AccessError::UnknownDevice)?;
+    let device = store.device(key).await?.ok_or(AccessError::UnknownDevice)?;
     if device.revoked_at.is_some() {
         return Err(AccessError::DeviceRevoked);
     }

@@ -100,7 +100,9 @@ impl From<StoreError> for DomainError {
     fn from(e: StoreError) -> DomainError {
         match e {
             StoreError::NotFound => DomainError::NotFound("resource"),
-            StoreError::Conflict(code) => DomainError::Conflict(code, "conflicts with existing data"),
+            StoreError::Conflict(code) => {
+                DomainError::Conflict(code, "conflicts with existing data")
+            }
             StoreError::Unavailable => {
                 DomainError::Unavailable("the database is unavailable; retry shortly")
             }
@@ -129,4 +131,3 @@ impl From<crate::domain::access::AccessError> for DomainError {
         }
     }
 }
-

@@ -45,7 +45,10 @@ async fn caller(app: &App, peer: &PeerId) -> Result<Caller, Response> {
             "register this device over HTTP (concord join) first",
         )),
         Err(AccessError::Store(e)) => Err(refused(e.into())),
-        Err(e) => Err(Response::refused(e.code().unwrap_or("refused"), e.to_string())),
+        Err(e) => Err(Response::refused(
+            e.code().unwrap_or("refused"),
+            e.to_string(),
+        )),
     }
 }
 

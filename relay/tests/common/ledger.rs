@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use concord_proto::Id;
-use concord_relay::store::{MessageStore, ServerStore};
 use concord_relay::store::sql::{PoolConfig, SqlStore};
+use concord_relay::store::{MessageStore, ServerStore};
 
 /// Acknowledged nonces with their seqs, and the refusals (status, code) seen on the way.
 #[derive(Debug, Default)]
